@@ -1,0 +1,24 @@
+"""Install spcl: `pip install -e .` (add `[dev]` for the tests, `[analysis]` for the plots)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="spcl",
+    version="0.1.0",
+    description="SPCL: semantic prototype-based contrastive learning for domain adaptive semantic segmentation",
+    packages=find_packages(include=["spcl", "spcl.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "yacs>=0.1.8",
+        "numpy",
+        "pillow",
+        "tensorboard",
+        "tqdm",
+        "pyyaml",
+    ],
+    extras_require={
+        "dev": ["pytest"],
+        "analysis": ["matplotlib", "scikit-learn"],
+    },
+)

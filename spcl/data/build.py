@@ -1,0 +1,146 @@
+"""Catalog of dataset names and the builders of transforms, datasets and loaders (config read here).
+
+Catalog names: gta5_train, synthia_train, synscapes_train, cityscapes_train, cityscapes_val,
+cityscapes_pseudo (cityscapes_train images + labels from DATASETS.PSEUDO_DIR).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from torch.utils.data import DataLoader
+
+from spcl.utils import comm
+
+from . import transforms as T
+from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
+                       SynscapesDataset, SynthiaDataset)
+from .samplers import ClassBalancedSampler, InfiniteSampler, load_class_index
+
+logger = logging.getLogger("spcl")
+
+CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train", "cityscapes_val",
+           "cityscapes_pseudo")
+ROLES = ("source", "target", "self_train", "test")
+
+
+def build_transform(cfg, role: str) -> T.Compose:
+    """Transforms of a role: `source`/`target` (warm-up, align), `self_train`, `test`."""
+    inp = cfg.INPUT
+    to_tensor = T.ToTensor(inp.PIXEL_MEAN, inp.PIXEL_STD, inp.TO_BGR255)
+    jitter = T.ColorJitter(*inp.COLOR_JITTER)
+    if role == "test":
+        return T.Compose([T.Resize(inp.TEST_SIZE, resize_label=False), to_tensor])
+    if role == "self_train":
+        ts = [T.RandomScaleCrop(inp.SELF_TRAIN_BASE_SIZE, inp.SELF_TRAIN_SCALE, inp.SELF_TRAIN_CROP),
+              T.RandomHorizontalFlip(inp.SELF_TRAIN_FLIP_PROB)]
+        return T.Compose(ts + ([jitter] if inp.SELF_TRAIN_JITTER else []) + [to_tensor])
+    if role in ("source", "target"):
+        size = inp.SOURCE_SIZE if role == "source" else inp.TARGET_SIZE
+        use_jitter = inp.SOURCE_JITTER if role == "source" else inp.TARGET_JITTER
+        ts = [T.Resize(size), T.RandomHorizontalFlip(inp.FLIP_PROB)]
+        return T.Compose(ts + ([jitter] if use_jitter else []) + [to_tensor])
+    raise ValueError(f"unknown transform role {role!r}; expected one of {ROLES}")
+
+
+def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
+                  labels: Optional[str] = None) -> SegmentationDataset:
+    """A dataset of the catalog with the transforms of its role.
+
+    Args:
+        cfg: config (DATASETS.*, INPUT.*, MODEL.NUM_CLASSES are read).
+        name: catalog name, e.g. `gta5_train`, `cityscapes_val`, `cityscapes_pseudo`.
+        train: training transforms (True) or test transforms (False: image resized to
+            INPUT.TEST_SIZE, label kept at its own size).
+        role: `source` | `target` | `self_train` | `test`; by default `test` when not training,
+            `self_train` for cityscapes_pseudo, `source` for DATASETS.SOURCE, else `target`.
+        labels: `required` | `optional` | `none`; by default required except for the unlabelled
+            target training set (none).
+    Returns:
+        items: dicts with `image` (float 3×H×W), `label` (int64 H×W, 255 ignore), `name`, `index`.
+    """
+    if name not in CATALOG:
+        raise KeyError(f"unknown dataset name '{name}'; expected one of {CATALOG}")
+    if role is None:
+        if not train:
+            role = "test"
+        elif name == "cityscapes_pseudo":
+            role = "self_train"
+        else:
+            role = "source" if name == cfg.DATASETS.SOURCE else "target"
+    if labels is None:
+        labels = "none" if (train and role == "target" and name != "cityscapes_pseudo") else "required"
+    transform = build_transform(cfg, role)
+    root, K = cfg.DATASETS.DATA_DIR, cfg.MODEL.NUM_CLASSES
+    list_file = {cfg.DATASETS.SOURCE: cfg.DATASETS.SOURCE_LIST, cfg.DATASETS.TARGET: cfg.DATASETS.TARGET_LIST,
+                 cfg.DATASETS.TEST: cfg.DATASETS.TEST_LIST}.get(name, "")
+    if name == "gta5_train":
+        return GTA5Dataset(os.path.join(root, "gta5"), transform, list_file, K, labels)
+    if name == "synthia_train":
+        return SynthiaDataset(os.path.join(root, "synthia"), transform, list_file, K, labels)
+    if name == "synscapes_train":
+        return SynscapesDataset(os.path.join(root, "synscapes"), transform, list_file, K, labels)
+    if name == "cityscapes_pseudo":
+        return CityscapesPseudoDataset(os.path.join(root, "cityscapes"), cfg.DATASETS.PSEUDO_DIR, transform,
+                                       "train", cfg.DATASETS.TARGET_LIST, K)
+    split = name.split("_")[1]
+    return CityscapesDataset(os.path.join(root, "cityscapes"), split, transform, list_file, K, labels)
+
+
+def local_batch_size(global_batch: int) -> int:
+    """This process's share of a global batch; it must divide evenly."""
+    world = comm.get_world_size()
+    if global_batch % world:
+        raise ValueError(f"global batch {global_batch} does not split over {world} processes")
+    return global_batch // world
+
+
+def class_index_path(cfg) -> str:
+    return cfg.DATASETS.CLASS_INDEX or os.path.join(cfg.DATASETS.DATA_DIR, f"{cfg.DATASETS.SOURCE}_class_index.json")
+
+
+def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, start_iter: int = 0,
+                       class_balanced: bool = False) -> DataLoader:
+    """An endless loader of this process's share of `global_batch`, resumable at `start_iter`."""
+    batch = local_batch_size(global_batch)
+    kwargs = dict(seed=cfg.SEED, rank=comm.get_rank(), world_size=comm.get_world_size(),
+                  start=start_iter * batch)
+    if class_balanced:
+        names = [os.path.basename(p) for p, _ in dataset.items]
+        index_path = class_index_path(cfg)
+        if not os.path.isfile(index_path):  # built once, on first use
+            from .class_index import write_class_index
+            write_class_index(dataset, index_path, cfg.MODEL.NUM_CLASSES, cfg.DATASETS.SOURCE)
+        file_classes = load_class_index(index_path, names)
+        sampler = ClassBalancedSampler(file_classes, cfg.MODEL.NUM_CLASSES,
+                                       block=cfg.DATASETS.CLASS_BALANCE_BLOCK, **kwargs)
+    else:
+        sampler = InfiniteSampler(len(dataset), shuffle=True, **kwargs)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                      persistent_workers=False, pin_memory=False)
+
+
+def build_test_loader(cfg, dataset: SegmentationDataset, batch_size: Optional[int] = None,
+                      shard: bool = True) -> DataLoader:
+    """A finite, ordered loader; with `shard`, each process takes every world-th image."""
+    indices = list(range(len(dataset)))
+    if shard:
+        indices = indices[comm.get_rank()::comm.get_world_size()]
+    return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE, sampler=indices,
+                      num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False)
+
+
+def prepare_data(cfg) -> None:
+    """Generate the shipped toy dataset into DATASETS.DATA_DIR when DATASETS.TOY.GENERATE is set."""
+    if not cfg.DATASETS.TOY.GENERATE:
+        return
+    if comm.is_main_process():
+        from .toy import generate_toy_dataset
+
+        toy = cfg.DATASETS.TOY
+        generate_toy_dataset(cfg.DATASETS.DATA_DIR, seed=toy.SEED, num_source=toy.NUM_SOURCE,
+                             num_target_train=toy.NUM_TARGET_TRAIN, num_target_val=toy.NUM_TARGET_VAL,
+                             size=tuple(toy.SIZE))
+    comm.synchronize()

@@ -1,0 +1,108 @@
+"""The one dataset class every domain subclasses: a sorted list of (image, label) files.
+
+Subclasses only say where the files are (`find_items`) and how a label file becomes train labels
+(`decode_label`). Items are dicts: `image` (float 3×H×W), `label` (int64 H×W, trainIds, 255 = ignore),
+`name` (file base name), `index` (int). `__getitem__` also takes `(index, seed)` pairs from the
+training samplers so each sample's augmentation is fixed by its position in the sample stream.
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..io import read_image
+from ..labels import IGNORE_LABEL
+
+Item = tuple[str, Optional[str]]
+
+
+def read_list_file(list_file: str) -> list[str]:
+    """Relative image paths, one a line (blank lines and `#` comments skipped)."""
+    if not os.path.isfile(list_file):
+        raise FileNotFoundError(f"list file not found: {list_file}")
+    with open(list_file) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+
+
+def list_images(folder: str, suffix: str) -> list[str]:
+    """Paths relative to `folder` of every file ending in `suffix` below it, sorted."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"dataset folder not found: {folder} (see datasets/README.md for the layout)")
+    out = []
+    for dirpath, _, files in os.walk(folder):
+        for fn in files:
+            if fn.endswith(suffix):
+                out.append(os.path.relpath(os.path.join(dirpath, fn), folder))
+    if not out:
+        raise FileNotFoundError(f"no '*{suffix}' files found under {folder}")
+    return sorted(out)
+
+
+class SegmentationDataset(Dataset):
+    """Images with label files; labels `required`, `optional` (255 if missing) or `none`.
+
+    Args:
+        items: (image path, label path or None) pairs.
+        transform: callable (PIL image, uint8 label or None, random.Random) → (tensor, tensor/None).
+        labels: "required" | "optional" | "none".
+        num_classes: K; decoded labels must lie in [0, K) or be 255.
+    """
+
+    # Label maps stored at another resolution than their image (pseudo labels written at the model's
+    # input size) are resized nearest-neighbour to the image instead of being rejected.
+    resize_label_to_image = False
+
+    def __init__(self, items: Sequence[Item], transform: Callable, labels: str = "required",
+                 num_classes: int = 19):
+        if labels not in ("required", "optional", "none"):
+            raise ValueError(f"labels must be required|optional|none, got {labels!r}")
+        self.items = list(items)
+        self.transform = transform
+        self.labels = labels
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def decode_label(self, path: str) -> np.ndarray:
+        """H×W uint8 train labels of a label file; subclasses override."""
+        raise NotImplementedError
+
+    def load_label(self, path: Optional[str]) -> Optional[np.ndarray]:
+        if self.labels == "none" or path is None:
+            return None
+        if not os.path.isfile(path):
+            if self.labels == "optional":
+                return None
+            raise FileNotFoundError(f"missing label file: {path}")
+        label = self.decode_label(path)
+        bad = (label >= self.num_classes) & (label != IGNORE_LABEL)
+        if bad.any():
+            raise ValueError(f"label file {path} holds values {sorted(np.unique(label[bad]).tolist())[:5]} "
+                             f"outside [0, {self.num_classes}) and 255")
+        return label
+
+    def __getitem__(self, index):
+        seed = None
+        if isinstance(index, (tuple, list)):
+            index, seed = index
+        img_path, label_path = self.items[index]
+        image = read_image(img_path)
+        label = self.load_label(label_path)
+        if label is not None and label.shape != (image.size[1], image.size[0]):
+            if self.resize_label_to_image:
+                label = np.array(Image.fromarray(label).resize(image.size, Image.NEAREST))
+            else:
+                raise ValueError(f"label file {label_path} has size {label.shape[1]}x{label.shape[0]} but "
+                                 f"its image {img_path} is {image.size[0]}x{image.size[1]}")
+        rng = random.Random(seed if seed is not None else index)
+        image_t, label_t = self.transform(image, label, rng)
+        if label_t is None:  # unlabelled: an all-ignore label of the output size
+            label_t = torch.full(image_t.shape[-2:], IGNORE_LABEL, dtype=torch.int64)
+        return {"image": image_t, "label": label_t, "name": os.path.basename(img_path), "index": index}

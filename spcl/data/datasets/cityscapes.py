@@ -1,0 +1,59 @@
+"""Cityscapes (SPEC §7) with gtFine labelIds, and Cityscapes with labels from a pseudo-label folder.
+
+Images: `cityscapes/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`; labels:
+`cityscapes/gtFine/<split>/<city>/<name>_gtFine_labelIds.png`. Pseudo labels: `<dir>/<image base
+name>` (the image's file name), 8-bit trainIds with 255 ignored, as written by spcl.pseudo.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..io import read_label_indices
+from ..labels import labelid_to_trainid_lut
+from .base import SegmentationDataset, list_images, read_list_file
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+def cityscapes_images(root: str, split: str, list_file: str = "") -> list[str]:
+    """Image paths relative to `leftImg8bit/<split>` (`city/name_leftImg8bit.png`), sorted."""
+    image_dir = os.path.join(root, "leftImg8bit", split)
+    return read_list_file(list_file) if list_file else list_images(image_dir, IMAGE_SUFFIX)
+
+
+class CityscapesDataset(SegmentationDataset):
+    """Cityscapes `split` with gtFine labelIds mapped to 19 (or 16) train labels."""
+
+    def __init__(self, root: str, split: str, transform, list_file: str = "", num_classes: int = 19,
+                 labels: str = "required"):
+        names = cityscapes_images(root, split, list_file)
+        image_dir, label_dir = os.path.join(root, "leftImg8bit", split), os.path.join(root, "gtFine", split)
+        items = [(os.path.join(image_dir, n), os.path.join(label_dir, n[: -len(IMAGE_SUFFIX)] + LABEL_SUFFIX))
+                 for n in names]
+        super().__init__(items, transform, labels, num_classes)
+        self.lut = labelid_to_trainid_lut(num_classes)
+
+    def decode_label(self, path: str) -> np.ndarray:
+        return self.lut[read_label_indices(path)]
+
+
+class CityscapesPseudoDataset(SegmentationDataset):
+    """Cityscapes `split` images with train labels read from `pseudo_dir/<image file name>`."""
+
+    resize_label_to_image = True
+
+    def __init__(self, root: str, pseudo_dir: str, transform, split: str = "train", list_file: str = "",
+                 num_classes: int = 19):
+        if not pseudo_dir or not os.path.isdir(pseudo_dir):
+            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r} "
+                                    "(config key DATASETS.PSEUDO_DIR; write it with tools/gen_pseudo.py)")
+        names = cityscapes_images(root, split, list_file)
+        image_dir = os.path.join(root, "leftImg8bit", split)
+        items = [(os.path.join(image_dir, n), os.path.join(pseudo_dir, os.path.basename(n))) for n in names]
+        super().__init__(items, transform, "required", num_classes)
+
+    def decode_label(self, path: str) -> np.ndarray:
+        return read_label_indices(path)

@@ -1,0 +1,142 @@
+"""Infinite, seeded, rank-sharded training samplers, and the class-balanced source sampler (SPEC §7).
+
+Both yield `(index, sample_seed)` pairs. The stream of a run is fixed by its seed: rank r of w
+processes takes positions r, r + w, r + 2w, … of one global stream, and `start` skips the items a
+resumed run has already consumed, so a resumed run sees exactly the samples (and augmentations) of
+an uninterrupted one. Used by spcl.data.build.build_train_loader.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """Augmentation seed of the sample at global stream `position`."""
+    return (seed * 1_000_003 + position * 7_919) % (2**31 - 1)
+
+
+class _ShardedStream(Sampler):
+    def __init__(self, seed: int, rank: int, world_size: int, start: int):
+        self.seed, self.rank, self.world_size, self.start = int(seed), rank, world_size, start
+
+    def global_stream(self) -> Iterator[int]:
+        raise NotImplementedError
+
+    def __iter__(self):
+        stream = enumerate(self.global_stream())
+        first = self.start * self.world_size + self.rank
+        for pos, idx in itertools.islice(stream, first, None, self.world_size):
+            yield int(idx), sample_seed(self.seed, pos)
+
+
+class InfiniteSampler(_ShardedStream):
+    """Endless epochs of `size` indices, each a fresh seeded permutation (or in order).
+
+    Args:
+        size: dataset length.
+        seed: stream seed (the config's SEED).
+        shuffle: permute each epoch.
+        rank, world_size: this process's shard.
+        start: items of this rank's shard already consumed (iteration × local batch).
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1, start: int = 0):
+        if size <= 0:
+            raise ValueError("InfiniteSampler needs a non-empty dataset")
+        super().__init__(seed, rank, world_size, start)
+        self.size, self.shuffle = size, shuffle
+
+    def global_stream(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed)
+        while True:
+            order = torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+            yield from order.tolist()
+
+
+class ClassBalancedSampler(_ShardedStream):
+    """Released SPCL source sampling: draw a class, then the next file containing it.
+
+    A class k is drawn with probability ∝ 1 / ln(1.01 + h_k / Σh), where h counts the classes drawn
+    so far in the current block of `block` draws (uniform at the start of a block); classes no file
+    contains are never drawn. Each class cycles through its own seeded shuffle of its files.
+
+    Args:
+        file_classes: for each dataset index, the train labels present in its label file.
+        num_classes: K.
+        seed, rank, world_size, start: as InfiniteSampler.
+        block: draws per block (released code: 3,000).
+    """
+
+    def __init__(self, file_classes: Sequence[Sequence[int]], num_classes: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, start: int = 0, block: int = 3000):
+        super().__init__(seed, rank, world_size, start)
+        self.num_classes, self.block = num_classes, block
+        self.class_files = [[] for _ in range(num_classes)]
+        for i, classes in enumerate(file_classes):
+            for k in classes:
+                if 0 <= k < num_classes:
+                    self.class_files[k].append(i)
+        self.present = np.array([len(f) > 0 for f in self.class_files])
+        if not self.present.any():
+            raise ValueError("class-balanced sampler: no file contains any class")
+
+    def class_probabilities(self, counts: np.ndarray) -> np.ndarray:
+        """Draw probabilities given the class counts `counts` (K,) of the current block."""
+        total = counts.sum()
+        freq = counts / total if total > 0 else np.zeros_like(counts, dtype=np.float64)
+        w = 1.0 / np.log(1.01 + freq)
+        w[~self.present] = 0.0
+        return w / w.sum()
+
+    def global_stream(self):
+        rng = np.random.default_rng(self.seed)
+        orders = [list(rng.permutation(f)) if f else [] for f in self.class_files]
+        pointers = [0] * self.num_classes
+        counts = np.zeros(self.num_classes, dtype=np.float64)
+        drawn = 0
+        while True:
+            if drawn % self.block == 0:
+                counts[:] = 0
+            k = int(rng.choice(self.num_classes, p=self.class_probabilities(counts)))
+            counts[k] += 1
+            drawn += 1
+            if pointers[k] >= len(orders[k]):
+                orders[k] = list(rng.permutation(self.class_files[k]))
+                pointers[k] = 0
+            yield orders[k][pointers[k]]
+            pointers[k] += 1
+
+
+def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:
+    """Per-image class lists, in dataset order, from a class-index JSON.
+
+    Accepts `{"files": {name: [labels]}}` (tools/prepare_data.py) or a plain `{name: [labels]}`
+    map (the released code's label info). Names are matched on the image path relative to the
+    image folder, then on its base name.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class index not found: {path} (build it with tools/prepare_data.py, "
+                                "or set DATASETS.CLASS_BALANCE False)")
+    with open(path) as f:
+        data = json.load(f)
+    files = data.get("files", data) if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"class index {path}: expected a JSON mapping of file name to class list")
+    out = []
+    for name in image_names:
+        classes = files.get(name, files.get(os.path.basename(name)))
+        if classes is None:
+            raise KeyError(f"class index {path} has no entry for image '{name}'; rebuild it with "
+                           "tools/prepare_data.py")
+        out.append([int(c) for c in classes])
+    return out

@@ -1,0 +1,48 @@
+"""Process-group set-up for `torchrun` (env:// variables) and `torch.multiprocessing.spawn`, and a
+one-process fallback: NCCL on GPUs, gloo on the CPU."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed() -> bool:
+    """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1).
+
+    Returns True when a multi-process group is active.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(minutes=60))
+    return True
+
+
+def _worker(local_rank: int, fn, world_size: int, port: int, args: tuple) -> None:
+    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    init_distributed()
+    try:
+        fn(*args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def launch(fn, num_processes: int = 1, args: tuple = (), port: int = 0) -> None:
+    """Run `fn(*args)` in `num_processes` processes on this machine (spawn), or directly for 1."""
+    if num_processes <= 1:
+        fn(*args)
+        return
+    if not port:
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_worker, args=(fn, num_processes, port, args), nprocs=num_processes)

@@ -1,0 +1,66 @@
+"""Loading initial weights from a local file (never downloaded): a torchvision ImageNet state dict of
+the backbone, or a checkpoint/state dict of this project's segmentor. Missing and unexpected keys
+are logged; a shape mismatch raises naming the key, both shapes and the file."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn as nn
+
+logger = logging.getLogger("spcl")
+
+
+def strip_prefix(state: dict, prefix: str) -> dict:
+    """Remove `prefix` from every key that has it (e.g. DDP's 'module.')."""
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def read_checkpoint(path: str) -> dict:
+    """`torch.load` of a local file to CPU with a clear error when missing or unreadable."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path!r}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling error means an unusable file
+        raise IOError(f"cannot read weights file {path}: {e}") from e
+
+
+def segmentor_state_from(obj: dict) -> tuple[dict, str]:
+    """The segmentor state dict in a loaded file, and its kind ('checkpoint' | 'imagenet')."""
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return strip_prefix(obj["model"], "module."), "checkpoint"
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    state = strip_prefix(obj, "module.")
+    if any(k.startswith("backbone.") for k in state):
+        return state, "checkpoint"
+    return {"backbone." + k: v for k, v in state.items()}, "imagenet"
+
+
+def load_segmentor_weights(model: nn.Module, path: str) -> dict:
+    """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}."""
+    state, kind = segmentor_state_from(read_checkpoint(path))
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and hasattr(value, "shape") and own[key].shape != value.shape:
+            raise ValueError(f"weights file {path}: key '{key}' has shape {tuple(value.shape)}, the model "
+                             f"expects {tuple(own[key].shape)} (wrong MODEL.BACKBONE or MODEL.NUM_CLASSES?)")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+    loaded = len(state) - len(result.unexpected_keys)
+    if loaded == 0:
+        raise ValueError(f"weights file {path}: none of its {len(state)} keys match the model "
+                         f"(first key '{next(iter(state), '')}')")
+    logger.info("loaded %s weights from %s: %d tensors", kind, path, loaded)
+    if missing:
+        logger.info("missing keys (%d, left at init): %s", len(missing), _short(missing))
+    if unexpected:
+        logger.info("unexpected keys (%d, ignored): %s", len(unexpected), _short(unexpected))
+    return {"missing": missing, "unexpected": unexpected, "kind": kind}
+
+
+def _short(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f", … ({len(keys) - n} more)" if len(keys) > n else "")

@@ -1,0 +1,73 @@
+"""Prototype initialisation from the source set (paper Eq. 2, SPEC §3), used by the `prototypes`
+stage: the mean of the normalised source pixel features of each class, pixel-weighted over the whole
+set (`pixel_mean`, paper) or the mean of per-image class means (`image_mean`, released code)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from spcl.utils import comm
+
+from .bank import class_feature_sums, downsample_mask
+
+
+def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str = "gt") -> torch.Tensor:
+    """Source mask at feature resolution (SPEC §3).
+
+    Args:
+        label: B×H×W ground truth.
+        logits: B×K×h×w (needed for `gt_and_pred`).
+        mode: "gt" (label nearest-downsampled) or "gt_and_pred" (pixels predicted wrongly → 255).
+    Returns:
+        B×h×w int64.
+    """
+    size = tuple(logits.shape[-2:])
+    mask = downsample_mask(label.to(logits.device), size)
+    if mode == "gt_and_pred":
+        mask = torch.where(logits.argmax(1) == mask, mask, torch.full_like(mask, 255))
+    elif mode != "gt":
+        raise ValueError(f"PROTOTYPE.SOURCE_MASK must be gt or gt_and_pred, got {mode!r}")
+    return mask
+
+
+@torch.no_grad()
+def compute_source_prototypes(model, loader, num_classes: int, device: torch.device, init: str = "pixel_mean",
+                              mask_mode: str = "gt", max_images: int = 0, progress: bool = False) -> dict:
+    """Initial prototypes from a source loader (items with `image`, `label`).
+
+    Returns:
+        {"prototypes": K×C, "counts": K pixels (pixel_mean) or images (image_mean) per class}.
+        Classes never seen get a zero prototype. Sums are reduced over processes.
+    """
+    if init not in ("pixel_mean", "image_mean"):
+        raise ValueError(f"PROTOTYPE.INIT must be pixel_mean or image_mean, got {init!r}")
+    model.eval()
+    total, counts, seen = None, None, 0
+    iterator = loader
+    if progress and comm.is_main_process():
+        from tqdm import tqdm
+        iterator = tqdm(loader, desc="prototypes", leave=False)
+    for batch in iterator:
+        out = model(batch["image"].to(device))
+        feat, logits = out["feat"].float(), out["logits"]
+        mask = source_mask(batch["label"], logits, mask_mode)
+        if init == "pixel_mean":
+            sums, cnt = class_feature_sums(feat, mask, num_classes)
+        else:  # one mean per image and class, then averaged over the images holding the class
+            sums = torch.zeros(num_classes, feat.shape[1], device=feat.device)
+            cnt = torch.zeros(num_classes, device=feat.device)
+            for i in range(feat.shape[0]):
+                s, c = class_feature_sums(feat[i:i + 1], mask[i:i + 1], num_classes)
+                sums += s / c.clamp_min(1)[:, None]
+                cnt += (c > 0).float()
+        total = sums if total is None else total + sums
+        counts = cnt if counts is None else counts + cnt
+        seen += feat.shape[0]
+        if max_images and seen >= max_images:
+            break
+    if total is None:
+        raise ValueError("no source images to compute prototypes from")
+    packed = comm.all_reduce_sum(torch.cat([total, counts[:, None]], dim=1))
+    total, counts = packed[:, :-1], packed[:, -1]
+    return {"prototypes": (total / counts.clamp_min(1)[:, None]).cpu(), "counts": counts.cpu()}

@@ -1,0 +1,130 @@
+"""Pseudo-label generation (SPEC §5) with one model pass: each image's prediction and quantised
+confidence are cached on disk (uint8 + uint16, compressed) while the class thresholds accumulate,
+then labels are written from the cache. `cache=False` runs the model a second time instead.
+
+Labels: 8-bit PNGs of train labels (255 = below threshold), one per target image, named like the
+image, at the model's input resolution (INPUT.TEST_SIZE). Beside them `thresholds.json` holds the
+thresholds, the share of pixels kept per class and, when ground truth exists, the labels' quality.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spcl.data.io import write_label_png
+from spcl.data.labels import class_names
+from spcl.evaluation import SemSegEvaluator
+from spcl.evaluation.inference import predict_probs
+from spcl.utils import comm
+from spcl.utils.io import atomic_write_json
+
+from .thresholds import ClassThresholds
+
+logger = logging.getLogger("spcl")
+
+
+def _iterate(loader, desc: str, progress: bool):
+    if progress and comm.is_main_process():
+        from tqdm import tqdm
+        return tqdm(loader, desc=desc, leave=False)
+    return loader
+
+
+@torch.no_grad()
+def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
+                           cap: float = 0.9, num_bins: int = 65536, cache: bool = True, flip: bool = False,
+                           progress: bool = False, amp_dtype=None) -> dict:
+    """Write pseudo labels for every image of `loader` (test transforms) into `output_dir`.
+
+    Returns the summary also written as `output_dir/thresholds.json`.
+    """
+    model.eval()
+    os.makedirs(output_dir, exist_ok=True)
+    cache_dir = os.path.join(output_dir, ".cache")
+    stats = ClassThresholds(num_classes, cap, num_bins)
+    names_seen = []
+
+    def forward(batch):
+        images = batch["image"].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            probs = predict_probs(model, images, tuple(images.shape[-2:]), flip=flip)
+        conf, pred = probs.float().max(dim=1)
+        return stats.quantize(conf).cpu(), pred.cpu()
+
+    passes = 1
+    for batch in _iterate(loader, "pseudo labels: predict", progress):
+        bins, pred = forward(batch)
+        stats.update_bins(bins, pred)
+        if cache:
+            os.makedirs(cache_dir, exist_ok=True)
+            for name, b, p in zip(batch["name"], bins.numpy().astype(np.uint16), pred.numpy().astype(np.uint8)):
+                np.savez_compressed(os.path.join(cache_dir, name + ".npz"), bins=b, pred=p)
+        names_seen.extend(batch["name"])
+    threshold_bins = stats.compute_bins()
+    thresholds = stats.compute()
+
+    quality = SemSegEvaluator(num_classes)
+    kept = torch.zeros(num_classes, dtype=torch.float64)
+    predicted = torch.zeros(num_classes, dtype=torch.float64)
+
+    def write(name, bins, pred, gt):
+        label = ClassThresholds.label_bins(bins, pred, threshold_bins)
+        predicted.add_(torch.bincount(pred.reshape(-1), minlength=num_classes).double())
+        kept.add_(torch.bincount(label[label != 255], minlength=num_classes).double())
+        write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
+        if gt is not None and (gt != 255).any():
+            gt_small = F.interpolate(gt[None, None].float(), size=label.shape, mode="nearest")[0, 0].long()
+            quality.process(label[None], torch.where(label[None] == 255, 255, gt_small[None]))
+
+    if cache:
+        for name in _iterate(names_seen, "pseudo labels: write", progress):
+            data = np.load(os.path.join(cache_dir, name + ".npz"))
+            gt = _ground_truth(loader.dataset, name)
+            write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)), gt)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    else:
+        passes = 2
+        for batch in _iterate(loader, "pseudo labels: write", progress):
+            bins, pred = forward(batch)
+            for j, name in enumerate(batch["name"]):
+                gt = batch["label"][j] if (batch["label"][j] != 255).any() else None
+                write(name, bins[j], pred[j], gt)
+
+    kept = comm.all_reduce_sum(kept)
+    predicted = comm.all_reduce_sum(predicted)
+    summary = {
+        "thresholds": thresholds.tolist(),
+        "class_names": list(class_names(num_classes)) if num_classes in (16, 19) else None,
+        "kept_fraction": (kept.sum() / predicted.sum().clamp_min(1)).item(),
+        "kept_fraction_per_class": (kept / predicted.clamp_min(1)).tolist(),
+        "num_images": comm.all_reduce_sum(torch.tensor(len(names_seen), dtype=torch.float64)).item(),
+        "model_passes": passes,
+        "cap": cap,
+        "num_bins": num_bins,
+    }
+    if quality.confusion.sum() > 0 or comm.get_world_size() > 1:
+        q = quality.evaluate()
+        if q["num_pixels"] > 0:
+            summary["quality_on_kept_pixels"] = {"mIoU": q["mIoU"], "aAcc": q["aAcc"], "IoU": q["IoU"]}
+    if comm.is_main_process():
+        atomic_write_json(summary, os.path.join(output_dir, "thresholds.json"))
+    comm.synchronize()
+    return summary
+
+
+def _ground_truth(dataset, name: str):
+    """Ground-truth train labels (H×W int64) of the image `name`, or None without a label file."""
+    index = getattr(dataset, "_name_index", None)
+    if index is None:
+        index = {os.path.basename(p): i for i, (p, _) in enumerate(dataset.items)}
+        dataset._name_index = index
+    i = index.get(name)
+    if i is None or dataset.labels == "none":
+        return None
+    label = dataset.load_label(dataset.items[i][1])
+    return None if label is None else torch.from_numpy(label.astype(np.int64))

@@ -1,0 +1,48 @@
+"""Shared test fixtures: one thread per process (tests run beside each other and spawn processes;
+an oversubscribed OpenMP pool is many times slower), a small generated dataset, and tiny configs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("SPCL_TEST_THREADS", "1")))
+SHARED_FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                               "fixtures")
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory):
+    """A tiny generated dataset (GTA5 + Cityscapes layouts): 8 source, 8 target train, 4 val, 64x32."""
+    from spcl.data.toy import generate_toy_dataset
+
+    root = tmp_path_factory.mktemp("toy")
+    generate_toy_dataset(root, seed=0, num_source=8, num_target_train=8, num_target_val=4, size=(64, 32))
+    return str(root)
+
+
+def tiny_cfg(toy_root: str, output_dir: str, *opts):
+    """A frozen config running every stage for a few iterations on the tiny dataset."""
+    from spcl.config import load_config
+
+    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "toy.yaml")
+    overrides = [
+        "OUTPUT_DIR", output_dir, "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False",
+        "INPUT.SOURCE_SIZE", "[64, 32]", "INPUT.TARGET_SIZE", "[64, 32]", "INPUT.TEST_SIZE", "[64, 32]",
+        "INPUT.SELF_TRAIN_BASE_SIZE", "[64, 32]", "INPUT.SELF_TRAIN_CROP", "[48, 24]",
+        "ADV_WARMUP.STOP_ITER", "3", "ALIGN.STOP_ITER", "3", "SELF_TRAIN.STOP_ITER", "3",
+        "SOURCE_ONLY.STOP_ITER", "3", "ADV_WARMUP.SOURCE_BATCH", "2", "ADV_WARMUP.TARGET_BATCH", "2",
+        "ALIGN.SOURCE_BATCH", "2", "ALIGN.TARGET_BATCH", "2", "SELF_TRAIN.TARGET_BATCH", "2",
+        "SOURCE_ONLY.SOURCE_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
+    ]
+    return load_config(base, overrides + list(opts))
+
+
+@pytest.fixture
+def shared_fixtures():
+    """The real files of ../shared/fixtures (skips when the folder is absent)."""
+    path = os.path.abspath(SHARED_FIXTURES)
+    if not os.path.isdir(path):
+        pytest.skip("../shared/fixtures is not present")
+    return path

@@ -1,0 +1,96 @@
+"""Writes the toy GTA5 → Cityscapes domain-shift dataset shipped with the project.
+
+Thin command-line front end of `spcl.data.toy.generate_toy_dataset`; runnable from the repository
+root without installing the package:
+
+    python tools/make_toy.py --root datasets/toy --seed 0 --num-source 200 \
+        --num-target-train 200 --num-target-val 50 --size 128 64 [--overwrite] [--preview PNG]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+try:
+    import spcl  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+from PIL import Image
+
+from spcl.data.labels import colorize, labelid_to_trainid_lut
+from spcl.data.toy import generate_toy_dataset
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line.
+
+    Args:
+        argv: arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The parsed namespace.
+    """
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="datasets/toy", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-source", type=int, default=200)
+    p.add_argument("--num-target-train", type=int, default=200)
+    p.add_argument("--num-target-val", type=int, default=50)
+    p.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("WIDTH", "HEIGHT"))
+    p.add_argument("--overwrite", action="store_true", help="regenerate even if the manifest matches")
+    p.add_argument("--preview", default=None, metavar="PNG",
+                   help="also save a grid: source image | source label | target image | target label")
+    p.add_argument("--preview-rows", type=int, default=6)
+    return p.parse_args(argv)
+
+
+def save_preview(root: Path, out: Path, rows: int = 6) -> None:
+    """Saves a side-by-side grid of source and target train images with coloured labels.
+
+    Args:
+        root: a folder written by `generate_toy_dataset`.
+        out: PNG path of the preview.
+        rows: number of image pairs shown (at most the number of images of either domain).
+    """
+    lut = labelid_to_trainid_lut(19)
+    src = sorted((root / "gta5" / "images").glob("*.png"))
+    tgt = sorted((root / "cityscapes" / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
+    lines = []
+    for s_img, t_img in list(zip(src, tgt))[:rows]:
+        s_lab = root / "gta5" / "labels" / s_img.name
+        t_lab = Path(str(t_img).replace("leftImg8bit", "gtFine", 1).replace("_leftImg8bit", "_gtFine_labelIds"))
+        tiles = [np.array(Image.open(s_img).convert("RGB")), colorize(lut[np.array(Image.open(s_lab))]),
+                 np.array(Image.open(t_img).convert("RGB")), colorize(lut[np.array(Image.open(t_lab))])]
+        gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+        lines.append(np.concatenate([tiles[0], gap, tiles[1], gap * 0 + 128, tiles[2], gap, tiles[3]], axis=1))
+        lines.append(np.full((4, lines[-1].shape[1], 3), 255, np.uint8))
+    if not lines:
+        raise ValueError(f"no source/target image pairs under {root} to preview")
+    grid = np.concatenate(lines[:-1], axis=0)
+    scale = 2 if grid.shape[1] < 800 else 1
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Generates the dataset (and optionally a preview) and prints what was written."""
+    args = parse_args(argv)
+    info = generate_toy_dataset(args.root, seed=args.seed, num_source=args.num_source,
+                                num_target_train=args.num_target_train, num_target_val=args.num_target_val,
+                                size=tuple(args.size), overwrite=args.overwrite)
+    action = "wrote" if info["generated"] else "up to date (nothing written):"
+    print(f"{action} {info['root']}")
+    print(f"  source (GTA5 layout):       {info['num_source']:5d} images in {info['gta5']}")
+    print(f"  target (Cityscapes layout): {info['num_target_train']:5d} train + {info['num_target_val']} val "
+          f"images in {info['cityscapes']}")
+    print(f"  size {info['size'][0]}x{info['size'][1]}, seed {args.seed}, manifest {info['manifest']}")
+    if args.preview:
+        save_preview(Path(args.root), Path(args.preview), args.preview_rows)
+        print(f"  preview: {args.preview}")
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Build the per-class file index of a source dataset for class-balanced sampling (SPEC §7).
+
+    python tools/prepare_data.py --config configs/gta5_r101.yaml [--output FILE] [KEY VALUE …]
+
+Reads every label file of DATASETS.SOURCE once (progress bar) and writes
+`{"num_classes": K, "dataset": name, "files": {image file name: [train labels present]}}` to
+DATASETS.CLASS_INDEX (default `<DATA_DIR>/<source>_class_index.json`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import config_parser, setup  # noqa: E402
+
+
+def main(argv=None):
+    parser = config_parser(__doc__.splitlines()[0])
+    parser.add_argument("--output", default="", help="index file (default: DATASETS.CLASS_INDEX or its default)")
+    args = parser.parse_args(argv)
+    cfg = setup(args)
+    from spcl.data import build_dataset, prepare_data
+    from spcl.data.build import class_index_path
+    from spcl.data.class_index import write_class_index
+
+    prepare_data(cfg)
+    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False)
+    out = args.output or class_index_path(cfg)
+    write_class_index(dataset, out, cfg.MODEL.NUM_CLASSES, cfg.DATASETS.SOURCE)
+    print(f"class index of {len(dataset)} files written to {out}")
+
+
+if __name__ == "__main__":
+    main()
