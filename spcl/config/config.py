@@ -21,8 +21,11 @@ def get_cfg() -> CN:
     return _C.clone()
 
 
-def _load_yaml_with_base(path: str) -> dict:
-    """Read a YAML file, recursively merging the files its `_BASE_` names (relative to it)."""
+def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
+    """Read a YAML file, recursively merging the files its `_BASE_` names (relative to it).
+
+    With `node`, each file's own keys are checked against it, so an unknown key names the file that
+    holds it (not the file that inherits it)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     with open(path) as f:
@@ -30,12 +33,14 @@ def _load_yaml_with_base(path: str) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     bases = data.pop(BASE_KEY, [])
+    if node is not None:
+        _check_keys(data, node, "", path)
     if isinstance(bases, str):
         bases = [bases]
     merged: dict = {}
     for base in bases:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        _deep_update(merged, _load_yaml_with_base(base_path))
+        _deep_update(merged, _load_yaml_with_base(base_path, node))
     _deep_update(merged, data)
     return merged
 
@@ -61,8 +66,7 @@ def _check_keys(data: dict, node: CN, prefix: str, source: str) -> None:
 
 def merge_from_file(cfg: CN, path: str) -> CN:
     """Merge a YAML file (with `_BASE_` chains) into `cfg`; unknown keys name the file."""
-    data = _load_yaml_with_base(path)
-    _check_keys(data, cfg, "", path)
+    data = _load_yaml_with_base(path, cfg)
     cfg.merge_from_other_cfg(CN(data))
     return cfg
 

@@ -62,8 +62,11 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         stats.update_bins(bins, pred)
         if cache:
             os.makedirs(cache_dir, exist_ok=True)
-            for name, b, p in zip(batch["name"], bins.numpy().astype(np.uint16), pred.numpy().astype(np.uint8)):
-                np.savez_compressed(os.path.join(cache_dir, name + ".npz"), bins=b, pred=p)
+            gts = _ground_truth_like(batch["label"], pred)
+            for j, name in enumerate(batch["name"]):
+                extra = {} if gts is None else {"gt": gts[j].numpy().astype(np.uint8)}
+                np.savez_compressed(os.path.join(cache_dir, name + ".npz"), bins=bins[j].numpy().astype(np.uint16),
+                                    pred=pred[j].numpy().astype(np.uint8), **extra)
         names_seen.extend(batch["name"])
     threshold_bins = stats.compute_bins()
     thresholds = stats.compute()
@@ -73,27 +76,28 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     predicted = torch.zeros(num_classes, dtype=torch.float64)
 
     def write(name, bins, pred, gt):
+        """Label one image; `gt` (same size, or None) measures the labels' quality on kept pixels."""
         label = ClassThresholds.label_bins(bins, pred, threshold_bins)
         predicted.add_(torch.bincount(pred.reshape(-1), minlength=num_classes).double())
         kept.add_(torch.bincount(label[label != 255], minlength=num_classes).double())
         write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
-        if gt is not None and (gt != 255).any():
-            gt_small = F.interpolate(gt[None, None].float(), size=label.shape, mode="nearest")[0, 0].long()
-            quality.process(label[None], torch.where(label[None] == 255, 255, gt_small[None]))
+        if gt is not None:
+            quality.process(label[None], torch.where(label[None] == 255, 255, gt[None]))
 
     if cache:
         for name in _iterate(names_seen, "pseudo labels: write", progress):
             data = np.load(os.path.join(cache_dir, name + ".npz"))
-            gt = _ground_truth(loader.dataset, name)
-            write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)), gt)
+            gt = torch.from_numpy(data["gt"].astype(np.int64)) if "gt" in data else None
+            write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)),
+                  gt)
         shutil.rmtree(cache_dir, ignore_errors=True)
     else:
         passes = 2
         for batch in _iterate(loader, "pseudo labels: write", progress):
             bins, pred = forward(batch)
+            gts = _ground_truth_like(batch["label"], pred)
             for j, name in enumerate(batch["name"]):
-                gt = batch["label"][j] if (batch["label"][j] != 255).any() else None
-                write(name, bins[j], pred[j], gt)
+                write(name, bins[j], pred[j], None if gts is None else gts[j])
 
     kept = comm.all_reduce_sum(kept)
     predicted = comm.all_reduce_sum(predicted)
@@ -117,14 +121,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     return summary
 
 
-def _ground_truth(dataset, name: str):
-    """Ground-truth train labels (H×W int64) of the image `name`, or None without a label file."""
-    index = getattr(dataset, "_name_index", None)
-    if index is None:
-        index = {os.path.basename(p): i for i, (p, _) in enumerate(dataset.items)}
-        dataset._name_index = index
-    i = index.get(name)
-    if i is None or dataset.labels == "none":
+def _ground_truth_like(label: torch.Tensor, pred: torch.Tensor):
+    """Ground truth B×H×W resized (nearest) to the predictions' size, or None when all ignored."""
+    if not (label != 255).any():
         return None
-    label = dataset.load_label(dataset.items[i][1])
-    return None if label is None else torch.from_numpy(label.astype(np.int64))
+    return F.interpolate(label[:, None].float(), size=pred.shape[-2:], mode="nearest")[:, 0].long()

@@ -1,0 +1,117 @@
+"""Every stage runs 3 iterations on the tiny generated dataset and writes what it hands on; the
+checkpoints hold the right state; α = 1 keeps the prototype bank fixed through `align`."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from spcl.engine import run_stage
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def warmup(toy_root, tmp_path_factory):
+    """An adv_warmup run (3 iterations) shared by the stage tests of this module."""
+    out = str(tmp_path_factory.mktemp("warmup"))
+    cfg = tiny_cfg(toy_root, out)
+    return cfg, run_stage(cfg, "adv_warmup", out)
+
+
+def test_adv_warmup_outputs(warmup):
+    cfg, result = warmup
+    ckpt = _load(result["outputs"]["checkpoint"])
+    assert ckpt["iteration"] == 3 and ckpt["stage"] == "adv_warmup"
+    assert {"model", "discriminator", "optimizers", "rng"} <= set(ckpt)
+    assert set(ckpt["optimizers"]) == {"model", "discriminator"}
+    assert 0.0 <= result["metrics"]["mIoU"] <= 100.0 and len(result["metrics"]["IoU"]) == 19
+    folder = os.path.dirname(os.path.dirname(result["outputs"]["checkpoint"]))
+    for name in ("config.yaml", "env.txt", "log.txt", "metrics.json"):
+        assert os.path.isfile(os.path.join(folder, name)), name
+    lines = [json.loads(ln) for ln in open(os.path.join(folder, "metrics.json"))]
+    train = [r for r in lines if "loss_seg" in r]
+    assert [r["iteration"] for r in train] == [1, 2, 3]
+    assert all(r["loss_adv"] > 0 and r["loss_d"] > 0 for r in train)
+    assert any("val/mIoU" in r for r in lines)
+    # poly schedule: lr at iteration 2 of a 300-iteration horizon
+    assert train[-1]["lr"] == pytest.approx(cfg.ADV_WARMUP.BASE_LR * (1 - 2 / 300) ** 0.9, rel=1e-6)
+
+
+def test_source_only(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, str(tmp_path))
+    result = run_stage(cfg, "source_only", str(tmp_path))
+    ckpt = _load(result["outputs"]["checkpoint"])
+    assert ckpt["stage"] == "source_only" and "discriminator" not in ckpt
+
+
+def test_prototypes_pseudo_align_self_train(toy_root, tmp_path, warmup):
+    _, warm = warmup
+    ckpt = warm["outputs"]["checkpoint"]
+    cfg = tiny_cfg(toy_root, str(tmp_path), "MODEL.WEIGHTS", ckpt)
+    protos = run_stage(cfg, "prototypes", str(tmp_path / "protos"))["outputs"]["prototypes"]
+    p = _load(protos)["prototypes"]
+    assert p.shape == (19, 512)
+    seen = _load(protos)["counts"] > 0
+    # prototypes are means of unit vectors: norm <= 1, > 0 for every class seen
+    assert (p[seen].norm(dim=1) <= 1 + 1e-5).all() and (p[seen].norm(dim=1) > 0).all()
+    assert (p[~seen] == 0).all()
+
+    pseudo = run_stage(cfg, "pseudo_labels", str(tmp_path / "pseudo"))
+    label_dir = pseudo["outputs"]["pseudo_dir"]
+    pngs = [f for f in os.listdir(label_dir) if f.endswith(".png")]
+    assert len(pngs) == 8  # one per target training image
+    assert 0.0 < pseudo["metrics"]["kept_fraction"] <= 1.0
+
+    for alpha, fixed in ((1.0, True), (0.1, False)):
+        out = tmp_path / f"align_{alpha}"
+        acfg = tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", ckpt, "PROTOTYPE.PATH", protos,
+                        "DATASETS.PSEUDO_DIR", label_dir, "PROTOTYPE.ALPHA", str(alpha))
+        result = run_stage(acfg, "align", str(out))
+        bank = _load(result["outputs"]["checkpoint"])["prototype_bank"]["prototypes"]
+        assert torch.equal(bank, p) == fixed
+        rows = [json.loads(ln) for ln in open(out / "metrics.json") if "loss_cl_src" in ln]
+        assert all(0 < r["target_kept"] <= 1 for r in rows)
+        assert all(r["loss_cl_src"] > 0 and r["loss_cl_tgt"] > 0 for r in rows)
+        assert all((r["proto_drift"] == 0) == fixed for r in rows)
+
+    scfg = tiny_cfg(toy_root, str(tmp_path / "st"), "MODEL.WEIGHTS", result["outputs"]["checkpoint"],
+                    "DATASETS.PSEUDO_DIR", label_dir)
+    st = run_stage(scfg, "self_train", str(tmp_path / "st"))
+    state = _load(st["outputs"]["checkpoint"])["model"]
+    # self-training trains BatchNorm: running statistics exist and moved
+    assert any(k.endswith("running_mean") for k in state)
+
+
+def test_align_ablation_switches_and_online_mask(toy_root, tmp_path, warmup):
+    _, warm = warmup
+    ckpt = warm["outputs"]["checkpoint"]
+    protos = str(tmp_path / "p.pth")
+    torch.save({"prototypes": torch.nn.functional.normalize(torch.randn(19, 512), dim=1)}, protos)
+    cfg = tiny_cfg(toy_root, str(tmp_path / "a"), "MODEL.WEIGHTS", ckpt, "PROTOTYPE.PATH", protos,
+                   "ALIGN.TARGET_MASK", "online", "LOSS.CONTRAST.SOURCE", "False")
+    run_stage(cfg, "align", str(tmp_path / "a"))
+    rows = [json.loads(ln) for ln in open(tmp_path / "a" / "metrics.json") if "loss_seg" in ln]
+    assert all("loss_cl_src" not in r and "loss_cl_tgt" in r for r in rows)
+    cfg = tiny_cfg(toy_root, str(tmp_path / "b"), "MODEL.WEIGHTS", ckpt, "PROTOTYPE.PATH", protos,
+                   "LOSS.CONTRAST.TARGET", "False")
+    run_stage(cfg, "align", str(tmp_path / "b"))  # no pseudo labels needed without the target term
+    rows = [json.loads(ln) for ln in open(tmp_path / "b" / "metrics.json") if "loss_seg" in ln]
+    assert all("loss_cl_tgt" not in r and "loss_cl_src" in r for r in rows)
+
+
+def test_align_without_prototype_file_names_the_key(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="PROTOTYPE.PATH"):
+        run_stage(cfg, "align", str(tmp_path))
+
+
+def test_best_handoff_is_marked_as_oracle(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PIPELINE.HANDOFF", "best", "SOLVER.EVAL_PERIOD", "2")
+    result = run_stage(cfg, "source_only", str(tmp_path))
+    assert result["oracle"] is True and "ORACLE" in result["handoff"]
+    assert os.path.isfile(result["outputs"]["checkpoint"])
+    assert result["outputs"]["checkpoint"].endswith("model_best.pth")

@@ -1,0 +1,108 @@
+"""PrototypeBank EMA (SPEC §3, paper Eq. 3) with present/absent classes under both policies, and the
+source-set initialisation (pixel_mean vs image_mean)."""
+import pytest
+import torch
+
+from spcl.prototypes import PrototypeBank, class_feature_sums, compute_source_prototypes, source_mask
+
+
+def _batch():
+    # 1x2x1x3: class 0 at (2,0) and (0,3) -> normalised (1,0), (0,1); third pixel ignored
+    feat = torch.tensor([[[[2.0, 0.0, 5.0]], [[0.0, 3.0, 5.0]]]])
+    mask = torch.tensor([[[0, 0, 255]]])
+    return feat, mask
+
+
+INIT = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+
+def test_ema_keep_hand_computed():
+    bank = PrototypeBank(3, 2, alpha=0.1, absent="keep")
+    bank.set(INIT)
+    counts = bank.update(*_batch())
+    assert counts.tolist() == [2.0, 0.0, 0.0]
+    expected = torch.tensor([[0.1 * 1 + 0.9 * 0.5, 0.9 * 0.5], [0.0, 1.0], [1.0, 1.0]])
+    assert torch.allclose(bank.prototypes, expected, atol=1e-6)
+
+
+def test_ema_decay_reproduces_released_code():
+    bank = PrototypeBank(3, 2, alpha=0.1, absent="decay")
+    bank.set(INIT)
+    bank.update(*_batch())
+    expected = torch.tensor([[0.55, 0.45], [0.0, 0.1], [0.1, 0.1]])
+    assert torch.allclose(bank.prototypes, expected, atol=1e-6)
+
+
+def test_alpha_one_means_fixed_prototypes_and_alpha_zero_means_batch_mean():
+    fixed = PrototypeBank(3, 2, alpha=1.0)
+    fixed.set(INIT)
+    fixed.update(*_batch())
+    assert torch.equal(fixed.prototypes, INIT)
+    follow = PrototypeBank(3, 2, alpha=0.0)
+    follow.set(INIT)
+    follow.update(*_batch())
+    assert torch.allclose(follow.prototypes[0], torch.tensor([0.5, 0.5]))
+
+
+def test_class_sums_match_loop_reference():
+    torch.manual_seed(0)
+    feat = torch.randn(2, 5, 4, 3)
+    mask = torch.randint(0, 4, (2, 4, 3))
+    mask[1, 0] = 255
+    sums, counts = class_feature_sums(feat, mask, 4)
+    ref_s, ref_c = torch.zeros(4, 5), torch.zeros(4)
+    for b in range(2):
+        for y in range(4):
+            for x in range(3):
+                k = int(mask[b, y, x])
+                if k != 255:
+                    q = feat[b, :, y, x]
+                    ref_s[k] += q / q.norm()
+                    ref_c[k] += 1
+    assert torch.allclose(sums, ref_s, atol=1e-5)
+    assert torch.equal(counts, ref_c)
+
+
+def test_bank_is_saved_in_state_dict_and_restored():
+    bank = PrototypeBank(3, 2)
+    bank.set(INIT)
+    other = PrototypeBank(3, 2)
+    other.load_state_dict(bank.state_dict())
+    assert "prototypes" in bank.state_dict()
+    assert torch.equal(other.prototypes, INIT)
+    with pytest.raises(ValueError, match="holds"):
+        bank.set(torch.zeros(2, 2))
+
+
+class _FixedModel(torch.nn.Module):
+    """Returns the image itself as features (C = 3) and fixed logits predicting class 0."""
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        logits[:, 0] = 1.0
+        return {"feat": x, "logits": logits}
+
+
+def test_initialisation_pixel_mean_vs_image_mean():
+    # image A: 3 pixels of class 0 along e0; image B: 1 pixel of class 0 along e1 (+1 pixel class 1)
+    a = torch.zeros(1, 3, 1, 3)
+    a[0, 0] = 1.0
+    b = torch.zeros(1, 3, 1, 3)
+    b[0, 1, 0, 0] = 2.0
+    b[0, 2, 0, 1:] = 1.0
+    la, lb = torch.tensor([[[0, 0, 0]]]), torch.tensor([[[0, 1, 255]]])
+    loader = [{"image": a, "label": la}, {"image": b, "label": lb}]
+    pix = compute_source_prototypes(_FixedModel(), loader, 2, torch.device("cpu"), "pixel_mean")
+    img = compute_source_prototypes(_FixedModel(), loader, 2, torch.device("cpu"), "image_mean")
+    assert torch.allclose(pix["prototypes"][0], torch.tensor([0.75, 0.25, 0.0]))  # (3 e0 + e1) / 4
+    assert torch.allclose(img["prototypes"][0], torch.tensor([0.5, 0.5, 0.0]))  # (e0 + e1) / 2
+    assert torch.allclose(pix["prototypes"][1], torch.tensor([0.0, 0.0, 1.0]))
+    assert pix["counts"].tolist() == [4.0, 1.0] and img["counts"].tolist() == [2.0, 1.0]
+
+
+def test_source_mask_gt_and_pred_ignores_wrong_predictions():
+    label = torch.tensor([[[0, 1], [1, 0]]])
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0] = 1.0  # predicts class 0 everywhere
+    assert source_mask(label, logits, "gt").tolist() == label.tolist()
+    assert source_mask(label, logits, "gt_and_pred").tolist() == [[[0, 255], [255, 0]]]

@@ -1,0 +1,74 @@
+"""generate_pseudo_labels: one model pass, labels equal to the threshold rule applied to the model's
+own softmax maps, thresholds equal to the exact sort, summary written."""
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spcl.pseudo import exact_thresholds, generate_pseudo_labels
+
+
+class CountingModel(torch.nn.Module):
+    """Deterministic logits from the input (so the test can recompute them) and a forward counter."""
+
+    def __init__(self, K):
+        super().__init__()
+        self.K, self.calls = K, 0
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.randn(K, 3, generator=g) * 3
+
+    def forward(self, x):
+        self.calls += 1
+        logits = torch.einsum("kc,bchw->bkhw", self.proj, x)
+        return {"feat": x, "logits": logits}
+
+
+def _loader(n=5, H=8, W=12):
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for i in range(n):
+        batches.append({"image": torch.randn(1, 3, H, W, generator=g), "label": torch.full((1, H, W), 255),
+                        "name": [f"img_{i}_leftImg8bit.png"]})
+    return batches
+
+
+class _Loader(list):
+    dataset = None
+
+
+def test_one_pass_and_labels_follow_the_rule(tmp_path):
+    K = 4
+    model = CountingModel(K)
+    loader = _Loader(_loader())
+    summary = generate_pseudo_labels(model, loader, str(tmp_path), K, torch.device("cpu"), cap=0.9)
+    assert model.calls == len(loader)  # one model pass over the set
+    assert summary["model_passes"] == 1
+    probs = torch.cat([torch.softmax(CountingModel(K)(b["image"])["logits"], 1) for b in loader])
+    conf, pred = probs.max(1)
+    exact = exact_thresholds(conf, pred, K, 0.9)
+    assert np.abs(np.array(summary["thresholds"]) - exact.numpy()).max() < 1e-4
+    for i, b in enumerate(loader):
+        label = np.array(Image.open(tmp_path / b["name"][0]))
+        keep = conf[i] >= torch.tensor(summary["thresholds"])[pred[i]].float()
+        expected = torch.where(keep, pred[i], 255).numpy()
+        near = (conf[i] - torch.tensor(summary["thresholds"])[pred[i]].float()).abs() < 2e-5
+        assert (label[~near.numpy()] == expected[~near.numpy()]).all()
+    saved = json.loads((tmp_path / "thresholds.json").read_text())
+    assert saved["thresholds"] == summary["thresholds"]
+    assert not os.path.exists(tmp_path / ".cache")  # the one-pass cache is cleaned up
+    kept = sum((np.array(Image.open(tmp_path / b["name"][0])) != 255).sum() for b in loader)
+    assert summary["kept_fraction"] == kept / (len(loader) * 8 * 12)
+
+
+def test_two_pass_mode_gives_the_same_labels(tmp_path):
+    K = 3
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate_pseudo_labels(CountingModel(K), _Loader(_loader(3)), str(one), K, torch.device("cpu"))
+    model = CountingModel(K)
+    s = generate_pseudo_labels(model, _Loader(_loader(3)), str(two), K, torch.device("cpu"), cache=False)
+    assert model.calls == 6 and s["model_passes"] == 2
+    for i in range(3):
+        name = f"img_{i}_leftImg8bit.png"
+        assert (np.array(Image.open(one / name)) == np.array(Image.open(two / name))).all()
