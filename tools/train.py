@@ -25,11 +25,13 @@ def main(argv=None):
     from spcl.data import prepare_data
     from spcl.engine import run_pipeline, run_stage
     from spcl.engine.pipeline import format_summary
+    from spcl.utils import comm
 
     if args.stage:
         prepare_data(cfg)
         result = run_stage(cfg, args.stage, os.path.join(cfg.OUTPUT_DIR, args.stage))
-        print(format_summary([{"stage": args.stage, **result["metrics"]}]))
+        if comm.is_main_process():
+            print(format_summary([{"stage": args.stage, **result["metrics"]}]))
     else:
         run_pipeline(cfg)
 

@@ -20,6 +20,7 @@ from spcl.utils.env import seed_all, write_run_info
 from spcl.utils.io import atomic_torch_save, atomic_write_json, read_json
 from spcl.utils.logger import setup_logger
 
+from .events import EventWriter
 from .stages import TRAINERS
 from .trainer import AMP_DTYPES, default_device
 
@@ -70,6 +71,9 @@ def run_pseudo_labels(cfg, output_dir: str, device: torch.device, progress: bool
     summary = generate_pseudo_labels(model, loader, label_dir, cfg.MODEL.NUM_CLASSES, device,
                                      cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=progress,
                                      amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP])
+    events = EventWriter(output_dir, "pseudo_labels", enabled=comm.is_main_process())
+    events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
+    events.close()
     quality = summary.get("quality_on_kept_pixels", {})
     logger.info("pseudo labels: %d images in %s, %.1f%% of pixels kept%s", summary["num_images"], label_dir,
                 100 * summary["kept_fraction"],

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Paper Table 4 (GTA5 → Cityscapes, ResNet-101): warm-up + source and target terms, no self-training (paper 49.2)
+# Runs only the PIPELINE.STAGES named below, in their own OUTPUT_DIR.
+# Usage: bash scripts/gta5_r101_ablation_both_terms.sh [NUM_GPUS] [KEY VALUE ...]   (run it again to resume)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GPUS=${1:-1}
+shift || true
+OUT=${OUT:-output/gta5_r101_ablation_both_terms}
+torchrun --standalone --nproc_per_node="$GPUS" tools/train.py --config configs/gta5_r101.yaml \
+    OUTPUT_DIR "$OUT" PIPELINE.STAGES "['adv_warmup', 'prototypes', 'pseudo_labels', 'align']" "$@"
