@@ -44,12 +44,9 @@ def analysis_dataset(cfg, domain: str, name: str = ""):
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     name = name or (cfg.DATASETS.SOURCE if domain == "source" else cfg.DATASETS.TEST)
-    dataset = build_dataset(cfg, name, train=False, role="test", labels="required")
-    if domain == "source":  # the size the model saw source images at (as the prototypes stage)
-        inp = cfg.INPUT
-        dataset.transform = T.Compose([T.Resize(inp.SOURCE_SIZE, resize_label=False),
-                                       T.ToTensor(inp.PIXEL_MEAN, inp.PIXEL_STD, inp.TO_BGR255)])
-    return dataset
+    # source images at the size the model saw them at (as the prototypes stage)
+    role = "source_eval" if domain == "source" else "test"
+    return build_dataset(cfg, name, train=False, role=role, labels="required")
 
 
 def select_images(num_total: int, num_images: int, seed: int = 0) -> list[int]:

@@ -35,21 +35,21 @@ def ccd_figure_size() -> tuple[int, int]:
 
 
 def ccd_bar_chart(path: str, results: Sequence[tuple[str, Mapping[str, Sequence[float]]]],
-                  class_names: Sequence[str], tail: Sequence[int] = (), sets: Sequence[str] = ("both", "source", "target"),
-                  log_scale: Optional[bool] = None) -> None:
+                  class_names: Sequence[str], tail: Sequence[int] = (),
+                  sets: Sequence[str] = ("both", "source", "target"), log_scale: Optional[bool] = None) -> None:
     """Grouped bars of CCD per class (one axis per set, one bar colour per checkpoint) → PNG.
 
     Args:
         results: (checkpoint label, {set → K values, NaN for absent classes}) per checkpoint.
         tail: indices of tail classes: their tick labels get '*' and a red colour.
-        log_scale: log y axis; by default when the finite values span more than two decades.
+        log_scale: log y axis; by default when the finite values span more than three decades.
     """
     fig = _figure(CCD_FIGSIZE)
     K, M = len(class_names), len(results)
     values = np.array([[np.asarray(r[s], dtype=float) for s in sets] for _, r in results])  # M×S×K
     finite = values[np.isfinite(values) & (values > 0)]
     if log_scale is None:
-        log_scale = finite.size > 0 and finite.max() / finite.min() > 100
+        log_scale = bool(finite.size) and finite.max() / finite.min() > 1000
     width = 0.8 / max(M, 1)
     x = np.arange(K)
     axes = fig.subplots(len(sets), 1, sharex=True)
@@ -98,7 +98,7 @@ def embedding_scatter(path: str, panels: Sequence[tuple[str, np.ndarray, np.ndar
         for d, marker in enumerate(DOMAIN_MARKERS[: len(domain_names)]):
             sel = np.asarray(dom) == d
             if sel.any():
-                ax.scatter(coords[sel, 0], coords[sel, 1], c=colours[np.asarray(cls)[sel]], marker=marker, s=7,
+                ax.scatter(coords[sel, 0], coords[sel, 1], c=colours[np.asarray(cls)[sel]], marker=marker, s=10,
                            linewidths=0, alpha=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])

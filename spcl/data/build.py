@@ -22,16 +22,19 @@ logger = logging.getLogger("spcl")
 
 CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train", "cityscapes_val",
            "cityscapes_pseudo")
-ROLES = ("source", "target", "self_train", "test")
+ROLES = ("source", "target", "self_train", "test", "source_eval")
 
 
 def build_transform(cfg, role: str) -> T.Compose:
-    """Transforms of a role: `source`/`target` (warm-up, align), `self_train`, `test`."""
+    """Transforms of a role: `source`/`target` (warm-up, align), `self_train`, `test` (image at
+    INPUT.TEST_SIZE, label at its own size), `source_eval` (image at INPUT.SOURCE_SIZE, the size the
+    model sees source images at, label at its own size, no augmentation: prototypes and analyses)."""
     inp = cfg.INPUT
     to_tensor = T.ToTensor(inp.PIXEL_MEAN, inp.PIXEL_STD, inp.TO_BGR255)
     jitter = T.ColorJitter(*inp.COLOR_JITTER)
-    if role == "test":
-        return T.Compose([T.Resize(inp.TEST_SIZE, resize_label=False), to_tensor])
+    if role in ("test", "source_eval"):
+        size = inp.TEST_SIZE if role == "test" else inp.SOURCE_SIZE
+        return T.Compose([T.Resize(size, resize_label=False), to_tensor])
     if role == "self_train":
         ts = [T.RandomScaleCrop(inp.SELF_TRAIN_BASE_SIZE, inp.SELF_TRAIN_SCALE, inp.SELF_TRAIN_CROP),
               T.RandomHorizontalFlip(inp.SELF_TRAIN_FLIP_PROB)]
@@ -53,7 +56,7 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         name: catalog name, e.g. `gta5_train`, `cityscapes_val`, `cityscapes_pseudo`.
         train: training transforms (True) or test transforms (False: image resized to
             INPUT.TEST_SIZE, label kept at its own size).
-        role: `source` | `target` | `self_train` | `test`; by default `test` when not training,
+        role: one of ROLES (see build_transform); by default `test` when not training,
             `self_train` for cityscapes_pseudo, `source` for DATASETS.SOURCE, else `target`.
         labels: `required` | `optional` | `none`; by default required except for the unlabelled
             target training set (none).

@@ -38,8 +38,7 @@ def _model_for_inference(cfg, device: torch.device):
 def run_prototypes(cfg, output_dir: str, device: torch.device, progress: bool = True) -> dict:
     """`prototypes` stage: source-set prototypes (K×C) with the model of MODEL.WEIGHTS → prototypes.pth."""
     model = _model_for_inference(cfg, device)
-    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="test")
-    dataset.transform = _source_eval_transform(cfg)
+    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="source_eval")
     loader = build_test_loader(cfg, dataset)
     result = compute_source_prototypes(model, loader, cfg.MODEL.NUM_CLASSES, device, cfg.PROTOTYPE.INIT,
                                        cfg.PROTOTYPE.SOURCE_MASK, cfg.PROTOTYPE.NUM_IMAGES, progress)
@@ -52,14 +51,6 @@ def run_prototypes(cfg, output_dir: str, device: torch.device, progress: bool = 
     logger.info("prototypes of %d classes written to %s%s", len(result["counts"]), path,
                 f" (classes {absent} never seen: zero prototypes)" if absent else "")
     return {"outputs": {"prototypes": path}, "metrics": {"classes_seen": len(result["counts"]) - len(absent)}}
-
-
-def _source_eval_transform(cfg):
-    """Source images at INPUT.SOURCE_SIZE, labels resized with them, no augmentation."""
-    from spcl.data import transforms as T
-
-    return T.Compose([T.Resize(cfg.INPUT.SOURCE_SIZE),
-                      T.ToTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)])
 
 
 def run_pseudo_labels(cfg, output_dir: str, device: torch.device, progress: bool = True) -> dict:

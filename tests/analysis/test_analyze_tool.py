@@ -1,0 +1,109 @@
+"""tools/analyze.py end to end on the tiny toy dataset with an untrained ResNet-18 checkpoint:
+each subcommand writes a readable PNG of the expected size (and ccd its JSON of K values)."""
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import tiny_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_tool():
+    if os.path.join(ROOT, "tools") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+    spec = importlib.util.spec_from_file_location("analyze_tool", os.path.join(ROOT, "tools", "analyze.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoints(toy_root, tmp_path_factory):
+    """Two untrained ResNet-18 checkpoints in `<stage>/checkpoints/model_final.pth` folders."""
+    from spcl.modeling import build_segmentor
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    cfg = tiny_cfg(toy_root, str(folder), "MODEL.BACKBONE", "resnet18")
+    paths = []
+    for i, stage in enumerate(("0_adv_warmup", "3_align")):
+        torch.manual_seed(i)
+        path = folder / stage / "checkpoints" / "model_final.pth"
+        path.parent.mkdir(parents=True)
+        torch.save({"model": build_segmentor(cfg, load_weights=False).state_dict(), "iteration": 0}, path)
+        paths.append(str(path))
+    return paths
+
+
+def overrides(toy_root):
+    return ["DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False", "INPUT.TEST_SIZE", "[64,32]",
+            "INPUT.SOURCE_SIZE", "[64,32]", "MODEL.BACKBONE", "resnet18"]
+
+
+def png_size(path):
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def test_ccd_two_checkpoints(toy_root, checkpoints, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = str(tmp_path / "ccd")
+    load_tool().main(["ccd", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint", *checkpoints,
+                      "--output", out, "--num-images", "4", *overrides(toy_root)])
+    with open(os.path.join(out, "ccd.json")) as f:
+        result = json.load(f)
+    assert result["num_images"] == {"source": 4, "target": 4}
+    assert [c["label"] for c in result["checkpoints"]] == ["0_adv_warmup", "3_align"]
+    assert "wall" in result["tail_classes"]
+    for record in result["checkpoints"]:
+        for s in ("both", "source", "target"):
+            values = record["ccd"][s]
+            assert len(values) == 19
+            seen = [v for v in values if v is not None]
+            assert seen and all(v >= 0 for v in seen)
+        # a class has a value exactly when it has pixels (the toy images hold many classes)
+        for d in ("source", "target"):
+            assert [v is not None for v in record["ccd"][d]] == [n > 0 for n in record["pixels"][d]]
+    from spcl.analysis.plots import ccd_figure_size
+    assert png_size(os.path.join(out, "ccd.png")) == ccd_figure_size() == (1200, 900)
+
+
+def test_tsne_with_projector(toy_root, checkpoints, tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    out = str(tmp_path / "tsne")
+    # overrides straight after the checkpoints, then --labels: both parse
+    load_tool().main(["tsne", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--labels", "warm-up", "align",
+                      "--num-images", "4", "--per-class", "8", "--projector", "--output", out,
+                      "--checkpoint", *checkpoints, *overrides(toy_root)])
+    from spcl.analysis.plots import embedding_figure_size
+    assert png_size(os.path.join(out, "tsne.png")) == embedding_figure_size(2) == (1180, 540)
+    data = np.load(os.path.join(out, "tsne.npz"))
+    assert list(data["labels"]) == ["warm-up", "align"]
+    classes, domains = data["classes_0"], data["domains_0"]
+    assert data["coords_0"].shape == (len(classes), 2) and set(np.unique(domains)) == {0, 1}
+    assert np.bincount(classes * 2 + domains).max() <= 8  # at most 8 pixels per class and domain
+    assert os.path.isfile(os.path.join(out, "projector", "projector_config.pbtxt"))
+
+
+def test_panels(toy_root, checkpoints, tmp_path):
+    out = str(tmp_path / "panels")
+    load_tool().main(["panels", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint", checkpoints[0],
+                      "--output", out, "--num-panels", "3", "--cell-width", "128", "--", *overrides(toy_root)])
+    from spcl.analysis.panels import panel_grid_size
+    assert png_size(os.path.join(out, "panels.png")) == panel_grid_size(3, 3, (128, 64), 19) == (400, 360)
+
+
+def test_missing_matplotlib_says_how_to_install(monkeypatch, capsys, toy_root, checkpoints, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(SystemExit) as exc:
+        load_tool().main(["ccd", "--checkpoint", checkpoints[0], "--output", str(tmp_path), *overrides(toy_root)])
+    assert exc.value.code == 2
+    assert 'pip install -e ".[analysis]"' in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""Class Center Distance (spcl.analysis.ccd) against hand-computed values and a slow loop reference,
+and the streamed per-class statistics it is computed from (spcl.analysis.features)."""
+import math
+
+import pytest
+import torch
+
+from spcl.analysis import FeatureStats, class_center_distance, ccd_of, domain_ccd, format_ccd_table
+from spcl.analysis.features import normalize_features
+
+
+def stats_of(x: torch.Tensor, y: torch.Tensor, K: int):
+    """Σx, Σ‖x‖², counts of N×C points with labels N."""
+    sums = torch.zeros(K, x.shape[1], dtype=torch.float64).index_add_(0, y, x.double())
+    sq = torch.zeros(K, dtype=torch.float64).index_add_(0, y, x.double().pow(2).sum(1))
+    return sums, sq, torch.bincount(y, minlength=K).double()
+
+
+def ccd_reference(x: torch.Tensor, y: torch.Tensor, K: int) -> list:
+    """The SPEC §9 formula written out with loops over pixels and classes (absent classes skipped)."""
+    present = [k for k in range(K) if (y == k).any()]
+    protos = {k: x[y == k].double().mean(0) for k in present}
+    out = []
+    for k in range(K):
+        if k not in present or len(present) < 2:
+            out.append(math.nan)
+            continue
+        pts = x[y == k].double()
+        spread = sum(float((p - protos[k]).pow(2).sum()) for p in pts) / len(pts)
+        out.append(sum(spread / float((protos[k] - protos[j]).pow(2).sum()) for j in present if j != k)
+                   / (len(present) - 1))
+    return out
+
+
+def test_hand_computed_1d():
+    # class 0: {0, 2} → p0 = 1, spread 1; class 1: {10} → p1 = 10, spread 0; ‖p0 − p1‖² = 81
+    x = torch.tensor([[0.0], [2.0], [10.0]])
+    y = torch.tensor([0, 0, 1])
+    ccd = class_center_distance(*stats_of(x, y, 2))
+    assert ccd.tolist() == pytest.approx([1 / 81, 0.0], abs=1e-15)
+
+
+def test_tight_separated_classes_small_and_swapped_labels_large():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.zeros(16), torch.zeros(16)
+    a[0], b[1] = 1.0, 1.0
+    x = torch.cat([a + 0.01 * torch.randn(200, 16, generator=g), b + 0.01 * torch.randn(200, 16, generator=g)])
+    y = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(200, dtype=torch.long)])
+    small = class_center_distance(*stats_of(x, y, 2))
+    assert (small < 1e-3).all()
+    swapped = y.clone()
+    swapped[:80], swapped[200:280] = 1, 0  # 40 % of each cluster carries the other label
+    large = class_center_distance(*stats_of(x, swapped, 2))
+    # p0 = .6a + .4b, p1 = .4a + .6b: spread ≈ .24·‖a − b‖², ‖p0 − p1‖² = .04·‖a − b‖² → CCD ≈ 6
+    assert large.tolist() == pytest.approx([6.0, 6.0], rel=0.05)
+    assert (large > 1000 * small).all()
+
+
+def test_three_classes_match_slow_reference_with_an_absent_class():
+    g = torch.Generator().manual_seed(1)
+    K = 4  # class 2 has no pixel: NaN, and not among the j of the others
+    x = torch.randn(90, 8, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 3] * 30)
+    x[y == 1] += 2.0
+    x[y == 3] -= 1.0
+    ccd = class_center_distance(*stats_of(x, y, K))
+    ref = ccd_reference(x, y, K)
+    assert math.isnan(ccd[2]) and math.isnan(ref[2])
+    for k in (0, 1, 3):
+        assert ccd[k].item() == pytest.approx(ref[k], rel=1e-10)
+
+
+def test_fewer_than_two_classes_give_nan():
+    x, y = torch.randn(5, 3), torch.zeros(5, dtype=torch.long)
+    assert torch.isnan(class_center_distance(*stats_of(x, y, 3))).all()
+
+
+def test_feature_stats_streaming_matches_direct_on_normalised_features():
+    g = torch.Generator().manual_seed(2)
+    K = 3
+    feats = [normalize_features(torch.randn(2, 6, 4, 5, generator=g)) for _ in range(3)]
+    masks = [torch.randint(0, K, (2, 4, 5), generator=g) for _ in range(3)]
+    masks[0][0, 0, :] = 255  # ignored pixels count nowhere
+    stats = FeatureStats.zeros(K, 6)
+    for f, m in zip(feats, masks):
+        stats.update(f, m)
+    x = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, 6) for f in feats])
+    y = torch.cat([m.reshape(-1) for m in masks])
+    keep = y != 255
+    sums, sq, counts = stats_of(x[keep], y[keep], K)
+    assert torch.allclose(stats.sums, sums) and torch.allclose(stats.counts, counts)
+    assert torch.allclose(stats.sq_sums, counts, atol=1e-5)  # unit-norm features: Σ‖x‖² = n
+    assert torch.allclose(ccd_of(stats), torch.tensor(ccd_reference(x[keep], y[keep], K), dtype=torch.float64))
+
+
+def test_domain_ccd_pools_both_domains_and_table_marks_tail():
+    g = torch.Generator().manual_seed(3)
+    K = 3
+    src = FeatureStats.zeros(K, 4)
+    tgt = FeatureStats.zeros(K, 4)
+    src.update(normalize_features(torch.randn(1, 4, 6, 6, generator=g)), torch.randint(0, 2, (1, 6, 6), generator=g))
+    tgt.update(normalize_features(torch.randn(1, 4, 6, 6, generator=g)), torch.randint(0, 3, (1, 6, 6), generator=g))
+    res = domain_ccd(src, tgt)
+    both = src + tgt
+    assert torch.allclose(res["both"], class_center_distance(both.sums, both.sq_sums, both.counts), equal_nan=True)
+    assert math.isnan(res["source"][2]) and not math.isnan(res["both"][2])
+    table = format_ccd_table([("ckpt", res)], ["a", "b", "c"], tail=[2])
+    assert "c*" in table and "a*" not in table and "mean tail*" in table

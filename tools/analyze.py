@@ -1,0 +1,262 @@
+"""Analyses of SPEC §9 from checkpoints: Class Center Distance, t-SNE of pixel features, qualitative panels.
+
+    python tools/analyze.py ccd    --config F --checkpoint C [C2 …] --output DIR [--num-images N] [KEY VALUE …]
+    python tools/analyze.py tsne   --config F --checkpoint C [C2 …] --output DIR [--num-images N]
+                                   [--per-class M] [--method tsne|pca] [--projector] [KEY VALUE …]
+    python tools/analyze.py panels --config F --checkpoint C [C2 …] --output DIR [--num-panels K] [KEY VALUE …]
+
+Images: N source (DATASETS.SOURCE) and N target (DATASETS.TEST, or --target-dataset) images with
+labels, a seeded random subset (default 1,000 each; all when a set is smaller). Features: the
+encoder output at stride 8, L2-normalised per pixel (the prototype space, SPEC §3), labels
+nearest-downsampled to it. Outputs in DIR: `ccd.json` + `ccd.png` (+ the table in the log),
+`tsne.png` + `tsne.npz` (+ `projector/` for TensorBoard), `panels.png`. Several checkpoints are
+compared side by side. `KEY VALUE` overrides go last (after `--` if in doubt). Plots need the
+`analysis` extra: pip install -e ".[analysis]".
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import setup  # noqa: E402
+
+logger = logging.getLogger("spcl")
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ccd,tsne,panels}")
+    helps = {"ccd": "Class Center Distance per class (paper App. D / Fig. 5) → ccd.json, ccd.png",
+             "tsne": "t-SNE of a class-balanced sample of pixel features (Fig. 4) → tsne.png",
+             "panels": "image | ground truth | predictions for K target images (Fig. 3) → panels.png"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--config", default="", metavar="FILE", help="experiment YAML (configs/…)")
+        p.add_argument("--checkpoint", nargs="+", required=True, metavar="C", help="one or more checkpoints")
+        p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                       help="names of the checkpoints in tables and figures (default: stage folder or file name)")
+        p.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs")
+        p.add_argument("--num-images", type=int, default=1000, metavar="N",
+                       help="images per domain (default 1000; ≤0 = all)" if name != "panels" else
+                       "target images to pick the panels from, evenly spaced (default 1000; ≤0 = all)")
+        p.add_argument("--target-dataset", default="", metavar="NAME",
+                       help="labelled target set (default DATASETS.TEST; e.g. cityscapes_train)")
+        if name == "tsne":
+            p.add_argument("--per-class", type=int, default=100, metavar="M",
+                           help="pixels sampled per class and domain (default 100)")
+            p.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="2-D embedding (default tsne)")
+            p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
+            p.add_argument("--projector", action="store_true",
+                           help="also write the sample to DIR/projector for TensorBoard's projector")
+        if name == "panels":
+            p.add_argument("--num-panels", type=int, default=4, metavar="K", help="rows of the grid (default 4)")
+            p.add_argument("--cell-width", type=int, default=384, help="width in pixels of each cell (default 384)")
+        p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                       help="config overrides, e.g. DATASETS.DATA_DIR /data MODEL.BACKBONE resnet18")
+    return parser
+
+
+def _split_overrides(args) -> None:
+    """`--checkpoint a b KEY VALUE`: argparse gives KEY VALUE to --checkpoint; move them to opts."""
+    for attr in ("checkpoint", "labels"):
+        values = getattr(args, attr) or []
+        for i, v in enumerate(values):
+            if _CONFIG_KEY.match(v) and not os.path.exists(v):
+                setattr(args, attr, values[:i])
+                args.opts = values[i:] + list(args.opts)
+                break
+    if not args.checkpoint:
+        raise SystemExit("analyze.py: error: --checkpoint needs at least one file")
+    if args.labels is not None and len(args.labels) != len(args.checkpoint):
+        raise SystemExit(f"analyze.py: error: {len(args.labels)} --labels for {len(args.checkpoint)} checkpoints")
+
+
+def checkpoint_labels(paths: list[str]) -> list[str]:
+    """Short unique names: the stage folder of `<stage>/checkpoints/model_final.pth`, else the file stem."""
+    labels = []
+    for p in paths:
+        folder, stem = os.path.split(os.path.abspath(p))
+        stem = os.path.splitext(stem)[0]
+        if os.path.basename(folder) == "checkpoints":
+            stage = os.path.basename(os.path.dirname(folder))
+            labels.append(stage if stem == "model_final" else f"{stage}/{stem}")
+        else:
+            labels.append(stem)
+    if len(set(labels)) < len(labels):
+        labels = [os.path.relpath(p) for p in paths]
+    return labels
+
+
+def _progress(iterable, desc: str):
+    from spcl.utils import comm
+
+    if not comm.is_main_process():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def _load_model(cfg, path: str, device):
+    from spcl.modeling import build_segmentor, load_segmentor_weights
+    from spcl.modeling.weights import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    iteration = int(ckpt.get("iteration", -1)) if isinstance(ckpt, dict) else -1
+    del ckpt
+    model = build_segmentor(cfg, load_weights=False)
+    load_segmentor_weights(model, path)
+    return model.to(device).eval(), iteration
+
+
+def _finite_or_none(values) -> list:
+    return [float(v) if math.isfinite(float(v)) else None for v in values]
+
+
+def run_ccd(args, cfg, ctx) -> None:
+    from spcl.analysis import DOMAINS, analysis_dataset, analysis_loader, collect_feature_stats, domain_ccd
+    from spcl.analysis.ccd import CCD_SETS, format_ccd_table, nanmean
+    from spcl.analysis.plots import ccd_bar_chart
+    from spcl.utils import comm
+    from spcl.utils.io import atomic_write_json
+
+    K, names, tail = ctx["num_classes"], ctx["class_names"], ctx["tail"]
+    loaders = {d: analysis_loader(cfg, analysis_dataset(cfg, d, args.target_dataset if d == "target" else ""),
+                                  args.num_images, cfg.SEED) for d in DOMAINS}
+    results, records = [], []
+    for path, label in zip(args.checkpoint, ctx["labels"]):
+        model, iteration = _load_model(cfg, path, ctx["device"])
+        stats = {d: collect_feature_stats(model, _progress(loaders[d], f"{label}: {d}"), K, ctx["device"],
+                                          ctx["amp"]) for d in DOMAINS}
+        del model
+        ccd = domain_ccd(stats["source"], stats["target"])
+        results.append((label, ccd))
+        records.append({
+            "checkpoint": os.path.abspath(path), "label": label, "iteration": iteration,
+            "ccd": {s: _finite_or_none(ccd[s].tolist()) for s in CCD_SETS},
+            "mean": {s: nanmean(ccd[s].tolist()) for s in CCD_SETS},
+            "mean_tail": {s: nanmean(ccd[s].tolist(), tail) for s in CCD_SETS},
+            "pixels": {d: [int(c) for c in stats[d].counts.tolist()] for d in DOMAINS},
+        })
+    logger.info("Class Center Distance (%s):\n%s", ", ".join(f"{d} {len(loaders[d].dataset)} images"
+                                                           for d in DOMAINS), format_ccd_table(results, names, tail))
+    if comm.is_main_process():
+        atomic_write_json({
+            "class_names": list(names), "tail_classes": [names[k] for k in tail],
+            "datasets": {d: ctx["datasets"][d] for d in DOMAINS},
+            "num_images": {d: len(loaders[d].dataset) for d in DOMAINS},
+            "features": "encoder output at stride 8, L2-normalised per pixel; labels nearest-downsampled",
+            "definition": "CCD_k = mean over present j != k of [mean_{x in class k} ||x - p_k||^2] / ||p_k - p_j||^2; "
+                          "p = class mean of the set's features; null = class without pixels",
+            "checkpoints": records}, os.path.join(ctx["out"], "ccd.json"))
+        ccd_bar_chart(os.path.join(ctx["out"], "ccd.png"), results, names, tail)
+
+
+def run_tsne(args, cfg, ctx) -> None:
+    import numpy as np
+
+    from spcl.analysis import (DOMAINS, ClassBalancedPixelSample, analysis_dataset, analysis_loader, embed_2d,
+                               export_projector, iter_pixel_features)
+    from spcl.analysis.plots import embedding_scatter
+    from spcl.data.labels import palette
+
+    K, names = ctx["num_classes"], ctx["class_names"]
+    loaders = {d: analysis_loader(cfg, analysis_dataset(cfg, d, args.target_dataset if d == "target" else ""),
+                                  args.num_images, cfg.SEED, shard=False) for d in DOMAINS}
+    panels, arrays = [], {}
+    for i, (path, label) in enumerate(zip(args.checkpoint, ctx["labels"])):
+        model, iteration = _load_model(cfg, path, ctx["device"])
+        sample = ClassBalancedPixelSample(K, args.per_class, DOMAINS, seed=cfg.SEED)
+        for d in DOMAINS:
+            for feat, mask in iter_pixel_features(model, _progress(loaders[d], f"{label}: {d}"), ctx["device"],
+                                                  ctx["amp"]):
+                sample.update(d, feat, mask)
+        del model
+        feats, classes, domains = sample.result()
+        coords, used = embed_2d(feats, args.method, seed=cfg.SEED, perplexity=args.perplexity)
+        logger.info("%s: %d pixels (%s) embedded with %s", label, len(feats),
+                    ", ".join(f"{d} {int((domains == j).sum())}" for j, d in enumerate(DOMAINS)), used)
+        if args.projector:
+            export_projector(os.path.join(ctx["out"], "projector"), feats, classes, domains, names, DOMAINS,
+                             tag=label, global_step=max(iteration, 0))
+        panels.append((f"{label} ({'t-SNE' if used == 'tsne' else 'PCA'})", coords, classes.numpy(), domains.numpy()))
+        arrays.update({f"coords_{i}": coords, f"classes_{i}": classes.numpy(), f"domains_{i}": domains.numpy()})
+    np.savez(os.path.join(ctx["out"], "tsne.npz"), labels=np.array(ctx["labels"]), class_names=np.array(names),
+             domain_names=np.array(DOMAINS), **arrays)
+    embedding_scatter(os.path.join(ctx["out"], "tsne.png"), panels, names, palette(K), DOMAINS)
+    if args.projector:
+        logger.info("projector data in %s (tensorboard --logdir %s)", os.path.join(ctx["out"], "projector"),
+                    os.path.join(ctx["out"], "projector"))
+
+
+def run_panels(args, cfg, ctx) -> None:
+    import numpy as np
+
+    from spcl.analysis import analysis_dataset, make_panel_grid, panel_inputs, predict_labels, select_images
+
+    dataset = analysis_dataset(cfg, "target", args.target_dataset)
+    candidates = select_images(len(dataset), args.num_images, cfg.SEED)
+    count = max(1, min(args.num_panels, len(candidates)))
+    chosen = [candidates[round(x)] for x in np.linspace(0, len(candidates) - 1, count)]
+    logger.info("panels of %s", ", ".join(os.path.basename(dataset.items[i][0]) for i in chosen))
+    images, labels = panel_inputs(dataset, chosen)
+    predictions = []
+    for path in args.checkpoint:
+        model, _ = _load_model(cfg, path, ctx["device"])
+        predictions.append(predict_labels(model, dataset, chosen, ctx["device"], cfg.TEST.SCALES, cfg.TEST.FLIP,
+                                          ctx["amp"]))
+        del model
+    grid = make_panel_grid(images, labels, predictions, ctx["labels"], ctx["num_classes"], args.cell_width)
+    grid.save(os.path.join(ctx["out"], "panels.png"))
+
+
+COMMANDS = {"ccd": run_ccd, "tsne": run_tsne, "panels": run_panels}
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _split_overrides(args)
+    from spcl.analysis.deps import MissingDependencyError, available, require
+
+    try:  # before any model pass: fail fast with the install command
+        if args.command in ("ccd", "tsne"):
+            require("matplotlib", f"`analyze.py {args.command}` figures")
+    except MissingDependencyError as e:
+        parser.exit(2, f"analyze.py {args.command}: {e}\n")
+    cfg = setup(args, output_dir_override=args.output)
+
+    from spcl.data import prepare_data
+    from spcl.data.labels import TAIL_CLASSES, class_names, subset_indices
+    from spcl.engine.trainer import AMP_DTYPES, default_device
+    from spcl.utils import comm
+    from spcl.utils.env import write_run_info
+
+    if args.command == "tsne" and args.method == "tsne" and not available("sklearn"):
+        logger.warning("scikit-learn is not installed: PCA instead of t-SNE. Install the analysis extra: "
+                       'pip install -e ".[analysis]"')
+    prepare_data(cfg)
+    if comm.is_main_process():
+        write_run_info(cfg, args.output)
+    elif args.command != "ccd":  # only ccd shards its images over processes
+        return
+    K = cfg.MODEL.NUM_CLASSES
+    ctx = {"out": args.output, "device": default_device(), "amp": AMP_DTYPES[cfg.SOLVER.AMP], "num_classes": K,
+           "class_names": class_names(K), "tail": subset_indices(K, TAIL_CLASSES),
+           "labels": args.labels or checkpoint_labels(args.checkpoint),
+           "datasets": {"source": cfg.DATASETS.SOURCE, "target": args.target_dataset or cfg.DATASETS.TEST}}
+    COMMANDS[args.command](args, cfg, ctx)
+    if comm.is_main_process():
+        print(f"{args.command}: results in {args.output}")
+
+
+if __name__ == "__main__":
+    main()
