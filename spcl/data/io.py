@@ -51,12 +51,16 @@ def read_png16_first_channel(path: str) -> np.ndarray:
     """First channel of a (possibly 16-bit, multi-channel) PNG as H×W int32, all bits kept."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing file: {path}")
+    import warnings
+
     from torchvision.io import ImageReadMode, decode_png
 
     try:
         with open(path, "rb") as f:
             data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-        t = decode_png(data, mode=ImageReadMode.UNCHANGED)  # C×H×W, uint8 or uint16
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders; still exact here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = decode_png(data, mode=ImageReadMode.UNCHANGED)  # C×H×W, uint8 or uint16
     except (RuntimeError, ValueError) as e:
         raise IOError(f"cannot read 16-bit PNG label file {path}: {e}") from e
     return t[0].to(torch.int32).numpy()

@@ -7,6 +7,7 @@ an uninterrupted one. Used by spcl.data.build.build_train_loader.
 """
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -121,14 +122,18 @@ def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:
     """Per-image class lists, in dataset order, from a class-index JSON.
 
     Accepts `{"files": {name: [labels]}}` (tools/prepare_data.py) or a plain `{name: [labels]}`
-    map (the released code's label info). Names are matched on the image path relative to the
-    image folder, then on its base name.
+    map (the released code's label info), either optionally gzip-compressed (`*.gz`). Names are
+    matched on the image path relative to the image folder, then on its base name.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class index not found: {path} (build it with tools/prepare_data.py, "
                                 "or set DATASETS.CLASS_BALANCE False)")
-    with open(path) as f:
-        data = json.load(f)
+    opener = gzip.open if path.endswith(".gz") else open  # the released label info, re-encoded, is .json.gz
+    try:
+        with opener(path, "rt") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"class index {path}: not a readable JSON file ({e})") from e
     files = data.get("files", data) if isinstance(data, dict) else None
     if not isinstance(files, dict):
         raise ValueError(f"class index {path}: expected a JSON mapping of file name to class list")

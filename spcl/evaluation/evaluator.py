@@ -43,7 +43,9 @@ class SemSegEvaluator:
         if (label[valid] >= self.num_classes).any() or (label[valid] < 0).any():
             raise ValueError(f"labels outside [0, {self.num_classes}) and {self.ignore_index}")
         k = self.num_classes
-        idx = label[valid] * k + pred[valid].clamp(0, k - 1)
+        if (pred[valid] >= k).any() or (pred[valid] < 0).any():
+            raise ValueError(f"predictions outside [0, {k}) at labelled pixels")
+        idx = label[valid] * k + pred[valid]
         self.confusion += torch.bincount(idx, minlength=k * k).reshape(k, k).cpu()
 
     def evaluate(self) -> dict:

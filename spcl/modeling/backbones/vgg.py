@@ -19,7 +19,12 @@ class VGG16Encoder(nn.Module):
 
     def __init__(self):
         super().__init__()
-        features = torchvision.models.vgg16(weights=None).features
+        # torchvision's VGG-16 `features` with its init, without building the 120M-parameter classifier
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
         features[POOL4] = nn.Identity()
         features[POOL5] = nn.Identity()
         for i in CONV5:

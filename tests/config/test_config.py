@@ -1,0 +1,171 @@
+"""spcl.config: fresh defaults, `_BASE_` inheritance, `KEY VALUE` overrides, unknown keys, freeze,
+dump/load round trip, validation of choice keys."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from spcl.config import dump_config, get_cfg, load_config, merge_from_file, merge_from_list, validate
+
+
+def _write(path, text: str) -> str:
+    path = str(path)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_get_cfg_returns_a_fresh_copy():
+    a = get_cfg()
+    default_lr = a.ALIGN.BASE_LR
+    a.ALIGN.BASE_LR = 123.0
+    a.MODEL.ASPP_DILATIONS.append(99)
+    a.DATASETS.TOY.SIZE[0] = 7
+    b = get_cfg()
+    assert b.ALIGN.BASE_LR == default_lr == 2.5e-4
+    assert b.MODEL.ASPP_DILATIONS == [6, 12, 18, 24]
+    assert b.DATASETS.TOY.SIZE == [128, 64]
+    assert not b.is_frozen()
+    assert a is not b
+
+
+def test_base_chain_override_order(tmp_path):
+    # grand.yaml <- base.yaml <- child.yaml: the nearer file wins, untouched keys come from further up.
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "grand.yaml", "SEED: 1\nALIGN:\n  BASE_LR: 0.1\n  MAX_ITER: 11\n"
+           "MODEL:\n  BACKBONE: vgg16\n")
+    _write(tmp_path / "sub" / "base.yaml", "_BASE_: grand.yaml\nSEED: 2\nALIGN:\n  MAX_ITER: 22\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: sub/base.yaml\nSEED: 3\n")
+    cfg = load_config(child)
+    assert cfg.SEED == 3  # child over base over grand
+    assert cfg.ALIGN.MAX_ITER == 22  # base over grand
+    assert cfg.ALIGN.BASE_LR == 0.1  # only in grand (deep merge keeps it)
+    assert cfg.MODEL.BACKBONE == "vgg16"
+    assert cfg.ALIGN.STOP_ITER == get_cfg().ALIGN.STOP_ITER  # untouched default
+
+
+def test_base_list_later_entry_wins(tmp_path):
+    _write(tmp_path / "a.yaml", "SEED: 1\nOUTPUT_DIR: from_a\n")
+    _write(tmp_path / "b.yaml", "SEED: 2\n")
+    child = _write(tmp_path / "c.yaml", "_BASE_: [a.yaml, b.yaml]\n")
+    cfg = load_config(child)
+    assert cfg.SEED == 2 and cfg.OUTPUT_DIR == "from_a"
+
+
+def test_command_line_overrides_win_over_file(tmp_path):
+    path = _write(tmp_path / "x.yaml", "SEED: 5\nMODEL:\n  NUM_CLASSES: 16\n")
+    cfg = load_config(path, ["SEED", "7", "INPUT.TEST_SIZE", "[64, 32]", "MODEL.FREEZE_BN", "False",
+                             "LOSS.CONTRAST.TEMPERATURE", "0.1", "OUTPUT_DIR", "out/y"])
+    assert cfg.SEED == 7
+    assert cfg.MODEL.NUM_CLASSES == 16
+    assert cfg.INPUT.TEST_SIZE == [64, 32]
+    assert cfg.MODEL.FREEZE_BN is False
+    assert cfg.LOSS.CONTRAST.TEMPERATURE == 0.1
+    assert cfg.OUTPUT_DIR == "out/y"
+
+
+def test_odd_override_list_raises():
+    with pytest.raises(ValueError):
+        load_config("", ["SEED"])
+
+
+def test_unknown_key_in_yaml_names_key_and_file(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "MODEL:\n  BACKBONE: resnet18\n  NOT_A_KEY: 1\n")
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    assert "MODEL.NOT_A_KEY" in str(e.value)
+    assert path in str(e.value)
+
+
+def test_unknown_top_level_section_in_yaml(tmp_path):
+    path = _write(tmp_path / "bad2.yaml", "SOLVR:\n  AMP: bf16\n")
+    with pytest.raises(KeyError, match="SOLVR"):
+        load_config(path)
+
+
+def test_unknown_key_in_base_file_names_that_file(tmp_path):
+    base = _write(tmp_path / "base_bad.yaml", "ALIGN:\n  TYPO_KEY: 3\n")
+    child = _write(tmp_path / "child_ok.yaml", "_BASE_: base_bad.yaml\nSEED: 1\n")
+    with pytest.raises(KeyError) as e:
+        load_config(child)
+    assert "ALIGN.TYPO_KEY" in str(e.value)
+    assert base in str(e.value)
+
+
+def test_value_given_where_section_expected(tmp_path):
+    path = _write(tmp_path / "sec.yaml", "SEED:\n  X: 1\n")
+    with pytest.raises(KeyError, match="SEED"):
+        load_config(path)
+
+
+def test_unknown_key_on_command_line_names_key():
+    with pytest.raises(KeyError) as e:
+        load_config("", ["MODEL.BACKBNOE", "resnet18"])
+    assert "MODEL.BACKBNOE" in str(e.value)
+    with pytest.raises(KeyError, match="NOPE.SEED"):
+        load_config("", ["NOPE.SEED", "1"])
+    with pytest.raises(KeyError, match="SEED.X"):  # descending into a value
+        load_config("", ["SEED.X", "1"])
+
+
+def test_missing_config_file_raises_naming_it(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(missing)
+
+
+def test_load_config_is_frozen():
+    cfg = load_config()
+    assert cfg.is_frozen()
+    with pytest.raises(AttributeError):
+        cfg.SEED = 3
+    with pytest.raises(AttributeError):
+        cfg.MODEL.BACKBONE = "vgg16"
+
+
+def test_merge_helpers_on_unfrozen_cfg(tmp_path):
+    cfg = get_cfg()
+    merge_from_file(cfg, _write(tmp_path / "m.yaml", "SEED: 9\n"))
+    merge_from_list(cfg, ["MODEL.NUM_CLASSES", "16"])
+    assert cfg.SEED == 9 and cfg.MODEL.NUM_CLASSES == 16 and not cfg.is_frozen()
+
+
+def test_dump_config_round_trip(tmp_path):
+    cfg = load_config("", ["SEED", "11", "MODEL.BACKBONE", "vgg16", "INPUT.TEST_SIZE", "[64, 32]",
+                           "PIPELINE.STAGES", "['source_only']", "DATASETS.TOY.SIZE", "[32, 16]",
+                           "SOLVER.AMP", "bf16", "ALIGN.BASE_LR", "0.00025"])
+    path = dump_config(cfg, str(tmp_path / "out" / "run"))
+    assert path == os.path.join(str(tmp_path / "out" / "run"), "config.yaml")
+    assert os.path.isfile(path)
+    with open(path) as f:
+        assert isinstance(yaml.safe_load(f), dict)
+    again = load_config(path)
+    assert again == cfg
+    assert again.PIPELINE.STAGES == ["source_only"] and again.ALIGN.BASE_LR == 0.00025
+
+
+@pytest.mark.parametrize("key,value", [
+    ("PROTOTYPE.ABSENT", "forget"), ("PROTOTYPE.INIT", "median"), ("PROTOTYPE.SOURCE_MASK", "pred"),
+    ("ALIGN.TARGET_MASK", "sometimes"), ("PIPELINE.HANDOFF", "first"), ("SOLVER.AMP", "fp8"),
+    ("MODEL.NUM_CLASSES", "13"),
+])
+def test_validate_rejects_bad_choices(key, value):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        load_config("", [key, value])
+    cfg = get_cfg()
+    merge_from_list(cfg, [key, value])
+    with pytest.raises(ValueError):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("PROTOTYPE.ABSENT", "decay"), ("PROTOTYPE.INIT", "image_mean"), ("PROTOTYPE.SOURCE_MASK", "gt_and_pred"),
+    ("ALIGN.TARGET_MASK", "online"), ("PIPELINE.HANDOFF", "best"), ("SOLVER.AMP", "fp16"),
+    ("MODEL.NUM_CLASSES", "16"),
+])
+def test_validate_accepts_documented_choices(key, value):
+    cfg = load_config("", [key, value])
+    section, name = key.split(".")
+    assert str(cfg[section][name]) == value

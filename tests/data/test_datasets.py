@@ -1,0 +1,275 @@
+"""Datasets of the catalog (SPEC §7) on tiny files written in the exact layouts: item contents,
+trainId decoding, listing order, list files, test-mode sizes, the pseudo-labelled set and loaders."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spcl.config import load_config
+from spcl.data import CATALOG, build_dataset, build_test_loader
+from spcl.data.io import write_label_png, write_png16
+from spcl.data.labels import labelid_to_trainid_lut, synthia_to_trainid_lut
+
+W, H = 12, 6  # file size of every tiny image
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def _image(path, seed):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return arr
+
+
+def _label_ids(seed, choices):
+    return np.random.default_rng(seed + 1000).choice(choices, size=(H, W)).astype(np.uint8)
+
+
+CS_IDS = [0, 1, 7, 8, 11, 12, 17, 21, 22, 23, 24, 26, 27, 31, 33]
+SYN_IDS = [0, 1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 15, 17, 19, 21, 22]
+
+
+def make_gta5(root, stems):
+    out = {}
+    for i, stem in enumerate(stems):
+        img = _image(os.path.join(root, "gta5", "images", stem + ".png"), i)
+        ids = _label_ids(i, CS_IDS)
+        lab = Image.fromarray(ids, mode="P")
+        lab.putpalette(list(np.random.default_rng(i).integers(0, 256, 768)))  # arbitrary colours
+        os.makedirs(os.path.join(root, "gta5", "labels"), exist_ok=True)
+        lab.save(os.path.join(root, "gta5", "labels", stem + ".png"))
+        out[stem + ".png"] = (img, ids)
+    return out
+
+
+def make_synthia(root, stems):
+    out = {}
+    base = os.path.join(root, "synthia", "RAND_CITYSCAPES")
+    os.makedirs(os.path.join(base, "GT", "LABELS"), exist_ok=True)
+    for i, stem in enumerate(stems):
+        img = _image(os.path.join(base, "RGB", stem + ".png"), 10 + i)
+        ids = _label_ids(10 + i, SYN_IDS).astype(np.uint16)
+        inst = np.random.default_rng(i).integers(256, 65535, (H, W)).astype(np.uint16)
+        write_png16(os.path.join(base, "GT", "LABELS", stem + ".png"), np.stack([ids, inst, inst // 2], -1))
+        out[stem + ".png"] = (img, ids)
+    return out
+
+
+def make_synscapes(root, stems):
+    out = {}
+    for i, stem in enumerate(stems):
+        img = _image(os.path.join(root, "synscapes", "img", "rgb-2k", stem + ".png"), 20 + i)
+        ids = _label_ids(20 + i, CS_IDS)
+        write_label_png(os.path.join(root, "synscapes", "img", "class", stem + ".png"), ids)
+        out[stem + ".png"] = (img, ids)
+    return out
+
+
+def make_cityscapes(root, split, names):
+    out = {}
+    for i, n in enumerate(names):
+        img = _image(os.path.join(root, "cityscapes", "leftImg8bit", split, n), 30 + i)
+        ids = _label_ids(30 + i, CS_IDS)
+        write_label_png(os.path.join(root, "cityscapes", "gtFine", split,
+                                     n.replace("_leftImg8bit.png", "_gtFine_labelIds.png")), ids)
+        out[n] = (img, ids)
+    return out
+
+
+def cfg_for(root, *opts):
+    return load_config("", [
+        "DATASETS.DATA_DIR", str(root), "DATALOADER.NUM_WORKERS", "0",
+        "INPUT.SOURCE_SIZE", f"[{W}, {H}]", "INPUT.TARGET_SIZE", f"[{W}, {H}]", "INPUT.TEST_SIZE", f"[{W}, {H}]",
+        "INPUT.SOURCE_JITTER", "False", *opts])
+
+
+def _expected_image(arr):
+    return torch.from_numpy(((arr / 255.0 - MEAN) / STD).transpose(2, 0, 1)).float()
+
+
+def _check_item(item, index, name, img, train_ids):
+    assert set(item) == {"image", "label", "name", "index"}
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, H, W)
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
+    assert item["name"] == name and item["index"] == index
+    torch.testing.assert_close(item["image"], _expected_image(img), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(item["label"].numpy(), train_ids.astype(np.int64))
+
+
+def test_gta5_train(tmp_path):
+    files = make_gta5(tmp_path, ["00003", "00001", "00010", "00002"])  # written out of order
+    ds = build_dataset(cfg_for(tmp_path), "gta5_train", train=True)
+    names = sorted(files)
+    assert [os.path.basename(p) for p, _ in ds.items] == names
+    lut = labelid_to_trainid_lut(19)
+    for i, n in enumerate(names):
+        img, ids = files[n]
+        _check_item(ds[i], i, n, img, lut[ids])
+    assert set(np.unique(ds[0]["label"].numpy())) <= set(range(19)) | {255}
+
+
+def test_synthia_train_16_classes(tmp_path):
+    files = make_synthia(tmp_path, ["0000002", "0000001"])
+    ds = build_dataset(cfg_for(tmp_path, "MODEL.NUM_CLASSES", "16", "DATASETS.SOURCE", "synthia_train"),
+                       "synthia_train", train=True)
+    lut = synthia_to_trainid_lut(16)
+    for i, n in enumerate(sorted(files)):
+        img, ids = files[n]
+        item = ds[i]
+        _check_item(item, i, n, img, lut[ids])
+        lab = item["label"].numpy()
+        assert lab.max() == 255 and set(np.unique(lab)) <= set(range(16)) | {255}
+        assert (lab[ids == 3] == 0).all() and (lab[ids == 1] == 9).all()  # road, sky
+
+
+def test_synscapes_numeric_order(tmp_path):
+    files = make_synscapes(tmp_path, ["10", "2", "1"])
+    ds = build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE", "synscapes_train"), "synscapes_train", train=True)
+    assert [os.path.basename(p) for p, _ in ds.items] == ["1.png", "2.png", "10.png"]
+    lut = labelid_to_trainid_lut(19)
+    for i, n in enumerate(["1.png", "2.png", "10.png"]):
+        img, ids = files[n]
+        _check_item(ds[i], i, n, img, lut[ids])
+
+
+CITY_NAMES = ["bremen/bremen_000001_000019_leftImg8bit.png", "aachen/aachen_000002_000019_leftImg8bit.png",
+              "aachen/aachen_000000_000019_leftImg8bit.png"]
+
+
+@pytest.mark.parametrize("num_classes", [19, 16])
+def test_cityscapes_val(tmp_path, num_classes):
+    files = make_cityscapes(tmp_path, "val", CITY_NAMES)
+    ds = build_dataset(cfg_for(tmp_path, "MODEL.NUM_CLASSES", str(num_classes)), "cityscapes_val", train=False)
+    lut = labelid_to_trainid_lut(num_classes)
+    for i, n in enumerate(sorted(CITY_NAMES)):
+        img, ids = files[n]
+        _check_item(ds[i], i, os.path.basename(n), img, lut[ids])
+
+
+def test_cityscapes_train_unlabelled_target_and_labelled_test_mode(tmp_path):
+    files = make_cityscapes(tmp_path, "train", CITY_NAMES)
+    cfg = cfg_for(tmp_path)
+    ds = build_dataset(cfg, "cityscapes_train", train=True)  # the target: labels not read
+    item = ds[0]
+    assert item["label"].shape == (H, W) and (item["label"] == 255).all()
+    assert item["name"] == "aachen_000000_000019_leftImg8bit.png"
+    # the same split as an evaluation set keeps its labels
+    ds = build_dataset(cfg, "cityscapes_train", train=False)
+    n = sorted(CITY_NAMES)[0]
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), labelid_to_trainid_lut(19)[files[n][1]])
+
+
+def test_list_file_order_and_subset(tmp_path):
+    make_cityscapes(tmp_path, "val", CITY_NAMES)
+    lst = tmp_path / "val.txt"
+    lst.write_text("# comment\n" + CITY_NAMES[1] + "\n\n" + CITY_NAMES[0] + "\n")
+    ds = build_dataset(cfg_for(tmp_path, "DATASETS.TEST_LIST", str(lst)), "cityscapes_val", train=False)
+    assert [ds[i]["name"] for i in range(len(ds))] == [os.path.basename(CITY_NAMES[1]),
+                                                        os.path.basename(CITY_NAMES[0])]
+    gta = make_gta5(tmp_path, ["00001", "00002", "00003"])
+    glst = tmp_path / "gta.txt"
+    glst.write_text("00003.png\n00001.png\n")
+    ds = build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE_LIST", str(glst)), "gta5_train", train=True)
+    assert [ds[i]["name"] for i in range(2)] == ["00003.png", "00001.png"]
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), labelid_to_trainid_lut(19)[gta["00003.png"][1]])
+    with pytest.raises(FileNotFoundError, match="nolist.txt"):
+        build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE_LIST", str(tmp_path / "nolist.txt")), "gta5_train", train=True)
+
+
+def test_test_mode_resizes_image_but_not_label(tmp_path):
+    files = make_cityscapes(tmp_path, "val", CITY_NAMES[:1])
+    cfg = cfg_for(tmp_path, "INPUT.TEST_SIZE", "[6, 4]")
+    item = build_dataset(cfg, "cityscapes_val", train=False)[0]
+    assert item["image"].shape == (3, 4, 6)
+    assert item["label"].shape == (H, W)
+    np.testing.assert_array_equal(item["label"].numpy(), labelid_to_trainid_lut(19)[files[CITY_NAMES[0]][1]])
+    expected = np.asarray(Image.fromarray(files[CITY_NAMES[0]][0]).resize((6, 4), Image.BILINEAR))
+    torch.testing.assert_close(item["image"], _expected_image(expected), atol=1e-5, rtol=0)
+
+
+def test_train_mode_resizes_label_nearest(tmp_path):
+    files = make_gta5(tmp_path, ["00001"])
+    cfg = cfg_for(tmp_path, "INPUT.SOURCE_SIZE", "[24, 12]")
+    item = build_dataset(cfg, "gta5_train", train=True)[0]
+    assert item["image"].shape == (3, 12, 24) and item["label"].shape == (12, 24)
+    train_ids = labelid_to_trainid_lut(19)[files["00001.png"][1]]
+    # exact 2x upscaling with nearest: every label pixel repeats as a 2x2 block
+    np.testing.assert_array_equal(item["label"].numpy(), np.repeat(np.repeat(train_ids, 2, 0), 2, 1))
+
+
+def test_cityscapes_pseudo(tmp_path):
+    make_cityscapes(tmp_path, "train", CITY_NAMES)
+    pseudo = tmp_path / "pseudo"
+    labels = {}
+    for i, n in enumerate(CITY_NAMES):
+        lab = np.random.default_rng(i).choice([0, 5, 18, 255], size=(H // 2, W // 2)).astype(np.uint8)
+        write_label_png(str(pseudo / os.path.basename(n)), lab)  # written at half size
+        labels[os.path.basename(n)] = lab
+    cfg = cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(pseudo), "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]",
+                  "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]", "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]",
+                  "INPUT.SELF_TRAIN_FLIP_PROB", "0.0", "INPUT.SELF_TRAIN_JITTER", "False")
+    ds = build_dataset(cfg, "cityscapes_pseudo", train=True)
+    assert len(ds) == 3
+    for i in range(3):
+        item = ds[i]
+        lab = labels[item["name"]]
+        assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
+        np.testing.assert_array_equal(item["label"].numpy(), np.repeat(np.repeat(lab, 2, 0), 2, 1))
+    with pytest.raises(FileNotFoundError, match="PSEUDO_DIR"):
+        build_dataset(cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(tmp_path / "none")), "cityscapes_pseudo",
+                      train=True)
+
+
+def test_unknown_dataset_name_raises(tmp_path):
+    with pytest.raises(KeyError, match="mapillary_train"):
+        build_dataset(cfg_for(tmp_path), "mapillary_train", train=True)
+    assert set(CATALOG) == {"gta5_train", "synthia_train", "synscapes_train", "cityscapes_train",
+                            "cityscapes_val", "cityscapes_pseudo"}
+
+
+def test_test_loader_batches_in_order(tmp_path):
+    make_cityscapes(tmp_path, "val", CITY_NAMES)
+    cfg = cfg_for(tmp_path, "TEST.BATCH_SIZE", "2")
+    loader = build_test_loader(cfg, build_dataset(cfg, "cityscapes_val", train=False))
+    batches = list(loader)
+    assert [len(b["name"]) for b in batches] == [2, 1]
+    assert [n for b in batches for n in b["name"]] == [os.path.basename(n) for n in sorted(CITY_NAMES)]
+    assert batches[0]["image"].shape == (2, 3, H, W) and batches[0]["label"].shape == (2, H, W)
+
+
+def test_sample_seed_fixes_augmentation(tmp_path):
+    make_gta5(tmp_path, ["00001"])
+    cfg = cfg_for(tmp_path, "INPUT.SOURCE_JITTER", "True", "INPUT.FLIP_PROB", "0.5")
+    ds = build_dataset(cfg, "gta5_train", train=True)
+    a, b = ds[(0, 123)], ds[(0, 123)]
+    torch.testing.assert_close(a["image"], b["image"], atol=0, rtol=0)
+    assert a["index"] == 0
+    others = [ds[(0, s)]["image"] for s in range(5)]
+    assert any(not torch.equal(others[0], o) for o in others[1:])
+
+
+def test_toy_root_is_readable(toy_root):
+    cfg = load_config("", ["DATASETS.DATA_DIR", toy_root, "INPUT.TEST_SIZE", "[64, 32]"])
+    ds = build_dataset(cfg, "cityscapes_val", train=False)
+    assert len(ds) == 4
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 64) and item["label"].shape[-2:] == (32, 64)
+    assert set(np.unique(item["label"].numpy())) <= set(range(19)) | {255}
+    src = build_dataset(cfg, "gta5_train", train=False)
+    assert len(src) == 8
+
+
+def test_gta5_label_of_another_size_names_the_file(tmp_path):
+    # Some real GTA5 frames have a label of another size: the loader stops naming the file (issue #2)
+    # rather than silently resizing one of them.
+    make_gta5(tmp_path, ["00001"])
+    ids = np.random.default_rng(5).choice([7, 26, 0], size=(H - 2, W - 1)).astype(np.uint8)
+    lab = Image.fromarray(ids, mode="P")
+    lab.putpalette([0] * 768)
+    lab.save(tmp_path / "gta5" / "labels" / "00001.png")
+    with pytest.raises(ValueError, match="00001.png"):
+        build_dataset(cfg_for(tmp_path), "gta5_train", train=False)[0]

@@ -1,0 +1,270 @@
+"""Training samplers: infinite seeded rank-sharded stream, resume offsets, class-balanced source
+sampling (SPEC §7), class-index files, and the class-balanced train loader."""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spcl.config import load_config
+from spcl.data import build_dataset, build_train_loader
+from spcl.data.io import write_label_png
+from spcl.data.labels import labelid_to_trainid_lut
+from spcl.data.samplers import ClassBalancedSampler, InfiniteSampler, load_class_index, sample_seed
+
+
+def take(sampler, n):
+    return list(itertools.islice(iter(sampler), n))
+
+
+# ------------------------------------------------------------------------------- infinite ---
+def test_infinite_sampler_each_index_once_per_epoch():
+    size = 13
+    items = take(InfiniteSampler(size, seed=3), size * 4)
+    idx = [i for i, _ in items]
+    for e in range(4):
+        assert sorted(idx[e * size:(e + 1) * size]) == list(range(size))
+    assert idx[:size] != idx[size:2 * size]  # a fresh permutation each epoch
+    assert idx[:size] != list(range(size))  # shuffled
+    assert [s for _, s in items] == [sample_seed(3, p) for p in range(size * 4)]
+    assert len({s for _, s in items}) == size * 4  # one augmentation seed per stream position
+
+
+def test_infinite_sampler_without_shuffle_and_errors():
+    assert [i for i, _ in take(InfiniteSampler(4, shuffle=False), 9)] == [0, 1, 2, 3, 0, 1, 2, 3, 0]
+    with pytest.raises(ValueError):
+        InfiniteSampler(0)
+
+
+def test_two_ranks_are_disjoint_and_interleave_to_the_single_stream():
+    size, n = 10, 40
+    single = take(InfiniteSampler(size, seed=7), 2 * n)
+    r0 = take(InfiniteSampler(size, seed=7, rank=0, world_size=2), n)
+    r1 = take(InfiniteSampler(size, seed=7, rank=1, world_size=2), n)
+    assert r0 == single[0::2] and r1 == single[1::2]
+    merged = [x for pair in zip(r0, r1) for x in pair]
+    assert merged == single
+    # within one epoch the two shards hold different files, together all of them
+    e0, e1 = {i for i, _ in r0[:size // 2]}, {i for i, _ in r1[:size // 2]}
+    assert not e0 & e1 and e0 | e1 == set(range(size))
+    assert not {s for _, s in r0} & {s for _, s in r1}  # disjoint stream positions
+
+
+@pytest.mark.parametrize("world,rank", [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_start_skips_consumed_items(world, rank):
+    full = take(InfiniteSampler(7, seed=1, rank=rank, world_size=world), 30)
+    for n in (0, 1, 5, 12):
+        resumed = take(InfiniteSampler(7, seed=1, rank=rank, world_size=world, start=n), 30 - n)
+        assert resumed == full[n:]
+
+
+def test_different_seeds_give_different_streams():
+    a = take(InfiniteSampler(20, seed=0), 20)
+    b = take(InfiniteSampler(20, seed=1), 20)
+    assert a == take(InfiniteSampler(20, seed=0), 20) and a != b
+
+
+# -------------------------------------------------------------------------- class balanced ---
+def skewed_index(n=200):
+    """Class 0 in every file, class 1 in half, class 2 in 10 files, class 4 in 2; class 3 in none."""
+    files = []
+    for i in range(n):
+        c = [0]
+        if i % 2 == 0:
+            c.append(1)
+        if i % 20 == 3:
+            c.append(2)
+        if i in (5, 77):
+            c.append(4)
+        files.append(c)
+    return files
+
+
+def test_class_balanced_never_draws_an_absent_class():
+    files = skewed_index()
+    s = ClassBalancedSampler(files, num_classes=6, seed=0, block=50)
+    assert s.present.tolist() == [True, True, True, False, True, False]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = s.class_probabilities(rng.integers(0, 30, 6).astype(float))
+        assert p[3] == 0 and p[5] == 0 and abs(p.sum() - 1) < 1e-12 and (p[[0, 1, 2, 4]] > 0).all()
+    draws = [i for i, _ in take(s, 2000)]
+    assert all(0 <= i < len(files) for i in draws)
+    # labels out of range in the index are ignored rather than crashing
+    ClassBalancedSampler([[0, 255, -1], [1]], num_classes=2)
+    with pytest.raises(ValueError):
+        ClassBalancedSampler([[], [7]], num_classes=3)
+
+
+def test_class_probabilities_formula():
+    s = ClassBalancedSampler([[0], [1], [2]], num_classes=3)
+    counts = np.array([6.0, 3.0, 1.0])
+    w = 1 / np.log(1.01 + counts / 10)
+    np.testing.assert_allclose(s.class_probabilities(counts), w / w.sum())
+    np.testing.assert_allclose(s.class_probabilities(np.zeros(3)), [1 / 3] * 3)  # start of a block
+
+
+def test_class_balanced_is_roughly_balanced_on_a_skewed_index():
+    files = skewed_index()
+    n = 3000
+    draws = [i for i, _ in take(ClassBalancedSampler(files, num_classes=6, seed=1, block=3000), n)]
+    uniform = [i for i, _ in take(InfiniteSampler(len(files), seed=1), n)]
+
+    def frac_with(cls, idx):
+        return np.mean([cls in files[i] for i in idx])
+
+    # uniform file sampling: class 2 in 5 % of the files, class 4 in 1 %
+    assert frac_with(2, uniform) < 0.08 and frac_with(4, uniform) < 0.03
+    # balanced: each of the 4 present classes is drawn about a quarter of the time
+    assert 0.2 < frac_with(2, draws) < 0.35
+    assert 0.2 < frac_with(4, draws) < 0.35
+    # class 1: drawn itself (~1/4) plus half of the class-0 draws (class-2/4 files are odd: no class 1)
+    assert 0.3 < frac_with(1, draws) < 0.45
+    # each class cycles through its own files: both class-4 files are used, equally often
+    c4 = [i for i in draws if i in (5, 77)]
+    assert abs(c4.count(5) - c4.count(77)) <= 1
+
+
+def test_class_balanced_is_deterministic_and_shardable():
+    files = skewed_index()
+    a = take(ClassBalancedSampler(files, 6, seed=4, block=100), 300)
+    assert a == take(ClassBalancedSampler(files, 6, seed=4, block=100), 300)
+    assert a != take(ClassBalancedSampler(files, 6, seed=5, block=100), 300)
+    r0 = take(ClassBalancedSampler(files, 6, seed=4, block=100, rank=0, world_size=2), 150)
+    r1 = take(ClassBalancedSampler(files, 6, seed=4, block=100, rank=1, world_size=2), 150)
+    assert r0 == a[0::2] and r1 == a[1::2]
+    resumed = take(ClassBalancedSampler(files, 6, seed=4, block=100, start=37), 100)
+    assert resumed == a[37:137]
+
+
+# ----------------------------------------------------------------------------- class index ---
+def test_load_class_index_formats(tmp_path):
+    names = ["b.png", "sub/a.png"]
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"num_classes": 19, "dataset": "gta5_train",
+                                   "files": {"a.png": [1, 2], "b.png": [0]}}))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"sub/a.png": [3], "a.png": [9], "b.png": [4, 5]}))
+    gz = tmp_path / "plain.json.gz"
+    with gzip.open(gz, "wt") as f:
+        json.dump({"a.png": [7], "b.png": []}, f)
+    assert load_class_index(str(wrapped), names) == [[0], [1, 2]]  # matched on base name
+    assert load_class_index(str(plain), names) == [[4, 5], [3]]  # relative path first
+    assert load_class_index(str(gz), names) == [[], [7]]
+    with pytest.raises(KeyError, match="c.png"):
+        load_class_index(str(plain), ["c.png"])
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        load_class_index(str(tmp_path / "none.json"), names)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="bad.json"):
+        load_class_index(str(bad), names)
+
+
+def test_released_gta5_label_info_builds_a_sampler(shared_fixtures):
+    path = os.path.join(shared_fixtures, "spcl_label_info", "gta5_file_to_trainids.json.gz")
+    names = [f"{i:05d}.png" for i in range(1, 24967)]
+    file_classes = load_class_index(path, names)
+    assert len(file_classes) == 24966
+    with gzip.open(path, "rt") as f:
+        raw = json.load(f)
+    assert file_classes[0] == raw["00001.png"] == [0, 2, 3, 4, 5, 8, 9, 10, 11, 14]
+    s = ClassBalancedSampler(file_classes, 19, seed=0)
+    assert s.present.all()
+    draws = [i for i, _ in take(s, 1900)]
+    present = np.zeros(19)
+    for i in draws:
+        present[file_classes[i]] += 1
+    assert (present > 0).all()
+    # the rarest class (fewest files) is in far more drawn files than its share of the set
+    counts = np.bincount([c for cl in file_classes for c in cl], minlength=19)
+    rare = int(counts.argmin())
+    assert present[rare] / len(draws) > 3 * counts[rare] / len(file_classes)
+
+
+def test_released_synthia_label_info_is_16_class(shared_fixtures):
+    path = os.path.join(shared_fixtures, "spcl_label_info", "synthia_file_to_trainids16.json.gz")
+    with gzip.open(path, "rt") as f:
+        names = sorted(json.load(f))
+    assert len(names) == 9400
+    file_classes = load_class_index(path, names)
+    assert max(max(c) for c in file_classes if c) <= 15
+    ClassBalancedSampler(file_classes, 16)
+
+
+# ------------------------------------------------------------------------------ the loader ---
+def test_class_balanced_loader_builds_its_index(tmp_path):
+    root = tmp_path / "data"
+    os.makedirs(root / "gta5" / "images")
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(6):
+        name = f"{i + 1:05d}.png"
+        Image.fromarray(rng.integers(0, 256, (4, 8, 3), dtype=np.uint8)).save(root / "gta5" / "images" / name)
+        ids = rng.choice([7, 8, 26, 0] if i else [33, 0], size=(4, 8)).astype(np.uint8)
+        write_label_png(str(root / "gta5" / "labels" / name), ids)
+        truth[name] = sorted(int(c) for c in np.unique(labelid_to_trainid_lut(19)[ids]) if c != 255)
+    index = tmp_path / "index.json"
+    cfg = load_config("", ["DATASETS.DATA_DIR", str(root), "DATASETS.CLASS_INDEX", str(index),
+                           "DATASETS.CLASS_BALANCE", "True", "DATALOADER.NUM_WORKERS", "0",
+                           "INPUT.SOURCE_SIZE", "[8, 4]", "INPUT.SOURCE_JITTER", "False"])
+    ds = build_dataset(cfg, "gta5_train", train=True)
+    loader = build_train_loader(cfg, ds, global_batch=2, class_balanced=True)
+    with open(index) as f:
+        data = json.load(f)
+    assert data["num_classes"] == 19 and data["dataset"] == "gta5_train" and data["files"] == truth
+    batches = list(itertools.islice(iter(loader), 20))
+    names = [n for b in batches for n in b["name"]]
+    assert batches[0]["image"].shape == (2, 3, 4, 8)
+    # bicycle (18) is in one file of six; drawn about a quarter of the time (classes 0, 1, 13, 18)
+    assert 0.12 < names.count("00001.png") / len(names) < 0.45
+    # resuming at iteration 5 continues the same stream
+    again = build_train_loader(cfg, ds, global_batch=2, start_iter=5, class_balanced=True)
+    resumed = [n for b in itertools.islice(iter(again), 15) for n in b["name"]]
+    assert resumed == names[10:]
+
+
+def test_prepare_data_tool_writes_the_index(tmp_path):
+    import importlib.util
+    import logging
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    truth = {}
+    base = root / "synthia" / "RAND_CITYSCAPES"
+    os.makedirs(base / "RGB")
+    os.makedirs(base / "GT" / "LABELS")
+    from spcl.data.io import write_png16
+    from spcl.data.labels import synthia_to_trainid_lut
+
+    for i in range(3):
+        name = f"{i:07d}.png"
+        Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).save(base / "RGB" / name)
+        ids = rng.choice([0, 1, 3, 8, 12, 22], size=(4, 6)).astype(np.uint16)
+        write_png16(str(base / "GT" / "LABELS" / name), np.stack([ids, ids + 300, ids], -1))
+        truth[name] = sorted(int(c) for c in np.unique(synthia_to_trainid_lut(16)[ids]) if c != 255)
+    logger = logging.getLogger("spcl")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    spec = importlib.util.spec_from_file_location(
+        "spcl_tools_prepare_data", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_data.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "out" / "synthia_index.json"
+    try:
+        tool.main(["--output", str(out), "DATASETS.DATA_DIR", str(root), "DATASETS.SOURCE", "synthia_train",
+                   "MODEL.NUM_CLASSES", "16", "OUTPUT_DIR", str(tmp_path / "log")])
+    finally:
+        for h in list(logger.handlers):
+            if h not in saved[0]:
+                logger.removeHandler(h)
+                h.close()
+        logger.propagate, logger.level = saved[1], saved[2]
+    with open(out) as f:
+        data = json.load(f)
+    assert data == {"num_classes": 16, "dataset": "synthia_train", "files": truth}
+    assert load_class_index(str(out), sorted(truth)) == [truth[n] for n in sorted(truth)]

@@ -1,0 +1,215 @@
+"""DeepLab-v2 models (SPEC §2): output stride, parameter count, ASPP sum, frozen BatchNorm, loading
+torchvision / project weights, the discriminator and the optimiser groups."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from spcl.config import load_config
+from spcl.modeling import ASPPClassifier, build_discriminator, build_segmentor, load_segmentor_weights
+
+
+def cfg_of(*opts):
+    return load_config("", list(opts))
+
+
+@pytest.mark.parametrize("backbone,channels", [("resnet18", 512), ("resnet50", 2048), ("vgg16", 1024)])
+def test_output_stride_8(backbone, channels):
+    torch.manual_seed(0)
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", backbone, "MODEL.NUM_CLASSES", "16")).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 48, 64))
+    assert out["feat"].shape == (1, channels, 6, 8)
+    assert out["logits"].shape == (1, 16, 6, 8)
+    assert model.backbone.out_channels == channels
+
+
+def test_resnet101_parameter_count():
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet101", "MODEL.NUM_CLASSES", "19"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 43_795_724
+    head = sum(p.numel() for p in model.head.parameters())
+    assert head == 4 * (2048 * 19 * 9 + 19)
+    # dilations of SPEC §2: layer3 dilation 2, layer4 dilation 4, both stride 1
+    assert model.backbone.layer3[1].conv2.dilation == (2, 2) and model.backbone.layer4[1].conv2.dilation == (4, 4)
+    assert model.backbone.layer3[0].conv2.stride == (1, 1) and model.backbone.layer4[0].downsample[0].stride == (1, 1)
+
+
+def test_aspp_output_is_the_sum_of_its_branches():
+    torch.manual_seed(0)
+    aspp = ASPPClassifier(8, 5, dilations=(1, 2, 3, 6), init_std=0.01)
+    for conv in aspp.convs:  # non-zero biases so they count too
+        nn.init.normal_(conv.bias)
+    x = torch.randn(2, 8, 11, 13)
+    expected = sum(F.conv2d(x, c.weight, c.bias, padding=d, dilation=d) for c, d in zip(aspp.convs, (1, 2, 3, 6)))
+    torch.testing.assert_close(aspp(x), expected)
+    assert aspp(x).shape == (2, 5, 11, 13)
+
+
+def test_aspp_init_and_default_dilations():
+    torch.manual_seed(0)
+    aspp = ASPPClassifier(256, 19)
+    assert [c.dilation for c in aspp.convs] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    assert [c.padding for c in aspp.convs] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    w = torch.cat([c.weight.flatten() for c in aspp.convs])
+    assert abs(w.std().item() - 0.01) < 5e-4 and abs(w.mean().item()) < 5e-4
+    assert all((c.bias == 0).all() for c in aspp.convs)
+
+
+def _randomised_tv_resnet18():
+    torch.manual_seed(1)
+    tv = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        for m in tv.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_()
+                m.bias.normal_()
+    return tv
+
+
+def test_torchvision_state_dict_loads_into_the_backbone(tmp_path):
+    tv = _randomised_tv_resnet18()
+    sd = tv.state_dict()
+    assert "fc.weight" in sd
+    path = str(tmp_path / "resnet18-imagenet.pth")
+    torch.save(sd, path)
+    for freeze in ("True", "False"):
+        model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.WEIGHTS", path,
+                                       "MODEL.FREEZE_BN", freeze))
+        own = model.backbone.state_dict()
+        for key, value in sd.items():
+            if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+                continue
+            assert torch.equal(own[key], value), key
+    fresh = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    result = load_segmentor_weights(fresh, path)
+    assert result["kind"] == "imagenet"
+    assert sorted(result["unexpected"]) == ["backbone.fc.bias", "backbone.fc.weight"]
+    assert sorted(result["missing"]) == sorted(k for k in fresh.state_dict() if k.startswith("head."))
+    assert torch.equal(fresh.backbone.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
+
+
+def test_project_checkpoint_round_trip_and_prefixes(tmp_path):
+    torch.manual_seed(0)
+    src = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.NUM_CLASSES", "16"))
+    nn.init.normal_(src.head.convs[2].bias)
+    ckpt = str(tmp_path / "model_0000010.pth")
+    torch.save({"model": src.state_dict(), "iteration": 10}, ckpt)
+    ddp = str(tmp_path / "ddp.pth")
+    torch.save({"state_dict": {"module." + k: v for k, v in src.state_dict().items()}}, ddp)
+    for path in (ckpt, ddp):
+        dst = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.NUM_CLASSES", "16"), load_weights=False)
+        result = load_segmentor_weights(dst, path)
+        assert result == {"missing": [], "unexpected": [], "kind": "checkpoint"}
+        for k, v in src.state_dict().items():
+            assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_head_shape_mismatch_names_the_key(tmp_path):
+    src = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.NUM_CLASSES", "19"))
+    path = str(tmp_path / "ckpt19.pth")
+    torch.save({"model": src.state_dict(), "iteration": 1}, path)
+    with pytest.raises(ValueError) as e:
+        build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.NUM_CLASSES", "16", "MODEL.WEIGHTS", path))
+    msg = str(e.value)
+    assert "head.convs.0.weight" in msg and path in msg and "(19, 512, 3, 3)" in msg and "(16, 512, 3, 3)" in msg
+
+
+def test_unusable_weight_files_raise(tmp_path):
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_segmentor_weights(model, str(tmp_path / "nothing.pth"))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(IOError, match="junk.pth"):
+        load_segmentor_weights(model, str(junk))
+    other = tmp_path / "other.pth"
+    torch.save({"foo.weight": torch.zeros(3)}, other)
+    with pytest.raises(ValueError, match="none of its"):
+        load_segmentor_weights(model, str(other))
+
+
+def test_frozen_or_trainable_bn_by_config():
+    frozen = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "True"))
+    trainable = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "False"))
+    override = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "True"), freeze_bn=False)
+    n_bn = sum(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
+    assert n_bn == 20 and not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
+    for m in (trainable, override):
+        assert sum(isinstance(x, nn.BatchNorm2d) for x in m.modules()) == 20
+        assert not any(isinstance(x, FrozenBatchNorm2d) for x in m.modules())
+    n_frozen = sum(p.numel() for p in frozen.parameters())
+    n_train = sum(p.numel() for p in trainable.parameters())
+    bn_affine = sum(2 * m.num_features for m in trainable.modules() if isinstance(m, nn.BatchNorm2d))
+    assert n_train - n_frozen == bn_affine
+
+
+def test_forward_backward_with_frozen_bn_keeps_bn_buffers():
+    torch.manual_seed(0)
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "True")).train()
+    before = {k: v.clone() for k, v in model.state_dict().items() if ".bn" in k or "downsample.1" in k
+              or k.startswith("backbone.bn1")}
+    assert len(before) == 20 * 4
+    out = model(torch.randn(2, 3, 32, 32))
+    loss = F.cross_entropy(out["logits"], torch.randint(0, 19, (2, 4, 4)))
+    loss.backward()
+    after = model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    assert model.backbone.conv1.weight.grad is not None and model.backbone.conv1.weight.grad.abs().sum() > 0
+    # trainable BN, by contrast, updates its running statistics in training mode
+    model2 = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "False")).train()
+    rm = model2.backbone.bn1.running_mean.clone()
+    model2(torch.randn(2, 3, 32, 32))
+    assert not torch.equal(model2.backbone.bn1.running_mean, rm)
+
+
+def test_vgg16_torchvision_features_load(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(2)
+    features = make_layers(cfgs["D"])  # torchvision's VGG-16 `features` (same module indices)
+    sd = {"features." + k: v for k, v in features.state_dict().items()}
+    sd["classifier.6.weight"] = torch.zeros(10, 4)
+    sd["classifier.6.bias"] = torch.zeros(10)
+    path = str(tmp_path / "vgg16-imagenet.pth")
+    torch.save(sd, path)
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "vgg16"), load_weights=False)
+    result = load_segmentor_weights(model, path)
+    assert result["kind"] == "imagenet"
+    assert sorted(result["unexpected"]) == ["backbone.classifier.6.bias", "backbone.classifier.6.weight"]
+    missing = sorted(result["missing"])
+    assert all(k.startswith(("backbone.fc6", "backbone.fc7", "head.")) for k in missing) and len(missing) == 12
+    for k, v in sd.items():
+        if k.startswith("features."):
+            assert torch.equal(model.backbone.state_dict()[k], v), k
+    assert len([k for k in sd if k.startswith("features.")]) == 26  # 13 convs
+    # LargeFOV shape: pool4/pool5 removed, conv5 dilation 2, fc6/fc7 dilation 4
+    assert isinstance(model.backbone.features[23], nn.Identity) and isinstance(model.backbone.features[30], nn.Identity)
+    assert all(model.backbone.features[i].dilation == (2, 2) for i in (24, 26, 28))
+    assert model.backbone.fc6.dilation == (4, 4) and model.backbone.fc7.dilation == (4, 4)
+
+
+def test_discriminator_shape():
+    d = build_discriminator(cfg_of("MODEL.NUM_CLASSES", "16"))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(16, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
+    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in d.modules()) == 4
+    assert d(torch.randn(2, 16, 64, 96)).shape == (2, 1, 2, 3)
+
+
+def test_param_groups_head_lr_factor():
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"))
+    groups = model.param_groups(2.5e-4, 10.0)
+    assert [g["name"] for g in groups] == ["backbone", "head"]
+    assert groups[0]["lr"] == 2.5e-4 and groups[1]["lr"] == pytest.approx(2.5e-3)
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.head.parameters()}

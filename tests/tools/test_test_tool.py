@@ -1,0 +1,156 @@
+"""tools/test.py in-process: a folder of checkpoints → results.csv sorted by iteration (junk files
+skipped), and one checkpoint with saved predictions whose metrics equal run_inference's."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from spcl.config import load_config
+from spcl.data import build_dataset, build_test_loader
+from spcl.data.labels import colorize, labelid_to_trainid_lut, trainid_to_labelid_lut
+from spcl.evaluation import predict_probs, run_inference
+from spcl.modeling import build_segmentor, load_segmentor_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+W, H = 32, 16
+NAMES = ["lindau/lindau_000001_000019_leftImg8bit.png", "frankfurt/frankfurt_000000_000294_leftImg8bit.png",
+         "frankfurt/frankfurt_000001_000019_leftImg8bit.png"]
+
+
+@pytest.fixture
+def test_tool():
+    """tools/test.py as a module; the `spcl` logger is restored afterwards (setup_logger changes it)."""
+    logger = logging.getLogger("spcl")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    spec = importlib.util.spec_from_file_location("spcl_tools_test_cli", os.path.join(REPO, "tools", "test.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    for h in list(logger.handlers):
+        if h not in saved[0]:
+            logger.removeHandler(h)
+            h.close()
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+def make_val_tree(root):
+    rng = np.random.default_rng(0)
+    for n in NAMES:
+        img_path = os.path.join(root, "cityscapes", "leftImg8bit", "val", n)
+        lab_path = os.path.join(root, "cityscapes", "gtFine", "val",
+                                n.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
+        os.makedirs(os.path.dirname(img_path), exist_ok=True)
+        os.makedirs(os.path.dirname(lab_path), exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(img_path)
+        Image.fromarray(rng.choice([0, 7, 8, 11, 21, 23, 26], size=(H, W)).astype(np.uint8)).save(lab_path)
+
+
+def opts_for(root):
+    return ["MODEL.BACKBONE", "resnet18", "MODEL.WEIGHTS", "", "DATASETS.DATA_DIR", str(root),
+            "INPUT.TEST_SIZE", f"[{W}, {H}]", "DATALOADER.NUM_WORKERS", "0"]
+
+
+def save_checkpoint(cfg, path, iteration, seed):
+    torch.manual_seed(seed)
+    model = build_segmentor(cfg, load_weights=False)
+    for conv in model.head.convs:  # spread the predictions over several classes
+        nn.init.normal_(conv.weight, std=0.05)
+        nn.init.normal_(conv.bias, std=1.0)
+    torch.save({"model": model.state_dict(), "iteration": iteration}, path)
+
+
+def reference_metrics(cfg, path):
+    model = build_segmentor(cfg, load_weights=False)
+    load_segmentor_weights(model, path)
+    loader = build_test_loader(cfg, build_dataset(cfg, "cityscapes_val", train=False))
+    return run_inference(model, loader, 19, torch.device("cpu")), model
+
+
+def test_folder_of_checkpoints(tmp_path, test_tool):
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    late, early = str(ckpts / "a_model.pth"), str(ckpts / "z_model.pth")  # name order ≠ iteration order
+    save_checkpoint(cfg, late, 200, seed=1)
+    save_checkpoint(cfg, early, 50, seed=2)
+    (ckpts / "junk.pth").write_bytes(b"this is not a checkpoint")
+    torch.save({"optimizer": {}}, str(ckpts / "no_model.pt"))
+    (ckpts / "notes.txt").write_text("ignored")
+    test_tool.main(["--checkpoint", str(ckpts)] + opts_for(root))
+    out = ckpts / "eval"  # default output folder
+    with open(out / "results.csv") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    assert header[:5] == ["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] and header[5] == "road"
+    assert len(header) == 5 + 19
+    assert [int(r[0]) for r in body] == [50, 200]
+    assert [r[1] for r in body] == [early, late]
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert set(metrics) == {early, late}
+    for row, path in zip(body, (early, late)):
+        ref, _ = reference_metrics(cfg, path)
+        assert float(row[2]) == pytest.approx(ref["mIoU"], abs=1e-9)
+        assert float(row[4]) == pytest.approx(ref["aAcc"], abs=1e-9)
+        assert metrics[path]["mIoU"] == pytest.approx(ref["mIoU"], abs=1e-9)
+        assert metrics[path]["iteration"] == int(row[0])
+    assert (out / "config.yaml").is_file()
+    assert not (out / "color").exists()
+
+
+def test_single_checkpoint_with_saved_predictions(tmp_path, test_tool):
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    path = str(tmp_path / "model_final.pth")
+    save_checkpoint(cfg, path, 7, seed=3)
+    out = tmp_path / "eval_out"
+    test_tool.main(["--checkpoint", path, "--output", str(out), "--save-color", "--save-labelids"]
+                   + opts_for(root))
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert not (out / "results.csv").exists()
+    ref, model = reference_metrics(cfg, path)
+    assert metrics["iteration"] == 7 and metrics["flip"] is False and metrics["scales"] == [1.0]
+    assert metrics["mIoU"] == pytest.approx(ref["mIoU"], abs=1e-9)
+    np.testing.assert_allclose(np.array(metrics["IoU"], dtype=float), np.array(ref["IoU"], dtype=float))
+    assert metrics["num_pixels"] == ref["num_pixels"] == 3 * W * H - sum(
+        int((labelid_to_trainid_lut(19)[np.array(Image.open(os.path.join(
+            root, "cityscapes", "gtFine", "val", n.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))))] == 255)
+            .sum()) for n in NAMES)
+    ds = build_dataset(cfg, "cityscapes_val", train=False)
+    lut = trainid_to_labelid_lut(19)
+    model.eval()
+    seen_classes = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        pred = predict_probs(model, item["image"][None], (H, W)).argmax(1)[0].numpy().astype(np.uint8)
+        seen_classes |= set(np.unique(pred).tolist())
+        base = item["name"][: -len(".png")]
+        color = np.array(Image.open(out / "color" / (base + ".png")))
+        np.testing.assert_array_equal(color, colorize(pred, 19))
+        ids = np.array(Image.open(out / "labelIds" / (base.replace("_leftImg8bit", "") + ".png")))
+        np.testing.assert_array_equal(ids, lut[pred])
+    assert len(seen_classes) > 1
+    assert sorted(os.listdir(out / "labelIds")) == sorted(
+        os.path.basename(n).replace("_leftImg8bit", "") for n in NAMES)
+
+
+def test_no_checkpoint_raises(tmp_path, test_tool):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        test_tool.find_checkpoints(str(empty))
