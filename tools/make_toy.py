@@ -61,11 +61,13 @@ def save_preview(root: Path, out: Path, rows: int = 6) -> None:
     lines = []
     for s_img, t_img in list(zip(src, tgt))[:rows]:
         s_lab = root / "gta5" / "labels" / s_img.name
-        t_lab = Path(str(t_img).replace("leftImg8bit", "gtFine", 1).replace("_leftImg8bit", "_gtFine_labelIds"))
+        t_lab = Path(str(t_img).replace("leftImg8bit", "gtFine", 1)
+                     .replace("_leftImg8bit", "_gtFine_labelIds"))
         tiles = [np.array(Image.open(s_img).convert("RGB")), colorize(lut[np.array(Image.open(s_lab))]),
                  np.array(Image.open(t_img).convert("RGB")), colorize(lut[np.array(Image.open(t_lab))])]
         gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
-        lines.append(np.concatenate([tiles[0], gap, tiles[1], gap * 0 + 128, tiles[2], gap, tiles[3]], axis=1))
+        middle = np.full_like(gap, 128)  # grey bar between the domains
+        lines.append(np.concatenate([tiles[0], gap, tiles[1], middle, tiles[2], gap, tiles[3]], axis=1))
         lines.append(np.full((4, lines[-1].shape[1], 3), 255, np.uint8))
     if not lines:
         raise ValueError(f"no source/target image pairs under {root} to preview")

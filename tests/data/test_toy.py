@@ -1,0 +1,155 @@
+"""Tests of the toy domain-shift dataset generator (`spcl.data.toy`) and `tools/make_toy.py`.
+
+Tiny sizes and a handful of images, so the whole file runs in a few seconds on a CPU.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spcl.data.labels import LABELIDS_19
+from spcl.data.toy import (DRAWN_CLASSES, EGO_VEHICLE_ID, ID, SOURCE_STYLE, TARGET_STYLE, UNLABELED_ID,
+                           generate_toy_dataset, render_scene)
+
+REPO = Path(__file__).resolve().parents[2]
+VALID_IDS = set(LABELIDS_19) | {UNLABELED_ID, EGO_VEHICLE_ID}
+SMALL = dict(num_source=3, num_target_train=4, num_target_val=2, size=(64, 32))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_layout_names_and_label_formats(tmp_path):
+    info = generate_toy_dataset(tmp_path, seed=0, **SMALL)
+    assert info["generated"] and info["num_source"] == 3 and info["size"] == [64, 32]
+    names = set(_files(tmp_path))
+    src = {f"gta5/{d}/{i:05d}.png" for d in ("images", "labels") for i in (1, 2, 3)}
+    tgt = set()
+    for split, city, frame in [("train", "toytown", 0), ("train", "toytown", 1), ("train", "mockburg", 0),
+                               ("train", "mockburg", 1), ("val", "valville", 0), ("val", "valville", 1)]:
+        stem = f"{city}/{city}_000000_{frame:06d}"
+        tgt |= {f"cityscapes/leftImg8bit/{split}/{stem}_leftImg8bit.png",
+                f"cityscapes/gtFine/{split}/{stem}_gtFine_labelIds.png"}
+    assert names == src | tgt
+    assert (tmp_path / "toy_manifest.json").is_file()
+
+    for i in (1, 2, 3):
+        img = Image.open(tmp_path / f"gta5/images/{i:05d}.png")
+        lab = Image.open(tmp_path / f"gta5/labels/{i:05d}.png")
+        assert img.mode == "RGB" and lab.mode == "P" and img.size == lab.size == (64, 32)
+        ids = set(np.unique(np.array(lab)).tolist())  # palette indices, never the colours
+        assert ids <= VALID_IDS and len(ids & set(LABELIDS_19)) >= 5
+    for lab_path in (tmp_path / "cityscapes/gtFine").rglob("*_gtFine_labelIds.png"):
+        img_path = Path(str(lab_path).replace("gtFine", "leftImg8bit", 1)
+                        .replace("_gtFine_labelIds", "_leftImg8bit"))
+        img, lab = Image.open(img_path), Image.open(lab_path)
+        assert img.mode == "RGB" and lab.mode == "L" and img.size == lab.size == (64, 32)
+        ids = set(np.unique(np.array(lab)).tolist())
+        assert ids <= VALID_IDS and len(ids & set(LABELIDS_19)) >= 5
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = _files(Path(generate_toy_dataset(tmp_path / "a", seed=3, **SMALL)["root"]))
+    b = _files(Path(generate_toy_dataset(tmp_path / "b", seed=3, **SMALL)["root"]))
+    c = _files(Path(generate_toy_dataset(tmp_path / "c", seed=4, **SMALL)["root"]))
+    assert a == b
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a if "images" in k or "leftImg8bit" in k)
+    # Image i does not depend on how many other images are generated.
+    d = _files(Path(generate_toy_dataset(tmp_path / "d", seed=3, num_source=1, num_target_train=0,
+                                         num_target_val=0, size=(64, 32))["root"]))
+    assert d["gta5/images/00001.png"] == a["gta5/images/00001.png"]
+
+
+def test_manifest_noop_and_regeneration(tmp_path):
+    assert generate_toy_dataset(tmp_path, **SMALL)["generated"]
+    probe = tmp_path / "gta5/images/00001.png"
+    stamp = probe.stat().st_mtime_ns
+    assert not generate_toy_dataset(tmp_path, **SMALL)["generated"]
+    assert probe.stat().st_mtime_ns == stamp
+    assert generate_toy_dataset(tmp_path, overwrite=True, **SMALL)["generated"]
+    # Different arguments: regenerated, and files of the old generation do not linger.
+    assert generate_toy_dataset(tmp_path, **{**SMALL, "num_source": 2})["generated"]
+    assert not (tmp_path / "gta5/images/00003.png").exists()
+    # A missing file triggers regeneration.
+    (tmp_path / "gta5/labels/00002.png").unlink()
+    assert generate_toy_dataset(tmp_path, **{**SMALL, "num_source": 2})["generated"]
+    assert (tmp_path / "gta5/labels/00002.png").is_file()
+
+
+def test_refuses_to_delete_foreign_folders(tmp_path):
+    (tmp_path / "gta5" / "images").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="toy_manifest.json"):
+        generate_toy_dataset(tmp_path, overwrite=True, **SMALL)
+    assert (tmp_path / "gta5" / "images").is_dir()
+
+
+@pytest.fixture(scope="module")
+def renders() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """30 scenes per domain at the default size: (images N×H×W×3, labelIds N×H×W)."""
+    out = {}
+    for code, style in ((0, SOURCE_STYLE), (1, TARGET_STYLE)):
+        pairs = [render_scene(np.random.default_rng([0, code, 0, i]), style, (128, 64)) for i in range(30)]
+        out[style.name] = (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
+    return out
+
+
+def test_every_drawn_class_appears_in_both_domains(renders):
+    for images, labels in renders.values():
+        present = set(np.unique(labels).tolist())
+        assert {ID[c] for c in DRAWN_CLASSES} <= present
+    assert EGO_VEHICLE_ID in set(np.unique(renders[TARGET_STYLE.name][1]).tolist())
+    assert UNLABELED_ID in set(np.unique(renders[SOURCE_STYLE.name][1]).tolist())
+
+
+def test_shift_is_per_class_not_a_global_colour_transform(renders):
+    classes = ["road", "sidewalk", "building", "vegetation", "terrain", "sky", "person", "car"]
+    means = {}
+    for name, (images, labels) in renders.items():
+        x = images.reshape(-1, 3).astype(np.float64)
+        x = (x - x.mean(0)) / x.std(0)                      # per-domain, per-channel normalisation
+        y = labels.reshape(-1)
+        means[name] = np.stack([x[y == ID[c]].mean(0) for c in classes])
+    src, tgt = means[SOURCE_STYLE.name], means[TARGET_STYLE.name]
+    gaps = np.linalg.norm(src - tgt, axis=1)
+    assert (gaps > 0.4).sum() >= 4, dict(zip(classes, gaps.round(2)))
+    # Not even the best affine colour map (3×3 matrix + offset) takes source class colours to target ones.
+    design = np.hstack([src, np.ones((len(classes), 1))])
+    fit, *_ = np.linalg.lstsq(design, tgt, rcond=None)
+    residual = np.linalg.norm(design @ fit - tgt, axis=1)
+    assert residual.mean() > 0.15, residual.round(2)
+    # Yet the brightness ordering that identifies classes is shared (mean raw intensity per class).
+    for images, labels in renders.values():
+        grey = images.mean(-1)
+        lum = {c: grey[labels == ID[c]].mean() for c in classes}
+        assert lum["sky"] == max(lum.values())
+        assert lum["sidewalk"] > lum["road"] and lum["terrain"] > lum["vegetation"]
+
+
+def test_class_frequencies_differ(renders):
+    def freq(name: str, cls: str) -> float:
+        return float((renders[name][1] == ID[cls]).mean())
+
+    s, t = SOURCE_STYLE.name, TARGET_STYLE.name
+    assert freq(t, "person") > 1.5 * freq(s, "person")
+    assert freq(s, "car") > 1.3 * freq(t, "car")
+    assert freq(s, "truck") + freq(s, "bus") > 1.2 * (freq(t, "truck") + freq(t, "bus"))
+
+
+def test_make_toy_cli(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("make_toy", REPO / "tools" / "make_toy.py")
+    make_toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_toy)
+    args = ["--root", str(tmp_path / "toy"), "--seed", "1", "--num-source", "2", "--num-target-train", "2",
+            "--num-target-val", "1", "--size", "64", "32", "--preview", str(tmp_path / "preview.png")]
+    assert make_toy.main(args)["generated"]
+    assert re.search(r"wrote .*toy", capsys.readouterr().out)
+    assert (tmp_path / "toy/toy_manifest.json").is_file()
+    assert Image.open(tmp_path / "preview.png").size[0] > 4 * 64
+    assert not make_toy.main(args)["generated"]
+    assert "up to date" in capsys.readouterr().out
