@@ -39,6 +39,28 @@ class SemSegEvaluator:
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
         pred, label = pred.reshape(-1).long(), label.reshape(-1).long().to(pred.device)
+        k, ignore = self.num_classes, self.ignore_index
+        if ignore < k or pred.numel() == 0:  # unusual ignore index: the plain masked path
+            self._process_masked(pred, label)
+            return
+        # Fast path without masked selects (each a gather of the whole map): every pixel goes into
+        # one bincount of label·K + pred; ignored pixels land in the band [ignore·K, ignore·K + K)
+        # past the K×K matrix, and any other count past it is a label outside [0, K).
+        lo, hi = torch.aminmax(pred)
+        lab_lo, lab_hi = torch.aminmax(label)
+        if lo < 0 or hi >= k or lab_lo < 0 or lab_hi > ignore:  # rare: decide (and word the error) as the plain path
+            self._process_masked(pred, label)
+            return
+        idx = label * k
+        idx.add_(pred)
+        counts = torch.bincount(idx, minlength=k * k)
+        extra = counts[k * k:].clone()
+        extra[(ignore - k) * k:(ignore - k + 1) * k] = 0
+        if extra.any():
+            raise ValueError(f"labels outside [0, {k}) and {ignore}")
+        self.confusion += counts[:k * k].reshape(k, k).cpu()
+
+    def _process_masked(self, pred: torch.Tensor, label: torch.Tensor) -> None:
         valid = label != self.ignore_index
         if (label[valid] >= self.num_classes).any() or (label[valid] < 0).any():
             raise ValueError(f"labels outside [0, {self.num_classes}) and {self.ignore_index}")

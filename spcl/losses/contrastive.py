@@ -4,9 +4,14 @@ For each pixel feature q (L2-normalised over channels) with label y:
     L = CE([q·p_1, …, q·p_K] / τ, y),   mean over pixels whose label is not 255.
 Prototypes are constants (no gradient); the gradient reaches the features only.
 
-Vectorised without normalised or transposed copies of the B×C×h×w map: the dot products are one
-1x1 convolution of the raw features with the prototypes (B×K×h×w, small), divided by the per-pixel
-feature norm (B×1×h×w). Math in fp32 whatever the autocast context.
+Vectorised without normalised, transposed or squared copies of the B×C×h×w map (2,048 channels at
+the paper's sizes; every such copy costs hundreds of MB and a pass over memory): the per-pixel
+norms are summed over channel blocks, the dot products are one batched matrix product with the
+prototypes (B×K×h×w, small), and a hand-written backward writes the feature gradient with one
+multiply and one in-place matrix product:
+    ∂L/∂f = Pᵀ·(G / (τ‖f‖)) − f · Σ_k G_k·logit_k / ‖f‖²,   G = ∂L/∂logits.
+Works on contiguous and channels-last maps alike (read through views, never copied). Math in fp32
+whatever the autocast context. `pixel_matrix` and `pixel_norm` are shared with the prototype bank.
 """
 from __future__ import annotations
 
@@ -14,14 +19,82 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+EPS = 1e-12  # as F.normalize: q / max(‖q‖, eps)
+_NORM_BLOCK = 32  # channels summed per step: a B×32×h×w temporary instead of a B×C×h×w one
+
+
+def pixel_matrix(feat: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A view of the B×C×h×w map as B×C×N (`channels_first`, contiguous memory) or B×N×C
+    (channels-last memory), N = h·w. Only a map that is neither is copied."""
+    B, C, h, w = feat.shape
+    if feat.is_contiguous():
+        return feat.view(B, C, h * w), True
+    if feat.is_contiguous(memory_format=torch.channels_last):
+        return feat.permute(0, 2, 3, 1).reshape(B, h * w, C), False
+    return feat.contiguous().view(B, C, h * w), True
+
+
+def pixel_norm(x: torch.Tensor, channels_first: bool) -> torch.Tensor:
+    """‖q‖ of every pixel of a `pixel_matrix` view → B×N (not clamped)."""
+    if not channels_first:  # B×N×C: the reduction runs over contiguous memory
+        return torch.linalg.vector_norm(x, dim=2)
+    C = x.shape[1]
+    if C <= _NORM_BLOCK or x.device.type != "cpu":  # GPU reductions handle the stride well
+        return torch.linalg.vector_norm(x, dim=1)
+    # a strided reduction over C is slow and `x*x` would be a full-size copy: sum squares by blocks
+    acc = torch.zeros(x.shape[0], x.shape[2], dtype=x.dtype, device=x.device)
+    for c in range(0, C, _NORM_BLOCK):
+        block = x[:, c:c + _NORM_BLOCK]
+        acc.add_((block * block).sum(1))
+    return acc.sqrt_()
+
+
+class _NormalisedDots(torch.autograd.Function):
+    """logits = (q·p_k) / (max(‖q‖, eps)·τ) for fp32 features B×C×h×w → B×K×h×w."""
+
+    @staticmethod
+    def forward(ctx, feat, prototypes, temperature):
+        B, C, h, w = feat.shape
+        K = prototypes.shape[0]
+        with torch.autocast(feat.device.type, enabled=False):
+            x, channels_first = pixel_matrix(feat)
+            norm = pixel_norm(x, channels_first)  # B×N
+            if channels_first:
+                dots = torch.matmul(prototypes, x)  # B×K×N
+            else:
+                dots = torch.matmul(x, prototypes.t()).transpose(1, 2)  # B×K×N (a view)
+            logits = dots / (norm.clamp_min(EPS)[:, None] * temperature)
+        ctx.save_for_backward(feat, prototypes, logits, norm)
+        ctx.temperature = temperature
+        return logits.reshape(B, K, h, w)
+
+    @staticmethod
+    def backward(ctx, grad_logits):
+        feat, prototypes, logits, norm = ctx.saved_tensors
+        B, C, h, w = feat.shape
+        K = prototypes.shape[0]
+        with torch.autocast(feat.device.type, enabled=False):
+            x, channels_first = pixel_matrix(feat)
+            g = grad_logits.float().reshape(B, K, h * w)
+            clamped = norm.clamp_min(EPS)
+            g_scaled = g / (clamped[:, None] * ctx.temperature)  # B×K×N
+            # d(1/‖q‖)/dq term; zero where the norm is clamped (as F.normalize's gradient)
+            a = torch.where(norm > EPS, (g * logits).sum(1) / clamped.square(), torch.zeros_like(norm))  # B×N
+            if channels_first:
+                grad = torch.mul(x, a.neg_()[:, None])  # B×C×N, the only full-size tensor
+                grad.baddbmm_(prototypes.t().expand(B, C, K), g_scaled)
+                grad = grad.view(B, C, h, w)
+            else:
+                grad = torch.mul(x, a.neg_()[:, :, None])  # B×N×C
+                grad.baddbmm_(g_scaled.transpose(1, 2), prototypes.expand(B, K, C))
+                grad = grad.view(B, h, w, C).permute(0, 3, 1, 2)
+        return grad, None, None
+
 
 def prototype_logits(feat: torch.Tensor, prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
     """(q / ||q||) · p_k / τ for every pixel: feat B×C×h×w, prototypes K×C → B×K×h×w (fp32)."""
-    feat = feat.float()
-    protos = prototypes.detach().float().to(feat.device)
-    dots = F.conv2d(feat, protos[:, :, None, None])  # B×K×h×w = q·p_k (unnormalised q)
-    norm = torch.linalg.vector_norm(feat, dim=1, keepdim=True).clamp_min(1e-12)  # B×1×h×w
-    return dots / (norm * temperature)
+    protos = prototypes.detach().float().to(feat.device).contiguous()
+    return _NormalisedDots.apply(feat.float(), protos, float(temperature))
 
 
 class PrototypeContrastiveLoss(nn.Module):
@@ -50,4 +123,5 @@ class PrototypeContrastiveLoss(nn.Module):
         mask = mask.to(logits.device).long()
         if not (mask != self.ignore_index).any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, mask, ignore_index=self.ignore_index)
+        with torch.autocast(logits.device.type, enabled=False):
+            return F.cross_entropy(logits, mask, ignore_index=self.ignore_index)

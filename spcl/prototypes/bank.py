@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from spcl.losses.contrastive import EPS, pixel_matrix, pixel_norm
 from spcl.utils import comm
 
 
@@ -22,6 +23,10 @@ def class_feature_sums(feat: torch.Tensor, mask: torch.Tensor, num_classes: int,
                        ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class sums of L2-normalised pixel features and pixel counts.
 
+    One batched matrix product of the raw features with the B×N×K one-hot mask scaled by 1/‖q‖:
+    no normalised, transposed or per-class masked copy of the B×C×h×w map (contiguous or
+    channels-last), and no loop over classes. fp32 whatever the autocast context.
+
     Args:
         feat: B×C×h×w raw features.
         mask: B×h×w labels; `ignore_index` and values ≥ K are left out.
@@ -29,16 +34,20 @@ def class_feature_sums(feat: torch.Tensor, mask: torch.Tensor, num_classes: int,
         sums K×C (fp32), counts K (fp32).
     """
     B, C, h, w = feat.shape
-    feat = feat.float()
-    inv_norm = 1.0 / torch.linalg.vector_norm(feat, dim=1).clamp_min(1e-12)  # B×h×w
-    mask = mask.to(feat.device).long()
-    valid = (mask != ignore_index) & (mask >= 0) & (mask < num_classes)
-    onehot = F.one_hot(torch.where(valid, mask, 0), num_classes).to(feat.dtype)  # B×h×w×K
-    onehot = onehot * valid[..., None]
-    counts = onehot.sum(dim=(0, 1, 2))  # K
-    weights = (onehot * inv_norm[..., None]).reshape(B, h * w, num_classes)  # B×hw×K
-    sums = torch.bmm(feat.reshape(B, C, h * w), weights).sum(0).t()  # K×C, no copy of feat
-    return sums, counts
+    with torch.autocast(feat.device.type, enabled=False):
+        x, channels_first = pixel_matrix(feat.float())  # B×C×N or B×N×C, a view
+        inv_norm = 1.0 / pixel_norm(x, channels_first).clamp_min(EPS)  # B×N
+        mask = mask.to(feat.device).long().reshape(B, h * w)
+        valid = (mask != ignore_index) & (mask >= 0) & (mask < num_classes)
+        onehot = F.one_hot(torch.where(valid, mask, 0), num_classes).to(x.dtype)  # B×N×K
+        onehot = onehot * valid[..., None]
+        counts = onehot.sum(dim=(0, 1))  # K
+        weights = onehot * inv_norm[..., None]  # B×N×K
+        if channels_first:
+            sums = torch.bmm(x, weights).sum(0).t()  # B×C×K → K×C
+        else:
+            sums = torch.bmm(weights.transpose(1, 2), x).sum(0)  # B×K×C → K×C
+    return sums.contiguous(), counts
 
 
 class PrototypeBank(nn.Module):
