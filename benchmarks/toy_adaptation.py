@@ -36,9 +36,14 @@ def cfg_for(out: str, seed: int, extra=()):
     return load_config(CONFIG, ["OUTPUT_DIR", out, "SEED", str(seed), *extra])
 
 
+# The benchmark's schedule: longer than the quick start of configs/toy.yaml (300 / 150 / 200).
+SCHEDULE = ["ADV_WARMUP.STOP_ITER", "400", "ADV_WARMUP.MAX_ITER", "400", "ALIGN.STOP_ITER", "200",
+            "ALIGN.MAX_ITER", "200", "SELF_TRAIN.STOP_ITER", "300", "SELF_TRAIN.MAX_ITER", "300"]
+
+
 def quick_opts(quick: bool) -> list[str]:
     if not quick:
-        return []
+        return list(SCHEDULE)
     return ["DATASETS.TOY.NUM_SOURCE", "24", "DATASETS.TOY.NUM_TARGET_TRAIN", "24", "DATASETS.TOY.NUM_TARGET_VAL",
             "12", "DATASETS.DATA_DIR", os.path.join(ROOT, "output", "toy_bench_quick_data"),
             "ADV_WARMUP.STOP_ITER", "6", "ADV_WARMUP.MAX_ITER", "6", "ALIGN.STOP_ITER", "4", "ALIGN.MAX_ITER", "4",
@@ -46,9 +51,22 @@ def quick_opts(quick: bool) -> list[str]:
 
 
 def run_seed(seed: int, out_root: str, base: list[str], ablations: bool) -> dict:
-    """All methods for one training seed → {method: metrics dict}."""
-    res = {}
+    """All methods for one training seed → {method: metrics dict}, cached in seed<N>/results.json
+    (so seeds can run in separate processes and a rerun only collects)."""
     out = os.path.join(out_root, f"seed{seed}")
+    cache = os.path.join(out, "results.json")
+    if os.path.isfile(cache):
+        cached = json.load(open(cache))
+        if not ablations or any(k.startswith("align, ") for k in cached):
+            return cached
+    res = _run_seed(seed, out, out_root, base, ablations)
+    with open(cache, "w") as f:
+        json.dump(res, f)
+    return res
+
+
+def _run_seed(seed: int, out: str, out_root: str, base: list[str], ablations: bool) -> dict:
+    res = {}
     cfg = cfg_for(os.path.join(out, "spcl"), seed, base)
     prepare_data(cfg)
     run_pipeline(cfg)
@@ -114,10 +132,10 @@ ORDER = ["source_only", "adv_warmup", "align (SPCL)", "align + self_train", "ali
 
 def table(results: dict) -> tuple[str, dict]:
     """Markdown tables (summary and per class) and the aggregated numbers."""
-    methods = [m for m in ORDER if m in results[next(iter(results))]]
+    methods = [m for m in ORDER if any(m in r for r in results.values())]
     agg = {}
     for m in methods:
-        runs = [results[s][m] for s in results]
+        runs = [results[s][m] for s in results if m in results[s]]
         agg[m] = {"mIoU": mean_std([r["mIoU"] for r in runs]),
                   "IoU": [mean_std([r["IoU"][k] for r in runs])[0] for k in range(19)]}
     seeds = list(results)
@@ -125,7 +143,7 @@ def table(results: dict) -> tuple[str, dict]:
              "|---|---|---|"]
     for m in methods:
         mu, sd = agg[m]["mIoU"]
-        per = ", ".join(f"{results[s][m]['mIoU']:.1f}" for s in seeds)
+        per = ", ".join(f"{results[s][m]['mIoU']:.1f}" if m in results[s] else "–" for s in seeds)
         lines.append(f"| {m} | {mu:.1f} ± {sd:.1f} | {per} |")
     present = [k for k in range(19) if any(not math.isnan(agg[m]["IoU"][k]) for m in methods)]
     lines += ["", "| method | " + " | ".join(CLASSES_19[k] for k in present) + " |",

@@ -38,6 +38,16 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU advertises bf16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return True  # unknown platform: do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
     if device.type == "cuda":
@@ -70,6 +80,9 @@ class StageTrainer:
         self.device = device or default_device()
         self.amp_dtype = AMP_DTYPES[cfg.SOLVER.AMP]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.SOLVER.AMP == "fp16" else None
+        if self.amp_dtype is not None and self.device.type == "cpu" and not cpu_has_bf16_units():
+            logger.warning("SOLVER.AMP %s on a CPU without bf16/AMX matrix units runs in software and is many "
+                           "times slower than fp32 (benchmarks/README.md); consider SOLVER.AMP ''", cfg.SOLVER.AMP)
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.base_lrs: dict[str, float] = {}
