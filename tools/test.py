@@ -27,7 +27,10 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
     found = []
     for f in files:
         try:
-            data = torch.load(f, map_location="cpu", weights_only=False)
+            try:  # memory-mapped: reads the iteration without reading every tensor
+                data = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
+            except RuntimeError:  # legacy (non-zip) files cannot be mapped
+                data = torch.load(f, map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001
             logging.getLogger("spcl").warning("skipping %s: not a readable checkpoint (%s)", f, e)
             continue
