@@ -1,12 +1,15 @@
 """Config loading: fresh defaults, YAML files with `_BASE_` inheritance, `KEY VALUE` overrides.
 
-Called by every tool (`tools/*.py`) and by tests. Unknown keys raise a `KeyError` that names the key
-and the file it came from.
+Called by every tool (`tools/*.py`) and by tests. `get_cfg()` returns a `CfgNode` (a yacs `CfgNode`
+whose `merge_from_file` follows `_BASE_` like detectron2's and whose `merge_from_list` checks keys).
+An unknown key raises a `KeyError` that names the key, where it came from (the file, or the command
+line) and the closest existing key ("did you mean 'ALIGN.BASE_LR'?").
 """
 from __future__ import annotations
 
+import difflib
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -16,9 +19,44 @@ from .defaults import _C
 BASE_KEY = "_BASE_"
 
 
-def get_cfg() -> CN:
+class ConfigKeyError(KeyError):
+    """A `KeyError` for a key the config tree does not have; prints its message without quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CfgNode(CN):
+    """yacs `CfgNode` whose file and list merges are this module's: `_BASE_` chains (paths relative
+    to the file that names them) and unknown keys reported with the file and a close match."""
+
+    def merge_from_file(self, cfg_filename: str) -> "CfgNode":
+        return merge_from_file(self, cfg_filename)
+
+    def merge_from_list(self, cfg_list: Sequence[str]) -> "CfgNode":
+        return merge_from_list(self, cfg_list)
+
+
+def get_cfg() -> CfgNode:
     """A fresh, unfrozen copy of the documented defaults (`spcl/config/defaults.py`)."""
-    return _C.clone()
+    return CfgNode(_C)  # converts every nested node; deep-copies the values
+
+
+def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
+    """Every full key name of the tree, sections included: 'ALIGN', 'ALIGN.BASE_LR', …"""
+    for key, value in node.items():
+        yield prefix + key
+        if isinstance(value, CN):
+            yield from _full_keys(value, prefix + key + ".")
+
+
+def _unknown_key(full_key: str, where: str, root: CN) -> ConfigKeyError:
+    """The error for an unknown key, with the closest existing key name when one is close."""
+    msg = f"unknown config key '{full_key}' {where}"
+    close = difflib.get_close_matches(full_key, list(_full_keys(root)), n=1, cutoff=0.6)
+    if close:
+        msg += f"; did you mean '{close[0]}'?"
+    return ConfigKeyError(msg)
 
 
 def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
@@ -34,7 +72,7 @@ def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
         raise ValueError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     bases = data.pop(BASE_KEY, [])
     if node is not None:
-        _check_keys(data, node, "", path)
+        _check_keys(data, node, "", path, node)
     if isinstance(bases, str):
         bases = [bases]
     merged: dict = {}
@@ -53,39 +91,44 @@ def _deep_update(dst: dict, src: dict) -> None:
             dst[key] = value
 
 
-def _check_keys(data: dict, node: CN, prefix: str, source: str) -> None:
+def _check_keys(data: dict, node: CN, prefix: str, source: str, root: CN) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in node:
-            raise KeyError(f"unknown config key '{full}' in {source}")
+            raise _unknown_key(full, f"in {source}", root)
         if isinstance(value, dict):
             if not isinstance(node[key], CN):
-                raise KeyError(f"config key '{full}' in {source} is a value, not a section")
-            _check_keys(value, node[key], full + ".", source)
+                raise ConfigKeyError(f"config key '{full}' in {source} is a value, not a section")
+            _check_keys(value, node[key], full + ".", source, root)
 
 
 def merge_from_file(cfg: CN, path: str) -> CN:
-    """Merge a YAML file (with `_BASE_` chains) into `cfg`; unknown keys name the file."""
+    """Merge a YAML file (with `_BASE_` chains) into `cfg`; unknown keys name the file that holds
+    them. Also what `get_cfg().merge_from_file(path)` runs."""
     data = _load_yaml_with_base(path, cfg)
     cfg.merge_from_other_cfg(CN(data))
     return cfg
 
 
 def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
-    """Merge `KEY VALUE` pairs from the command line; an unknown key is named in the error."""
+    """Merge `KEY VALUE` pairs from the command line; an unknown key is named in the error. Also
+    what `get_cfg().merge_from_list(opts)` runs."""
+    opts = list(opts)
     if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {list(opts)}")
+        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
     for key in opts[0::2]:
         node = cfg
         for part in key.split("."):
             if not isinstance(node, CN) or part not in node:
-                raise KeyError(f"unknown config key '{key}' on the command line")
+                raise _unknown_key(key, "on the command line", cfg)
             node = node[part]
-    cfg.merge_from_list(list(opts))
+        if isinstance(node, CN):
+            raise ConfigKeyError(f"config key '{key}' on the command line is a section, not a value")
+    CN.merge_from_list(cfg, opts)  # yacs's own (type checks, literal_eval of the values)
     return cfg
 
 
-def load_config(path: str = "", opts: Sequence[str] = ()) -> CN:
+def load_config(path: str = "", opts: Sequence[str] = ()) -> CfgNode:
     """Defaults, then the YAML file (if any), then the overrides; returned frozen."""
     cfg = get_cfg()
     if path:

@@ -11,13 +11,13 @@ _C.SEED = 0  # seeds python, numpy, torch and the data samplers; same seed + con
 
 # ------------------------------------------------------------------------------------ model ---
 _C.MODEL = CN()
-# resnet18 | resnet34 | resnet50 | resnet101 | vgg16 (DeepLab-v2 / LargeFOV, SPEC §2)
+# resnet18 | resnet34 | resnet50 | resnet101 | vgg16 (DeepLab-v2 / LargeFOV; docs/method.md, model)
 _C.MODEL.BACKBONE = "resnet101"
 _C.MODEL.NUM_CLASSES = 19  # 19 (GTA5, Synscapes) or 16 (SYNTHIA)
 # Local path of initial weights: a torchvision ImageNet state dict of the backbone, or a checkpoint
 # of this project. Empty = random init. Never downloaded.
 _C.MODEL.WEIGHTS = ""
-# Frozen BatchNorm (affine + running stats as buffers) in warm-up/align (SPEC §2). self_train
+# Frozen BatchNorm (affine + running stats as buffers) in warm-up/align (released code; docs/method.md). self_train
 # overrides it with SELF_TRAIN.FREEZE_BN.
 _C.MODEL.FREEZE_BN = True
 _C.MODEL.ASPP_DILATIONS = [6, 12, 18, 24]  # DeepLab-v2 ASPP branches, outputs summed
@@ -35,7 +35,7 @@ _C.INPUT.COLOR_JITTER = [0.5, 0.5, 0.5, 0.2]
 _C.INPUT.SOURCE_JITTER = True
 _C.INPUT.TARGET_JITTER = False
 _C.INPUT.FLIP_PROB = 0.0  # horizontal flip in warm-up/align (released code: none)
-# Self-training crops (SPEC §6): image resized to BASE_SIZE, random scale, crop, flip, jitter.
+# Self-training crops (released code; docs/method.md): image resized to BASE_SIZE, random scale, crop, flip, jitter.
 _C.INPUT.SELF_TRAIN_BASE_SIZE = [2048, 1024]  # (W, H)
 _C.INPUT.SELF_TRAIN_SCALE = [0.5, 1.5]
 _C.INPUT.SELF_TRAIN_CROP = [1024, 512]  # (W, H)
@@ -76,7 +76,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # per process
 
 # ------------------------------------------------------------------------------------ solver ---
-# Shared optimiser settings (SPEC §6). Per-stage lr, schedule length and batch live in the stage nodes.
+# Shared optimiser settings (released code's numbers; docs/method.md). Per-stage lr, schedule length and batch live in the stage nodes.
 _C.SOLVER = CN()
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.WEIGHT_DECAY = 5e-4
@@ -85,12 +85,14 @@ _C.SOLVER.HEAD_LR_FACTOR = 10.0  # ASPP classifier lr = 10x backbone lr
 _C.SOLVER.CHECKPOINT_PERIOD = 2000  # iterations between checkpoints (resume points)
 _C.SOLVER.KEEP_CHECKPOINTS = 2  # periodic checkpoints kept on disk (the final one always stays)
 _C.SOLVER.LOG_PERIOD = 20  # iterations between log lines
-_C.SOLVER.EVAL_PERIOD = 0  # iterations between target-val evaluations (0 = only at the end)
+# Iterations between target-val evaluations (0 = only at the end). The paper configs set 2000
+# (configs/_base_/schedule_paper.yaml): a learning curve, not a single point after 40k iterations.
+_C.SOLVER.EVAL_PERIOD = 0
 # Mixed precision: "" (fp32) | "bf16" | "fp16" (with a gradient scaler). Loss and prototype math
 # stay in fp32.
 _C.SOLVER.AMP = ""
 
-# One node per training stage (SPEC §1, §6). MAX_ITER is the poly horizon, STOP_ITER where it stops.
+# One node per training stage (docs/method.md: pipeline, schedules). MAX_ITER is the poly horizon, STOP_ITER where it stops.
 def _stage(base_lr, max_iter, stop_iter, source_batch, target_batch):
     node = CN()
     node.BASE_LR = base_lr
@@ -107,11 +109,11 @@ _C.ADV_WARMUP.DISC_LR = 1e-4  # Adam
 _C.ADV_WARMUP.DISC_BETAS = [0.9, 0.99]
 _C.ADV_WARMUP.ADV_WEIGHT = 0.001  # weight of the generator's adversarial loss
 _C.ALIGN = _stage(2.5e-4, 62500, 40000, 4, 4)
-# Target mask of the contrastive loss (SPEC §4): offline (pseudo labels written after warm-up,
+# Target mask of the contrastive loss (paper Eq. 5; docs/method.md): offline (pseudo labels written after warm-up,
 # released code) | online (class thresholds of the current batch's own predictions).
 _C.ALIGN.TARGET_MASK = "offline"
 _C.SELF_TRAIN = _stage(5e-4, 31250, 20000, 0, 8)
-_C.SELF_TRAIN.FREEZE_BN = False  # self-training trains BatchNorm (SPEC §2)
+_C.SELF_TRAIN.FREEZE_BN = False  # self-training trains BatchNorm (released code)
 
 # --------------------------------------------------------------------------------- losses ---
 _C.LOSS = CN()
@@ -140,7 +142,7 @@ _C.PSEUDO.NUM_BINS = 65536  # histogram bins over [0, 1] (at most 65,536): thres
 
 # ---------------------------------------------------------------------------------- pipeline ---
 _C.PIPELINE = CN()
-# Stages run in order by tools/train.py (SPEC §1). `pseudo_labels` may appear more than once.
+# Stages run in order by tools/train.py (docs/method.md: pipeline). `pseudo_labels` may appear more than once.
 _C.PIPELINE.STAGES = ["adv_warmup", "prototypes", "pseudo_labels", "align", "pseudo_labels",
                       "self_train"]
 # Which checkpoint a training stage hands on: last (default) | best (best target-val mIoU: an

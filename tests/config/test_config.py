@@ -1,5 +1,6 @@
-"""spcl.config: fresh defaults, `_BASE_` inheritance, `KEY VALUE` overrides, unknown keys, freeze,
-dump/load round trip, validation of choice keys."""
+"""spcl.config: fresh defaults, `_BASE_` inheritance (also through `get_cfg().merge_from_file`),
+`KEY VALUE` overrides, unknown keys with a did-you-mean suggestion, freeze, dump/load round trip,
+validation of choice keys."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,10 @@ import os
 import pytest
 import yaml
 
-from spcl.config import dump_config, get_cfg, load_config, merge_from_file, merge_from_list, validate
+from spcl.config import (CfgNode, dump_config, get_cfg, load_config, merge_from_file, merge_from_list,
+                         validate)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _write(path, text: str) -> str:
@@ -169,3 +173,100 @@ def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])
     section, name = key.split(".")
     assert str(cfg[section][name]) == value
+
+
+# ------------------------------------------------------ get_cfg().merge_from_file follows _BASE_ ---
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_get_cfg_is_a_base_aware_cfgnode():
+    cfg = get_cfg()
+    assert isinstance(cfg, CfgNode) and isinstance(cfg.MODEL, CfgNode) and isinstance(cfg.DATASETS.TOY, CfgNode)
+    assert isinstance(cfg.clone(), CfgNode)
+    assert isinstance(load_config(), CfgNode)
+
+
+def test_method_merge_from_file_equals_load_config_key_for_key():
+    path = os.path.join(REPO, "configs", "gta5_r101.yaml")
+    cfg = get_cfg()
+    cfg.merge_from_file(path)  # plain yacs: "Non-existent config key: _BASE_"
+    got, want = _flat(cfg), _flat(load_config(path))
+    assert got == want
+    assert len(got) > 80
+    assert got["MODEL.WEIGHTS"] == "weights/resnet101-63fe2227.pth"  # from a _BASE_ piece
+    assert got != _flat(get_cfg())
+
+
+def test_method_merges_chain_in_order_and_checks_keys(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "sub" / "grand.yaml", "SEED: 1\nALIGN:\n  BASE_LR: 0.1\n  MAX_ITER: 11\n")
+    _write(tmp_path / "sub" / "base.yaml", "_BASE_: grand.yaml\nSEED: 2\nALIGN:\n  MAX_ITER: 22\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: [sub/base.yaml]\nSEED: 3\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(child)
+    assert (cfg.SEED, cfg.ALIGN.MAX_ITER, cfg.ALIGN.BASE_LR) == (3, 22, 0.1)
+    bad = _write(tmp_path / "sub" / "bad.yaml", "ALIGN:\n  BASE_LRR: 0.1\n")
+    top = _write(tmp_path / "top.yaml", "_BASE_: sub/bad.yaml\n")
+    with pytest.raises(KeyError) as e:
+        get_cfg().merge_from_file(top)
+    assert bad in str(e.value) and "ALIGN.BASE_LRR" in str(e.value)
+
+
+def test_method_merge_from_list_checks_keys():
+    cfg = get_cfg()
+    cfg.merge_from_list(["SEED", "4", "ALIGN.BASE_LR", "0.5"])
+    assert cfg.SEED == 4 and cfg.ALIGN.BASE_LR == 0.5
+    with pytest.raises(KeyError, match="did you mean 'MODEL.BACKBONE'"):
+        cfg.merge_from_list(["MODEL.BACKBNOE", "vgg16"])
+
+
+# ------------------------------------------------------------------------------- did you mean ---
+@pytest.mark.parametrize("text,unknown,suggestion", [
+    ("ALIGN:\n  BASE_LRR: 0.1\n", "ALIGN.BASE_LRR", "ALIGN.BASE_LR"),  # misspelt leaf
+    ("SOLVR:\n  AMP: bf16\n", "SOLVR", "SOLVER"),  # misspelt section
+    ("LOSS:\n  CONTRST:\n    WEIGHT: 2.0\n", "LOSS.CONTRST", "LOSS.CONTRAST"),  # misspelt inner section
+    ("PROTOTYPES:\n  ALPHA: 0.5\n", "PROTOTYPES", "PROTOTYPE"),
+])
+def test_unknown_key_in_yaml_suggests_closest(tmp_path, text, unknown, suggestion):
+    path = _write(tmp_path / "typo.yaml", text)
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert f"unknown config key '{unknown}' in {path}" in msg
+    assert msg.endswith(f"did you mean '{suggestion}'?")
+
+
+@pytest.mark.parametrize("key,suggestion", [
+    ("ALIGN.BASE_LRR", "ALIGN.BASE_LR"),  # misspelt leaf
+    ("SOLVR.AMP", "SOLVER.AMP"),  # misspelt section
+    ("LOSS.CONTRAST.WIEGHT", "LOSS.CONTRAST.WEIGHT"),
+    ("PROTOTYPE.APLHA", "PROTOTYPE.ALPHA"),
+])
+def test_unknown_key_on_command_line_suggests_closest(key, suggestion):
+    with pytest.raises(KeyError) as e:
+        load_config("", [key, "1"])
+    msg = str(e.value)
+    assert msg.startswith(f"unknown config key '{key}' on the command line")
+    assert msg.endswith(f"did you mean '{suggestion}'?")
+
+
+def test_unknown_key_far_from_every_key_has_no_suggestion(tmp_path):
+    with pytest.raises(KeyError) as e:
+        load_config("", ["QQQQQQQQ.ZZZZZZ", "1"])
+    assert "did you mean" not in str(e.value)
+    path = _write(tmp_path / "far.yaml", "XYZZY: 1\n")
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    assert "did you mean" not in str(e.value) and "XYZZY" in str(e.value)
+
+
+def test_section_given_a_value_on_command_line():
+    with pytest.raises(KeyError, match="'MODEL' on the command line is a section"):
+        load_config("", ["MODEL", "vgg16"])
