@@ -66,7 +66,21 @@ def reference_contrastive_loss(feat: torch.Tensor, mask: torch.Tensor, prototype
     return nn.CrossEntropyLoss(ignore_index=ignore_index)(logits, mask.reshape(-1).long())
 
 
-# ----------------------------------------------------------------- SPEC §5: class thresholds
+# ------------------------------------------------------------------ paper Eq. 5: class thresholds
+def released_thresholds(conf: np.ndarray, pred: np.ndarray, num_classes: int, cap: float = 0.9) -> np.ndarray:
+    """The released rule on all confidences at once (`core/utils/pseudo_label.py`): per class the
+    element round(n/2) (numpy's round-half-even) of the sorted confidences of the pixels predicted
+    as it, capped at `cap`; 0 for a class never predicted. The one reference the tests use."""
+    conf, pred = np.asarray(conf).reshape(-1), np.asarray(pred).reshape(-1)
+    thres = []
+    for k in range(num_classes):
+        x = np.sort(conf[pred == k])
+        thres.append(float(x[int(np.round(len(x) * 0.5))]) if len(x) else 0.0)
+    thres = np.array(thres, dtype=np.float64)
+    thres[thres > cap] = cap
+    return thres
+
+
 class ReferenceThresholds:
     """`core/utils/pseudo_label.py`: every max-softmax confidence and argmax label of the target set
     appended to two growing arrays, then per class the element round(n/2) of the sorted values,
@@ -84,17 +98,7 @@ class ReferenceThresholds:
         self.pred_label = np.append(self.pred_label, label.cpu().numpy().reshape(-1))
 
     def compute(self) -> np.ndarray:
-        thres = []
-        for k in range(self.num_classes):
-            x = self.pred_conf[self.pred_label == k]
-            if len(x) == 0:
-                thres.append(0.0)
-                continue
-            x = np.sort(x)
-            thres.append(float(x[int(np.round(len(x) * 0.5))]))
-        thres = np.array(thres, dtype=np.float64)
-        thres[thres > self.cap] = self.cap
-        return thres
+        return released_thresholds(self.pred_conf, self.pred_label, self.num_classes, self.cap)
 
     @staticmethod
     def label(probs: torch.Tensor, thresholds: np.ndarray) -> torch.Tensor:

@@ -22,10 +22,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+
+from make_toy import prepare_toy_data as prepare_data  # noqa: E402
 from spcl.config import load_config  # noqa: E402
-from spcl.data import prepare_data  # noqa: E402
 from spcl.data.labels import CLASSES_19  # noqa: E402
 from spcl.engine import run_pipeline, run_stage  # noqa: E402
+from spcl.evaluation import evaluate_checkpoint  # noqa: E402
 from spcl.utils.logger import setup_logger  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +73,7 @@ def _run_seed(seed: int, out: str, out_root: str, base: list[str], ablations: bo
     cfg = cfg_for(os.path.join(out, "spcl"), seed, base)
     prepare_data(cfg)
     run_pipeline(cfg)
-    by_stage = {row["stage"]: json.load(open(os.path.join(row["folder"], "manifest.json")))["metrics"]
+    by_stage = {row["stage"]: json.load(open(os.path.join(out, "spcl", row["folder"], "manifest.json")))["metrics"]
                 for row in json.load(open(os.path.join(out, "spcl", "summary.json")))["stages"]}
     res["adv_warmup"] = by_stage["adv_warmup"]
     res["align (SPCL)"] = by_stage["align"]
@@ -95,8 +98,9 @@ def _run_seed(seed: int, out: str, out_root: str, base: list[str], ablations: bo
     res["oracle (target labels)"] = oracle["metrics"]
     if ablations:
         handed = json.load(open(os.path.join(out, "spcl", "3_align", "manifest.json")))["inputs"]
-        inputs = ["MODEL.WEIGHTS", handed["checkpoint"], "PROTOTYPE.PATH", handed["prototypes"],
-                  "DATASETS.PSEUDO_DIR", handed["pseudo_dir"]]
+        run = os.path.join(out, "spcl")  # manifests hold paths relative to the run folder
+        inputs = ["MODEL.WEIGHTS", os.path.join(run, handed["checkpoint"]), "PROTOTYPE.PATH",
+                  os.path.join(run, handed["prototypes"]), "DATASETS.PSEUDO_DIR", os.path.join(run, handed["pseudo_dir"])]
         for name, opts in (("align, λ = 0 (no contrastive)", ["LOSS.CONTRAST.WEIGHT", "0.0"]),
                            ("align, τ = 0.1", ["LOSS.CONTRAST.TEMPERATURE", "0.1"])):
             d = os.path.join(out, name.split(",")[1].strip().split(" ")[0].replace("λ", "lambda").replace("τ", "tau"))
@@ -105,15 +109,7 @@ def _run_seed(seed: int, out: str, out_root: str, base: list[str], ablations: bo
 
 
 def _evaluate(cfg) -> dict:
-    from spcl.data import build_dataset, build_test_loader
-    from spcl.engine.trainer import default_device
-    from spcl.evaluation import run_inference
-    from spcl.modeling import build_segmentor
-
-    device = default_device()
-    model = build_segmentor(cfg).to(device)
-    loader = build_test_loader(cfg, build_dataset(cfg, cfg.DATASETS.TEST, train=False))
-    m = run_inference(model, loader, cfg.MODEL.NUM_CLASSES, device)
+    m = evaluate_checkpoint(cfg, cfg.MODEL.WEIGHTS)
     return {k: m[k] for k in ("mIoU", "mAcc", "aAcc", "IoU")}
 
 

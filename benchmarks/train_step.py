@@ -45,7 +45,8 @@ K = 19
 
 
 def build_trainer(model: dict, variant: str, out_dir: str, seed: int = 0, device: str = "cpu"):
-    """An AlignTrainer on `device` for `model` with the variant's SOLVER.AMP / MODEL.CHANNELS_LAST."""
+    """An AlignTrainer on `device` for `model` with the variant's SOLVER.AMP / MODEL.CHANNELS_LAST, built
+    without an output folder (only `run_step` is called); `out_dir` holds the prototype file."""
     from spcl.config import load_config
     from spcl.engine.stages import AlignTrainer
     from spcl.modeling.backbones import build_backbone
@@ -61,7 +62,7 @@ def build_trainer(model: dict, variant: str, out_dir: str, seed: int = 0, device
         "MODEL.FREEZE_BN", "True", "MODEL.CHANNELS_LAST", str(channels_last), "SOLVER.AMP", amp,
         "PROTOTYPE.PATH", protos_path, "ALIGN.SOURCE_BATCH", str(model["source_batch"]),
         "ALIGN.TARGET_BATCH", str(model["target_batch"])])
-    return AlignTrainer(cfg, os.path.join(out_dir, "align"), torch.device(device))
+    return AlignTrainer(cfg, None, torch.device(device))
 
 
 def make_batch(model: dict, seed: int) -> dict:

@@ -3,9 +3,14 @@ an oversubscribed OpenMP pool is many times slower), a small generated dataset, 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # `from benchmarks.reference import …`: the one reference of the released rules
+    sys.path.insert(0, REPO)
 
 torch.set_num_threads(int(os.environ.get("SPCL_TEST_THREADS", "1")))
 SHARED_FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
@@ -15,7 +20,7 @@ SHARED_FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory):
     """A tiny generated dataset (GTA5 + Cityscapes layouts): 8 source, 8 target train, 4 val, 64x32."""
-    from spcl.data.toy import generate_toy_dataset
+    from spcl.toy import generate_toy_dataset
 
     root = tmp_path_factory.mktemp("toy")
     generate_toy_dataset(root, seed=0, num_source=8, num_target_train=8, num_target_val=4, size=(64, 32))

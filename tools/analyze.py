@@ -1,4 +1,4 @@
-"""Analyses of SPEC §9 from checkpoints: Class Center Distance, t-SNE of pixel features, qualitative panels.
+"""The paper's analyses from checkpoints (docs/method.md "Analyses"): Class Center Distance, t-SNE of pixel features, qualitative panels.
 
     python tools/analyze.py ccd    --config F --checkpoint C [C2 …] --output DIR [--num-images N] [KEY VALUE …]
     python tools/analyze.py tsne   --config F --checkpoint C [C2 …] --output DIR [--num-images N]
@@ -7,7 +7,7 @@
 
 Images: N source (DATASETS.SOURCE) and N target (DATASETS.TEST, or --target-dataset) images with
 labels, a seeded random subset (default 1,000 each; all when a set is smaller). Features: the
-encoder output at stride 8, L2-normalised per pixel (the prototype space, SPEC §3), labels
+encoder output at stride 8, L2-normalised per pixel (the prototype space, paper Sec. 3.2), labels
 nearest-downsampled to it. Outputs in DIR: `ccd.json` + `ccd.png` (+ the table in the log),
 `tsne.png` + `tsne.npz` (+ `projector/` for TensorBoard), `panels.png`. Several checkpoints are
 compared side by side. `KEY VALUE` overrides go last (after `--` if in doubt). Plots need the
@@ -24,6 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import setup  # noqa: E402
+
+from spcl.utils.progress import progress  # noqa: E402
 
 logger = logging.getLogger("spcl")
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
@@ -95,26 +97,14 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
     return labels
 
 
-def _progress(iterable, desc: str):
-    from spcl.utils import comm
-
-    if not comm.is_main_process():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False)
-
-
 def _load_model(cfg, path: str, device):
-    from spcl.modeling import build_segmentor, load_segmentor_weights
+    from spcl.modeling import load_trained_segmentor
     from spcl.modeling.weights import read_checkpoint
 
     ckpt = read_checkpoint(path)
     iteration = int(ckpt.get("iteration", -1)) if isinstance(ckpt, dict) else -1
     del ckpt
-    model = build_segmentor(cfg, load_weights=False)
-    load_segmentor_weights(model, path)
-    return model.to(device).eval(), iteration
+    return load_trained_segmentor(cfg, path, device), iteration
 
 
 def _finite_or_none(values) -> list:
@@ -134,7 +124,7 @@ def run_ccd(args, cfg, ctx) -> None:
     results, records = [], []
     for path, label in zip(args.checkpoint, ctx["labels"]):
         model, iteration = _load_model(cfg, path, ctx["device"])
-        stats = {d: collect_feature_stats(model, _progress(loaders[d], f"{label}: {d}"), K, ctx["device"],
+        stats = {d: collect_feature_stats(model, progress(loaders[d], f"{label}: {d}"), K, ctx["device"],
                                           ctx["amp"]) for d in DOMAINS}
         del model
         ccd = domain_ccd(stats["source"], stats["target"])
@@ -176,7 +166,7 @@ def run_tsne(args, cfg, ctx) -> None:
         model, iteration = _load_model(cfg, path, ctx["device"])
         sample = ClassBalancedPixelSample(K, args.per_class, DOMAINS, seed=cfg.SEED)
         for d in DOMAINS:
-            for feat, mask in iter_pixel_features(model, _progress(loaders[d], f"{label}: {d}"), ctx["device"],
+            for feat, mask in iter_pixel_features(model, progress(loaders[d], f"{label}: {d}"), ctx["device"],
                                                   ctx["amp"]):
                 sample.update(d, feat, mask)
         del model
@@ -234,16 +224,14 @@ def main(argv=None) -> None:
         parser.exit(2, f"analyze.py {args.command}: {e}\n")
     cfg = setup(args, output_dir_override=args.output)
 
-    from spcl.data import prepare_data
     from spcl.data.labels import TAIL_CLASSES, class_names, subset_indices
-    from spcl.engine.trainer import AMP_DTYPES, default_device
+    from spcl.utils.env import AMP_DTYPES, default_device
     from spcl.utils import comm
     from spcl.utils.env import write_run_info
 
     if args.command == "tsne" and args.method == "tsne" and not available("sklearn"):
         logger.warning("scikit-learn is not installed: PCA instead of t-SNE. Install the analysis extra: "
                        'pip install -e ".[analysis]"')
-    prepare_data(cfg)
     if comm.is_main_process():
         write_run_info(cfg, args.output)
     elif args.command != "ccd":  # only ccd shards its images over processes

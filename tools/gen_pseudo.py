@@ -24,10 +24,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.opts = list(args.opts) + ["MODEL.WEIGHTS", args.checkpoint]
     cfg = setup(args, output_dir_override=args.output)
-    from spcl.data import prepare_data
     from spcl.engine import run_stage
 
-    prepare_data(cfg)
     result = run_stage(cfg, "prototypes" if args.prototypes else "pseudo_labels", args.output)
     print(result["outputs"])
 

@@ -1,7 +1,9 @@
 """Writes the toy GTA5 → Cityscapes domain-shift dataset shipped with the project.
 
-Thin command-line front end of `spcl.data.toy.generate_toy_dataset`; runnable from the repository
-root without installing the package:
+Thin command-line front end of `spcl.toy.generate_toy_dataset`; runnable from the repository
+root without installing the package. `prepare_toy_data(cfg)` is what tools/train.py calls for a
+config with DATASETS.TOY.GENERATE (configs/toy.yaml): the only place outside the toy package and
+the tests that imports it, so training code never depends on the demo data.
 
     python tools/make_toy.py --root datasets/toy --seed 0 --num-source 200 \
         --num-target-train 200 --num-target-val 50 --size 128 64 [--overwrite] [--preview PNG]
@@ -21,7 +23,9 @@ import numpy as np
 from PIL import Image
 
 from spcl.data.labels import colorize, labelid_to_trainid_lut
-from spcl.data.toy import generate_toy_dataset
+from spcl.data.datasets import cityscapes as cs
+from spcl.data.datasets import gta5
+from spcl.toy import generate_toy_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,17 +37,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     Returns:
         The parsed namespace.
     """
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="datasets/toy", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-source", type=int, default=200)
-    p.add_argument("--num-target-train", type=int, default=200)
-    p.add_argument("--num-target-val", type=int, default=50)
-    p.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("WIDTH", "HEIGHT"))
+    p.add_argument("--seed", type=int, default=0, help="base seed of the generator")
+    p.add_argument("--num-source", type=int, default=200, help="source images (GTA5 layout)")
+    p.add_argument("--num-target-train", type=int, default=200, help="target train images (Cityscapes layout)")
+    p.add_argument("--num-target-val", type=int, default=50, help="target val images, with labels")
+    p.add_argument("--size", type=int, nargs=2, default=(128, 64), metavar=("WIDTH", "HEIGHT"),
+                   help="image size in pixels")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if the manifest matches")
     p.add_argument("--preview", default=None, metavar="PNG",
                    help="also save a grid: source image | source label | target image | target label")
-    p.add_argument("--preview-rows", type=int, default=6)
+    p.add_argument("--preview-rows", type=int, default=6, help="image pairs in the preview")
     return p.parse_args(argv)
 
 
@@ -56,13 +62,13 @@ def save_preview(root: Path, out: Path, rows: int = 6) -> None:
         rows: number of image pairs shown (at most the number of images of either domain).
     """
     lut = labelid_to_trainid_lut(19)
-    src = sorted((root / "gta5" / "images").glob("*.png"))
-    tgt = sorted((root / "cityscapes" / "leftImg8bit" / "train").glob("*/*_leftImg8bit.png"))
+    src = sorted((root / "gta5" / gta5.IMAGE_DIR).glob("*.png"))
+    tgt = sorted((root / "cityscapes" / cs.IMAGE_DIR / "train").glob("*/*" + cs.IMAGE_SUFFIX))
     lines = []
     for s_img, t_img in list(zip(src, tgt))[:rows]:
-        s_lab = root / "gta5" / "labels" / s_img.name
-        t_lab = Path(str(t_img).replace("leftImg8bit", "gtFine", 1)
-                     .replace("_leftImg8bit", "_gtFine_labelIds"))
+        s_lab = root / "gta5" / gta5.LABEL_DIR / s_img.name
+        t_lab = (root / "cityscapes" / cs.LABEL_DIR / "train" / t_img.parent.name /
+                 (t_img.name[: -len(cs.IMAGE_SUFFIX)] + cs.LABEL_SUFFIX))
         tiles = [np.array(Image.open(s_img).convert("RGB")), colorize(lut[np.array(Image.open(s_lab))]),
                  np.array(Image.open(t_img).convert("RGB")), colorize(lut[np.array(Image.open(t_lab))])]
         gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
@@ -74,6 +80,21 @@ def save_preview(root: Path, out: Path, rows: int = 6) -> None:
     grid = np.concatenate(lines[:-1], axis=0)
     scale = 2 if grid.shape[1] < 800 else 1
     Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
+
+
+def prepare_toy_data(cfg) -> None:
+    """Write the toy dataset of `cfg.DATASETS.TOY` into DATASETS.DATA_DIR when DATASETS.TOY.GENERATE
+    is set (a no-op when it is already there); on the main process, the others wait."""
+    if not cfg.DATASETS.TOY.GENERATE:
+        return
+    from spcl.utils import comm
+
+    if comm.is_main_process():
+        toy = cfg.DATASETS.TOY
+        generate_toy_dataset(cfg.DATASETS.DATA_DIR, seed=toy.SEED, num_source=toy.NUM_SOURCE,
+                             num_target_train=toy.NUM_TARGET_TRAIN, num_target_val=toy.NUM_TARGET_VAL,
+                             size=tuple(toy.SIZE))
+    comm.synchronize()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -20,11 +20,10 @@ def main(argv=None):
     parser.add_argument("--output", default="", help="index file (default: DATASETS.CLASS_INDEX or its default)")
     args = parser.parse_args(argv)
     cfg = setup(args)
-    from spcl.data import build_dataset, prepare_data
+    from spcl.data import build_dataset
     from spcl.data.build import class_index_path
     from spcl.data.class_index import write_class_index
 
-    prepare_data(cfg)
     dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False)
     out = args.output or class_index_path(cfg)
     write_class_index(dataset, out, cfg.MODEL.NUM_CLASSES, cfg.DATASETS.SOURCE)

@@ -1,4 +1,4 @@
-"""Evaluate checkpoints on the target val set (SPEC §6: single scale at INPUT.TEST_SIZE by default).
+"""Evaluate checkpoints on the target val set (docs/method.md "Evaluation": single scale at INPUT.TEST_SIZE by default).
 
     python tools/test.py --config configs/gta5_r101.yaml --checkpoint PATH [--flip] [--scales 0.75 1 1.25]
         [--save-color] [--save-labelids] [KEY VALUE …]
@@ -57,35 +57,25 @@ def main(argv=None):
     out_dir = args.output or os.path.join(ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or ".", "eval")
     cfg = setup(args, output_dir_override=out_dir)
 
-    from spcl.data import build_dataset, build_test_loader, prepare_data
-    from spcl.evaluation import format_table, run_inference
-    from spcl.modeling import build_segmentor, load_segmentor_weights
-    from spcl.engine.trainer import AMP_DTYPES, default_device
+    from spcl.evaluation import evaluate_checkpoint, format_table
     from spcl.utils import comm
     from spcl.utils.env import write_run_info
     from spcl.utils.io import atomic_write_json
 
     logger = logging.getLogger("spcl")
-    prepare_data(cfg)
-    device = default_device()
     if comm.is_main_process():
         write_run_info(cfg, out_dir)
-    loader = build_test_loader(cfg, build_dataset(cfg, cfg.DATASETS.TEST, train=False))
     scales = args.scales or list(cfg.TEST.SCALES)
     flip = args.flip or cfg.TEST.FLIP
     rows, results = [], {}
     checkpoints = find_checkpoints(ckpt)
     for iteration, path in checkpoints:
-        model = build_segmentor(cfg, load_weights=False)
-        load_segmentor_weights(model, path)
-        model.to(device).eval()
         single = len(checkpoints) == 1
-        metrics = run_inference(
-            model, loader, cfg.MODEL.NUM_CLASSES, device, scales, flip,
+        metrics = evaluate_checkpoint(
+            cfg, path, scales=scales, flip=flip,
             color_dir=os.path.join(out_dir, "color") if (args.save_color or cfg.TEST.SAVE_COLOR) and single else None,
             labelid_dir=os.path.join(out_dir, "labelIds") if (args.save_labelids or cfg.TEST.SAVE_LABELIDS) and single
-            else None,
-            max_images=cfg.TEST.NUM_IMAGES, progress=True, amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP])
+            else None, progress=True)
         logger.info("%s (iteration %d):\n%s", path, iteration, format_table(metrics))
         results[path] = {"iteration": iteration, "scales": scales, "flip": flip, **metrics}
         rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]] + metrics["IoU"])

@@ -22,13 +22,13 @@ def main(argv=None):
     parser.add_argument("--stage", default="", help="run only this stage, in OUTPUT_DIR/<stage>")
     args = parser.parse_args(argv)
     cfg = setup(args)
-    from spcl.data import prepare_data
+    from make_toy import prepare_toy_data
     from spcl.engine import run_pipeline, run_stage
     from spcl.engine.pipeline import format_summary
     from spcl.utils import comm
 
+    prepare_toy_data(cfg)  # configs/toy.yaml: the generated demo data, written on first use
     if args.stage:
-        prepare_data(cfg)
         result = run_stage(cfg, args.stage, os.path.join(cfg.OUTPUT_DIR, args.stage))
         if comm.is_main_process():
             print(format_summary([{"stage": args.stage, **result["metrics"]}]))

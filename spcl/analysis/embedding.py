@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from spcl.data.labels import IGNORE_LABEL
+
 from .deps import INSTALL_HINT
 
 logger = logging.getLogger("spcl")
@@ -38,7 +40,7 @@ class ClassBalancedPixelSample:
         self.samples: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def update(self, domain: str, feat: torch.Tensor, mask: torch.Tensor, ignore_index: int = 255) -> None:
+    def update(self, domain: str, feat: torch.Tensor, mask: torch.Tensor, ignore_index: int = IGNORE_LABEL) -> None:
         """Offer the pixels of a batch: features B×C×h×w, labels B×h×w at feature resolution."""
         d = self.domains.index(domain)
         flat = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B·h·w)×C

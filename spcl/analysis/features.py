@@ -1,6 +1,6 @@
-"""Per-pixel encoder features of labelled images from both domains, for the analyses of SPEC §9.
+"""Per-pixel encoder features of labelled images from both domains, for the analyses (docs/method.md "Analyses").
 
-The feature space is the one of the prototypes and the contrastive loss (SPEC §2-§3): the encoder
+The feature space is the one of the prototypes and the contrastive loss (paper Sec. 3.2): the encoder
 output F (stride 8, `model(images)["feat"]`, B×C×h×w), **L2-normalised per pixel over channels**,
 with the ground truth nearest-downsampled to F's size (255 = ignored). Everything streams: a pass
 over 1,000 images keeps per-class sums (`FeatureStats`), never the pixels themselves.
@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from spcl.data import build_dataset, build_test_loader
-from spcl.data import transforms as T
-from spcl.prototypes import downsample_mask
+from spcl.data.labels import IGNORE_LABEL
+from spcl.prototypes.ops import class_feature_sums, downsample_mask, normalize_pixels
 from spcl.utils import comm
 
 logger = logging.getLogger("spcl")
@@ -62,9 +61,7 @@ def analysis_loader(cfg, dataset, num_images: int, seed: int = 0, shard: bool = 
     return build_test_loader(cfg, Subset(dataset, select_images(len(dataset), num_images, seed)), shard=shard)
 
 
-def normalize_features(feat: torch.Tensor) -> torch.Tensor:
-    """Per-pixel L2 normalisation over channels (SPEC §3) of B×C×h×w features, in fp32."""
-    return F.normalize(feat.float(), dim=1, eps=1e-12)
+normalize_features = normalize_pixels  # per-pixel L2 normalisation over channels, fp32 (paper Sec. 3.2)
 
 
 @torch.no_grad()
@@ -105,17 +102,17 @@ class FeatureStats:
         return self.counts.numel()
 
     @torch.no_grad()
-    def update(self, feat: torch.Tensor, mask: torch.Tensor, ignore_index: int = 255) -> None:
-        """Add a batch: features B×C×h×w (already normalised if wanted), labels B×h×w."""
-        K = self.num_classes
-        x = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B·h·w)×C
-        y = mask.reshape(-1).to(x.device).long()
+    def update(self, feat: torch.Tensor, mask: torch.Tensor, ignore_index: int = IGNORE_LABEL) -> None:
+        """Add a batch: features B×C×h×w (L2-normalised per pixel here, as in the prototype space),
+        labels B×h×w."""
+        K, dev = self.num_classes, self.sums.device
+        sums, counts = class_feature_sums(feat, mask, K, ignore_index, dtype=torch.float64)  # K×C, K
+        y = mask.reshape(-1).to(feat.device).long()
         valid = (y != ignore_index) & (y >= 0) & (y < K)
-        x, y = x[valid].double(), y[valid]
-        dev = self.sums.device
-        self.sums.index_add_(0, y.to(dev), x.to(dev))
-        self.sq_sums.index_add_(0, y.to(dev), x.pow(2).sum(1).to(dev))
-        self.counts += torch.bincount(y, minlength=K).to(dev, torch.float64)
+        sq = normalize_pixels(feat).double().pow(2).sum(1).reshape(-1)  # ‖x‖² per pixel: 1, or 0 for x = 0
+        self.sums += sums.to(dev)
+        self.sq_sums += torch.bincount(y[valid], weights=sq[valid], minlength=K).to(dev)
+        self.counts += counts.to(dev)
 
     def __add__(self, other: "FeatureStats") -> "FeatureStats":
         return FeatureStats(self.sums + other.sums, self.sq_sums + other.sq_sums, self.counts + other.counts)

@@ -133,17 +133,3 @@ def build_test_loader(cfg, dataset: SegmentationDataset, batch_size: Optional[in
         indices = indices[comm.get_rank()::comm.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE, sampler=indices,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False)
-
-
-def prepare_data(cfg) -> None:
-    """Generate the shipped toy dataset into DATASETS.DATA_DIR when DATASETS.TOY.GENERATE is set."""
-    if not cfg.DATASETS.TOY.GENERATE:
-        return
-    if comm.is_main_process():
-        from .toy import generate_toy_dataset
-
-        toy = cfg.DATASETS.TOY
-        generate_toy_dataset(cfg.DATASETS.DATA_DIR, seed=toy.SEED, num_source=toy.NUM_SOURCE,
-                             num_target_train=toy.NUM_TARGET_TRAIN, num_target_val=toy.NUM_TARGET_VAL,
-                             size=tuple(toy.SIZE))
-    comm.synchronize()

@@ -7,22 +7,20 @@ import os
 
 import numpy as np
 
+from spcl.data.labels import IGNORE_LABEL
 from spcl.utils import comm
 from spcl.utils.io import atomic_write_json
+from spcl.utils.progress import progress as progress_bar
 
 logger = logging.getLogger("spcl")
 
 
 def build_class_index(dataset, progress: bool = True) -> dict:
     """{image base name: sorted train labels present} for every item of `dataset` (labels read once)."""
-    items = dataset.items
-    if progress and comm.is_main_process():
-        from tqdm import tqdm
-        items = tqdm(items, desc="class index")
     files = {}
-    for img_path, label_path in items:
+    for img_path, label_path in progress_bar(dataset.items, "class index", enabled=progress):
         present = np.unique(dataset.load_label(label_path))
-        files[os.path.basename(img_path)] = [int(c) for c in present if c != 255]
+        files[os.path.basename(img_path)] = [int(c) for c in present if c != IGNORE_LABEL]
     return files
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-import math
 import os
 from typing import Iterator, Sequence
 

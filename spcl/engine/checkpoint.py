@@ -21,7 +21,7 @@ class Checkpointer:
     """Saves and restores a stage's state in `folder`.
 
     Args:
-        folder: checkpoint folder (created).
+        folder: checkpoint folder (created on the first save); None for a stage that never saves.
         modules: name → module whose state_dict is saved under that name ("model" is the segmentor
             without DDP, the key MODEL.WEIGHTS reads).
         optimizers: name → optimizer.
@@ -29,9 +29,8 @@ class Checkpointer:
         keep: periodic checkpoints kept (older ones are deleted; `model_final.pth` stays).
     """
 
-    def __init__(self, folder: str, modules: dict, optimizers: dict, scaler=None, keep: int = 2):
+    def __init__(self, folder: Optional[str], modules: dict, optimizers: dict, scaler=None, keep: int = 2):
         self.folder, self.modules, self.optimizers, self.scaler, self.keep = folder, modules, optimizers, scaler, keep
-        os.makedirs(folder, exist_ok=True)
 
     def state(self, iteration: int, extra: Optional[dict] = None) -> dict:
         data = {name: m.state_dict() for name, m in self.modules.items()}
@@ -46,8 +45,11 @@ class Checkpointer:
     def save(self, name: str, iteration: int, extra: Optional[dict] = None, periodic: bool = True,
              pointer: bool = True) -> str:
         """Write `folder/name.pth` atomically and (with `pointer`) point `last_checkpoint` at it."""
+        if not self.folder:
+            raise ValueError("this checkpointer has no folder: the stage was built without an output folder")
         path = os.path.join(self.folder, name + ".pth")
         if comm.is_main_process():
+            os.makedirs(self.folder, exist_ok=True)
             atomic_torch_save(self.state(iteration, extra), path)
             if pointer:
                 tmp = os.path.join(self.folder, POINTER + ".tmp")
@@ -66,6 +68,8 @@ class Checkpointer:
             os.remove(os.path.join(self.folder, old))
 
     def last_checkpoint(self) -> Optional[str]:
+        if not self.folder:
+            return None
         pointer = os.path.join(self.folder, POINTER)
         if not os.path.isfile(pointer):
             return None

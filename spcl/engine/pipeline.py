@@ -1,111 +1,94 @@
-"""The whole SPCL pipeline (SPEC §1) from one config: stages run in PIPELINE.STAGES order, each in
-its own sub-folder `<i>_<stage>` of OUTPUT_DIR, each handing its outputs to the next through a
-`manifest.json`. Running again skips finished stages and resumes the interrupted one from its last
-checkpoint. `run_stage` runs one stage with its inputs taken from config keys (MODEL.WEIGHTS,
-PROTOTYPE.PATH, DATASETS.PSEUDO_DIR)."""
+"""The whole SPCL pipeline (docs/method.md "Pipeline") from one config: stages run in
+PIPELINE.STAGES order, each in its own sub-folder `<i>_<stage>` of OUTPUT_DIR, each handing its
+outputs to the next through a `manifest.json` (paths relative to OUTPUT_DIR, so a copied run folder
+stays self-contained). Running again skips finished stages and resumes the interrupted one from its
+last checkpoint. `run_stage` runs one stage with its inputs taken from config keys (MODEL.WEIGHTS,
+PROTOTYPE.PATH, DATASETS.PSEUDO_DIR).
+
+Pipeline policy lives here, not in the training loop: which checkpoint a stage hands on
+(PIPELINE.HANDOFF; `best` is an oracle choice that uses target labels, marked in every report).
+"""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Optional
 
 import torch
 
-from spcl.data import build_dataset, build_test_loader, prepare_data
-from spcl.modeling import build_segmentor
-from spcl.prototypes import compute_source_prototypes
-from spcl.pseudo import generate_pseudo_labels
 from spcl.utils import comm
-from spcl.utils.env import seed_all, write_run_info
-from spcl.utils.io import atomic_torch_save, atomic_write_json, read_json
+from spcl.utils.env import default_device, write_run_info
+from spcl.utils.io import atomic_write_json, read_json
 from spcl.utils.logger import setup_logger
 
-from .events import EventWriter
-from .stages import TRAINERS
-from .trainer import AMP_DTYPES, default_device
+from .stages import STAGES, TRAINERS
 
 logger = logging.getLogger("spcl")
-STAGES = tuple(TRAINERS) + ("prototypes", "pseudo_labels")
 MANIFEST = "manifest.json"
+HANDED_KEYS = {"checkpoint": ("MODEL", "WEIGHTS"), "prototypes": ("PROTOTYPE", "PATH"),
+               "pseudo_dir": ("DATASETS", "PSEUDO_DIR")}  # hand-off name → config key it fills
 
 
-def _model_for_inference(cfg, device: torch.device):
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("this stage needs a trained model: set MODEL.WEIGHTS to a checkpoint")
-    return build_segmentor(cfg).to(device).eval()
+class KeepBestCheckpoint:
+    """Hook for PIPELINE.HANDOFF best: after each target-val evaluation, save `model_best.pth` when
+    the mIoU improves. It uses target labels, so the choice is an ORACLE one."""
 
+    def __init__(self):
+        self.mIoU, self.iteration, self.path = -math.inf, None, None
 
-def run_prototypes(cfg, output_dir: str, device: torch.device, progress: bool = True) -> dict:
-    """`prototypes` stage: source-set prototypes (K×C) with the model of MODEL.WEIGHTS → prototypes.pth."""
-    model = _model_for_inference(cfg, device)
-    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="source_eval")
-    loader = build_test_loader(cfg, dataset)
-    result = compute_source_prototypes(model, loader, cfg.MODEL.NUM_CLASSES, device, cfg.PROTOTYPE.INIT,
-                                       cfg.PROTOTYPE.SOURCE_MASK, cfg.PROTOTYPE.NUM_IMAGES, progress)
-    path = os.path.join(output_dir, "prototypes.pth")
-    if comm.is_main_process():
-        atomic_torch_save({"prototypes": result["prototypes"], "counts": result["counts"],
-                           "init": cfg.PROTOTYPE.INIT, "source_mask": cfg.PROTOTYPE.SOURCE_MASK}, path)
-    comm.synchronize()
-    absent = [i for i, c in enumerate(result["counts"].tolist()) if c == 0]
-    logger.info("prototypes of %d classes written to %s%s", len(result["counts"]), path,
-                f" (classes {absent} never seen: zero prototypes)" if absent else "")
-    return {"outputs": {"prototypes": path}, "metrics": {"classes_seen": len(result["counts"]) - len(absent)}}
+    def after_evaluation(self, trainer, iteration: int, metrics: dict) -> None:
+        if metrics["mIoU"] > self.mIoU:
+            self.mIoU, self.iteration = metrics["mIoU"], iteration
+            self.path = trainer.checkpointer.save("model_best", iteration, {"stage": trainer.NAME, "oracle": True},
+                                                  periodic=False, pointer=False)
 
-
-def run_pseudo_labels(cfg, output_dir: str, device: torch.device, progress: bool = True) -> dict:
-    """`pseudo_labels` stage: thresholds + one label PNG per target training image → `labels/`."""
-    model = _model_for_inference(cfg, device)
-    dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional")
-    loader = build_test_loader(cfg, dataset)
-    label_dir = os.path.join(output_dir, "labels")
-    summary = generate_pseudo_labels(model, loader, label_dir, cfg.MODEL.NUM_CLASSES, device,
-                                     cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=progress,
-                                     amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP])
-    events = EventWriter(output_dir, "pseudo_labels", enabled=comm.is_main_process())
-    events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
-    events.close()
-    quality = summary.get("quality_on_kept_pixels", {})
-    logger.info("pseudo labels: %d images in %s, %.1f%% of pixels kept%s", summary["num_images"], label_dir,
-                100 * summary["kept_fraction"],
-                f", mIoU on kept pixels {quality['mIoU']:.2f}" if quality else "")
-    metrics = {"kept_fraction": summary["kept_fraction"], "thresholds": summary["thresholds"]}
-    if quality:
-        metrics["pseudo_label_mIoU"] = quality["mIoU"]
-    return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
+    def describe(self) -> str:
+        return (f"best target-val checkpoint (iteration {self.iteration}, mIoU {self.mIoU:.2f}): an ORACLE "
+                "choice that uses target labels")
 
 
 def run_stage(cfg, stage: str, output_dir: str, device: Optional[torch.device] = None) -> dict:
-    """Run (or resume) one stage into `output_dir`; returns {"outputs", "metrics", …}."""
+    """Run (or resume) one stage into `output_dir`; returns {"outputs", "metrics", …}. With
+    PIPELINE.HANDOFF best, a training stage hands on its best target-val checkpoint (oracle)."""
     if stage not in STAGES:
-        raise KeyError(f"unknown stage '{stage}'; expected one of {STAGES}")
-    device = device or default_device()
+        raise KeyError(f"unknown stage '{stage}'; expected one of {tuple(STAGES)}")
     setup_logger(output_dir)
-    if stage in TRAINERS:
-        return TRAINERS[stage](cfg, output_dir, device).train()
-    seed_all(cfg.SEED)
-    if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-        write_run_info(cfg, output_dir)
-    runner = run_prototypes if stage == "prototypes" else run_pseudo_labels
-    return runner(cfg, output_dir, device)
+    runner = STAGES[stage](cfg, output_dir, device or default_device())
+    best = None
+    if stage in TRAINERS and cfg.PIPELINE.HANDOFF == "best":
+        best = KeepBestCheckpoint()
+        runner.hooks.append(best)
+    result = runner.run()
+    if best is not None and best.path:
+        result["outputs"]["checkpoint"] = best.path
+        result["oracle"] = True
+        result["handoff"] = best.describe()
+    return result
 
 
-def stage_config(cfg, stage: str, handed: dict):
-    """The config of a stage: `cfg` with the inputs handed on by earlier stages filled in."""
+def stage_config(cfg, handed: dict):
+    """The config of a stage: `cfg` with the inputs handed on by earlier stages (absolute or
+    relative to OUTPUT_DIR) filled in."""
     c = cfg.clone()
     c.defrost()
-    if "checkpoint" in handed:
-        c.MODEL.WEIGHTS = handed["checkpoint"]
-    if "prototypes" in handed:
-        c.PROTOTYPE.PATH = handed["prototypes"]
-    if "pseudo_dir" in handed:
-        c.DATASETS.PSEUDO_DIR = handed["pseudo_dir"]
+    for name, (section, key) in HANDED_KEYS.items():
+        if name in handed:
+            c[section][key] = _resolve(cfg.OUTPUT_DIR, handed[name])
     c.freeze()
     return c
 
 
+def _resolve(root: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+def _relative(root: str, outputs: dict) -> dict:
+    return {k: os.path.relpath(v, root) for k, v in outputs.items()}
+
+
 def read_manifest(folder: str) -> Optional[dict]:
+    """The manifest of a finished stage folder, or None."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         return None
@@ -119,19 +102,20 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     device = device or default_device()
     for stage in cfg.PIPELINE.STAGES:
         if stage not in STAGES:
-            raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {STAGES}")
-    setup_logger(cfg.OUTPUT_DIR, filename="pipeline_log.txt")
+            raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    root = cfg.OUTPUT_DIR
+    setup_logger(root, filename="pipeline_log.txt")
     if comm.is_main_process():
-        write_run_info(cfg, cfg.OUTPUT_DIR)
-    prepare_data(cfg)
+        write_run_info(cfg, root)
     handed: dict = {}
     summary = []
     for i, stage in enumerate(cfg.PIPELINE.STAGES):
-        folder = os.path.join(cfg.OUTPUT_DIR, f"{i}_{stage}")
+        folder = os.path.join(root, f"{i}_{stage}")
         done = read_manifest(folder)
         if done is None:
             logger.info("=== stage %d/%d: %s → %s", i + 1, len(cfg.PIPELINE.STAGES), stage, folder)
-            result = run_stage(stage_config(cfg, stage, handed), stage, folder, device)
+            result = run_stage(stage_config(cfg, handed), stage, folder, device)
+            result["outputs"] = _relative(root, result["outputs"])
             done = {"stage": stage, "status": "done", "inputs": dict(handed), **result}
             if comm.is_main_process():
                 atomic_write_json(done, os.path.join(folder, MANIFEST))
@@ -140,14 +124,15 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
             logger.info("=== stage %d/%d: %s already finished in %s, skipped", i + 1, len(cfg.PIPELINE.STAGES),
                         stage, folder)
         handed.update(done["outputs"])
-        row = {"stage": stage, "folder": folder, **{k: v for k, v in done["metrics"].items() if k != "IoU"}}
+        row = {"stage": stage, "folder": os.path.relpath(folder, root),
+               **{k: v for k, v in done["metrics"].items() if k != "IoU"}}
         if done.get("oracle"):
             row["handoff"] = done["handoff"]
         summary.append(row)
-    setup_logger(cfg.OUTPUT_DIR, filename="pipeline_log.txt")
+    setup_logger(root, filename="pipeline_log.txt")
     logger.info("pipeline finished:\n%s", format_summary(summary))
     if comm.is_main_process():
-        atomic_write_json({"stages": summary, "outputs": handed}, os.path.join(cfg.OUTPUT_DIR, "summary.json"))
+        atomic_write_json({"stages": summary, "outputs": handed}, os.path.join(root, "summary.json"))
     return {"stages": summary, "outputs": handed}
 
 

@@ -1,15 +1,19 @@
-"""The one training loop every stage shares: seeding, DDP wrapping, poly lr, mixed precision,
-logging (text, metrics.json, TensorBoard), periodic checkpoints, exact resume, target-val evaluation
-and the hand-off of the stage's checkpoint. Stages (engine/stages/) differ only in `build`,
-`build_loaders` and `run_step`."""
+"""The one training loop every training stage shares: seeding, DDP wrapping, poly lr, mixed
+precision, logging (text, metrics.json, TensorBoard), periodic checkpoints, exact resume and
+target-val evaluation. Stages (engine/stages/) differ only in `build`, `build_loaders` and `run_step`.
+
+Set-up runs one way: the constructor seeds, creates the Checkpointer, decides whether the stage
+resumes (`resume_from`), then calls the subclass's `build()`. It writes nothing to disk, and it
+needs no output folder: a test or benchmark can build a stage and call `run_step` directly. Only
+`train()` writes (config, environment, logs, checkpoints). The loop knows nothing about the
+pipeline: what happens after an evaluation (e.g. keeping the best checkpoint) is a hook's job.
+"""
 from __future__ import annotations
 
 import contextlib
 import datetime
 import logging
-import math
 import os
-import resource
 import time
 from typing import Optional
 
@@ -17,64 +21,44 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from spcl.data import build_dataset, build_test_loader
+from spcl.data import build_dataset, build_test_loader, build_train_loader
 from spcl.evaluation import format_table, run_inference
 from spcl.modeling import build_segmentor
 from spcl.utils import comm
-from spcl.utils.env import seed_all, write_run_info
+from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
 
 from .checkpoint import Checkpointer
 from .events import EventWriter
 from .lr import poly_lr, set_lr
 
 logger = logging.getLogger("spcl")
-AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def default_device() -> torch.device:
-    """cuda:LOCAL_RANK when a GPU is present, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU advertises bf16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return True  # unknown platform: do not warn
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class StageTrainer:
-    """Base of the stage trainers.
+    """Base of the training stages.
 
     Subclasses set NAME (stage name) and NODE (their config section: SOURCE_ONLY, ADV_WARMUP, ALIGN,
     SELF_TRAIN), and implement:
-      * `build()`: models and optimisers, registered with `register_module` / `register_optimizer`;
-      * `build_loaders(start_iter)`: name → endless DataLoader, resumable at `start_iter`;
+      * `build()`: models and optimisers (`build_model`, `register_module`, `register_optimizer`);
+        `self.resume_from` tells whether a checkpoint will overwrite what is built;
+      * `build_loaders(start_iter)`: name → endless DataLoader, resumable at `start_iter`
+        (`source_loader` / `target_loader` build the usual ones);
       * `run_step(batch)`: one iteration on `batch` (name → dict of tensors on the device); it calls
         `self.backward(loss)` and `self.step()` and returns scalars to log.
 
+    Hooks (`self.hooks`) are objects with `after_evaluation(trainer, iteration, metrics)`.
+
     Args:
         cfg: frozen config.
-        output_dir: the stage's folder (checkpoints, logs, metrics).
+        output_dir: the stage's folder (checkpoints, logs, metrics); None for a trainer that is only
+            stepped (tests, benchmarks): it cannot `train()`.
         device: defaults to `default_device()`.
     """
 
     NAME = ""
     NODE = ""
 
-    def __init__(self, cfg, output_dir: str, device: Optional[torch.device] = None):
+    def __init__(self, cfg, output_dir: Optional[str] = None, device: Optional[torch.device] = None):
         self.cfg, self.output_dir = cfg, output_dir
         self.scfg = cfg[self.NODE]
         self.device = device or default_device()
@@ -86,46 +70,64 @@ class StageTrainer:
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.base_lrs: dict[str, float] = {}
+        self.hooks: list = []
         self.iteration = 0
         seed_all(cfg.SEED)
-        if comm.is_main_process():
-            os.makedirs(output_dir, exist_ok=True)
-            write_run_info(cfg, output_dir)
-        self.build()
-        self.checkpointer = Checkpointer(os.path.join(output_dir, "checkpoints"), self.modules, self.optimizers,
-                                         self.scaler, cfg.SOLVER.KEEP_CHECKPOINTS)
-        self.events = EventWriter(output_dir, self.NAME, enabled=comm.is_main_process())
+        folder = os.path.join(output_dir, "checkpoints") if output_dir else None
+        self.checkpointer = Checkpointer(folder, self.modules, self.optimizers, self.scaler,
+                                         cfg.SOLVER.KEEP_CHECKPOINTS)
+        self.resume_from: Optional[str] = self.checkpointer.last_checkpoint()
+        self.events: Optional[EventWriter] = None
         self._test_loader = None
+        self.build()
 
     # ----------------------------------------------------------------- building blocks for stages
     def register_module(self, name: str, module: nn.Module) -> nn.Module:
+        """Save and restore `module` under `name` in every checkpoint; returns it."""
         self.modules[name] = module
         return module
 
     def register_optimizer(self, name: str, optimizer: torch.optim.Optimizer, base_lr: float):
+        """Step `optimizer` on the poly schedule from `base_lr`, and checkpoint it under `name`."""
         self.optimizers[name] = optimizer
         self.base_lrs[name] = base_lr
         return optimizer
 
-    def build_model(self, freeze_bn: Optional[bool] = None) -> nn.Module:
-        """The segmentor (MODEL.WEIGHTS loaded) on the device, registered as "model" and its SGD
-        optimiser (head at SOLVER.HEAD_LR_FACTOR × lr). Returns the DDP-wrapped module (or itself)."""
-        model = build_segmentor(self.cfg, freeze_bn=freeze_bn).to(self.device)
-        self.model = self.register_module("model", model)
+    def build_model(self, freeze_bn: Optional[bool] = None, find_unused: bool = False) -> None:
+        """The segmentor on the device (MODEL.WEIGHTS loaded unless resuming), checkpointed as "model",
+        with its SGD optimiser (head at SOLVER.HEAD_LR_FACTOR × lr). Sets `model_without_ddp` and
+        `model` (the DDP-wrapped module under several processes, else the same object).
+        `find_unused`: some backward pass of a step leaves parameters without gradient (DDP must
+        then look for them, at a cost per step)."""
+        model = build_segmentor(self.cfg, freeze_bn=freeze_bn, load_weights=self.resume_from is None)
+        self.model_without_ddp = self.register_module("model", model.to(self.device))
         sol = self.cfg.SOLVER
         opt = torch.optim.SGD(model.param_groups(self.scfg.BASE_LR, sol.HEAD_LR_FACTOR), lr=self.scfg.BASE_LR,
                               momentum=sol.MOMENTUM, weight_decay=sol.WEIGHT_DECAY)
         self.register_optimizer("model", opt, self.scfg.BASE_LR)
-        return self.wrap(model, sync_bn=not (self.cfg.MODEL.FREEZE_BN if freeze_bn is None else freeze_bn))
+        self.model = self.wrap(model, sync_bn=not (self.cfg.MODEL.FREEZE_BN if freeze_bn is None else freeze_bn),
+                               find_unused=find_unused)
 
-    def wrap(self, module: nn.Module, sync_bn: bool = False) -> nn.Module:
+    def wrap(self, module: nn.Module, sync_bn: bool = False, find_unused: bool = False) -> nn.Module:
         """DDP-wrap `module` under multi-process training (SyncBN for trainable BN on GPUs)."""
         if comm.get_world_size() == 1:
             return module
         if sync_bn and self.device.type == "cuda":
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+
+    def source_loader(self, start_iter: int):
+        """The endless source loader (DATASETS.SOURCE, class-balanced when DATASETS.CLASS_BALANCE)."""
+        cfg = self.cfg
+        dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=True, role="source")
+        return build_train_loader(cfg, dataset, self.scfg.SOURCE_BATCH, start_iter, cfg.DATASETS.CLASS_BALANCE)
+
+    def target_loader(self, start_iter: int, name: str = "", role: Optional[str] = None):
+        """The endless target loader: unlabelled DATASETS.TARGET, or `name` (e.g. cityscapes_pseudo)."""
+        cfg = self.cfg
+        dataset = build_dataset(cfg, name or cfg.DATASETS.TARGET, train=True, role=role or "target")
+        return build_train_loader(cfg, dataset, self.scfg.TARGET_BATCH, start_iter)
 
     def autocast(self):
         """Mixed-precision context for forward passes (SOLVER.AMP); a no-op in fp32."""
@@ -149,6 +151,11 @@ class StageTrainer:
         if self.scaler is not None:
             self.scaler.update()
 
+    def set_learning_rates(self, iteration: int) -> None:
+        """Poly lr of every optimiser at `iteration` (each group at its lr_factor × the base)."""
+        for name, opt in self.optimizers.items():
+            set_lr(opt, poly_lr(self.base_lrs[name], iteration, self.scfg.MAX_ITER, self.cfg.SOLVER.LR_POWER))
+
     # ------------------------------------------------------------------------- stage interface
     def build(self) -> None:
         raise NotImplementedError
@@ -159,26 +166,28 @@ class StageTrainer:
     def run_step(self, batch: dict) -> dict:
         raise NotImplementedError
 
-    def extra_outputs(self) -> dict:
-        """Files the stage hands on besides its checkpoint (name → path)."""
-        return {}
-
     # ------------------------------------------------------------------------------- the loop
     def _to_device(self, batch: dict) -> dict:
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
+    def run(self) -> dict:
+        """The stage interface shared with the offline stages: train (or resume) to the end."""
+        return self.train()
+
     def train(self) -> dict:
-        """Run (or resume) the stage to STOP_ITER; returns the hand-off outputs and final metrics."""
+        """Run (or resume) the stage to STOP_ITER; returns {"outputs": {"checkpoint"}, "metrics",
+        "iteration"}."""
+        if not self.output_dir:
+            raise ValueError(f"stage {self.NAME} was built without an output folder; it can only run_step")
         cfg, scfg = self.cfg, self.scfg
-        start = 0
-        last = self.checkpointer.last_checkpoint()
-        if last:
-            start = self.checkpointer.resume(last)
+        if comm.is_main_process():
+            os.makedirs(self.output_dir, exist_ok=True)
+            write_run_info(cfg, self.output_dir)
+        self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
+        start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
-        loaders = self.build_loaders(start)
-        iters = {k: iter(v) for k, v in loaders.items()}
+        iters = {k: iter(v) for k, v in self.build_loaders(start).items()}
         sol = cfg.SOLVER
-        best = {"mIoU": -math.inf, "iteration": None}
         logger.info("stage %s: iterations %d → %d (poly horizon %d) on %s, %d process(es)", self.NAME, start, stop,
                     scfg.MAX_ITER, self.device, comm.get_world_size())
         for model in self.modules.values():
@@ -187,10 +196,8 @@ class StageTrainer:
         for it in range(start, stop):
             self.iteration = it
             batch = {k: self._to_device(next(v)) for k, v in iters.items()}
-            for name, opt in self.optimizers.items():
-                set_lr(opt, poly_lr(self.base_lrs[name], it, scfg.MAX_ITER, sol.LR_POWER))
-            out = self.run_step(batch)
-            for k, v in out.items():
+            self.set_learning_rates(it)
+            for k, v in self.run_step(batch).items():
                 meter.setdefault(k, []).append(float(v))
             timed += 1
             done = it + 1
@@ -200,52 +207,46 @@ class StageTrainer:
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
                 self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": cfg.dump()})
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
-                self._evaluate_and_track(done, best)
+                self.evaluate_and_log(done)
         final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
-        metrics = self._evaluate_and_track(stop, best)
+        metrics = self.evaluate_and_log(stop)
         self.events.close()
-        outputs = {"checkpoint": final, **self.extra_outputs()}
-        result = {"outputs": outputs, "metrics": _summary(metrics), "iteration": stop}
-        if cfg.PIPELINE.HANDOFF == "best":
-            outputs["checkpoint"] = os.path.join(self.checkpointer.folder, "model_best.pth")
-            result["oracle"] = True
-            result["handoff"] = (f"best target-val checkpoint (iteration {best['iteration']}, mIoU "
-                                 f"{best['mIoU']:.2f}): an ORACLE choice that uses target labels")
-        return result
+        return {"outputs": {"checkpoint": final}, "metrics": summary_metrics(metrics), "iteration": stop}
 
     def _log(self, done: int, stop: int, meter: dict, sec_per_it: float) -> None:
-        means = comm.reduce_mean_dict({k: sum(v) / len(v) for k, v in meter.items()}, self._reduce_device())
-        lr = self.optimizers["model"].param_groups[0]["lr"] if "model" in self.optimizers else 0.0
+        means = comm.reduce_mean_dict({k: sum(v) / len(v) for k, v in meter.items()})
+        lrs = {}
+        if "model" in self.optimizers:
+            groups = self.optimizers["model"].param_groups
+            lrs = {"lr": groups[0]["lr"], "lr_head": groups[-1]["lr"]}
         eta = datetime.timedelta(seconds=int(sec_per_it * (stop - done)))
         mem = peak_memory_mb(self.device)
-        text = "  ".join(f"{k}: {v:.4f}" for k, v in sorted(means.items()))
-        logger.info("[%s] iter %d/%d  %s  lr: %.3g  %.2f s/it  eta: %s  peak mem: %.0f MB", self.NAME, done, stop,
-                    text, lr, sec_per_it, eta, mem)
-        self.events.write(done, {**means, "lr": lr, "sec_per_iter": sec_per_it, "peak_mem_mb": mem})
-
-    def _reduce_device(self) -> torch.device:
-        return self.device if (comm.is_dist() and torch.distributed.get_backend() == "nccl") else torch.device("cpu")
+        text = "  ".join(f"{k}: {v:.4g}" for k, v in sorted(means.items()))
+        logger.info("[%s] iter %d/%d  %s  lr: %.3g (head %.3g)  %.2f s/it  eta: %s  peak mem: %.0f MB", self.NAME,
+                    done, stop, text, lrs.get("lr", 0.0), lrs.get("lr_head", 0.0), sec_per_it, eta, mem)
+        self.events.write(done, {**means, **lrs, "sec_per_iter": sec_per_it, "peak_mem_mb": mem})
 
     def evaluate(self) -> dict:
         """mIoU of the current model on DATASETS.TEST (target val), over all processes."""
         if self._test_loader is None:
             dataset = build_dataset(self.cfg, self.cfg.DATASETS.TEST, train=False)
             self._test_loader = build_test_loader(self.cfg, dataset)
-        return run_inference(self.model, self._test_loader, self.cfg.MODEL.NUM_CLASSES, self.device,
+        return run_inference(self.model_without_ddp, self._test_loader, self.cfg.MODEL.NUM_CLASSES, self.device,
                              self.cfg.TEST.SCALES, self.cfg.TEST.FLIP, max_images=self.cfg.TEST.NUM_IMAGES,
                              amp_dtype=self.amp_dtype)
 
-    def _evaluate_and_track(self, iteration: int, best: dict) -> dict:
+    def evaluate_and_log(self, iteration: int) -> dict:
+        """Evaluate, log the table and the scalars, then call every hook's `after_evaluation`."""
         metrics = self.evaluate()
         logger.info("[%s] target val at iteration %d:\n%s", self.NAME, iteration, format_table(metrics))
-        self.events.write(iteration, _summary(metrics), prefix="val/")
-        if self.cfg.PIPELINE.HANDOFF == "best" and metrics["mIoU"] > best["mIoU"]:
-            best.update(mIoU=metrics["mIoU"], iteration=iteration)
-            self.checkpointer.save("model_best", iteration, {"stage": self.NAME, "oracle": True},
-                                  periodic=False, pointer=False)
+        if self.events is not None:
+            self.events.write(iteration, summary_metrics(metrics), prefix="val/")
+        for hook in self.hooks:
+            hook.after_evaluation(self, iteration, metrics)
         return metrics
 
 
-def _summary(metrics: dict) -> dict:
+def summary_metrics(metrics: dict) -> dict:
+    """The metrics a stage reports (mIoU, mAcc, aAcc, tail / 13-class means, per-class IoU)."""
     keys = ("mIoU", "mAcc", "aAcc", "mIoU_tail", "mIoU_13", "IoU")
     return {k: metrics[k] for k in keys if k in metrics}

@@ -1,5 +1,6 @@
-"""Evaluation: confusion-matrix metrics (mIoU, tail, 13-class) and inference over a loader."""
+"""Evaluation: confusion-matrix metrics (mIoU, tail, 13-class), inference over a loader, and
+`evaluate_checkpoint`, the one way to score a trained model."""
 from .evaluator import SemSegEvaluator, format_table
-from .inference import predict_probs, run_inference
+from .inference import evaluate_checkpoint, run_inference
 
-__all__ = ["SemSegEvaluator", "format_table", "predict_probs", "run_inference"]
+__all__ = ["SemSegEvaluator", "format_table", "evaluate_checkpoint", "run_inference"]

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from spcl.data.labels import CLASSES_13, TAIL_CLASSES, class_names, subset_indices
+from spcl.data.labels import CLASSES_13, IGNORE_LABEL, TAIL_CLASSES, class_names, subset_indices
 from spcl.utils import comm
 
 
@@ -21,7 +21,7 @@ class SemSegEvaluator:
         class_names: names for the report (defaults to the 19/16-class Cityscapes names).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Optional[Sequence[str]] = None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_LABEL, class_names: Optional[Sequence[str]] = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         if class_names is None and num_classes in (16, 19):
@@ -74,7 +74,7 @@ class SemSegEvaluator:
         """Metrics in percent: IoU and Acc per class (NaN where undefined), mIoU, mAcc, aAcc, and the
         subset means mIoU_tail (19 classes) / mIoU_13 (16 classes). The confusion matrix is summed
         over processes first."""
-        conf = comm.all_reduce_sum(self.confusion.clone().to(_reduce_device())).cpu().double()
+        conf = comm.all_reduce_sum(self.confusion.clone().to(comm.reduce_device())).cpu().double()
         tp = conf.diag()
         gt, pr = conf.sum(1), conf.sum(0)
         union = gt + pr - tp
@@ -91,13 +91,6 @@ class SemSegEvaluator:
         if self.num_classes == 16 and self.class_names == list(class_names(16)):
             out["mIoU_13"] = _nanmean([out["IoU"][i] for i in subset_indices(16, CLASSES_13)])
         return out
-
-
-def _reduce_device() -> torch.device:
-    import torch.distributed as dist
-    if comm.is_dist() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _nanmean(values: Sequence[float]) -> float:

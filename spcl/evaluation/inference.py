@@ -1,6 +1,10 @@
-"""Inference over a test loader: single-scale by default (SPEC §6: input at INPUT.TEST_SIZE, logits
-upsampled bilinearly to the label size, argmax), flip and multi-scale as options. Feeds the
-evaluator and optionally writes colour predictions and Cityscapes labelId PNGs."""
+"""Inference over a test loader and the one entry point that evaluates a checkpoint.
+
+Single scale by default (docs/method.md "Evaluation": input at INPUT.TEST_SIZE, logits upsampled
+bilinearly to the label size, argmax), flip and multi-scale as options. Feeds the evaluator and
+optionally writes colour predictions and Cityscapes labelId PNGs. Used by the stage trainers (val
+during training), tools/test.py, tools/analyze.py and the benchmarks.
+"""
 from __future__ import annotations
 
 import os
@@ -8,54 +12,32 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from spcl.data import build_dataset, build_test_loader
+from spcl.data.datasets.cityscapes import frame_stem
 from spcl.data.labels import colorize, trainid_to_labelid_lut
-from spcl.utils import comm
+from spcl.modeling import load_trained_segmentor, predict_probs
+from spcl.utils.env import AMP_DTYPES, default_device
+from spcl.utils.progress import progress as with_progress
 
 from .evaluator import SemSegEvaluator
-
-
-@torch.no_grad()
-def predict_probs(model, images: torch.Tensor, out_size: tuple[int, int], scales: Sequence[float] = (1.0,),
-                  flip: bool = False) -> torch.Tensor:
-    """Softmax B×K×H×W at `out_size` (H, W), averaged over scales (of the input) and flips."""
-    total = None
-    count = 0
-    h, w = images.shape[-2:]
-    for s in scales:
-        x = images if s == 1.0 else F.interpolate(images, size=(round(h * s), round(w * s)), mode="bilinear",
-                                                  align_corners=False)
-        for flipped in ((False, True) if flip else (False,)):
-            xi = torch.flip(x, dims=[3]) if flipped else x
-            logits = model(xi)["logits"].float()
-            if flipped:
-                logits = torch.flip(logits, dims=[3])
-            probs = F.softmax(F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False), dim=1)
-            total = probs if total is None else total + probs
-            count += 1
-    return total / count
 
 
 @torch.no_grad()
 def run_inference(model, loader, num_classes: int, device: torch.device, scales: Sequence[float] = (1.0,),
                   flip: bool = False, color_dir: Optional[str] = None, labelid_dir: Optional[str] = None,
                   max_images: int = 0, progress: bool = False, amp_dtype: Optional[torch.dtype] = None) -> dict:
-    """Evaluate `model` on `loader` (items with `image`, `label` at its own size, `name`).
+    """Evaluate `model` (not DDP-wrapped) on `loader` (items with `image`, `label` at its own size, `name`).
 
     Returns the evaluator's metrics (reduced over processes).
     """
     evaluator = SemSegEvaluator(num_classes)
     was_training = model.training
     model.eval()
-    iterator = loader
-    if progress and comm.is_main_process():
-        from tqdm import tqdm
-        iterator = tqdm(loader, desc="evaluate", leave=False)
     seen = 0
     lut = trainid_to_labelid_lut(num_classes) if labelid_dir else None
-    for batch in iterator:
+    for batch in with_progress(loader, "evaluate", enabled=progress):
         images = batch["image"].to(device)
         labels = batch["label"]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -69,9 +51,27 @@ def run_inference(model, loader, num_classes: int, device: torch.device, scales:
                 Image.fromarray(colorize(p, num_classes)).save(os.path.join(color_dir, base + ".png"))
             if labelid_dir:
                 os.makedirs(labelid_dir, exist_ok=True)
-                Image.fromarray(lut[p]).save(os.path.join(labelid_dir, base.replace("_leftImg8bit", "") + ".png"))
+                Image.fromarray(lut[p]).save(os.path.join(labelid_dir, frame_stem(name) + ".png"))
         seen += len(batch["name"])
         if max_images and seen >= max_images:
             break
     model.train(was_training)
     return evaluator.evaluate()
+
+
+def evaluate_checkpoint(cfg, path: str, device: Optional[torch.device] = None, dataset: str = "",
+                        scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
+                        color_dir: Optional[str] = None, labelid_dir: Optional[str] = None,
+                        progress: bool = False) -> dict:
+    """mIoU of checkpoint `path` on `dataset` (default DATASETS.TEST) with the test protocol of `cfg`
+    (TEST.SCALES, TEST.FLIP, TEST.NUM_IMAGES, SOLVER.AMP; `scales` / `flip` override them).
+
+    Returns the evaluator's metrics: mIoU, mAcc, aAcc, IoU (K, NaN where undefined), tail/13-class means.
+    """
+    device = device or default_device()
+    model = load_trained_segmentor(cfg, path, device)
+    loader = build_test_loader(cfg, build_dataset(cfg, dataset or cfg.DATASETS.TEST, train=False))
+    return run_inference(model, loader, cfg.MODEL.NUM_CLASSES, device,
+                         list(cfg.TEST.SCALES) if scales is None else scales,
+                         cfg.TEST.FLIP if flip is None else flip, color_dir=color_dir, labelid_dir=labelid_dir,
+                         max_images=cfg.TEST.NUM_IMAGES, progress=progress, amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP])

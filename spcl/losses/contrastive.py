@@ -1,17 +1,19 @@
-"""Prototype contrastive loss (paper Eq. 4 and 6, SPEC §4).
+"""Prototype contrastive loss (paper Eq. 4 and 6; docs/method.md "Contrastive loss").
 
 For each pixel feature q (L2-normalised over channels) with label y:
     L = CE([q·p_1, …, q·p_K] / τ, y),   mean over pixels whose label is not 255.
 Prototypes are constants (no gradient); the gradient reaches the features only.
+`contrastive_loss_reference` is that equation in four lines of plain PyTorch; the module below is
+the fast path, tested against it (value and gradient).
 
-Vectorised without normalised, transposed or squared copies of the B×C×h×w map (2,048 channels at
+The fast path is vectorised without normalised, transposed or squared copies of the B×C×h×w map (2,048 channels at
 the paper's sizes; every such copy costs hundreds of MB and a pass over memory): the per-pixel
 norms are summed over channel blocks, the dot products are one batched matrix product with the
 prototypes (B×K×h×w, small), and a hand-written backward writes the feature gradient with one
 multiply and one in-place matrix product:
     ∂L/∂f = Pᵀ·(G / (τ‖f‖)) − f · Σ_k G_k·logit_k / ‖f‖²,   G = ∂L/∂logits.
 Works on contiguous and channels-last maps alike (read through views, never copied). Math in fp32
-whatever the autocast context. `pixel_matrix` and `pixel_norm` are shared with the prototype bank.
+whatever the autocast context. The pixel operations live in `spcl/prototypes/ops.py`.
 """
 from __future__ import annotations
 
@@ -19,34 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-EPS = 1e-12  # as F.normalize: q / max(‖q‖, eps)
-_NORM_BLOCK = 32  # channels summed per step: a B×32×h×w temporary instead of a B×C×h×w one
-
-
-def pixel_matrix(feat: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """A view of the B×C×h×w map as B×C×N (`channels_first`, contiguous memory) or B×N×C
-    (channels-last memory), N = h·w. Only a map that is neither is copied."""
-    B, C, h, w = feat.shape
-    if feat.is_contiguous():
-        return feat.view(B, C, h * w), True
-    if feat.is_contiguous(memory_format=torch.channels_last):
-        return feat.permute(0, 2, 3, 1).reshape(B, h * w, C), False
-    return feat.contiguous().view(B, C, h * w), True
-
-
-def pixel_norm(x: torch.Tensor, channels_first: bool) -> torch.Tensor:
-    """‖q‖ of every pixel of a `pixel_matrix` view → B×N (not clamped)."""
-    if not channels_first:  # B×N×C: the reduction runs over contiguous memory
-        return torch.linalg.vector_norm(x, dim=2)
-    C = x.shape[1]
-    if C <= _NORM_BLOCK or x.device.type != "cpu":  # GPU reductions handle the stride well
-        return torch.linalg.vector_norm(x, dim=1)
-    # a strided reduction over C is slow and `x*x` would be a full-size copy: sum squares by blocks
-    acc = torch.zeros(x.shape[0], x.shape[2], dtype=x.dtype, device=x.device)
-    for c in range(0, C, _NORM_BLOCK):
-        block = x[:, c:c + _NORM_BLOCK]
-        acc.add_((block * block).sum(1))
-    return acc.sqrt_()
+from spcl.data.labels import IGNORE_LABEL
+from spcl.prototypes.ops import EPS, normalize_pixels, pixel_matrix, pixel_norm
 
 
 class _NormalisedDots(torch.autograd.Function):
@@ -97,8 +73,19 @@ def prototype_logits(feat: torch.Tensor, prototypes: torch.Tensor, temperature: 
     return _NormalisedDots.apply(feat.float(), protos, float(temperature))
 
 
+def contrastive_loss_reference(feat: torch.Tensor, mask: torch.Tensor, prototypes: torch.Tensor,
+                               temperature: float, ignore_index: int = IGNORE_LABEL) -> torch.Tensor:
+    """Paper Eq. 4 as written: CE over (q/‖q‖)·p_k/τ. feat B×C×h×w, mask B×h×w, prototypes K×C.
+
+    Readable, and it allocates normalised and B×K×h×w copies; `PrototypeContrastiveLoss` computes
+    the same value and gradient without the copies."""
+    q = normalize_pixels(feat)  # B×C×h×w, unit length per pixel
+    logits = torch.einsum("bchw,kc->bkhw", q, prototypes.detach().float()) / temperature  # B×K×h×w
+    return F.cross_entropy(logits, mask.long(), ignore_index=ignore_index)
+
+
 class PrototypeContrastiveLoss(nn.Module):
-    """`loss(feat, mask, prototypes)` → mean CE of SPEC §4 over valid pixels.
+    """`loss(feat, mask, prototypes)` → mean CE of paper Eq. 4 over valid pixels (fast path).
 
     Args:
         temperature: τ (released code: 100; usual contrastive value: 0.1).
@@ -109,7 +96,7 @@ class PrototypeContrastiveLoss(nn.Module):
         prototypes: K×C (not trained by this loss).
     """
 
-    def __init__(self, temperature: float = 100.0, ignore_index: int = 255):
+    def __init__(self, temperature: float = 100.0, ignore_index: int = IGNORE_LABEL):
         super().__init__()
         self.temperature = float(temperature)
         self.ignore_index = ignore_index

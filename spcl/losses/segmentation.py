@@ -1,9 +1,11 @@
-"""Pixel-wise cross-entropy on upsampled logits with a temperature (SPEC §6: source CE divides the
-logits by LOSS.SOURCE_TEMPERATURE = 1.8 in warm-up and align; 1.0 elsewhere)."""
+"""Pixel-wise cross-entropy on upsampled logits with a temperature (released code: the source CE
+divides the logits by LOSS.SOURCE_TEMPERATURE = 1.8 in warm-up and align; 1.0 elsewhere)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from spcl.data.labels import IGNORE_LABEL
 
 
 def upsample_like(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -14,7 +16,7 @@ def upsample_like(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 def segmentation_ce(logits: torch.Tensor, label: torch.Tensor, temperature: float = 1.0,
-                    ignore_index: int = 255) -> torch.Tensor:
+                    ignore_index: int = IGNORE_LABEL) -> torch.Tensor:
     """Mean CE over valid pixels of `logits` (B×K×h×w, upsampled to the label) / temperature.
 
     Args:

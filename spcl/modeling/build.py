@@ -36,3 +36,13 @@ def build_segmentor(cfg, freeze_bn: Optional[bool] = None, load_weights: bool = 
 def build_discriminator(cfg) -> OutputDiscriminator:
     """The output-space discriminator of the adv_warmup stage."""
     return OutputDiscriminator(cfg.MODEL.NUM_CLASSES, cfg.MODEL.DISC_CHANNELS)
+
+
+def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None) -> Segmentor:
+    """The segmentor of `cfg` with the weights of checkpoint `path`, on `device`, in eval mode: the
+    one way tools, stages and benchmarks load a trained model for inference."""
+    if not path:
+        raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
+    model = build_segmentor(cfg, load_weights=False)
+    load_segmentor_weights(model, path)
+    return model.to(device or torch.device("cpu")).eval()

@@ -1,9 +1,36 @@
 """DeepLab-v2 segmentor: encoder + ASPP classifier. `forward` returns the encoder features F (the
-space of the prototypes and the contrastive loss, SPEC §2) and the logits, both at stride 8."""
+space of the prototypes and the contrastive loss, paper Sec. 3) and the logits, both at stride 8;
+`predict` gives class probabilities at full resolution (the test protocol of docs/method.md:
+logits upsampled bilinearly to the output size, optional flip and multi-scale averaging)."""
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: torch.Tensor, out_size: Optional[tuple[int, int]] = None,
+                  scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Softmax B×K×H×W at `out_size` (H, W; default the input's), averaged over scales of the input
+    and horizontal flips. `model(x)["logits"]` is any stride; it is upsampled bilinearly."""
+    out_size = tuple(out_size or images.shape[-2:])
+    total, count = None, 0
+    h, w = images.shape[-2:]
+    for s in scales:
+        x = images if s == 1.0 else F.interpolate(images, size=(round(h * s), round(w * s)), mode="bilinear",
+                                                  align_corners=False)
+        for flipped in ((False, True) if flip else (False,)):
+            xi = torch.flip(x, dims=[3]) if flipped else x
+            logits = model(xi)["logits"].float()  # B×K×h×w
+            if flipped:
+                logits = torch.flip(logits, dims=[3])
+            probs = F.softmax(F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False), dim=1)
+            total = probs if total is None else total + probs
+            count += 1
+    return total / count
 
 
 class Segmentor(nn.Module):
@@ -18,8 +45,20 @@ class Segmentor(nn.Module):
         feat = self.backbone(images)
         return {"feat": feat, "logits": self.head(feat)}
 
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, out_size: Optional[tuple[int, int]] = None,
+                scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+        """Class probabilities B×K×H×W at `out_size` (default: the input's H×W); argmax for labels.
+        Switches to eval mode (and back)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return predict_probs(self, images, out_size, scales, flip)
+        finally:
+            self.train(was_training)
+
     def param_groups(self, base_lr: float, head_lr_factor: float) -> list[dict]:
-        """SGD groups: backbone at `base_lr`, classifier at `base_lr × head_lr_factor` (SPEC §2)."""
+        """SGD groups: backbone at `base_lr`, classifier at `base_lr × head_lr_factor` (released code: classifier at 10× the backbone's lr)."""
         return [
             {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": base_lr,
              "lr_factor": 1.0, "name": "backbone"},

@@ -1,57 +1,18 @@
-"""The prototype bank (SPEC §3): K×C class prototypes as an `nn.Module` buffer, so it lands in every
+"""The prototype bank (paper Eq. 3): K×C class prototypes as an `nn.Module` buffer, so it lands in every
 checkpoint, updated under `no_grad` by the EMA of paper Eq. 3 with per-class sums and counts summed
 over all processes first (every process holds the same bank)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from spcl.losses.contrastive import EPS, pixel_matrix, pixel_norm
 from spcl.utils import comm
 
-
-def downsample_mask(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of B×H×W labels to B×h×w (the feature resolution)."""
-    if tuple(label.shape[-2:]) == tuple(size):
-        return label.long()
-    return F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
-
-
-@torch.no_grad()
-def class_feature_sums(feat: torch.Tensor, mask: torch.Tensor, num_classes: int,
-                       ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class sums of L2-normalised pixel features and pixel counts.
-
-    One batched matrix product of the raw features with the B×N×K one-hot mask scaled by 1/‖q‖:
-    no normalised, transposed or per-class masked copy of the B×C×h×w map (contiguous or
-    channels-last), and no loop over classes. fp32 whatever the autocast context.
-
-    Args:
-        feat: B×C×h×w raw features.
-        mask: B×h×w labels; `ignore_index` and values ≥ K are left out.
-    Returns:
-        sums K×C (fp32), counts K (fp32).
-    """
-    B, C, h, w = feat.shape
-    with torch.autocast(feat.device.type, enabled=False):
-        x, channels_first = pixel_matrix(feat.float())  # B×C×N or B×N×C, a view
-        inv_norm = 1.0 / pixel_norm(x, channels_first).clamp_min(EPS)  # B×N
-        mask = mask.to(feat.device).long().reshape(B, h * w)
-        valid = (mask != ignore_index) & (mask >= 0) & (mask < num_classes)
-        onehot = F.one_hot(torch.where(valid, mask, 0), num_classes).to(x.dtype)  # B×N×K
-        onehot = onehot * valid[..., None]
-        counts = onehot.sum(dim=(0, 1))  # K
-        weights = onehot * inv_norm[..., None]  # B×N×K
-        if channels_first:
-            sums = torch.bmm(x, weights).sum(0).t()  # B×C×K → K×C
-        else:
-            sums = torch.bmm(weights.transpose(1, 2), x).sum(0)  # B×K×C → K×C
-    return sums.contiguous(), counts
+from .ops import class_feature_sums, class_means
 
 
 class PrototypeBank(nn.Module):
-    """Class prototypes p (K×C buffer `prototypes`) with the EMA update of SPEC §3.
+    """Class prototypes p (K×C buffer `prototypes`) with the EMA update of paper Eq. 3.
 
     Args:
         num_classes: K.
@@ -90,7 +51,7 @@ class PrototypeBank(nn.Module):
         packed = comm.all_reduce_sum(torch.cat([sums, counts[:, None]], dim=1))  # K×(C+1)
         sums, counts = packed[:, :-1], packed[:, -1]
         present = counts > 0
-        mean = sums / counts.clamp_min(1)[:, None]
+        mean = class_means(sums, counts)  # K×C
         p = self.prototypes
         new = self.alpha * p + (1.0 - self.alpha) * mean.to(p.dtype)
         if self.absent == "keep":

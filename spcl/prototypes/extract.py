@@ -1,19 +1,21 @@
-"""Prototype initialisation from the source set (paper Eq. 2, SPEC §3), used by the `prototypes`
+"""Prototype initialisation from the source set (paper Eq. 2, docs/method.md "Prototypes"), used by the `prototypes`
 stage: the mean of the normalised source pixel features of each class, pixel-weighted over the whole
 set (`pixel_mean`, paper) or the mean of per-image class means (`image_mean`, released code)."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 
+from spcl.data.labels import IGNORE_LABEL
 from spcl.utils import comm
 
-from .bank import class_feature_sums, downsample_mask
+from .ops import class_feature_sums, class_means, downsample_mask
 
 
 def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str = "gt") -> torch.Tensor:
-    """Source mask at feature resolution (SPEC §3).
+    """Source mask at feature resolution (paper Sec. 3.2).
 
     Args:
         label: B×H×W ground truth.
@@ -25,7 +27,7 @@ def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str =
     size = tuple(logits.shape[-2:])
     mask = downsample_mask(label.to(logits.device), size)
     if mode == "gt_and_pred":
-        mask = torch.where(logits.argmax(1) == mask, mask, torch.full_like(mask, 255))
+        mask = torch.where(logits.argmax(1) == mask, mask, torch.full_like(mask, IGNORE_LABEL))
     elif mode != "gt":
         raise ValueError(f"PROTOTYPE.SOURCE_MASK must be gt or gt_and_pred, got {mode!r}")
     return mask
@@ -33,7 +35,7 @@ def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str =
 
 @torch.no_grad()
 def compute_source_prototypes(model, loader, num_classes: int, device: torch.device, init: str = "pixel_mean",
-                              mask_mode: str = "gt", max_images: int = 0, progress: bool = False) -> dict:
+                              mask_mode: str = "gt", max_images: int = 0) -> dict:
     """Initial prototypes from a source loader (items with `image`, `label`).
 
     Returns:
@@ -44,11 +46,7 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
         raise ValueError(f"PROTOTYPE.INIT must be pixel_mean or image_mean, got {init!r}")
     model.eval()
     total, counts, seen = None, None, 0
-    iterator = loader
-    if progress and comm.is_main_process():
-        from tqdm import tqdm
-        iterator = tqdm(loader, desc="prototypes", leave=False)
-    for batch in iterator:
+    for batch in loader:
         out = model(batch["image"].to(device))
         feat, logits = out["feat"].float(), out["logits"]
         mask = source_mask(batch["label"], logits, mask_mode)
@@ -59,7 +57,7 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
             cnt = torch.zeros(num_classes, device=feat.device)
             for i in range(feat.shape[0]):
                 s, c = class_feature_sums(feat[i:i + 1], mask[i:i + 1], num_classes)
-                sums += s / c.clamp_min(1)[:, None]
+                sums += class_means(s, c)
                 cnt += (c > 0).float()
         total = sums if total is None else total + sums
         counts = cnt if counts is None else counts + cnt
@@ -70,4 +68,13 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
         raise ValueError("no source images to compute prototypes from")
     packed = comm.all_reduce_sum(torch.cat([total, counts[:, None]], dim=1))
     total, counts = packed[:, :-1], packed[:, -1]
-    return {"prototypes": (total / counts.clamp_min(1)[:, None]).cpu(), "counts": counts.cpu()}
+    return {"prototypes": class_means(total, counts).cpu(), "counts": counts.cpu()}
+
+
+def load_prototype_file(path: str) -> torch.Tensor:
+    """K×C prototypes from a file written by the `prototypes` stage (config key PROTOTYPE.PATH)."""
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"prototype file not found: {path!r} (config key PROTOTYPE.PATH; the "
+                                "`prototypes` stage writes it)")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    return data["prototypes"] if isinstance(data, dict) else data

@@ -1,5 +1,5 @@
-"""Pseudo labels (SPEC §5): streaming class thresholds and the one-pass label writer."""
+"""Pseudo labels (paper Eq. 5): streaming class thresholds and the one-pass label writer."""
 from .generate import generate_pseudo_labels
-from .thresholds import ClassThresholds, exact_thresholds
+from .thresholds import ClassThresholds
 
-__all__ = ["ClassThresholds", "exact_thresholds", "generate_pseudo_labels"]
+__all__ = ["ClassThresholds", "generate_pseudo_labels"]

@@ -1,4 +1,4 @@
-"""Pseudo-label generation (SPEC §5) with one model pass: each image's prediction and quantised
+"""Pseudo-label generation (paper Eq. 5, docs/method.md "Pseudo labels") with one model pass: each image's prediction and quantised
 confidence are cached on disk (uint8 + uint16, compressed) while the class thresholds accumulate,
 then labels are written from the cache. `cache=False` runs the model a second time instead.
 
@@ -14,33 +14,29 @@ import shutil
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from spcl.data.io import write_label_png
-from spcl.data.labels import class_names
-from spcl.evaluation import SemSegEvaluator
-from spcl.evaluation.inference import predict_probs
+from spcl.data.labels import IGNORE_LABEL, class_names
+from spcl.modeling import predict_probs
+from spcl.prototypes.ops import downsample_mask
 from spcl.utils import comm
 from spcl.utils.io import atomic_write_json
+from spcl.utils.progress import progress as _iterate
 
 from .thresholds import ClassThresholds
 
 logger = logging.getLogger("spcl")
 
 
-def _iterate(loader, desc: str, progress: bool):
-    if progress and comm.is_main_process():
-        from tqdm import tqdm
-        return tqdm(loader, desc=desc, leave=False)
-    return loader
-
-
 @torch.no_grad()
 def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
                            cap: float = 0.9, num_bins: int = 65536, cache: bool = True, flip: bool = False,
-                           progress: bool = False, amp_dtype=None) -> dict:
+                           progress: bool = False, amp_dtype=None, quality=None) -> dict:
     """Write pseudo labels for every image of `loader` (test transforms) into `output_dir`.
 
+    Args:
+        quality: optional evaluator (`process(pred, label)`, `evaluate()`, e.g. SemSegEvaluator) that
+            measures the labels on their kept pixels where the loader has ground truth.
     Returns the summary also written as `output_dir/thresholds.json`.
     """
     model.eval()
@@ -57,7 +53,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         return stats.quantize(conf).cpu(), pred.cpu()
 
     passes = 1
-    for batch in _iterate(loader, "pseudo labels: predict", progress):
+    for batch in _iterate(loader, "pseudo labels: predict", enabled=progress):
         bins, pred = forward(batch)
         stats.update_bins(bins, pred)
         if cache:
@@ -71,7 +67,6 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     threshold_bins = stats.compute_bins()
     thresholds = stats.compute()
 
-    quality = SemSegEvaluator(num_classes)
     kept = torch.zeros(num_classes, dtype=torch.float64)
     predicted = torch.zeros(num_classes, dtype=torch.float64)
 
@@ -79,13 +74,13 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         """Label one image; `gt` (same size, or None) measures the labels' quality on kept pixels."""
         label = ClassThresholds.label_bins(bins, pred, threshold_bins)
         predicted.add_(torch.bincount(pred.reshape(-1), minlength=num_classes).double())
-        kept.add_(torch.bincount(label[label != 255], minlength=num_classes).double())
+        kept.add_(torch.bincount(label[label != IGNORE_LABEL], minlength=num_classes).double())
         write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
-        if gt is not None:
-            quality.process(label[None], torch.where(label[None] == 255, 255, gt[None]))
+        if gt is not None and quality is not None:
+            quality.process(label[None], torch.where(label[None] == IGNORE_LABEL, IGNORE_LABEL, gt[None]))
 
     if cache:
-        for name in _iterate(names_seen, "pseudo labels: write", progress):
+        for name in _iterate(names_seen, "pseudo labels: write", enabled=progress):
             data = np.load(os.path.join(cache_dir, name + ".npz"))
             gt = torch.from_numpy(data["gt"].astype(np.int64)) if "gt" in data else None
             write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)),
@@ -93,7 +88,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         shutil.rmtree(cache_dir, ignore_errors=True)
     else:
         passes = 2
-        for batch in _iterate(loader, "pseudo labels: write", progress):
+        for batch in _iterate(loader, "pseudo labels: write", enabled=progress):
             bins, pred = forward(batch)
             gts = _ground_truth_like(batch["label"], pred)
             for j, name in enumerate(batch["name"]):
@@ -111,7 +106,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         "cap": cap,
         "num_bins": num_bins,
     }
-    if quality.confusion.sum() > 0 or comm.get_world_size() > 1:
+    if quality is not None and (quality.confusion.sum() > 0 or comm.get_world_size() > 1):
         q = quality.evaluate()
         if q["num_pixels"] > 0:
             summary["quality_on_kept_pixels"] = {"mIoU": q["mIoU"], "aAcc": q["aAcc"], "IoU": q["IoU"]}
@@ -123,6 +118,6 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
 def _ground_truth_like(label: torch.Tensor, pred: torch.Tensor):
     """Ground truth B×H×W resized (nearest) to the predictions' size, or None when all ignored."""
-    if not (label != 255).any():
+    if not (label != IGNORE_LABEL).any():
         return None
-    return F.interpolate(label[:, None].float(), size=pred.shape[-2:], mode="nearest")[:, 0].long()
+    return downsample_mask(label, tuple(pred.shape[-2:]))

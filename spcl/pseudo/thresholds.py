@@ -1,4 +1,4 @@
-"""Class-wise confidence thresholds (SPEC §5) in bounded memory.
+"""Class-wise confidence thresholds (paper Eq. 5; docs/method.md "Pseudo labels") in bounded memory.
 
 Confidence = max softmax probability, predicted class = argmax. The threshold of class k is the
 upper median of the confidences of every pixel predicted as k (element round(n/2) of the sorted
@@ -16,18 +16,8 @@ import math
 
 import torch
 
+from spcl.data.labels import IGNORE_LABEL
 from spcl.utils import comm
-
-
-def exact_thresholds(conf: torch.Tensor, pred: torch.Tensor, num_classes: int, cap: float = 0.9) -> torch.Tensor:
-    """Reference rule by a full sort (memory grows with the data; tests and benchmarks only)."""
-    out = torch.zeros(num_classes, dtype=torch.float64)
-    conf, pred = conf.reshape(-1).double(), pred.reshape(-1)
-    for k in range(num_classes):
-        x = torch.sort(conf[pred == k]).values
-        if len(x):
-            out[k] = min(x[int(round(len(x) * 0.5))].item(), cap)  # round-half-even, like np.round
-    return out
 
 
 class ClassThresholds:
@@ -35,7 +25,7 @@ class ClassThresholds:
 
     Args:
         num_classes: K.
-        cap: upper bound on every threshold (SPEC §5: 0.9).
+        cap: upper bound on every threshold (released code: 0.9).
         num_bins: histogram resolution over [0, 1] (≤ 65,536 so bins fit uint16 caches).
     """
 
@@ -69,9 +59,7 @@ class ClassThresholds:
         """Threshold of each class as a bin index (K,), over all processes when `reduce`."""
         hist = self.hist
         if reduce and comm.get_world_size() > 1:
-            dev = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" \
-                else torch.device("cpu")
-            hist = comm.all_reduce_sum(hist.clone().to(dev)).cpu()
+            hist = comm.all_reduce_sum(hist.clone().to(comm.reduce_device())).cpu()
         n = hist.sum(1)  # K
         cum = hist.cumsum(1)  # K×bins
         rank = torch.tensor([int(round(v * 0.5)) for v in n.tolist()])  # 0-based element index
@@ -94,4 +82,4 @@ class ClassThresholds:
     @staticmethod
     def label_bins(bins: torch.Tensor, pred: torch.Tensor, threshold_bins: torch.Tensor) -> torch.Tensor:
         keep = bins >= threshold_bins.to(bins.device)[pred]
-        return torch.where(keep, pred, torch.full_like(pred, 255))
+        return torch.where(keep, pred, torch.full_like(pred, IGNORE_LABEL))

@@ -31,6 +31,14 @@ def synchronize() -> None:
         dist.barrier()
 
 
+def reduce_device() -> torch.device:
+    """Where tensors must live for a collective: the current GPU under NCCL, else the CPU (gloo, or
+    one process)."""
+    if is_dist() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` in place over processes and return it (unchanged in one process)."""
     if is_dist() and get_world_size() > 1:
@@ -38,21 +46,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def reduce_mean_dict(values: dict[str, float], device: torch.device) -> dict[str, float]:
+def reduce_mean_dict(values: dict[str, float]) -> dict[str, float]:
     """Average a dict of python floats over processes (for logging losses)."""
     if not values or get_world_size() == 1:
         return dict(values)
     keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=reduce_device())
     all_reduce_sum(t)
     t /= get_world_size()
     return {k: v.item() for k, v in zip(keys, t)}
-
-
-def broadcast_object(obj):
-    """Rank 0's python object on every process."""
-    if not is_dist() or get_world_size() == 1:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

@@ -1,17 +1,46 @@
-"""Reproducibility helpers: seeding, RNG state capture/restore, environment and git description.
+"""Environment helpers: seeding, RNG state capture/restore, the device and hardware probes
+(bf16 units, peak memory), and the environment/git description written into every output folder.
 
-Used by the trainer (seed, RNG in checkpoints) and by tools (environment written to each output).
+Used by the trainer (seed, RNG in checkpoints, device), the stages and the tools.
 """
 from __future__ import annotations
 
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 
 import numpy as np
 import torch
+
+
+AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SOLVER.AMP → autocast dtype
+
+
+def default_device() -> torch.device:
+    """cuda:LOCAL_RANK when a GPU is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU advertises bf16 matrix instructions (AVX512-BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return True  # unknown platform: do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def seed_all(seed: int) -> None:

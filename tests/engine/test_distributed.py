@@ -29,8 +29,8 @@ def _step(out, protos, batch_file, result_file):
     share = 4 // world
     part = {dom: {k: v[rank * share:(rank + 1) * share] for k, v in d.items()} for dom, d in batch.items()}
     logs = trainer.run_step(part)
-    mean = comm.reduce_mean_dict({"rank": float(rank), **logs}, torch.device("cpu"))
-    torch.save({"model": trainer.model.state_dict(), "bank": trainer.bank.prototypes.clone(), "logs": logs,
+    mean = comm.reduce_mean_dict({"rank": float(rank), **logs})
+    torch.save({"model": trainer.model_without_ddp.state_dict(), "bank": trainer.bank.prototypes.clone(), "logs": logs,
                 "mean": mean}, result_file.format(rank=rank))
 
 

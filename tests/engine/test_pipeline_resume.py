@@ -17,6 +17,13 @@ def _opts():
     return ["ALIGN.STOP_ITER", "5", "SOLVER.CHECKPOINT_PERIOD", "2"]
 
 
+def yaml_config(path):
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
 def _final_state(out):
     return torch.load(os.path.join(out, "5_self_train", "checkpoints", "model_final.pth"), map_location="cpu",
                       weights_only=False)["model"]
@@ -41,13 +48,16 @@ def test_pipeline_writes_every_stage(uninterrupted):
         assert manifest["status"] == "done"
         assert os.path.isfile(os.path.join(out, d, "config.yaml"))
     align = json.load(open(os.path.join(out, "3_align", "manifest.json")))
-    # inputs were handed on by the manifests of the earlier stages, not typed by hand
-    assert align["inputs"]["checkpoint"].startswith(os.path.join(out, "0_adv_warmup"))
-    assert align["inputs"]["prototypes"] == os.path.join(out, "1_prototypes", "prototypes.pth")
-    assert align["inputs"]["pseudo_dir"] == os.path.join(out, "2_pseudo_labels", "labels")
+    # inputs were handed on by the manifests of the earlier stages, not typed by hand, as paths
+    # relative to OUTPUT_DIR (a copied run folder stays self-contained)
+    assert align["inputs"]["checkpoint"] == os.path.join("0_adv_warmup", "checkpoints", "model_final.pth")
+    assert align["inputs"]["prototypes"] == os.path.join("1_prototypes", "prototypes.pth")
+    assert align["inputs"]["pseudo_dir"] == os.path.join("2_pseudo_labels", "labels")
     st = json.load(open(os.path.join(out, "5_self_train", "manifest.json")))
-    assert st["inputs"]["pseudo_dir"] == os.path.join(out, "4_pseudo_labels", "labels")
-    assert st["inputs"]["checkpoint"].startswith(os.path.join(out, "3_align"))
+    assert st["inputs"]["pseudo_dir"] == os.path.join("4_pseudo_labels", "labels")
+    assert st["inputs"]["checkpoint"] == os.path.join("3_align", "checkpoints", "model_final.pth")
+    cfg = yaml_config(os.path.join(out, "5_self_train", "config.yaml"))
+    assert cfg["MODEL"]["WEIGHTS"] == os.path.join(out, "3_align", "checkpoints", "model_final.pth")
     assert "mIoU" in st["metrics"]
     assert json.load(open(os.path.join(out, "summary.json")))["stages"][-1]["stage"] == "self_train"
 

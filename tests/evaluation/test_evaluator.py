@@ -179,7 +179,7 @@ class _PixelModel(torch.nn.Module):
 def test_predict_probs_flip_and_scales_average_softmaxes():
     import torch.nn.functional as F
 
-    from spcl.evaluation import predict_probs
+    from spcl.modeling import predict_probs
 
     model = _PixelModel().eval()
     x = torch.randn(2, 3, 8, 12)

@@ -17,7 +17,8 @@ from PIL import Image
 from spcl.config import load_config
 from spcl.data import build_dataset, build_test_loader
 from spcl.data.labels import colorize, labelid_to_trainid_lut, trainid_to_labelid_lut
-from spcl.evaluation import predict_probs, run_inference
+from spcl.evaluation import run_inference
+from spcl.modeling import predict_probs
 from spcl.modeling import build_segmentor, load_segmentor_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

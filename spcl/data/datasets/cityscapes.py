@@ -1,4 +1,4 @@
-"""Cityscapes (SPEC §7) with gtFine labelIds, and Cityscapes with labels from a pseudo-label folder.
+"""Cityscapes (docs/method.md "Datasets") with gtFine labelIds, and Cityscapes with labels from a pseudo-label folder.
 
 Images: `cityscapes/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`; labels:
 `cityscapes/gtFine/<split>/<city>/<name>_gtFine_labelIds.png`. Pseudo labels: `<dir>/<image base
@@ -14,13 +14,22 @@ from ..io import read_label_indices
 from ..labels import labelid_to_trainid_lut
 from .base import SegmentationDataset, list_images, read_list_file
 
+IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"  # folders under the Cityscapes root
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
+def frame_stem(name: str) -> str:
+    """`city_000000_000019` of `…/city_000000_000019_leftImg8bit.png` (or of a bare stem)."""
+    base = os.path.basename(name)
+    if base.endswith(IMAGE_SUFFIX):
+        return base[: -len(IMAGE_SUFFIX)]
+    return os.path.splitext(base)[0].removesuffix(IMAGE_SUFFIX[:-4])
+
+
 def cityscapes_images(root: str, split: str, list_file: str = "") -> list[str]:
     """Image paths relative to `leftImg8bit/<split>` (`city/name_leftImg8bit.png`), sorted."""
-    image_dir = os.path.join(root, "leftImg8bit", split)
+    image_dir = os.path.join(root, IMAGE_DIR, split)
     return read_list_file(list_file) if list_file else list_images(image_dir, IMAGE_SUFFIX)
 
 
@@ -30,7 +39,7 @@ class CityscapesDataset(SegmentationDataset):
     def __init__(self, root: str, split: str, transform, list_file: str = "", num_classes: int = 19,
                  labels: str = "required"):
         names = cityscapes_images(root, split, list_file)
-        image_dir, label_dir = os.path.join(root, "leftImg8bit", split), os.path.join(root, "gtFine", split)
+        image_dir, label_dir = os.path.join(root, IMAGE_DIR, split), os.path.join(root, LABEL_DIR, split)
         items = [(os.path.join(image_dir, n), os.path.join(label_dir, n[: -len(IMAGE_SUFFIX)] + LABEL_SUFFIX))
                  for n in names]
         super().__init__(items, transform, labels, num_classes)
@@ -51,7 +60,7 @@ class CityscapesPseudoDataset(SegmentationDataset):
             raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r} "
                                     "(config key DATASETS.PSEUDO_DIR; write it with tools/gen_pseudo.py)")
         names = cityscapes_images(root, split, list_file)
-        image_dir = os.path.join(root, "leftImg8bit", split)
+        image_dir = os.path.join(root, IMAGE_DIR, split)
         items = [(os.path.join(image_dir, n), os.path.join(pseudo_dir, os.path.basename(n))) for n in names]
         super().__init__(items, transform, "required", num_classes)
 

@@ -1,27 +1,19 @@
-"""`adv_warmup` stage (SPEC §6, AdaptSegNet): source CE plus output-space adversarial alignment.
+"""`adv_warmup` stage (AdaptSegNet; docs/method.md "Warm-up"): source CE plus output-space
+adversarial alignment.
 
-Generator: source CE (logits / 1.8) and ADV_WEIGHT · BCE(D(softmax(target)), source label 0), with D
-frozen. Discriminator: 0.5 · BCE(D(source), 0) + 0.5 · BCE(D(target), 1) on detached softmax maps at
-input resolution; Adam (lr 1e-4, betas 0.9/0.99) on the same poly schedule.
+Generator: source CE (logits / LOSS.SOURCE_TEMPERATURE) and ADV_WEIGHT · BCE(D(softmax(target)),
+source label 0), with D frozen. Discriminator: 0.5 · BCE(D(source), 0) + 0.5 · BCE(D(target), 1) on
+detached softmax maps at input resolution; Adam (lr 1e-4, betas 0.9/0.99) on the same poly schedule.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from spcl.data import build_dataset, build_train_loader
 from spcl.losses import SOURCE_DOMAIN, TARGET_DOMAIN, domain_bce, segmentation_ce, upsample_like
 from spcl.modeling import build_discriminator
 
 from ..trainer import StageTrainer
-from .source_only import build_source_loader
-
-
-def build_target_loader(trainer: StageTrainer, start_iter: int, name: str = ""):
-    """The endless target loader (unlabelled DATASETS.TARGET, or `name`, e.g. cityscapes_pseudo)."""
-    cfg = trainer.cfg
-    dataset = build_dataset(cfg, name or cfg.DATASETS.TARGET, train=True, role="target")
-    return build_train_loader(cfg, dataset, trainer.scfg.TARGET_BATCH, start_iter)
 
 
 class AdvWarmupTrainer(StageTrainer):
@@ -29,40 +21,41 @@ class AdvWarmupTrainer(StageTrainer):
     NODE = "ADV_WARMUP"
 
     def build(self):
-        self.net = self.build_model()
+        self.build_model()
         disc = build_discriminator(self.cfg).to(self.device)
-        self.disc = self.register_module("discriminator", disc)
-        self.disc_ddp = self.wrap(disc)
+        self.discriminator_without_ddp = self.register_module("discriminator", disc)
+        self.discriminator = self.wrap(disc)
         s = self.scfg
         self.register_optimizer("discriminator", torch.optim.Adam(disc.parameters(), lr=s.DISC_LR,
                                                                   betas=tuple(s.DISC_BETAS)), s.DISC_LR)
 
     def build_loaders(self, start_iter):
-        return {"source": build_source_loader(self, start_iter), "target": build_target_loader(self, start_iter)}
+        return {"source": self.source_loader(start_iter), "target": self.target_loader(start_iter)}
 
     def run_step(self, batch):
         src, tgt = batch["source"], batch["target"]
+        disc = self.discriminator_without_ddp
         self.zero_grad()
         # generator: D is frozen and used unwrapped (its parameters get no gradient here)
-        self.disc.requires_grad_(False)
+        disc.requires_grad_(False)
         with self.autocast():
-            out_s = self.net(src["image"])
+            out_s = self.model(src["image"])
         loss_seg = segmentation_ce(out_s["logits"], src["label"], self.cfg.LOSS.SOURCE_TEMPERATURE)
         self.backward(loss_seg)
         with self.autocast():
-            out_t = self.net(tgt["image"])
-        prob_t = F.softmax(upsample_like(out_t["logits"].float(), tgt["image"][:, 0]), dim=1)
+            out_t = self.model(tgt["image"])
+        prob_t = F.softmax(upsample_like(out_t["logits"].float(), tgt["image"][:, 0]), dim=1)  # B×K×H×W
         with self.autocast():
-            loss_adv = self.scfg.ADV_WEIGHT * domain_bce(self.disc(prob_t), SOURCE_DOMAIN)
+            loss_adv = self.scfg.ADV_WEIGHT * domain_bce(disc(prob_t), SOURCE_DOMAIN)
         self.backward(loss_adv)
         # discriminator on detached maps
-        self.disc.requires_grad_(True)
+        disc.requires_grad_(True)
         prob_s = F.softmax(upsample_like(out_s["logits"].detach().float(), src["image"][:, 0]), dim=1)
         with self.autocast():
-            loss_d_src = 0.5 * domain_bce(self.disc_ddp(prob_s), SOURCE_DOMAIN)
+            loss_d_src = 0.5 * domain_bce(self.discriminator(prob_s), SOURCE_DOMAIN)
         self.backward(loss_d_src)
         with self.autocast():
-            loss_d_tgt = 0.5 * domain_bce(self.disc_ddp(prob_t.detach()), TARGET_DOMAIN)
+            loss_d_tgt = 0.5 * domain_bce(self.discriminator(prob_t.detach()), TARGET_DOMAIN)
         self.backward(loss_d_tgt)
         self.step()
         return {"loss_seg": loss_seg.item(), "loss_adv": loss_adv.item(),

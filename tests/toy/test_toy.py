@@ -1,4 +1,4 @@
-"""Tests of the toy domain-shift dataset generator (`spcl.data.toy`) and `tools/make_toy.py`.
+"""Tests of the toy domain-shift dataset generator (`spcl.toy`) and `tools/make_toy.py`.
 
 Tiny sizes and a handful of images, so the whole file runs in a few seconds on a CPU.
 """
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from spcl.data.labels import LABELIDS_19
-from spcl.data.toy import (DRAWN_CLASSES, EGO_VEHICLE_ID, ID, SOURCE_STYLE, TARGET_STYLE, UNLABELED_ID,
+from spcl.toy import (DRAWN_CLASSES, EGO_VEHICLE_ID, ID, SOURCE_STYLE, TARGET_STYLE, UNLABELED_ID,
                            generate_toy_dataset, render_scene)
 
 REPO = Path(__file__).resolve().parents[2]

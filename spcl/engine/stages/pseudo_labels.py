@@ -1,0 +1,43 @@
+"""`pseudo_labels` stage (paper Eq. 5): class thresholds and one label PNG per target training
+image with the model of MODEL.WEIGHTS → `labels/` (+ `labels/thresholds.json`). Where the target
+set has ground truth (the toy; never used for training), the labels' quality is measured too."""
+from __future__ import annotations
+
+import logging
+import os
+
+from spcl.data import build_dataset, build_test_loader
+from spcl.evaluation import SemSegEvaluator
+from spcl.pseudo import generate_pseudo_labels
+from spcl.utils import comm
+
+from ..events import EventWriter
+from .offline import InferenceStage
+
+logger = logging.getLogger("spcl")
+
+
+class PseudoLabelsStage(InferenceStage):
+    NAME = "pseudo_labels"
+
+    def compute(self) -> dict:
+        cfg = self.cfg
+        dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional")
+        loader = build_test_loader(cfg, dataset)
+        label_dir = os.path.join(self.output_dir, "labels")
+        summary = generate_pseudo_labels(self.model, loader, label_dir, cfg.MODEL.NUM_CLASSES, self.device,
+                                         cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=True,
+                                         amp_dtype=self.amp_dtype, quality=SemSegEvaluator(cfg.MODEL.NUM_CLASSES))
+        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
+        events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
+        quality = summary.get("quality_on_kept_pixels", {})
+        if quality:
+            events.write(0, {"mIoU": quality["mIoU"]}, prefix="quality/")
+        events.close()
+        logger.info("pseudo labels: %d images in %s, %.1f%% of pixels kept%s", summary["num_images"], label_dir,
+                    100 * summary["kept_fraction"],
+                    f", mIoU on kept pixels {quality['mIoU']:.2f}" if quality else "")
+        metrics = {"kept_fraction": summary["kept_fraction"], "thresholds": summary["thresholds"]}
+        if quality:
+            metrics["pseudo_label_mIoU"] = quality["mIoU"]
+        return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
