@@ -3,7 +3,11 @@ an oversubscribed OpenMP pool is many times slower), a small generated dataset, 
 from __future__ import annotations
 
 import os
+import struct
 import sys
+import zlib
+
+import numpy as np
 
 import pytest
 import torch
@@ -51,3 +55,25 @@ def shared_fixtures():
     if not os.path.isdir(path):
         pytest.skip("../shared/fixtures is not present")
     return path
+
+
+def write_png16(path: str, array: np.ndarray) -> None:
+    """Write an H×W×3 (or H×W) uint16 array as a 16-bit PNG (Pillow cannot write 16-bit RGB).
+
+    Test data only: SYNTHIA-style label files (the library reads them, never writes them).
+    """
+    arr = np.asarray(array, dtype=np.uint16)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    h, w, c = arr.shape
+    color_type = {1: 0, 3: 2, 4: 6}[c]
+    raw = b"".join(b"\x00" + arr[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(tag + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", crc)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    with open(path, "wb") as f:
+        f.write(png)

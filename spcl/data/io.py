@@ -8,8 +8,6 @@ Called by the dataset classes and by tools/prepare_data.py.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 
 import numpy as np
 import torch
@@ -64,29 +62,6 @@ def read_png16_first_channel(path: str) -> np.ndarray:
     except (RuntimeError, ValueError) as e:
         raise IOError(f"cannot read 16-bit PNG label file {path}: {e}") from e
     return t[0].to(torch.int32).numpy()
-
-
-def write_png16(path: str, array: np.ndarray) -> None:
-    """Write an H×W×3 (or H×W) uint16 array as a 16-bit PNG (Pillow cannot write 16-bit RGB).
-
-    Used by tests and data preparation to make SYNTHIA-style label files.
-    """
-    arr = np.asarray(array, dtype=np.uint16)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    h, w, c = arr.shape
-    color_type = {1: 0, 3: 2, 4: 6}[c]
-    raw = b"".join(b"\x00" + arr[i].astype(">u2").tobytes() for i in range(h))
-
-    def chunk(tag: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(tag + payload) & 0xFFFFFFFF
-        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", crc)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    with open(path, "wb") as f:
-        f.write(png)
-
 
 def write_label_png(path: str, label: np.ndarray) -> None:
     """Write an H×W uint8 label map as an 8-bit (mode L) PNG, creating the folder."""

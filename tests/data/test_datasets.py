@@ -11,7 +11,8 @@ from PIL import Image
 
 from spcl.config import load_config
 from spcl.data import CATALOG, build_dataset, build_test_loader
-from spcl.data.io import write_label_png, write_png16
+from conftest import write_png16
+from spcl.data.io import write_label_png
 from spcl.data.labels import labelid_to_trainid_lut, synthia_to_trainid_lut
 
 W, H = 12, 6  # file size of every tiny image

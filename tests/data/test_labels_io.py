@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_png16
 from spcl.config import load_config
 from spcl.data import build_dataset
 from spcl.data import labels as L
-from spcl.data.io import (read_image, read_label_indices, read_png16_first_channel, write_label_png,
-                          write_png16)
+from spcl.data.io import read_image, read_label_indices, read_png16_first_channel, write_label_png
 
 CITYSCAPES_19 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
                  26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}

@@ -239,7 +239,7 @@ def test_prepare_data_tool_writes_the_index(tmp_path):
     base = root / "synthia" / "RAND_CITYSCAPES"
     os.makedirs(base / "RGB")
     os.makedirs(base / "GT" / "LABELS")
-    from spcl.data.io import write_png16
+    from conftest import write_png16
     from spcl.data.labels import synthia_to_trainid_lut
 
     for i in range(3):

@@ -98,3 +98,26 @@ def test_all_ignored_gives_zero_with_graph_and_bad_shapes_raise():
         PrototypeContrastiveLoss()(feat, torch.zeros(1, 3, 3, dtype=torch.long), torch.randn(2, 3))
     with pytest.raises(ValueError, match="channels"):
         PrototypeContrastiveLoss()(feat, torch.zeros(1, 2, 2, dtype=torch.long), torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_path_equals_the_readable_equation(channels_last):
+    """`PrototypeContrastiveLoss` (hand-written backward, no copies) and `contrastive_loss_reference`
+    (Eq. 4 in four lines of autograd PyTorch) agree in value and feature gradient."""
+    from spcl.losses.contrastive import contrastive_loss_reference
+
+    g = torch.Generator().manual_seed(4)
+    feat = torch.randn(2, 40, 5, 6, generator=g) * 3
+    if channels_last:
+        feat = feat.to(memory_format=torch.channels_last)
+    mask = torch.randint(0, 7, (2, 5, 6), generator=g)
+    mask[0, 0] = 255
+    protos = torch.nn.functional.normalize(torch.randn(7, 40, generator=g), dim=1)
+    for tau in (100.0, 0.1):
+        f1, f2 = feat.clone().requires_grad_(True), feat.clone().requires_grad_(True)
+        fast = PrototypeContrastiveLoss(tau)(f1, mask, protos)
+        ref = contrastive_loss_reference(f2, mask, protos, tau)
+        fast.backward()
+        ref.backward()
+        assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(f1.grad, f2.grad, rtol=1e-4, atol=1e-8)

@@ -106,3 +106,24 @@ def test_source_mask_gt_and_pred_ignores_wrong_predictions():
     logits[0, 0] = 1.0  # predicts class 0 everywhere
     assert source_mask(label, logits, "gt").tolist() == label.tolist()
     assert source_mask(label, logits, "gt_and_pred").tolist() == [[[0, 255], [255, 0]]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_class_sums_equal_the_plain_one_hot_product(dtype):
+    """class_feature_sums (no copies of the map) = one_hot(mask)ᵀ · normalize(feat), in `dtype`."""
+    from spcl.prototypes import class_means, normalize_pixels
+
+    g = torch.Generator().manual_seed(5)
+    feat = torch.randn(2, 40, 4, 5, generator=g)
+    mask = torch.randint(0, 4, (2, 4, 5), generator=g)
+    mask[1, 2] = 255
+    sums, counts = class_feature_sums(feat, mask, 5, dtype=dtype)
+    assert sums.dtype == dtype and counts.dtype == dtype
+    q = normalize_pixels(feat).permute(0, 2, 3, 1).reshape(-1, 40).double()  # N×C
+    y = mask.reshape(-1)
+    onehot = torch.nn.functional.one_hot(torch.where(y == 255, 4, y), 5).double()
+    onehot[y == 255] = 0
+    assert torch.allclose(sums.double(), onehot.t() @ q, atol=1e-5)
+    assert counts.tolist() == onehot.sum(0).tolist()
+    means = class_means(sums, counts)
+    assert torch.equal(means[4], torch.zeros(40, dtype=dtype))  # class 4 never seen: zero row
