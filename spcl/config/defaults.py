@@ -108,6 +108,9 @@ _C.ADV_WARMUP = _stage(2.5e-4, 62500, 40000, 4, 4)
 _C.ADV_WARMUP.DISC_LR = 1e-4  # Adam
 _C.ADV_WARMUP.DISC_BETAS = [0.9, 0.99]
 _C.ADV_WARMUP.ADV_WEIGHT = 0.001  # weight of the generator's adversarial loss
+# The discriminator's source maps: softmax(logits / LOSS.SOURCE_TEMPERATURE) (released `warmup.py`
+# divides src_pred by 1.8 before D sees it; target maps stay unsoftened) | False: softmax(logits).
+_C.ADV_WARMUP.SOFTEN_SOURCE = True
 _C.ALIGN = _stage(2.5e-4, 62500, 40000, 4, 4)
 # Target mask of the contrastive loss (paper Eq. 5; docs/method.md): offline (pseudo labels written after warm-up,
 # released code) | online (class thresholds of the current batch's own predictions).
@@ -125,6 +128,9 @@ _C.LOSS.CONTRAST.TEMPERATURE = 100.0
 _C.LOSS.CONTRAST.WEIGHT = 1.0  # lambda (paper Table 6)
 _C.LOSS.CONTRAST.SOURCE = True  # ablation switch: source term (paper Table 4)
 _C.LOSS.CONTRAST.TARGET = True  # ablation switch: target term
+# Divide each prototype by its norm inside the loss (paper Sec. 3.2: features and prototypes on the
+# unit sphere). False = the released code: the bank's EMA of unit vectors, whose norm is below 1.
+_C.LOSS.CONTRAST.NORMALIZE_PROTOTYPES = False
 
 # ------------------------------------------------------------------------------ prototypes ---
 _C.PROTOTYPE = CN()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from typing import Optional
 
 from torch.utils.data import DataLoader
@@ -103,11 +104,20 @@ def class_index_path(cfg) -> str:
     return cfg.DATASETS.CLASS_INDEX or os.path.join(cfg.DATASETS.DATA_DIR, f"{cfg.DATASETS.SOURCE}_class_index.json")
 
 
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of one named data stream of a run: the source and target loaders draw independent
+    orders and augmentations (with one seed for both, source image i would always meet target
+    image i, with the same flip and jitter decisions)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(stream.encode())) % (2**31 - 1)
+
+
 def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, start_iter: int = 0,
-                       class_balanced: bool = False) -> DataLoader:
-    """An endless loader of this process's share of `global_batch`, resumable at `start_iter`."""
+                       class_balanced: bool = False, stream: str = "source") -> DataLoader:
+    """An endless loader of this process's share of `global_batch`, resumable at `start_iter`.
+
+    `stream` names the loader's random stream (`source`, `target`): seeded by SEED and the name."""
     batch = local_batch_size(global_batch)
-    kwargs = dict(seed=cfg.SEED, rank=comm.get_rank(), world_size=comm.get_world_size(),
+    kwargs = dict(seed=stream_seed(cfg.SEED, stream), rank=comm.get_rank(), world_size=comm.get_world_size(),
                   start=start_iter * batch)
     if class_balanced:
         names = [os.path.basename(p) for p, _ in dataset.items]

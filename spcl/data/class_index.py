@@ -1,5 +1,5 @@
 """Per-class file index of a source dataset (which train labels each label file holds), used by the
-class-balanced sampler (SPEC §7). Built once by tools/prepare_data.py, or on first use."""
+class-balanced sampler (docs/method.md "Datasets"). Built once by tools/prepare_data.py, or on first use."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,4 @@
-"""Class names, palettes and label-id maps (SPEC §7), defined once for the whole codebase.
+"""Class names, palettes and label-id maps (docs/method.md "Datasets"), defined once for the whole codebase.
 
 Used by every dataset (to turn a label file into trainIds), by the evaluator (class subsets) and by
 the visualisation code (palette). Nothing here reads files.
@@ -26,7 +26,7 @@ PALETTE_19 = (
 
 # The 16-class setting (SYNTHIA): the 19 minus terrain, truck, train, renumbered 0..15.
 CLASSES_16 = tuple(c for c in CLASSES_19 if c not in ("terrain", "truck", "train"))
-# SYNTHIA-RAND-CITYSCAPES class id of each 16-class id (SPEC §7).
+# SYNTHIA-RAND-CITYSCAPES class id of each 16-class id (docs/method.md "Datasets").
 SYNTHIA_IDS_16 = (3, 4, 2, 21, 5, 7, 15, 9, 6, 1, 10, 17, 8, 19, 12, 11)
 # 13-class mIoU: the 16 minus wall, fence, pole.
 CLASSES_13 = tuple(c for c in CLASSES_16 if c not in ("wall", "fence", "pole"))

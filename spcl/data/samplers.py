@@ -1,4 +1,4 @@
-"""Infinite, seeded, rank-sharded training samplers, and the class-balanced source sampler (SPEC §7).
+"""Infinite, seeded, rank-sharded training samplers, and the class-balanced source sampler of the released code (docs/method.md "Datasets").
 
 Both yield `(index, sample_seed)` pairs. The stream of a run is fixed by its seed: rank r of w
 processes takes positions r, r + w, r + 2w, … of one global stream, and `start` skips the items a
@@ -55,6 +55,10 @@ class InfiniteSampler(_ShardedStream):
         super().__init__(seed, rank, world_size, start)
         self.size, self.shuffle = size, shuffle
 
+    def count_draw(self, counts: np.ndarray, index: int) -> None:
+        """Add the drawn file `index` to the block's class counts: +1 for every class it contains."""
+        counts[self.file_classes[index]] += 1
+
     def global_stream(self):
         g = torch.Generator()
         g.manual_seed(self.seed)
@@ -66,9 +70,11 @@ class InfiniteSampler(_ShardedStream):
 class ClassBalancedSampler(_ShardedStream):
     """Released SPCL source sampling: draw a class, then the next file containing it.
 
-    A class k is drawn with probability ∝ 1 / ln(1.01 + h_k / Σh), where h counts the classes drawn
-    so far in the current block of `block` draws (uniform at the start of a block); classes no file
-    contains are never drawn. Each class cycles through its own seeded shuffle of its files.
+    A class k is drawn with probability ∝ 1 / ln(1.01 + h_k / Σh); then the next file of its own
+    seeded shuffle of the files containing it. h counts, over the current block of `block` draws
+    (zero at its start), the classes *present in the drawn files*: each draw adds 1 to every class
+    of the drawn file, not only to the drawn class (released `core/datasets/gta5.py`:
+    `cur_class_dist[file_to_label[c_file]] += 1`). Classes no file contains are never drawn.
 
     Args:
         file_classes: for each dataset index, the train labels present in its label file.
@@ -82,10 +88,12 @@ class ClassBalancedSampler(_ShardedStream):
         super().__init__(seed, rank, world_size, start)
         self.num_classes, self.block = num_classes, block
         self.class_files = [[] for _ in range(num_classes)]
+        self.file_classes = []  # per dataset index: its valid classes, without duplicates
         for i, classes in enumerate(file_classes):
-            for k in classes:
-                if 0 <= k < num_classes:
-                    self.class_files[k].append(i)
+            valid = sorted({int(k) for k in classes if 0 <= k < num_classes})
+            self.file_classes.append(np.array(valid, dtype=np.int64))
+            for k in valid:
+                self.class_files[k].append(i)
         self.present = np.array([len(f) > 0 for f in self.class_files])
         if not self.present.any():
             raise ValueError("class-balanced sampler: no file contains any class")
@@ -98,6 +106,10 @@ class ClassBalancedSampler(_ShardedStream):
         w[~self.present] = 0.0
         return w / w.sum()
 
+    def count_draw(self, counts: np.ndarray, index: int) -> None:
+        """Add the drawn file `index` to the block's class counts: +1 for every class it contains."""
+        counts[self.file_classes[index]] += 1
+
     def global_stream(self):
         rng = np.random.default_rng(self.seed)
         orders = [list(rng.permutation(f)) if f else [] for f in self.class_files]
@@ -108,13 +120,14 @@ class ClassBalancedSampler(_ShardedStream):
             if drawn % self.block == 0:
                 counts[:] = 0
             k = int(rng.choice(self.num_classes, p=self.class_probabilities(counts)))
-            counts[k] += 1
             drawn += 1
             if pointers[k] >= len(orders[k]):
                 orders[k] = list(rng.permutation(self.class_files[k]))
                 pointers[k] = 0
-            yield orders[k][pointers[k]]
+            index = int(orders[k][pointers[k]])
             pointers[k] += 1
+            self.count_draw(counts, index)
+            yield index
 
 
 def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:

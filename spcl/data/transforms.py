@@ -1,4 +1,4 @@
-"""Paired image/label transforms (SPEC §6). Labels are always resized nearest-neighbour.
+"""Paired image/label transforms (docs/method.md "Inputs"). Labels are always resized nearest-neighbour.
 
 Every transform takes `(image, label, rng)`: a PIL RGB image, an H×W uint8 numpy label (or None) and
 a `random.Random` owned by the sample, so augmentations are the same whatever the number of loader

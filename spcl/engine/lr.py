@@ -1,4 +1,4 @@
-"""Poly learning-rate schedule (SPEC §6): lr = base · (1 − it / MAX_ITER) ** power."""
+"""Poly learning-rate schedule (docs/method.md "Schedules"): lr = base · (1 − it / MAX_ITER) ** power."""
 from __future__ import annotations
 
 

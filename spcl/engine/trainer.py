@@ -121,13 +121,14 @@ class StageTrainer:
         """The endless source loader (DATASETS.SOURCE, class-balanced when DATASETS.CLASS_BALANCE)."""
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=True, role="source")
-        return build_train_loader(cfg, dataset, self.scfg.SOURCE_BATCH, start_iter, cfg.DATASETS.CLASS_BALANCE)
+        return build_train_loader(cfg, dataset, self.scfg.SOURCE_BATCH, start_iter, cfg.DATASETS.CLASS_BALANCE,
+                                  stream="source")
 
     def target_loader(self, start_iter: int, name: str = "", role: Optional[str] = None):
         """The endless target loader: unlabelled DATASETS.TARGET, or `name` (e.g. cityscapes_pseudo)."""
         cfg = self.cfg
         dataset = build_dataset(cfg, name or cfg.DATASETS.TARGET, train=True, role=role or "target")
-        return build_train_loader(cfg, dataset, self.scfg.TARGET_BATCH, start_iter)
+        return build_train_loader(cfg, dataset, self.scfg.TARGET_BATCH, start_iter, stream="target")
 
     def autocast(self):
         """Mixed-precision context for forward passes (SOLVER.AMP); a no-op in fp32."""
@@ -150,6 +151,11 @@ class StageTrainer:
                 opt.step()
         if self.scaler is not None:
             self.scaler.update()
+
+    def measure_gradients(self) -> bool:
+        """Whether this iteration logs diagnostic gradient norms (every SOLVER.LOG_PERIOD iterations)."""
+        period = self.cfg.SOLVER.LOG_PERIOD
+        return period > 0 and (self.iteration + 1) % period == 0
 
     def set_learning_rates(self, iteration: int) -> None:
         """Poly lr of every optimiser at `iteration` (each group at its lr_factor × the base)."""

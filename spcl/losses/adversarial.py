@@ -1,4 +1,4 @@
-"""Output-space adversarial losses of AdaptSegNet (SPEC §6): BCE-with-logits against a constant
+"""Output-space adversarial losses of AdaptSegNet (docs/method.md "Warm-up"): BCE-with-logits against a constant
 domain label (source = 0, target = 1)."""
 from __future__ import annotations
 

@@ -90,22 +90,28 @@ class PrototypeContrastiveLoss(nn.Module):
     Args:
         temperature: τ (released code: 100; usual contrastive value: 0.1).
         ignore_index: mask value left out.
+        normalize_prototypes: divide each prototype by its norm first (paper: unit sphere); the
+            released code uses the bank's EMA as it is (norm below 1).
     Call args:
         feat: B×C×h×w raw encoder features (normalised inside).
         mask: B×h×w int64 class labels at feature resolution, `ignore_index` ignored.
         prototypes: K×C (not trained by this loss).
     """
 
-    def __init__(self, temperature: float = 100.0, ignore_index: int = IGNORE_LABEL):
+    def __init__(self, temperature: float = 100.0, ignore_index: int = IGNORE_LABEL,
+                 normalize_prototypes: bool = False):
         super().__init__()
         self.temperature = float(temperature)
         self.ignore_index = ignore_index
+        self.normalize_prototypes = normalize_prototypes
 
     def forward(self, feat: torch.Tensor, mask: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         if feat.shape[0] != mask.shape[0] or feat.shape[-2:] != mask.shape[-2:]:
             raise ValueError(f"feature map {tuple(feat.shape)} and mask {tuple(mask.shape)} differ in B×h×w")
         if prototypes.shape[1] != feat.shape[1]:
             raise ValueError(f"prototypes {tuple(prototypes.shape)} do not match feature channels {feat.shape[1]}")
+        if self.normalize_prototypes:
+            prototypes = F.normalize(prototypes.detach().float(), dim=1, eps=EPS)  # K×C, unit rows
         logits = prototype_logits(feat, prototypes, self.temperature)
         mask = mask.to(logits.device).long()
         if not (mask != self.ignore_index).any():

@@ -1,5 +1,5 @@
 """Training samplers: infinite seeded rank-sharded stream, resume offsets, class-balanced source
-sampling (SPEC §7), class-index files, and the class-balanced train loader."""
+sampling (docs/method.md "Datasets"), class-index files, and the class-balanced train loader."""
 from __future__ import annotations
 
 import gzip
@@ -268,3 +268,36 @@ def test_prepare_data_tool_writes_the_index(tmp_path):
         data = json.load(f)
     assert data == {"num_classes": 16, "dataset": "synthia_train", "files": truth}
     assert load_class_index(str(out), sorted(truth)) == [truth[n] for n in sorted(truth)]
+
+
+def test_class_balanced_counts_every_class_of_the_drawn_file():
+    """The released rule (`core/datasets/gta5.py`: cur_class_dist[file_to_label[c_file]] += 1): a draw
+    adds 1 to each class present in the drawn file, whichever class was drawn."""
+    s = ClassBalancedSampler([[0, 2, 4, 255], [1], [2, 2]], num_classes=5)
+    counts = np.zeros(5)
+    s.count_draw(counts, 0)
+    assert counts.tolist() == [1, 0, 1, 0, 1]
+    s.count_draw(counts, 2)
+    assert counts.tolist() == [1, 0, 2, 0, 1]
+
+
+def test_class_balanced_stream_follows_the_released_counts():
+    """Replaying the stream: before each draw the sampler's probabilities are those of the counts of
+    every class in the files drawn so far in the block (checked by recomputing them from the draws)."""
+    files = skewed_index()
+    s = ClassBalancedSampler(files, num_classes=6, seed=3, block=40)
+    draws = [i for i, _ in take(s, 120)]
+    rng = np.random.default_rng(3)
+    orders = [list(rng.permutation(f)) if f else [] for f in s.class_files]
+    pointers, counts = [0] * 6, np.zeros(6)
+    for n, index in enumerate(draws):
+        if n % 40 == 0:
+            counts[:] = 0
+        k = int(rng.choice(6, p=s.class_probabilities(counts)))
+        if pointers[k] >= len(orders[k]):
+            orders[k], pointers[k] = list(rng.permutation(s.class_files[k])), 0
+        assert orders[k][pointers[k]] == index
+        pointers[k] += 1
+        for c in set(files[index]):
+            if 0 <= c < 6:
+                counts[c] += 1

@@ -1,6 +1,7 @@
 """The shared training loop, tested through stages built without an output folder: what each stage
 passes as the CE temperature, the head's ×10 lr after every schedule update, exact RNG restore on
 resume, and a constructor that writes nothing."""
+import copy
 import os
 import random
 
@@ -111,3 +112,72 @@ def test_construction_writes_nothing(toy_root, tmp_path, prototypes):
     assert not out.exists() and "loss_cl_src" in logs
     with pytest.raises(ValueError, match="without an output folder"):
         AlignTrainer(cfg, None, CPU).train()
+
+
+def test_source_and_target_loaders_draw_independent_streams(toy_root, tmp_path):
+    """8 source and 8 target images: with one shared seed the two loaders would pair source image i
+    with target image i at every step; named streams give two different orders, each reproducible."""
+    cfg = tiny_cfg(toy_root, str(tmp_path))
+
+    def order(trainer, name):
+        it = iter(trainer.build_loaders(0)[name])
+        return [i for _ in range(8) for i in next(it)["index"].tolist()]
+
+    trainer = AdvWarmupTrainer(cfg, None, CPU)
+    src, tgt = order(trainer, "source"), order(trainer, "target")
+    assert sorted(src[:8]) == sorted(tgt[:8]) == list(range(8))  # each an epoch permutation
+    assert src != tgt
+    again = AdvWarmupTrainer(cfg, None, CPU)
+    assert order(again, "source") == src and order(again, "target") == tgt
+
+
+@pytest.mark.parametrize("soften", [True, False])
+def test_discriminator_sees_source_maps_softened_like_the_ce(soften, toy_root, tmp_path):
+    """Released `warmup.py` divides the source logits by 1.8 before the discriminator's softmax; the
+    target maps go in unsoftened (ADV_WARMUP.SOFTEN_SOURCE)."""
+    from spcl.losses import upsample_like
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "LOSS.SOURCE_TEMPERATURE", "2.5", "ADV_WARMUP.SOFTEN_SOURCE", str(soften))
+    trainer = AdvWarmupTrainer(cfg, None, CPU)
+    logits, seen = [], []
+    trainer.model_without_ddp.head.register_forward_hook(lambda m, i, o: logits.append(o.detach().clone()))
+    trainer.discriminator_without_ddp.register_forward_pre_hook(lambda m, i: seen.append(i[0].detach().clone()))
+    batch = _batch(trainer)
+    trainer.run_step(batch)
+    src_logits, tgt_logits = logits
+    size = batch["source"]["image"][:, 0]
+    t = 2.5 if soften else 1.0
+    expected_src = torch.softmax(upsample_like(src_logits.float() / t, size), dim=1)
+    expected_tgt = torch.softmax(upsample_like(tgt_logits.float(), batch["target"]["image"][:, 0]), dim=1)
+    assert len(seen) == 3  # generator (target), discriminator (source), discriminator (target)
+    assert torch.allclose(seen[1], expected_src, atol=1e-6)
+    assert torch.allclose(seen[0], expected_tgt, atol=1e-6) and torch.allclose(seen[2], expected_tgt, atol=1e-6)
+
+
+@pytest.mark.parametrize("lam", [1.0, 2.0])
+def test_align_logs_the_gradient_each_term_sends_to_the_features(lam, toy_root, tmp_path, prototypes,
+                                                                  pseudo_dir):
+    """grad_feat_cl_src = ‖∂(λ·L_cl^s)/∂F‖ and grad_feat_seg = ‖∂L_seg/∂F‖ on the source feature map,
+    recomputed here with the readable loss, and their ratio is what is logged."""
+    from spcl.losses import segmentation_ce
+    from spcl.losses.contrastive import contrastive_loss_reference
+    from spcl.prototypes import downsample_mask
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", pseudo_dir,
+                   "SOLVER.LOG_PERIOD", "1", "LOSS.CONTRAST.WEIGHT", str(lam), "LOSS.CONTRAST.TEMPERATURE", "0.5")
+    trainer = AlignTrainer(cfg, None, CPU)
+    head = copy.deepcopy(trainer.model_without_ddp.head)  # the classifier as it is during the step
+    feats = []
+    trainer.model_without_ddp.backbone.register_forward_hook(lambda m, i, o: feats.append(o.detach().clone()))
+    batch = _batch(trainer)
+    logs = trainer.run_step(batch)
+    protos = trainer.bank.prototypes  # updated once, before the loss (released order)
+    f = feats[0].clone().requires_grad_(True)
+    mask = downsample_mask(batch["source"]["label"], tuple(f.shape[-2:]))
+    (g_cl,) = torch.autograd.grad(lam * contrastive_loss_reference(f, mask, protos, 0.5), f)
+    (g_seg,) = torch.autograd.grad(segmentation_ce(head(f), batch["source"]["label"], cfg.LOSS.SOURCE_TEMPERATURE), f)
+    assert logs["grad_feat_cl_src"] == pytest.approx(g_cl.norm().item(), rel=1e-4)
+    assert logs["grad_feat_seg"] == pytest.approx(g_seg.norm().item(), rel=1e-4)
+    assert logs["grad_ratio_src"] == pytest.approx(logs["grad_feat_cl_src"] / logs["grad_feat_seg"], rel=1e-9)
+    assert logs["grad_feat_cl_tgt"] > 0 and logs["grad_ratio_tgt"] == pytest.approx(
+        logs["grad_feat_cl_tgt"] / logs["grad_feat_seg"], rel=1e-9)

@@ -1,4 +1,4 @@
-"""PrototypeContrastiveLoss (SPEC §4) against hand-computed values and a per-pixel loop reference."""
+"""PrototypeContrastiveLoss (paper Eq. 4; docs/method.md "Contrastive loss") against hand-computed values and a per-pixel loop reference."""
 import math
 
 import pytest
@@ -121,3 +121,23 @@ def test_fast_path_equals_the_readable_equation(channels_last):
         ref.backward()
         assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
         assert torch.allclose(f1.grad, f2.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_normalized_prototypes_make_the_loss_invariant_to_prototype_norms():
+    """NORMALIZE_PROTOTYPES (paper: prototypes on the unit sphere): shrinking a prototype, as the EMA
+    of unit vectors does, changes the released loss but not the normalised one."""
+    from spcl.losses.contrastive import contrastive_loss_reference
+
+    g = torch.Generator().manual_seed(6)
+    feat = torch.randn(1, 16, 4, 4, generator=g)
+    mask = torch.randint(0, 5, (1, 4, 4), generator=g)
+    protos = torch.nn.functional.normalize(torch.randn(5, 16, generator=g), dim=1)
+    shrunk = protos * torch.tensor([1.0, 0.5, 0.8, 0.3, 1.0])[:, None]
+    tau = 0.2
+    unit = PrototypeContrastiveLoss(tau, normalize_prototypes=True)
+    assert unit(feat, mask, shrunk).item() == pytest.approx(
+        contrastive_loss_reference(feat, mask, protos, tau).item(), rel=1e-5)
+    released = PrototypeContrastiveLoss(tau)
+    assert released(feat, mask, shrunk).item() == pytest.approx(
+        contrastive_loss_reference(feat, mask, shrunk, tau).item(), rel=1e-5)
+    assert abs(released(feat, mask, shrunk).item() - unit(feat, mask, shrunk).item()) > 1e-3

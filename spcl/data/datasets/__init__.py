@@ -1,4 +1,4 @@
-"""Dataset classes, one small subclass per domain of SPEC §7, and the catalog of names."""
+"""Dataset classes, one small subclass per domain of docs/method.md "Datasets", and the catalog of names."""
 from .base import SegmentationDataset, list_images, read_list_file
 from .cityscapes import CityscapesDataset, CityscapesPseudoDataset
 from .gta5 import GTA5Dataset

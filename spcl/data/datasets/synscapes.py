@@ -1,4 +1,4 @@
-"""Synscapes (SPEC §7): `synscapes/img/rgb-2k/N.png`, labels `synscapes/img/class/N.png` (labelIds)."""
+"""Synscapes (docs/method.md "Datasets"): `synscapes/img/rgb-2k/N.png`, labels `synscapes/img/class/N.png` (labelIds)."""
 from __future__ import annotations
 
 import os

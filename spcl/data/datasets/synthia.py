@@ -1,4 +1,4 @@
-"""SYNTHIA-RAND-CITYSCAPES (SPEC §7): `synthia/RAND_CITYSCAPES/RGB/NNNNNNN.png`, labels
+"""SYNTHIA-RAND-CITYSCAPES (docs/method.md "Datasets"): `synthia/RAND_CITYSCAPES/RGB/NNNNNNN.png`, labels
 `…/GT/LABELS/NNNNNNN.png`: 16-bit 3-channel PNGs with the class id in the first channel."""
 from __future__ import annotations
 

@@ -3,7 +3,9 @@ adversarial alignment.
 
 Generator: source CE (logits / LOSS.SOURCE_TEMPERATURE) and ADV_WEIGHT · BCE(D(softmax(target)),
 source label 0), with D frozen. Discriminator: 0.5 · BCE(D(source), 0) + 0.5 · BCE(D(target), 1) on
-detached softmax maps at input resolution; Adam (lr 1e-4, betas 0.9/0.99) on the same poly schedule.
+detached softmax maps at input resolution, the source maps softened by the same temperature
+(ADV_WARMUP.SOFTEN_SOURCE, as released `warmup.py`); Adam (lr 1e-4, betas 0.9/0.99) on the same
+poly schedule.
 """
 from __future__ import annotations
 
@@ -48,9 +50,12 @@ class AdvWarmupTrainer(StageTrainer):
         with self.autocast():
             loss_adv = self.scfg.ADV_WEIGHT * domain_bce(disc(prob_t), SOURCE_DOMAIN)
         self.backward(loss_adv)
-        # discriminator on detached maps
+        # discriminator on detached maps; the source maps softened like the source CE (released code)
         disc.requires_grad_(True)
-        prob_s = F.softmax(upsample_like(out_s["logits"].detach().float(), src["image"][:, 0]), dim=1)
+        src_logits = out_s["logits"].detach().float()
+        if self.scfg.SOFTEN_SOURCE:
+            src_logits = src_logits / self.cfg.LOSS.SOURCE_TEMPERATURE
+        prob_s = F.softmax(upsample_like(src_logits, src["image"][:, 0]), dim=1)  # B×K×H×W
         with self.autocast():
             loss_d_src = 0.5 * domain_bce(self.discriminator(prob_s), SOURCE_DOMAIN)
         self.backward(loss_d_src)

@@ -9,6 +9,12 @@ One iteration:
   3. target forward; target mask = offline pseudo labels at feature resolution (default) or the
      batch's own confident predictions (`online`); λ · L_cl^t;
   4. one optimiser step. The bank is saved in every checkpoint.
+
+Every SOLVER.LOG_PERIOD iterations it also logs how hard each term pulls on the encoder: the norm of
+the gradient that reaches the feature map F from L_seg (source), from λ·L_cl^s (source) and from
+λ·L_cl^t (target), and the ratios grad_ratio_src/tgt = ‖∂(λ·L_cl)/∂F‖ / ‖∂L_seg/∂F‖. A ratio near 0
+means the contrastive term does not move the features (at τ = 100 it is about 1/100 of a
+unit-temperature CE).
 """
 from __future__ import annotations
 
@@ -36,7 +42,8 @@ class AlignTrainer(StageTrainer):
         self.bank = self.register_module("prototype_bank", bank)
         if self.resume_from is None:  # a resumed bank comes from the checkpoint
             bank.set(load_prototype_file(cfg.PROTOTYPE.PATH).to(self.device))
-        self.contrast = PrototypeContrastiveLoss(cfg.LOSS.CONTRAST.TEMPERATURE)
+        c = cfg.LOSS.CONTRAST
+        self.contrast = PrototypeContrastiveLoss(c.TEMPERATURE, normalize_prototypes=c.NORMALIZE_PROTOTYPES)
         self.online = ClassThresholds(cfg.MODEL.NUM_CLASSES, cfg.PSEUDO.THRESHOLD_CAP, 1000)
 
     def build_loaders(self, start_iter):
@@ -59,6 +66,7 @@ class AlignTrainer(StageTrainer):
     def run_step(self, batch):
         cfg, src = self.cfg, batch["source"]
         lam = cfg.LOSS.CONTRAST.WEIGHT
+        measure = self.measure_gradients()
         self.zero_grad()
         with self.autocast():
             out_s = self.model(src["image"])
@@ -68,11 +76,15 @@ class AlignTrainer(StageTrainer):
         self.bank.update(out_s["feat"].detach(), mask_s)
         drift = (self.bank.prototypes - before).norm(dim=1).mean().item()
         logs = {"loss_seg": loss_seg.item(), "proto_drift": drift}
+        if measure:
+            logs["grad_feat_seg"] = feature_grad_norm(loss_seg, out_s["feat"])
         loss = loss_seg
         if cfg.LOSS.CONTRAST.SOURCE:
             loss_cl_s = self.contrast(out_s["feat"], mask_s, self.bank.prototypes)
             loss = loss + lam * loss_cl_s
             logs["loss_cl_src"] = loss_cl_s.item()
+            if measure:
+                logs["grad_feat_cl_src"] = feature_grad_norm(lam * loss_cl_s, out_s["feat"])
         self.backward(loss)
         if cfg.LOSS.CONTRAST.TARGET:
             tgt = batch["target"]
@@ -80,8 +92,20 @@ class AlignTrainer(StageTrainer):
                 out_t = self.model(tgt["image"])
             mask_t = self.target_mask(tgt, out_t["logits"])  # B×h×w
             loss_cl_t = self.contrast(out_t["feat"], mask_t, self.bank.prototypes)
+            if measure:
+                logs["grad_feat_cl_tgt"] = feature_grad_norm(lam * loss_cl_t, out_t["feat"])
             self.backward(lam * loss_cl_t)
             logs["loss_cl_tgt"] = loss_cl_t.item()
             logs["target_kept"] = (mask_t != IGNORE_LABEL).float().mean().item()
         self.step()
+        if measure:
+            for term in ("src", "tgt"):
+                if f"grad_feat_cl_{term}" in logs:
+                    logs[f"grad_ratio_{term}"] = logs[f"grad_feat_cl_{term}"] / max(logs["grad_feat_seg"], 1e-20)
         return logs
+
+
+def feature_grad_norm(loss: torch.Tensor, feat: torch.Tensor) -> float:
+    """‖∂loss/∂feat‖ (Frobenius, over the whole B×C×h×w map), without touching parameter gradients."""
+    (grad,) = torch.autograd.grad(loss, feat, retain_graph=True, allow_unused=True)
+    return 0.0 if grad is None else grad.float().norm().item()
