@@ -1,4 +1,4 @@
-"""Benchmark: evaluation throughput (confusion matrix / IoU accumulation), SPEC §6 test protocol.
+"""Benchmark: evaluation throughput (confusion matrix / IoU accumulation), test protocol of docs/method.md "Evaluation".
 
 Predictions and labels at Cityscapes label resolution (1024×2048, 19 classes, ~10% ignored pixels)
 are fed to

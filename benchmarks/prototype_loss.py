@@ -1,4 +1,4 @@
-"""Benchmark: prototype EMA update + contrastive loss forward and backward (SPEC §3–§4).
+"""Benchmark: prototype EMA update + contrastive loss forward and backward (paper Eq. 3–4; docs/method.md "Prototypes", "Contrastive loss").
 
 One iteration = what the align stage does with the encoder features: EMA update of the K×C bank
 with the source features and mask, then L_cl^s + L_cl^t and its backward into both feature maps.

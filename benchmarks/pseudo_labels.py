@@ -1,4 +1,4 @@
-"""Benchmark: pseudo-label generation end to end (SPEC §5) on generated images with a small model.
+"""Benchmark: pseudo-label generation end to end (docs/method.md "Pseudo labels") on generated images with a small model.
 
 A ResNet-18 DeepLab-v2 (random init, 19 classes) over N generated target images:
   * this project: `spcl.pseudo.generate_pseudo_labels` (one model pass; quantised confidences

@@ -1,6 +1,7 @@
 """Plain reference implementations of the released SPCL algorithm, the baselines of the benchmarks.
 
-Provenance: written for this project from SPEC §3–§5 and the released SPCL code
+Provenance: written for this project from paper Eq. 3–5 (docs/method.md "Prototypes", "Contrastive loss",
+"Pseudo labels") and the released SPCL code
 (github.com/BinhuiXie/SPCL): the prototype update of `train_ours.py`, the contrastive loss of
 `core/utils/loss.py` and the thresholds of `core/utils/pseudo_label.py`, reproduced with the same
 operations (per-class Python loops, boolean masks repeated over all channels, normalised and
@@ -20,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# ------------------------------------------------------------------ SPEC §3: prototype EMA update
+# ------------------------------------------- prototype EMA update (paper Eq. 3; docs/method.md "Prototypes")
 @torch.no_grad()
 def reference_prototype_update(prototypes: torch.Tensor, src_feat: torch.Tensor, src_mask: torch.Tensor,
                                alpha: float = 0.1, absent: str = "decay", ignore_index: int = 255) -> torch.Tensor:
@@ -55,7 +56,7 @@ def reference_prototype_update(prototypes: torch.Tensor, src_feat: torch.Tensor,
     return new
 
 
-# ------------------------------------------------------------------- SPEC §4: contrastive loss
+# ------------------------------------- contrastive loss (paper Eq. 4; docs/method.md "Contrastive loss")
 def reference_contrastive_loss(feat: torch.Tensor, mask: torch.Tensor, prototypes: torch.Tensor,
                                temperature: float = 100.0, ignore_index: int = 255) -> torch.Tensor:
     """`core/utils/loss.py`: normalise, N×H×W×C copy, mm with the C×K prototypes / τ, CE."""
@@ -125,7 +126,7 @@ def reference_intersection_union(output: torch.Tensor, target: torch.Tensor, num
     return area_intersection, area_union, area_target
 
 
-# ----------------------------------------------------------- SPEC §5: pseudo labels, two passes
+# ----------------------- pseudo labels, two passes (paper Eq. 5; docs/method.md "Pseudo labels")
 @torch.no_grad()
 def reference_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
                             cap: float = 0.9) -> np.ndarray:

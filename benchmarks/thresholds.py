@@ -1,4 +1,4 @@
-"""Benchmark: class-wise confidence thresholds over a simulated target set (SPEC §5).
+"""Benchmark: class-wise confidence thresholds over a simulated target set (docs/method.md "Pseudo labels").
 
 Softmax maps of K×H×W (19×512×1024, Cityscapes at the model's input size) are generated batch by
 batch from a seeded generator (smooth random logits, so confidences spread over [0, 1] and some

@@ -1,4 +1,4 @@
-"""Benchmark: one align-stage training step (SPEC §1, §3–§4), fp32 against mixed precision and
+"""Benchmark: one align-stage training step (docs/method.md "Align"), fp32 against mixed precision and
 channels-last, for a small backbone and for ResNet-101 at a reduced size.
 
 The step is the project's own `AlignTrainer.run_step` (source forward, CE / 1.8, EMA prototype

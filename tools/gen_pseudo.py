@@ -1,5 +1,5 @@
-"""Write pseudo labels (SPEC §5) for the target training set with a checkpoint, or compute the
-source prototypes (SPEC §3) with `--prototypes`.
+"""Write pseudo labels (paper Eq. 5; docs/method.md "Pseudo labels") for the target training set with a checkpoint, or compute the
+source prototypes (paper Eq. 2; docs/method.md "Prototypes") with `--prototypes`.
 
     python tools/gen_pseudo.py --config configs/gta5_r101.yaml --checkpoint C --output DIR [KEY VALUE …]
     python tools/gen_pseudo.py --config configs/gta5_r101.yaml --checkpoint C --output DIR --prototypes

@@ -1,4 +1,4 @@
-"""Build the per-class file index of a source dataset for class-balanced sampling (SPEC §7).
+"""Build the per-class file index of a source dataset for class-balanced sampling (docs/method.md "Datasets").
 
     python tools/prepare_data.py --config configs/gta5_r101.yaml [--output FILE] [KEY VALUE …]
 

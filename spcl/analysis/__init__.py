@@ -1,4 +1,4 @@
-"""Analyses of SPEC §9 on a trained checkpoint: Class Center Distance (ccd.py), a class-balanced
+"""Analyses of docs/method.md "Analyses" on a trained checkpoint: Class Center Distance (ccd.py), a class-balanced
 feature sample and its t-SNE / projector export (embedding.py), qualitative panels (panels.py), from
 streamed per-pixel encoder features of both domains (features.py); figures in plots.py.
 

@@ -1,4 +1,4 @@
-"""Class Center Distance (CCD; SPEC §9, paper App. D, defined in FADA): how compact each class is
+"""Class Center Distance (CCD; docs/method.md "Analyses", paper App. D, defined in FADA): how compact each class is
 in feature space relative to how far its prototype lies from the others. Lower is better.
 
     CCD_k = 1/(K'−1) · Σ_{j≠k} [ (1/|Ω_k|) Σ_{x∈Ω_k} ‖x − p_k‖² ] / ‖p_k − p_j‖²

@@ -1,6 +1,6 @@
 """Qualitative panels (paper Fig. 3 style): for a few target images, image | ground truth |
 prediction of each checkpoint, in the Cityscapes palette, as one PNG grid with column titles and a
-class legend. Predictions follow the test protocol (SPEC §6: input at INPUT.TEST_SIZE, softmax
+class legend. Predictions follow the test protocol (docs/method.md "Evaluation": input at INPUT.TEST_SIZE, softmax
 upsampled to the label size, argmax). Pure PIL, no matplotlib. Called by tools/analyze.py (`panels`).
 """
 from __future__ import annotations

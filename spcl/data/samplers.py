@@ -55,10 +55,6 @@ class InfiniteSampler(_ShardedStream):
         super().__init__(seed, rank, world_size, start)
         self.size, self.shuffle = size, shuffle
 
-    def count_draw(self, counts: np.ndarray, index: int) -> None:
-        """Add the drawn file `index` to the block's class counts: +1 for every class it contains."""
-        counts[self.file_classes[index]] += 1
-
     def global_stream(self):
         g = torch.Generator()
         g.manual_seed(self.seed)

@@ -1,4 +1,4 @@
-"""DeepLab-v2 ASPP classifier (SPEC §2): parallel 3x3 convs C→K with dilation = padding ∈ {6, 12, 18,
+"""DeepLab-v2 ASPP classifier (docs/method.md "Model"): parallel 3x3 convs C→K with dilation = padding ∈ {6, 12, 18,
 24}, whose outputs are summed; weights N(0, 0.01), biases 0."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Output-space discriminator of AdaptSegNet (SPEC §2), used by the adv_warmup stage: five 4x4 convs,
+"""Output-space discriminator of AdaptSegNet (docs/method.md "Model"), used by the adv_warmup stage: five 4x4 convs,
 stride 2, pad 1, K→64→128→256→512→1, LeakyReLU(0.2) after the first four."""
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def stats_of(x: torch.Tensor, y: torch.Tensor, K: int):
 
 
 def ccd_reference(x: torch.Tensor, y: torch.Tensor, K: int) -> list:
-    """The SPEC §9 formula written out with loops over pixels and classes (absent classes skipped)."""
+    """The CCD formula of docs/method.md "Analyses" (paper App. D) written out with loops over pixels and classes (absent classes skipped)."""
     present = [k for k in range(K) if (y == k).any()]
     protos = {k: x[y == k].double().mean(0) for k in present}
     out = []

@@ -1,4 +1,4 @@
-"""Datasets of the catalog (SPEC §7) on tiny files written in the exact layouts: item contents,
+"""Datasets of the catalog (docs/method.md "Datasets") on tiny files written in the exact layouts: item contents,
 trainId decoding, listing order, list files, test-mode sizes, the pseudo-labelled set and loaders."""
 from __future__ import annotations
 

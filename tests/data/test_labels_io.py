@@ -1,4 +1,4 @@
-"""Label maps of SPEC §7 and the label/image readers of spcl.data.io (16-bit SYNTHIA labels, GTA5
+"""Label maps (docs/method.md "Datasets") and the label/image readers of spcl.data.io (16-bit SYNTHIA labels, GTA5
 palette labels, errors naming the file), plus checks against the real Cityscapes fixture files."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CITYSCAPES_19 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22
 # 16-class setting: the 19 minus terrain (22), truck (27), train (31), renumbered.
 CITYSCAPES_16 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 23: 9, 24: 10, 25: 11, 26: 12,
                  28: 13, 32: 14, 33: 15}
-# SYNTHIA ids of SPEC §7 → 0..15 in the order given there.
+# SYNTHIA ids → 0..15 in the order given in docs/method.md "Datasets".
 SYNTHIA_16 = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13,
               12: 14, 11: 15}
 

@@ -1,4 +1,4 @@
-"""Paired transforms (SPEC §6): nearest labels, scale-crop padding, consistent flips, seeded
+"""Paired transforms (docs/method.md "Inputs"): nearest labels, scale-crop padding, consistent flips, seeded
 determinism and the normalisation numbers."""
 from __future__ import annotations
 

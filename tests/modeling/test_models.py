@@ -1,4 +1,4 @@
-"""DeepLab-v2 models (SPEC §2): output stride, parameter count, ASPP sum, frozen BatchNorm, loading
+"""DeepLab-v2 models (docs/method.md "Model"): output stride, parameter count, ASPP sum, frozen BatchNorm, loading
 torchvision / project weights, the discriminator and the optimiser groups."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_resnet101_parameter_count():
     assert trainable == 43_795_724
     head = sum(p.numel() for p in model.head.parameters())
     assert head == 4 * (2048 * 19 * 9 + 19)
-    # dilations of SPEC §2: layer3 dilation 2, layer4 dilation 4, both stride 1
+    # dilations of docs/method.md "Model": layer3 dilation 2, layer4 dilation 4, both stride 1
     assert model.backbone.layer3[1].conv2.dilation == (2, 2) and model.backbone.layer4[1].conv2.dilation == (4, 4)
     assert model.backbone.layer3[0].conv2.stride == (1, 1) and model.backbone.layer4[0].downsample[0].stride == (1, 1)
 

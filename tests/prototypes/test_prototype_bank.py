@@ -1,4 +1,4 @@
-"""PrototypeBank EMA (SPEC §3, paper Eq. 3) with present/absent classes under both policies, and the
+"""PrototypeBank EMA (paper Eq. 3; docs/method.md "Prototypes") with present/absent classes under both policies, and the
 source-set initialisation (pixel_mean vs image_mean)."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""DeepLab-v2 ResNet encoders (SPEC §2): torchvision ResNets with layer3/layer4 dilated (stride 8).
+"""DeepLab-v2 ResNet encoders (docs/method.md "Model"): torchvision ResNets with layer3/layer4 dilated (stride 8).
 
 ResNet-50/101/152 use torchvision's `replace_stride_with_dilation=[False, True, True]`; ResNet-18/34
 (BasicBlock, which torchvision will not dilate) get the same strides and dilations set on their convs,

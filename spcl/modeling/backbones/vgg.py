@@ -1,4 +1,4 @@
-"""DeepLab-LargeFOV VGG-16 encoder (SPEC §2): torchvision VGG-16 features with pool4/pool5 removed
+"""DeepLab-LargeFOV VGG-16 encoder (docs/method.md "Model"): torchvision VGG-16 features with pool4/pool5 removed
 (output stride 8), conv5_x dilated by 2, then fc6 (3x3, 512→1024, dilation 4) and fc7 (3x3,
 1024→1024, dilation 4), each followed by ReLU. 1024 output channels.
 
