@@ -23,7 +23,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import setup  # noqa: E402
+from _common import run_main, setup  # noqa: E402
 
 from spcl.utils.progress import progress  # noqa: E402
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
                        help="names of the checkpoints in tables and figures (default: stage folder or file name)")
         p.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs")
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
         p.add_argument("--num-images", type=int, default=1000, metavar="N",
                        help="images per domain (default 1000; ≤0 = all)" if name != "panels" else
                        "target images to pick the panels from, evenly spaced (default 1000; ≤0 = all)")
@@ -247,4 +248,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,11 +13,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, setup  # noqa: E402
+from _common import config_parser, run_main, setup  # noqa: E402
 
 
 def main(argv=None):
-    parser = config_parser(__doc__.splitlines()[0])
+    parser = config_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (any stage)")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--prototypes", action="store_true", help="compute source prototypes instead")
@@ -31,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

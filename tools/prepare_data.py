@@ -12,11 +12,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, setup  # noqa: E402
+from _common import config_parser, run_main, setup  # noqa: E402
 
 
 def main(argv=None):
-    parser = config_parser(__doc__.splitlines()[0])
+    parser = config_parser(__doc__)
     parser.add_argument("--output", default="", help="index file (default: DATASETS.CLASS_INDEX or its default)")
     args = parser.parse_args(argv)
     cfg = setup(args)
@@ -31,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

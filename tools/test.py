@@ -15,7 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, setup  # noqa: E402
+from _common import config_parser, run_main, setup  # noqa: E402
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
@@ -39,12 +39,20 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             continue
         found.append((int(data.get("iteration", -1)), f))
     if not found:
-        raise FileNotFoundError(f"no checkpoint found at {path}")
+        hint = ""
+        final = os.path.join(path, "checkpoints", "model_final.pth")
+        if os.path.isdir(path) and os.path.isfile(final):
+            hint = f"; {path} is a stage folder: did you mean {final}?"
+        elif os.path.isfile(path) and os.path.basename(path) == "prototypes.pth":
+            hint = "; prototypes.pth holds class prototypes, not a model: give a stage's checkpoints/model_final.pth"
+        elif not os.path.exists(path):
+            hint = " (no such file or folder)"
+        raise FileNotFoundError(f"no model checkpoint found at {path}{hint}")
     return sorted(found)
 
 
 def main(argv=None):
-    parser = config_parser(__doc__.splitlines()[0])
+    parser = config_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or folder of checkpoints")
     parser.add_argument("--output", default="", help="folder for metrics.json / results.csv / predictions")
     parser.add_argument("--flip", action="store_true", help="average with the flipped input")
@@ -92,4 +100,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,12 +1,23 @@
-"""Train: the whole SPCL pipeline (warm-up → prototypes → pseudo labels → align → pseudo labels →
-self-train), or one stage with `--stage`.
+"""Train: the whole SPCL pipeline from one config (adv_warmup → prototypes → pseudo_labels → align →
+pseudo_labels → self_train, or the stages of PIPELINE.STAGES), or one stage with --stage.
 
+Examples:
     python tools/train.py --config configs/gta5_r101.yaml [KEY VALUE …]
     torchrun --nproc_per_node=4 tools/train.py --config configs/gta5_r101.yaml
-    python tools/train.py --config configs/gta5_r101.yaml --stage align \
+    python tools/train.py --config configs/gta5_r101.yaml --stage align OUTPUT_DIR output/mine \
         MODEL.WEIGHTS warmup.pth PROTOTYPE.PATH prototypes.pth DATASETS.PSEUDO_DIR labels/
 
-Running the same command again skips finished stages and resumes the interrupted one.
+Resume: run the same command again. Finished stages (a manifest.json in their folder) are skipped;
+the interrupted stage continues from its newest readable checkpoint with the same data stream, so
+the result equals an uninterrupted run. A rerun whose config differs from the one the run folder
+was made with stops and names the differing keys (--allow-config-change goes on anyway and records
+the new config beside the old one).
+
+Start afresh: use a new OUTPUT_DIR (e.g. `OUTPUT_DIR output/run2`), or delete the run folder, or
+delete one stage folder (`OUTPUT_DIR/<i>_<stage>`) to rerun that stage and the ones after it.
+
+Flags go before the KEY VALUE overrides. Results: OUTPUT_DIR/summary.json, pipeline_log.txt, and a
+folder per stage with config.yaml, log.txt, metrics.json, tb/ (TensorBoard) and checkpoints/.
 """
 from __future__ import annotations
 
@@ -14,27 +25,39 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, setup  # noqa: E402
+from _common import config_parser, run_main, setup  # noqa: E402
+
+STAGE_NAMES = ("source_only", "adv_warmup", "prototypes", "pseudo_labels", "align", "self_train")
 
 
 def main(argv=None):
-    parser = config_parser(__doc__.splitlines()[0])
-    parser.add_argument("--stage", default="", help="run only this stage, in OUTPUT_DIR/<stage>")
+    parser = config_parser(__doc__, config_required=True)
+    parser.add_argument("--stage", default="", choices=("",) + STAGE_NAMES, metavar="NAME",
+                        help="run only this stage, in OUTPUT_DIR/<NAME>, its inputs from MODEL.WEIGHTS, "
+                             "PROTOTYPE.PATH, DATASETS.PSEUDO_DIR; one of: " + ", ".join(STAGE_NAMES))
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume or skip finished stages although the config differs from the recorded one")
     args = parser.parse_args(argv)
+    if args.allow_config_change:
+        args.opts = list(args.opts) + ["PIPELINE.ALLOW_CONFIG_CHANGE", "True"]
     cfg = setup(args)
     from make_toy import prepare_toy_data
-    from spcl.engine import run_pipeline, run_stage
-    from spcl.engine.pipeline import format_summary
+    from spcl.engine import run_pipeline
+    from spcl.engine.pipeline import format_summary, run_stage_once
     from spcl.utils import comm
 
     prepare_toy_data(cfg)  # configs/toy.yaml: the generated demo data, written on first use
     if args.stage:
-        result = run_stage(cfg, args.stage, os.path.join(cfg.OUTPUT_DIR, args.stage))
+        folder = os.path.join(cfg.OUTPUT_DIR, args.stage)
+        done, ran = run_stage_once(cfg, args.stage, folder)
         if comm.is_main_process():
-            print(format_summary([{"stage": args.stage, **result["metrics"]}]))
+            if not ran:
+                print(f"stage {args.stage} already finished in {folder} (delete the folder to run it again):")
+            print(format_summary([{"stage": args.stage, **done["metrics"]}]))
     else:
         run_pipeline(cfg)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -77,7 +77,7 @@ def iter_pixel_features(model, loader: Iterable, device: torch.device,
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             feat = model(images)["feat"]
         feat = normalize_features(feat)
-        yield feat, downsample_mask(batch["label"].to(device), tuple(feat.shape[-2:]))
+        yield feat, downsample_mask(batch["label"], tuple(feat.shape[-2:])).to(device)
 
 
 @dataclass

@@ -72,6 +72,10 @@ _C.DATASETS.TOY.NUM_TARGET_TRAIN = 200
 _C.DATASETS.TOY.NUM_TARGET_VAL = 50
 _C.DATASETS.TOY.SIZE = [128, 64]  # (W, H)
 
+# Check every file a stage reads before its first iteration (spcl/data/check.py; cached by file
+# list, sizes and mtimes in OUTPUT_DIR/data_check_cache): a bad file stops the run at once, named.
+_C.DATASETS.PREFLIGHT = True
+
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # per process
 
@@ -154,6 +158,12 @@ _C.PIPELINE.STAGES = ["adv_warmup", "prototypes", "pseudo_labels", "align", "pse
 # Which checkpoint a training stage hands on: last (default) | best (best target-val mIoU: an
 # ORACLE choice, marked as such in every report).
 _C.PIPELINE.HANDOFF = "last"
+# Rerunning into an OUTPUT_DIR whose stages ran with another config stops and names the differing
+# keys (a resumed or skipped stage would otherwise mix two configs). True (tools/train.py
+# --allow-config-change) goes on: finished stages keep their results and their config.yaml, the new
+# config is recorded beside it. Keys that cannot change a result (log/eval/checkpoint periods,
+# workers, TEST.*, paths of the data and of the run) may always change.
+_C.PIPELINE.ALLOW_CONFIG_CHANGE = False
 
 # -------------------------------------------------------------------------------------- test ---
 _C.TEST = CN()

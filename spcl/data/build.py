@@ -10,7 +10,7 @@ import os
 import zlib
 from typing import Optional
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from spcl.utils import comm
 
@@ -135,11 +135,23 @@ def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, sta
                       persistent_workers=False, pin_memory=False)
 
 
+def collate_mixed_labels(items: list[dict]) -> dict:
+    """Batch test items: images (all resized to one size) stacked; labels stacked when they share a
+    size, else kept as a list of H_i×W_i tensors (each image is evaluated at its own label size)."""
+    labels = [item["label"] for item in items]
+    if len({tuple(label.shape) for label in labels}) <= 1:
+        return default_collate(items)
+    batch = default_collate([{k: v for k, v in item.items() if k != "label"} for item in items])
+    batch["label"] = labels
+    return batch
+
+
 def build_test_loader(cfg, dataset: SegmentationDataset, batch_size: Optional[int] = None,
                       shard: bool = True) -> DataLoader:
-    """A finite, ordered loader; with `shard`, each process takes every world-th image."""
+    """A finite, ordered loader; with `shard`, each process takes every world-th image. Labels of
+    mixed sizes in one batch come as a list (`collate_mixed_labels`)."""
     indices = list(range(len(dataset)))
     if shard:
         indices = indices[comm.get_rank()::comm.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE, sampler=indices,
-                      num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False)
+                      num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False, collate_fn=collate_mixed_labels)

@@ -66,4 +66,10 @@ def read_png16_first_channel(path: str) -> np.ndarray:
 def write_label_png(path: str, label: np.ndarray) -> None:
     """Write an H×W uint8 label map as an 8-bit (mode L) PNG, creating the folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(path)
+    try:
+        Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(path)
+    except OSError as e:
+        if os.path.exists(path):  # a partial label file would be read back as a wrong label
+            os.remove(path)
+        raise OSError(e.errno, f"cannot write label file {path}: {e.strerror or e} (disk full or quota "
+                               "reached?)") from e

@@ -68,6 +68,7 @@ class Checkpointer:
             os.remove(os.path.join(self.folder, old))
 
     def last_checkpoint(self) -> Optional[str]:
+        """The file `last_checkpoint` points at, if it exists (readable or not)."""
         if not self.folder:
             return None
         pointer = os.path.join(self.folder, POINTER)
@@ -76,6 +77,42 @@ class Checkpointer:
         with open(pointer) as f:
             path = os.path.join(self.folder, f.read().strip())
         return path if os.path.isfile(path) else None
+
+    def candidates(self) -> list[str]:
+        """Resume candidates, newest first: the pointer's file, then periodic and final checkpoints
+        by iteration (model_best.pth is a hand-off choice, never a resume point)."""
+        if not self.folder or not os.path.isdir(self.folder):
+            return []
+        files = [f for f in os.listdir(self.folder) if f.endswith(".pth") and
+                 (f == "model_final.pth" or (f.startswith("model_") and f[6:13].isdigit()))]
+        files.sort(key=lambda f: (f == "model_final.pth", f), reverse=True)
+        paths = [os.path.join(self.folder, f) for f in files]
+        last = self.last_checkpoint()
+        return ([last] if last else []) + [p for p in paths if p != last]
+
+    def find_resume_checkpoint(self) -> Optional[str]:
+        """The newest readable checkpoint of the folder, or None when there is none. An unreadable
+        (torn, truncated) newer one is skipped with a warning; if every candidate is unreadable,
+        an IOError lists them."""
+        tried = []
+        for path in self.candidates():
+            reason = unreadable(path)
+            if reason is None:
+                if tried:
+                    logger.warning("resuming from %s instead: %s", path,
+                                   "; ".join(f"{p} is unreadable ({r})" for p, r in tried))
+                return path
+            tried.append((path, reason))
+        if tried:
+            raise IOError("no readable checkpoint to resume from in " + str(self.folder) + ": " +
+                          "; ".join(f"{p}: {r}" for p, r in tried) + ". Delete the folder to start the stage afresh.")
+        return None
+
+    @staticmethod
+    def stored_config(path: str) -> Optional[str]:
+        """The config (YAML text) saved in checkpoint `path`, or None for an older file."""
+        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return data.get("config") if isinstance(data, dict) else None
 
     def resume(self, path: str) -> int:
         """Restore everything from `path`; returns the iteration to continue from."""
@@ -98,3 +135,14 @@ class Checkpointer:
             set_rng_state(data["rng"])
         logger.info("resumed from %s at iteration %d", path, data["iteration"])
         return int(data["iteration"])
+
+
+def unreadable(path: str) -> Optional[str]:
+    """None when `path` loads as a checkpoint (memory-mapped: cheap), else the reason it does not."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    if not isinstance(data, dict) or "iteration" not in data:
+        return "not a checkpoint of a training stage (no 'iteration')"
+    return None

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from spcl.config import check_drift
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json
@@ -87,6 +88,41 @@ def _relative(root: str, outputs: dict) -> dict:
     return {k: os.path.relpath(v, root) for k, v in outputs.items()}
 
 
+def recorded_config(folder: str) -> Optional[str]:
+    """The newest config recorded in a run or stage folder (config.yaml or config_<time>.yaml)."""
+    if not os.path.isdir(folder):
+        return None
+    files = [f for f in os.listdir(folder) if f == "config.yaml" or (f.startswith("config_") and f.endswith(".yaml"))]
+    if not files:
+        return None
+    newest = max(files, key=lambda f: (os.path.getmtime(os.path.join(folder, f)), f))
+    with open(os.path.join(folder, newest)) as f:
+        return f.read()
+
+
+def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] = None, inputs: Optional[dict] = None,
+                   root: str = "") -> tuple[dict, bool]:
+    """Run a stage into `folder` unless its manifest says it finished; returns (manifest, ran).
+
+    A finished stage is checked against the config it ran with (ConfigDriftError unless
+    PIPELINE.ALLOW_CONFIG_CHANGE) and not run again. Output paths in the manifest are relative to
+    `root` (OUTPUT_DIR for the pipeline, the stage folder for a single stage)."""
+    done = read_manifest(folder)
+    if done is not None:
+        recorded = recorded_config(folder)
+        if recorded is not None:
+            check_drift(recorded, cfg, f"finished stage {stage} in {folder}")
+        return done, False
+    root = root or folder
+    result = run_stage(cfg, stage, folder, device)
+    result["outputs"] = _relative(root, result["outputs"])
+    done = {"stage": stage, "status": "done", "inputs": dict(inputs or {}), **result}
+    if comm.is_main_process():
+        atomic_write_json(done, os.path.join(folder, MANIFEST))
+    comm.synchronize()
+    return done, True
+
+
 def read_manifest(folder: str) -> Optional[dict]:
     """The manifest of a finished stage folder, or None."""
     path = os.path.join(folder, MANIFEST)
@@ -104,6 +140,9 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
     root = cfg.OUTPUT_DIR
+    recorded = recorded_config(root)
+    if recorded is not None:  # before anything is written: a rerun must not mix two configs
+        check_drift(recorded, cfg, f"the run in {root}")
     setup_logger(root, filename="pipeline_log.txt")
     if comm.is_main_process():
         write_run_info(cfg, root)
@@ -111,16 +150,10 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     summary = []
     for i, stage in enumerate(cfg.PIPELINE.STAGES):
         folder = os.path.join(root, f"{i}_{stage}")
-        done = read_manifest(folder)
-        if done is None:
+        if read_manifest(folder) is None:
             logger.info("=== stage %d/%d: %s → %s", i + 1, len(cfg.PIPELINE.STAGES), stage, folder)
-            result = run_stage(stage_config(cfg, handed), stage, folder, device)
-            result["outputs"] = _relative(root, result["outputs"])
-            done = {"stage": stage, "status": "done", "inputs": dict(handed), **result}
-            if comm.is_main_process():
-                atomic_write_json(done, os.path.join(folder, MANIFEST))
-            comm.synchronize()
-        else:
+        done, ran = run_stage_once(stage_config(cfg, handed), stage, folder, device, inputs=handed, root=root)
+        if not ran:
             logger.info("=== stage %d/%d: %s already finished in %s, skipped", i + 1, len(cfg.PIPELINE.STAGES),
                         stage, folder)
         handed.update(done["outputs"])

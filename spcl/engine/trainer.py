@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import math
 import os
 import time
 from typing import Optional
@@ -21,7 +22,9 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
+from spcl.config import check_drift
 from spcl.data import build_dataset, build_test_loader, build_train_loader
+from spcl.data.check import default_cache_dir, preflight
 from spcl.evaluation import format_table, run_inference
 from spcl.modeling import build_segmentor
 from spcl.utils import comm
@@ -76,7 +79,8 @@ class StageTrainer:
         folder = os.path.join(output_dir, "checkpoints") if output_dir else None
         self.checkpointer = Checkpointer(folder, self.modules, self.optimizers, self.scaler,
                                          cfg.SOLVER.KEEP_CHECKPOINTS)
-        self.resume_from: Optional[str] = self.checkpointer.last_checkpoint()
+        # the newest readable checkpoint (a torn newer one is skipped with a warning)
+        self.resume_from: Optional[str] = self.checkpointer.find_resume_checkpoint()
         self.events: Optional[EventWriter] = None
         self._test_loader = None
         self.build()
@@ -169,6 +173,10 @@ class StageTrainer:
     def build_loaders(self, start_iter: int) -> dict:
         raise NotImplementedError
 
+    def data_names(self) -> list[str]:
+        """Catalog names of the datasets the stage's loaders read (checked before iteration 1)."""
+        raise NotImplementedError
+
     def run_step(self, batch: dict) -> dict:
         raise NotImplementedError
 
@@ -186,38 +194,79 @@ class StageTrainer:
         if not self.output_dir:
             raise ValueError(f"stage {self.NAME} was built without an output folder; it can only run_step")
         cfg, scfg = self.cfg, self.scfg
+        if self.resume_from:
+            recorded = self.checkpointer.stored_config(self.resume_from)
+            if recorded:
+                check_drift(recorded, cfg, f"stage {self.NAME} in {self.output_dir} (checkpoint {self.resume_from})")
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
             write_run_info(cfg, self.output_dir)
+        if cfg.DATASETS.PREFLIGHT:
+            preflight(cfg, self.data_names() + [cfg.DATASETS.TEST], default_cache_dir(cfg))
         self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
         iters = {k: iter(v) for k, v in self.build_loaders(start).items()}
-        sol = cfg.SOLVER
         logger.info("stage %s: iterations %d → %d (poly horizon %d) on %s, %d process(es)", self.NAME, start, stop,
                     scfg.MAX_ITER, self.device, comm.get_world_size())
         for model in self.modules.values():
             model.train()
+        try:
+            self._loop(start, stop, iters)
+        except KeyboardInterrupt:
+            last = self.checkpointer.last_checkpoint()
+            raise KeyboardInterrupt(f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
+                                    f"{last or 'none yet'})") from None
+        self.check_finite_weights(stop)
+        final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
+        metrics = self.evaluate_and_log(stop)
+        self.events.close()
+        return {"outputs": {"checkpoint": final}, "metrics": summary_metrics(metrics), "iteration": stop}
+
+    def _loop(self, start: int, stop: int, iters: dict) -> None:
+        """Iterations start … stop-1: step, check, log, checkpoint, evaluate."""
+        cfg, sol = self.cfg, self.cfg.SOLVER
         t0, timed, meter = time.perf_counter(), 0, {}
         for it in range(start, stop):
             self.iteration = it
             batch = {k: self._to_device(next(v)) for k, v in iters.items()}
             self.set_learning_rates(it)
-            for k, v in self.run_step(batch).items():
+            logs = self.run_step(batch)
+            done = it + 1
+            self.check_finite_losses(logs, done)
+            for k, v in logs.items():
                 meter.setdefault(k, []).append(float(v))
             timed += 1
-            done = it + 1
             if done % sol.LOG_PERIOD == 0 or done == stop:
+                self.check_finite_weights(done)
                 self._log(done, stop, meter, (time.perf_counter() - t0) / timed)
                 meter = {}
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
+                self.check_finite_weights(done)
                 self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": cfg.dump()})
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
                 self.evaluate_and_log(done)
-        final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
-        metrics = self.evaluate_and_log(stop)
-        self.events.close()
-        return {"outputs": {"checkpoint": final}, "metrics": summary_metrics(metrics), "iteration": stop}
+
+    def _divergence(self, what: str, iteration: int) -> "DivergenceError":
+        last = self.checkpointer.last_checkpoint()
+        return DivergenceError(
+            f"stage {self.NAME} diverged: {what} at iteration {iteration}. Last good checkpoint: "
+            f"{last or 'none yet'} (no checkpoint with non-finite weights is written). Lower the "
+            f"learning rate ({self.NODE}.BASE_LR) or check the data, then rerun: the stage resumes from it.")
+
+    def check_finite_losses(self, logs: dict, iteration: int) -> None:
+        """Stop on a NaN or infinite loss (every iteration: the values are already on the host)."""
+        bad = {k: v for k, v in logs.items() if k.startswith("loss") and not math.isfinite(float(v))}
+        if bad:
+            raise self._divergence("non-finite loss " + ", ".join(f"{k} = {v}" for k, v in bad.items()), iteration)
+
+    def check_finite_weights(self, iteration: int) -> None:
+        """Stop when any registered module holds a NaN or infinite parameter or buffer (checked every
+        LOG_PERIOD and before every save, so a non-finite checkpoint is never written)."""
+        for name, module in self.modules.items():
+            tensors = [t for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point()]
+            if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+                raise self._divergence(f"non-finite weights in '{name}'", iteration)
 
     def _log(self, done: int, stop: int, meter: dict, sec_per_it: float) -> None:
         means = comm.reduce_mean_dict({k: sum(v) / len(v) for k, v in meter.items()})
@@ -250,6 +299,10 @@ class StageTrainer:
         for hook in self.hooks:
             hook.after_evaluation(self, iteration, metrics)
         return metrics
+
+
+class DivergenceError(RuntimeError):
+    """A training stage produced a non-finite loss or non-finite weights."""
 
 
 def summary_metrics(metrics: dict) -> dict:

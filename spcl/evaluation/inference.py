@@ -40,11 +40,18 @@ def run_inference(model, loader, num_classes: int, device: torch.device, scales:
     for batch in with_progress(loader, "evaluate", enabled=progress):
         images = batch["image"].to(device)
         labels = batch["label"]
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = predict_probs(model, images, tuple(labels.shape[-2:]), scales, flip)
-        pred = probs.argmax(1).cpu()
-        evaluator.process(pred, labels)
-        for name, p in zip(batch["name"], pred.numpy().astype(np.uint8)):
+        if isinstance(labels, list):  # mixed label sizes (collate_mixed_labels): each at its own size
+            groups = [(images[i:i + 1], labels[i][None]) for i in range(len(labels))]
+        else:
+            groups = [(images, labels)]
+        preds = []
+        for x, y in groups:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                probs = predict_probs(model, x, tuple(y.shape[-2:]), scales, flip)
+            pred = probs.argmax(1).cpu()
+            evaluator.process(pred, y)
+            preds.extend(pred.numpy().astype(np.uint8))
+        for name, p in zip(batch["name"], preds):
             base = os.path.splitext(name)[0]
             if color_dir:
                 os.makedirs(color_dir, exist_ok=True)

@@ -25,7 +25,7 @@ def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str =
         B×h×w int64.
     """
     size = tuple(logits.shape[-2:])
-    mask = downsample_mask(label.to(logits.device), size)
+    mask = downsample_mask(label, size).to(logits.device)
     if mode == "gt_and_pred":
         mask = torch.where(logits.argmax(1) == mask, mask, torch.full_like(mask, IGNORE_LABEL))
     elif mode != "gt":

@@ -23,8 +23,11 @@ def normalize_pixels(feat: torch.Tensor) -> torch.Tensor:
     return F.normalize(feat.float(), dim=1, eps=EPS)
 
 
-def downsample_mask(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of B×H×W labels to B×h×w (e.g. the feature resolution), int64."""
+def downsample_mask(label, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of B×H×W labels (or a list of H_i×W_i labels of mixed sizes) to
+    B×h×w (e.g. the feature resolution), int64."""
+    if isinstance(label, (list, tuple)):
+        return torch.stack([downsample_mask(x[None], size)[0] for x in label])
     if tuple(label.shape[-2:]) == tuple(size):
         return label.long()
     return F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()

@@ -118,6 +118,5 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
 def _ground_truth_like(label: torch.Tensor, pred: torch.Tensor):
     """Ground truth B×H×W resized (nearest) to the predictions' size, or None when all ignored."""
-    if not (label != IGNORE_LABEL).any():
-        return None
-    return downsample_mask(label, tuple(pred.shape[-2:]))
+    gt = downsample_mask(label, tuple(pred.shape[-2:]))  # labels of mixed sizes come as a list
+    return gt if (gt != IGNORE_LABEL).any() else None

@@ -100,10 +100,29 @@ def collect_env() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_run_info(cfg, output_dir: str) -> None:
-    """Write `config.yaml` and `env.txt` into `output_dir` (main process only by caller)."""
+def write_run_info(cfg, output_dir: str) -> str:
+    """Record the run in `output_dir` (main process only, by the caller), never rewriting an earlier
+    record: `config.yaml` + `env.txt` the first time; on a rerun with the same config a note is
+    appended to `env.txt`; with another config (allowed by the caller) the new one is written as
+    `config_<time>.yaml` beside the original. Returns the path of the config written or matched."""
+    import datetime
+
     from spcl.config import dump_config
 
-    dump_config(cfg, output_dir)
-    with open(os.path.join(output_dir, "env.txt"), "w") as f:
-        f.write(collect_env())
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "config.yaml")
+    env_path = os.path.join(output_dir, "env.txt")
+    if not os.path.isfile(path):
+        dump_config(cfg, output_dir)
+        with open(env_path, "w") as f:
+            f.write(collect_env())
+        return path
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open(path) as f:
+        same = f.read() == cfg.dump()
+    if not same:
+        path = dump_config(cfg, output_dir, f"config_{stamp}.yaml")
+    with open(env_path, "a") as f:
+        f.write(f"\n--- rerun at {stamp}" + ("" if same else f", with the config of {os.path.basename(path)}")
+                + " ---\n" + collect_env())
+    return path

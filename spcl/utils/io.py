@@ -1,42 +1,59 @@
-"""Small file helpers: atomic writes (temp file + rename) for checkpoints, JSON and manifests."""
+"""Small file helpers: atomic writes (temp file + rename) for checkpoints, JSON and manifests.
+
+A write that fails (a full disk, a quota, a kill) leaves the previous file at `path` intact and no
+temp file behind, and raises one `OSError` naming the path. Written files get the permissions of a
+plain `open()` under the user's umask (a temp file from `mkstemp` would otherwise stay 0600, so
+labmates on a shared cluster could not read checkpoints and results).
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from typing import Callable
 
 import torch
 
 
-def atomic_torch_save(obj, path: str) -> None:
-    """`torch.save` to a temp file in the same folder, then rename: no half-written checkpoint."""
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "file") -> None:
+    """Call `write(f)` on a temp file beside `path`, then rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".pth")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            reason = e.strerror or str(e)
+            raise OSError(e.errno, f"cannot write {what} {path}: {reason} (disk full or quota reached?); "
+                                   "the previous file there, if any, is intact") from e
         raise
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    """`torch.save` to a temp file in the same folder, then rename: no half-written checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True, what="checkpoint")
 
 
 def atomic_write_json(obj, path: str) -> None:
     """Write JSON atomically (temp file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    def write(f):
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+    atomic_write(path, write, binary=False, what="file")
 
 
 def _json_default(o):

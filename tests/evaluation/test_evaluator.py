@@ -200,3 +200,40 @@ def test_predict_probs_flip_and_scales_average_softmaxes():
     assert not torch.allclose(flipped, single)
     half = F.interpolate(x, size=(4, 6), mode="bilinear", align_corners=False)
     torch.testing.assert_close(predict_probs(model, x, out, scales=(0.5, 1.0)), (soft(half) + soft(x)) / 2)
+
+
+def test_batched_evaluation_with_labels_of_mixed_sizes_equals_one_image_at_a_time(toy_root, tmp_path):
+    """TEST.BATCH_SIZE 3 over labels of two sizes: the loader keeps the labels as a list and every
+    image is scored at its own label size, exactly as with batch size 1."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from conftest import tiny_cfg
+    from spcl.data import build_dataset, build_test_loader
+    from spcl.evaluation import run_inference
+
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(toy_root, root)
+    label = sorted((root / "cityscapes" / "gtFine" / "val").rglob("*_labelIds.png"))[0]
+    image = sorted((root / "cityscapes" / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))[0]
+    for path, resample in ((label, Image.NEAREST), (image, Image.BILINEAR)):  # one 128×64 frame, others 64×32
+        Image.open(path).resize((128, 64), resample).save(path)
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.stack([x[:, 0], x[:, 1], -x[:, 2]] + [x[:, 0] * 0] * 16, 1)
+            return {"logits": F.avg_pool2d(logits, 8)}
+
+    cfg = tiny_cfg(str(root), str(tmp_path / "out"))
+    dataset = build_dataset(cfg, "cityscapes_val", train=False)
+    batch = next(iter(build_test_loader(cfg, dataset, batch_size=3)))
+    assert isinstance(batch["label"], list) and batch["label"][0].shape != batch["label"][1].shape
+    one = run_inference(Model(), build_test_loader(cfg, dataset, batch_size=1), 19, torch.device("cpu"))
+    three = run_inference(Model(), build_test_loader(cfg, dataset, batch_size=3), 19, torch.device("cpu"))
+    assert one["num_pixels"] == three["num_pixels"] == 64 * 128 + 3 * 64 * 32 - _ignored(dataset)
+    np.testing.assert_allclose(np.nan_to_num(one["IoU"], nan=-1), np.nan_to_num(three["IoU"], nan=-1))
+
+
+def _ignored(dataset):
+    return sum(int((dataset[i]["label"] == 255).sum()) for i in range(len(dataset)))

@@ -153,5 +153,5 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         test_tool.find_checkpoints(str(empty))

@@ -34,6 +34,9 @@ class AdvWarmupTrainer(StageTrainer):
     def build_loaders(self, start_iter):
         return {"source": self.source_loader(start_iter), "target": self.target_loader(start_iter)}
 
+    def data_names(self):
+        return [self.cfg.DATASETS.SOURCE, self.cfg.DATASETS.TARGET]
+
     def run_step(self, batch):
         src, tgt = batch["source"], batch["target"]
         disc = self.discriminator_without_ddp

@@ -53,6 +53,12 @@ class AlignTrainer(StageTrainer):
             loaders["target"] = self.target_loader(start_iter, "cityscapes_pseudo" if offline else "", role="target")
         return loaders
 
+    def data_names(self):
+        names = [self.cfg.DATASETS.SOURCE]
+        if self.cfg.LOSS.CONTRAST.TARGET:
+            names.append("cityscapes_pseudo" if self.cfg.ALIGN.TARGET_MASK == "offline" else self.cfg.DATASETS.TARGET)
+        return names
+
     def target_mask(self, tgt: dict, logits: torch.Tensor) -> torch.Tensor:
         """B×h×w target mask: pseudo labels (offline) or confident batch predictions (online)."""
         size = tuple(logits.shape[-2:])

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from spcl.data.check import default_cache_dir, preflight
 from spcl.modeling import load_trained_segmentor
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, default_device, seed_all, write_run_info
@@ -30,9 +31,15 @@ class InferenceStage:
             raise ValueError(f"stage {self.NAME} needs a trained model: set MODEL.WEIGHTS to a checkpoint")
         self.model = load_trained_segmentor(cfg, cfg.MODEL.WEIGHTS, self.device)
 
+    def data_names(self) -> list[str]:
+        """Catalog names of the datasets the stage reads (checked before it starts)."""
+        raise NotImplementedError
+
     def run(self) -> dict:
         if not self.output_dir:
             raise ValueError(f"stage {self.NAME} needs an output folder to run")
+        if self.cfg.DATASETS.PREFLIGHT:
+            preflight(self.cfg, self.data_names(), default_cache_dir(self.cfg))
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
             write_run_info(self.cfg, self.output_dir)

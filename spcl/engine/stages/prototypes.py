@@ -19,6 +19,9 @@ logger = logging.getLogger("spcl")
 class PrototypesStage(InferenceStage):
     NAME = "prototypes"
 
+    def data_names(self):
+        return [self.cfg.DATASETS.SOURCE]
+
     def compute(self) -> dict:
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="source_eval")

@@ -20,6 +20,9 @@ logger = logging.getLogger("spcl")
 class PseudoLabelsStage(InferenceStage):
     NAME = "pseudo_labels"
 
+    def data_names(self):
+        return [self.cfg.DATASETS.TARGET]
+
     def compute(self) -> dict:
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional")

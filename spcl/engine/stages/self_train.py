@@ -18,6 +18,9 @@ class SelfTrainTrainer(StageTrainer):
     def build_loaders(self, start_iter):
         return {"target": self.target_loader(start_iter, "cityscapes_pseudo", role="self_train")}
 
+    def data_names(self):
+        return ["cityscapes_pseudo"]
+
     def run_step(self, batch):
         tgt = batch["target"]
         self.zero_grad()

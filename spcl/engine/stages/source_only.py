@@ -16,6 +16,9 @@ class SourceOnlyTrainer(StageTrainer):
     def build_loaders(self, start_iter):
         return {"source": self.source_loader(start_iter)}
 
+    def data_names(self):
+        return [self.cfg.DATASETS.SOURCE]
+
     def run_step(self, batch):
         src = batch["source"]
         self.zero_grad()

@@ -1,0 +1,78 @@
+"""Config drift: the keys on which the config of a rerun differs from the one a run folder (or a
+checkpoint) was made with. Used by the pipeline (finished stages) and the trainer (resume), which
+stop unless PIPELINE.ALLOW_CONFIG_CHANGE is set."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import yaml
+from yacs.config import CfgNode as CN
+
+# Keys that cannot change what a stage computes: they may differ on resume.
+SAFE_KEYS = ("OUTPUT_DIR", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD",
+             "SOLVER.KEEP_CHECKPOINTS", "DATALOADER.NUM_WORKERS", "DATASETS.DATA_DIR",
+             "PIPELINE.ALLOW_CONFIG_CHANGE")
+SAFE_SECTIONS = ("TEST.",)
+# Hand-off paths, set by the pipeline under OUTPUT_DIR: compared relative to it (a moved run folder
+# is the same run).
+RUN_PATHS = ("MODEL.WEIGHTS", "PROTOTYPE.PATH", "DATASETS.PSEUDO_DIR")
+
+
+class ConfigDriftError(ValueError):
+    """A rerun's config differs from the one the run folder was made with."""
+
+
+def _flatten(node, prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _normalise(key: str, value, output_dir: str):
+    if key in RUN_PATHS and isinstance(value, str) and value:
+        return os.path.normpath(os.path.relpath(value, output_dir or "."))
+    return list(value) if isinstance(value, tuple) else value
+
+
+def config_drift(recorded, current) -> list[tuple[str, object, object]]:
+    """(key, recorded value, current value) for every key that differs and may not.
+
+    Args:
+        recorded: the config a run was made with (a CfgNode, a dict, or its YAML text).
+        current: the config of the rerun.
+    """
+    if isinstance(recorded, str):
+        recorded = yaml.safe_load(recorded)
+    old = dict(_flatten(recorded))
+    new = dict(_flatten(current))
+    old_root, new_root = str(old.get("OUTPUT_DIR", "")), str(new.get("OUTPUT_DIR", ""))
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in SAFE_KEYS or key.startswith(SAFE_SECTIONS):
+            continue
+        a, b = _normalise(key, old.get(key), old_root), _normalise(key, new.get(key), new_root)
+        if a != b:
+            out.append((key, old.get(key), new.get(key)))
+    return out
+
+
+def format_drift(drift: list[tuple[str, object, object]], limit: int = 12) -> str:
+    lines = [f"  {k}: {a!r} then, {b!r} now" for k, a, b in drift[:limit]]
+    if len(drift) > limit:
+        lines.append(f"  … and {len(drift) - limit} more")
+    return "\n".join(lines)
+
+
+def check_drift(recorded, current: CN, where: str) -> list:
+    """Raise ConfigDriftError naming the differing keys unless PIPELINE.ALLOW_CONFIG_CHANGE; returns
+    the drift (empty when none)."""
+    drift = config_drift(recorded, current)
+    if drift and not current.PIPELINE.ALLOW_CONFIG_CHANGE:
+        raise ConfigDriftError(
+            f"{where} was made with another config; {len(drift)} key(s) differ:\n{format_drift(drift)}\n"
+            "Rerun with the original values to resume, choose a new OUTPUT_DIR to start afresh, or pass "
+            "--allow-config-change (PIPELINE.ALLOW_CONFIG_CHANGE True) to go on with the new values.")
+    return drift

@@ -1,0 +1,299 @@
+"""spcl/data/check.py: each kind of bad file is found and named with its reason, the clean list
+excludes exactly the bad items and loads as DATASETS.*_LIST, preflight caches by file list + sizes +
+mtimes and raises one DataError naming the files."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_png16
+from spcl.config import load_config
+from spcl.data import build_dataset
+from spcl.data import check as C
+from spcl.data.check import (DataError, check_dataset, dataset_for_check, default_cache_dir, known_size,
+                             list_entry, preflight, write_list)
+from spcl.data.datasets import SynthiaDataset
+from spcl.toy import generate_toy_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make_root(tmp_path):
+    root = tmp_path / "data"
+    generate_toy_dataset(root, seed=0, num_source=6, num_target_train=4, num_target_val=2, size=(64, 32))
+    return str(root)
+
+
+def break_gta5(root: str) -> dict[str, str]:
+    """Break four GTA5 items (one way each); {bad path: expected reason prefix}."""
+    g = os.path.join(root, "gta5")
+    img1 = os.path.join(g, "images", "00001.png")
+    data = open(img1, "rb").read()
+    with open(img1, "wb") as f:  # truncated PNG image: the header still reads
+        f.write(data[: len(data) // 2])
+    assert Image.open(img1).size == (64, 32)
+    lab2 = os.path.join(g, "labels", "00002.png")
+    Image.open(lab2).resize((32, 16), Image.NEAREST).save(lab2)  # label size differs from its image
+    lab3 = os.path.join(g, "labels", "00003.png")
+    im = Image.open(lab3)
+    arr = np.array(im)
+    arr[0, 0] = 200  # palette index 200: no Cityscapes labelId (the LUT would hide it as 255)
+    out = Image.fromarray(arr, "P")
+    out.putpalette(im.getpalette())
+    out.save(lab3)
+    lab4 = os.path.join(g, "labels", "00004.png")
+    os.remove(lab4)  # missing label
+    return {img1: "unreadable or truncated image", lab2: "label size 32x16 differs from its image's 64x32",
+            lab3: "label id out of range", lab4: "missing label file"}
+
+
+def cfg_for(root, out, *opts):
+    return load_config(os.path.join(REPO, "configs", "toy.yaml"),
+                       ["DATASETS.DATA_DIR", root, "DATASETS.TOY.GENERATE", "False", "OUTPUT_DIR", str(out),
+                        *opts])
+
+
+def test_each_bad_file_named_with_its_reason_and_clean_list_excludes_exactly_them(tmp_path):
+    root = make_root(tmp_path)
+    expected = break_gta5(root)
+    cfg = cfg_for(root, tmp_path / "out")
+    result = check_dataset(dataset_for_check(cfg, "gta5_train"), "gta5_train")
+    assert {p for p, _ in result.bad} == set(expected)
+    for path, reason in result.bad:
+        assert reason.startswith(expected[path]), (path, reason)
+    assert "[200]" in dict(result.bad)[os.path.join(root, "gta5", "labels", "00003.png")]
+    assert result.bad_lines()[0] == f"{result.bad[0][0]}: {result.bad[0][1]}"
+    assert (result.num_items, result.bad_items, result.num_files) == (6, 4, 12)  # 6 images + 6 required labels
+    assert result.clean == ["00005.png", "00006.png"]
+    assert not result.ok
+
+    # the clean list loads as DATASETS.SOURCE_LIST and every item of it reads
+    list_path = str(tmp_path / "clean.txt")
+    write_list(list_path, result.clean)
+    ds = build_dataset(cfg_for(root, tmp_path / "out", "DATASETS.SOURCE_LIST", list_path), "gta5_train", train=False)
+    assert len(ds) == 2
+    assert [os.path.basename(p) for p, _ in ds.items] == ["00005.png", "00006.png"]
+    assert ds[1]["label"].shape == (32, 64)
+    again = check_dataset(ds, "gta5_train")
+    assert again.ok and again.clean == result.clean
+
+
+def test_clean_data_passes_and_lists_every_item(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    for name, n in (("gta5_train", 6), ("cityscapes_train", 4), ("cityscapes_val", 2)):
+        result = check_dataset(dataset_for_check(cfg, name), name)
+        assert result.ok and result.bad == [] and len(result.clean) == n == result.num_items
+    # a Cityscapes clean list (city/name_leftImg8bit.png) selects the same items as DATASETS.TEST_LIST
+    val = check_dataset(dataset_for_check(cfg, "cityscapes_val"), "cityscapes_val")
+    assert all(e.startswith("valville/") and e.endswith("_leftImg8bit.png") for e in val.clean)
+    write_list(str(tmp_path / "val.txt"), val.clean[1:])
+    ds = build_dataset(cfg_for(root, tmp_path / "out", "DATASETS.TEST_LIST", str(tmp_path / "val.txt")),
+                       "cityscapes_val", train=False)
+    full = dataset_for_check(cfg, "cityscapes_val")
+    assert ds.items == full.items[1:]
+
+
+def test_truncated_label_and_missing_image_are_bad(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    lab = os.path.join(root, "cityscapes", "gtFine", "val", "valville", "valville_000000_000000_gtFine_labelIds.png")
+    data = open(lab, "rb").read()
+    with open(lab, "wb") as f:
+        f.write(data[: len(data) - 30])
+    img = os.path.join(root, "cityscapes", "leftImg8bit", "val", "valville", "valville_000000_000001_leftImg8bit.png")
+    os.remove(img)  # named by a list file, so the item is still there
+    write_list(str(tmp_path / "val.txt"), ["valville/valville_000000_000000_leftImg8bit.png",
+                                           "valville/valville_000000_000001_leftImg8bit.png"])
+    cfg = cfg_for(root, tmp_path / "out", "DATASETS.TEST_LIST", str(tmp_path / "val.txt"))
+    result = check_dataset(dataset_for_check(cfg, "cityscapes_val"), "cityscapes_val")
+    reasons = dict(result.bad)
+    assert set(reasons) == {lab, img}
+    assert reasons[lab].startswith("unreadable or truncated label")
+    assert reasons[img] == "missing image file"
+    assert result.clean == []
+
+
+def test_target_labels_optional_but_checked_when_present(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    gt = os.path.join(root, "cityscapes", "gtFine", "train")
+    os.remove(os.path.join(gt, "toytown", "toytown_000000_000000_gtFine_labelIds.png"))
+    result = check_dataset(dataset_for_check(cfg, "cityscapes_train"), "cityscapes_train")
+    assert result.ok and len(result.clean) == 4 and result.num_files == 7
+    # a present label with a labelId Cityscapes does not have is still reported
+    lab = os.path.join(gt, "mockburg", "mockburg_000000_000001_gtFine_labelIds.png")
+    Image.fromarray(np.full((32, 64), 34, np.uint8)).save(lab)
+    result = check_dataset(dataset_for_check(cfg, "cityscapes_train"), "cityscapes_train")
+    assert [p for p, _ in result.bad] == [lab] and "34" in result.bad[0][1]
+
+
+def test_pseudo_labels_use_the_datasets_own_range_check_and_may_be_smaller(tmp_path):
+    root = make_root(tmp_path)
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()
+    names = sorted(os.listdir(os.path.join(root, "cityscapes", "leftImg8bit", "train", "mockburg"))) + \
+        sorted(os.listdir(os.path.join(root, "cityscapes", "leftImg8bit", "train", "toytown")))
+    for i, n in enumerate(names):  # pseudo labels at half size are resized, not rejected
+        Image.fromarray(np.full((16, 32), 255 if i else 3, np.uint8)).save(pseudo / n)
+    Image.fromarray(np.full((16, 32), 19, np.uint8)).save(pseudo / names[2])  # trainId 19 with K = 19
+    cfg = cfg_for(root, tmp_path / "out", "DATASETS.PSEUDO_DIR", str(pseudo))
+    result = check_dataset(dataset_for_check(cfg, "cityscapes_pseudo"), "cityscapes_pseudo")
+    assert [p for p, _ in result.bad] == [str(pseudo / names[2])]
+    assert result.bad[0][1].startswith("label id out of range") and "19" in result.bad[0][1]
+    assert len(result.clean) == 3 and all("/" in e for e in result.clean)
+
+
+def test_synthia_ids_outside_the_class_map_are_bad_and_clean_list_loads(tmp_path):
+    root = tmp_path / "data"
+    base = root / "synthia" / "RAND_CITYSCAPES"
+    (base / "RGB").mkdir(parents=True)
+    (base / "GT" / "LABELS").mkdir(parents=True)
+    for i, top in enumerate((22, 23, 3)):
+        stem = f"{i:07d}.png"
+        Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(base / "RGB" / stem)
+        ids = np.full((8, 16), 3, np.uint16)
+        ids[0, 0] = top
+        write_png16(str(base / "GT" / "LABELS" / stem), np.stack([ids, ids * 0, ids * 0], -1))
+    cfg = cfg_for(str(root), tmp_path / "out", "DATASETS.SOURCE", "synthia_train", "MODEL.NUM_CLASSES", "16")
+    ds = dataset_for_check(cfg, "synthia_train")
+    assert isinstance(ds, SynthiaDataset)
+    result = check_dataset(ds, "synthia_train")
+    assert [p for p, _ in result.bad] == [str(base / "GT" / "LABELS" / "0000001.png")]
+    assert "23" in result.bad[0][1] and result.bad[0][1].startswith("label id out of range")
+    assert result.clean == ["0000000.png", "0000002.png"]
+    write_list(str(tmp_path / "s.txt"), result.clean)
+    ds2 = build_dataset(cfg_for(str(root), tmp_path / "out", "DATASETS.SOURCE", "synthia_train",
+                                "MODEL.NUM_CLASSES", "16", "DATASETS.SOURCE_LIST", str(tmp_path / "s.txt")),
+                        "synthia_train", train=False)
+    assert ds2.items == [ds.items[0], ds.items[2]]
+
+
+def test_list_entry_falls_back_to_absolute_paths_that_still_load(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    ds = dataset_for_check(cfg, "gta5_train")
+    img, lab = ds.items[0]
+    assert list_entry(ds, img, lab) == "00001.png"
+    # an absolute list entry (image and label paths equal) is kept absolute
+    assert list_entry(ds, img, img) == os.path.abspath(img)
+
+
+def test_known_size_is_a_warning_only_for_the_full_catalog_set(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    assert known_size(cfg, "gta5_train") == 24966 and known_size(cfg, "cityscapes_val") == 500
+    result = check_dataset(dataset_for_check(cfg, "gta5_train"), "gta5_train",
+                           expected_size=known_size(cfg, "gta5_train"))
+    assert result.ok and result.warnings == ["gta5_train has 6 items; the full dataset has 24,966"]
+    write_list(str(tmp_path / "l.txt"), ["00001.png"])
+    cfg2 = cfg_for(root, tmp_path / "out", "DATASETS.SOURCE_LIST", str(tmp_path / "l.txt"))
+    assert known_size(cfg2, "gta5_train") is None
+    assert known_size(cfg, "synthia_train") == 9400 and known_size(cfg, "synscapes_train") == 25000
+    assert known_size(cfg, "cityscapes_train") == 2975
+
+
+# -------------------------------------------------------------------------------- preflight
+@pytest.fixture
+def count_reads(monkeypatch):
+    """Counts check_item calls (one per item actually read)."""
+    calls = []
+    real = C.check_item
+
+    def counting(dataset, image_path, label_path):
+        calls.append(image_path)
+        return real(dataset, image_path, label_path)
+
+    monkeypatch.setattr(C, "check_item", counting)
+    return calls
+
+
+def test_preflight_caches_and_a_touched_file_invalidates(tmp_path, count_reads):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    cache = default_cache_dir(cfg)
+    names = ["gta5_train", "cityscapes_train", "cityscapes_val"]
+    results = preflight(cfg, names, cache, progress=False)
+    assert len(count_reads) == 12 and set(results) == set(names)
+    assert all(os.path.isfile(os.path.join(cache, f"data_check_{n}.json")) for n in names)
+    assert os.path.getsize(os.path.join(cache, "data_check_gta5_train.json")) < 2000
+
+    count_reads.clear()
+    again = preflight(cfg, names, cache, progress=False)
+    assert count_reads == []  # nothing re-read
+    assert {n: r.num_items for n, r in again.items()} == {"gta5_train": 6, "cityscapes_train": 4, "cityscapes_val": 2}
+
+    lab = os.path.join(root, "gta5", "labels", "00003.png")
+    st = os.stat(lab)
+    os.utime(lab, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched: same bytes, new mtime
+    preflight(cfg, names, cache, progress=False)
+    assert len(count_reads) == 6  # gta5_train re-checked, the Cityscapes sets from the cache
+    assert set(count_reads) == {p for p, _ in dataset_for_check(cfg, "gta5_train").items}
+
+
+def test_preflight_raises_one_data_error_naming_the_files_and_the_fix(tmp_path, count_reads):
+    root = make_root(tmp_path)
+    expected = break_gta5(root)
+    cfg = cfg_for(root, tmp_path / "out")
+    cache = default_cache_dir(cfg)
+    with pytest.raises(DataError) as info:
+        preflight(cfg, ["gta5_train", "cityscapes_val"], cache, progress=False)
+    assert isinstance(info.value, ValueError)
+    msg = str(info.value)
+    for path, reason in expected.items():
+        assert f"{path}: {reason}" in msg
+    assert "tools/check_data.py" in msg and "clean_gta5_train.txt as DATASETS.SOURCE_LIST" in msg
+    assert "cityscapes_val" not in msg  # only the broken set is named
+    # a cached failure fails again without reading a file
+    count_reads.clear()
+    with pytest.raises(DataError, match="00004.png: missing label file"):
+        preflight(cfg, ["gta5_train"], cache, progress=False)
+    assert count_reads == []
+
+
+def test_data_error_names_at_most_ten_files(tmp_path):
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    for p, _ in dataset_for_check(cfg, "gta5_train").items:
+        os.remove(p.replace("images", "labels"))
+    for _, p in dataset_for_check(cfg, "cityscapes_val").items:
+        os.remove(p)
+    results = {n: check_dataset(dataset_for_check(cfg, n), n) for n in ("gta5_train", "cityscapes_val")}
+    old = C.MAX_NAMED
+    try:
+        C.MAX_NAMED = 5
+        msg = C.format_error(cfg, results, {})
+    finally:
+        C.MAX_NAMED = old
+    assert msg.count(": missing ") == 5 and "… and 3 more" in msg
+
+
+def test_preflight_missing_folder_is_a_data_error(tmp_path):
+    cfg = cfg_for(str(tmp_path / "nowhere"), tmp_path / "out")
+    with pytest.raises(DataError, match=r"gta5_train: dataset folder not found: .*nowhere"):
+        preflight(cfg, ["gta5_train"], str(tmp_path / "cache"), progress=False)
+
+
+def test_memory_holds_no_decoded_image(tmp_path, monkeypatch):
+    """check_item returns only paths and reasons; check_dataset keeps list entries, not arrays."""
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    result = check_dataset(dataset_for_check(cfg, "gta5_train"), "gta5_train")
+    for value in vars(result).values():
+        assert not isinstance(value, np.ndarray)
+        if isinstance(value, list):
+            assert all(isinstance(v, (str, tuple)) for v in value)
+
+
+def test_train_labels_outside_the_classes_are_bad_after_the_datasets_table(tmp_path):
+    """The [0, K) ∪ {255} check runs on the train labels the dataset's own table gives."""
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out")
+    ds = dataset_for_check(cfg, "gta5_train")
+    ds.lut = ds.lut.copy()
+    ds.lut[7] = 19  # road → a class id K = 19 does not have
+    result = check_dataset(ds, "gta5_train")
+    assert len(result.bad) == 6 and all(r.startswith("label id out of range") and "[19]" in r for _, r in result.bad)

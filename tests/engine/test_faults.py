@@ -1,0 +1,176 @@
+"""Faults injected through the public API and CLI: a kill followed by a torn newest checkpoint, a
+changed key on resume or on a finished run, a diverging lr, a full disk, and the permissions of
+what a run writes."""
+import errno
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from spcl.config import ConfigDriftError
+from spcl.engine import run_pipeline, run_stage
+from spcl.engine.stages import SourceOnlyTrainer
+from spcl.engine.trainer import DivergenceError
+
+OPTS = ("SOURCE_ONLY.STOP_ITER", "5", "SOURCE_ONLY.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2",
+        "SOLVER.KEEP_CHECKPOINTS", "3", "PIPELINE.STAGES", "['source_only']")
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def _final(folder):
+    return torch.load(os.path.join(folder, "checkpoints", "model_final.pth"), map_location="cpu",
+                      weights_only=False)["model"]
+
+
+def _kill_at(monkeypatch, iteration):
+    original = SourceOnlyTrainer.run_step
+
+    def run_step(self, batch):
+        if self.iteration == iteration:
+            raise Killed()
+        return original(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", run_step)
+    return original
+
+
+def test_torn_newest_checkpoint_falls_back_to_an_older_one(toy_root, tmp_path, monkeypatch):
+    ref = str(tmp_path / "ref")
+    run_stage(tiny_cfg(toy_root, ref, *OPTS), "source_only", ref)
+    out = str(tmp_path / "run")
+    cfg = tiny_cfg(toy_root, out, *OPTS)
+    original = _kill_at(monkeypatch, 4)  # after the checkpoints of iterations 2 and 4
+    with pytest.raises(Killed):
+        run_stage(cfg, "source_only", out)
+    newest = os.path.join(out, "checkpoints", "model_0000004.pth")
+    with open(newest, "r+b") as f:  # torn: half of the file
+        f.truncate(os.path.getsize(newest) // 2)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    run_stage(cfg, "source_only", out)
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "resuming from" in log and "model_0000004.pth is unreadable" in log
+    assert os.path.join("checkpoints", "model_0000002.pth instead") in log
+    a, b = _final(ref), _final(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed at 2: the same weights as uninterrupted
+
+
+def test_every_checkpoint_unreadable_names_them(toy_root, tmp_path):
+    out = str(tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "model_0000002.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(IOError, match="model_0000002.pth"):
+        SourceOnlyTrainer(tiny_cfg(toy_root, out, *OPTS), out, torch.device("cpu"))
+
+
+def test_changed_key_on_resume_stops_and_names_it(toy_root, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    original = _kill_at(monkeypatch, 3)
+    with pytest.raises(Killed):
+        run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    changed = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.123")
+    with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
+        run_stage(changed, "source_only", out)
+    assert not os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
+    # keys that cannot change a result may change
+    run_stage(tiny_cfg(toy_root, out, *OPTS, "SOLVER.LOG_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0"),
+              "source_only", out)
+    assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
+
+
+def test_changed_key_with_explicit_permission_resumes(toy_root, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    original = _kill_at(monkeypatch, 3)
+    with pytest.raises(Killed):
+        run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.02", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
+              "source_only", out)
+    assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
+    configs = sorted(f for f in os.listdir(out) if f.startswith("config"))
+    assert configs[0] == "config.yaml" and len(configs) == 2  # the original record stays, the new one beside it
+
+
+def test_rerun_of_a_finished_run_with_another_key_refuses_and_keeps_the_record(toy_root, tmp_path):
+    out = str(tmp_path)
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    record = open(os.path.join(out, "config.yaml")).read()
+    with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.001"))
+    assert open(os.path.join(out, "config.yaml")).read() == record
+    summary = run_pipeline(tiny_cfg(toy_root, out, *OPTS))  # the same config: skipped, same numbers
+    assert summary["stages"][0]["mIoU"] == json.load(open(os.path.join(out, "summary.json")))["stages"][0]["mIoU"]
+
+
+def test_diverging_lr_stops_the_stage_and_writes_no_nan_checkpoint(toy_root, tmp_path):
+    out = str(tmp_path)
+    cfg = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "1e12")
+    with pytest.raises(DivergenceError, match=r"iteration \d+") as info:
+        run_pipeline(cfg)
+    assert "Last good checkpoint" in str(info.value)
+    folder = os.path.join(out, "0_source_only")
+    assert not os.path.exists(os.path.join(folder, "manifest.json"))  # the pipeline did not go on
+    ckpts = os.path.join(folder, "checkpoints")
+    for f in os.listdir(ckpts) if os.path.isdir(ckpts) else []:
+        if f.endswith(".pth"):
+            state = torch.load(os.path.join(ckpts, f), map_location="cpu", weights_only=False)["model"]
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), f
+
+
+def test_full_disk_while_saving_names_the_path_and_keeps_the_previous_checkpoint(toy_root, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    trainer = SourceOnlyTrainer(tiny_cfg(toy_root, out, *OPTS), out, torch.device("cpu"))
+    first = trainer.checkpointer.save("model_0000002", 2)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="model_0000004.pth.*No space left"):
+        trainer.checkpointer.save("model_0000004", 4)
+    monkeypatch.setattr(torch, "save", real_save)
+    folder = os.path.join(out, "checkpoints")
+    assert sorted(os.listdir(folder)) == ["last_checkpoint", "model_0000002.pth"]  # no temp file left
+    assert torch.load(first, map_location="cpu", weights_only=False)["iteration"] == 2
+    assert trainer.checkpointer.find_resume_checkpoint() == first
+
+
+def test_results_get_the_users_permissions(toy_root, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = str(tmp_path)
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    finally:
+        os.umask(old)
+    for rel in ("summary.json", "config.yaml", "0_source_only/manifest.json",
+                "0_source_only/checkpoints/model_final.pth", "0_source_only/metrics.json"):
+        mode = stat.S_IMODE(os.stat(os.path.join(out, rel)).st_mode)
+        assert mode == 0o644, (rel, oct(mode))
+
+
+def test_a_bad_file_stops_the_stage_before_its_first_iteration(tmp_path):
+    """A label whose size differs from its image (two public GTA5 codebases exclude such frames)
+    stops the stage before iteration 1, naming the file, instead of at the iteration that draws it."""
+    from PIL import Image
+
+    from spcl.data.check import DataError
+    from spcl.toy import generate_toy_dataset
+
+    root = tmp_path / "data"
+    generate_toy_dataset(root, seed=0, num_source=6, num_target_train=4, num_target_val=2, size=(64, 32))
+    bad = root / "gta5" / "labels" / "00004.png"
+    Image.open(bad).resize((32, 16)).save(bad)
+    out = str(tmp_path / "run")
+    with pytest.raises(DataError, match="00004.png") as info:
+        run_pipeline(tiny_cfg(str(root), out, *OPTS))
+    assert "check_data.py" in str(info.value)
+    assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints"))  # no iteration ran

@@ -1,0 +1,123 @@
+"""tools/check_data.py: broken files are named with their reason in bad_files.txt and the tool exits
+1; the clean list excludes exactly them and works as DATASETS.SOURCE_LIST; clean data exits 0; a
+missing dataset folder is one line, not a traceback."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from spcl.config import load_config
+from spcl.data import build_dataset
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data"))
+from test_check import break_gta5, make_root  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, "configs", "toy.yaml")
+
+
+@pytest.fixture
+def tool():
+    """tools/check_data.py as a module; the `spcl` logger is restored afterwards."""
+    logger = logging.getLogger("spcl")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    spec = importlib.util.spec_from_file_location("spcl_tools_check_data", os.path.join(REPO, "tools", "check_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    for h in list(logger.handlers):
+        if h not in saved[0]:
+            logger.removeHandler(h)
+            h.close()
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+def opts(root, out, *extra):
+    return ["DATASETS.DATA_DIR", str(root), "DATASETS.TOY.GENERATE", "False", "OUTPUT_DIR", str(out), *extra]
+
+
+def read_lines(path):
+    with open(path) as f:
+        return [ln.rstrip("\n") for ln in f]
+
+
+def test_broken_files_named_exit_1_and_clean_list_loads(tmp_path, tool, capsys):
+    root = make_root(tmp_path)
+    expected = break_gta5(root)
+    out = tmp_path / "out"
+    rc = tool.main(["--config", CONFIG, *opts(root, out)])
+    assert rc == 1
+    check_dir = out / "check_data"
+    bad = read_lines(check_dir / "bad_files.txt")
+    assert len(bad) == 4
+    for path, reason in expected.items():
+        assert sum(line.startswith(f"{path}: {reason}") for line in bad) == 1, (path, bad)
+    printed = capsys.readouterr().out
+    assert "gta5_train" in printed and "DATASETS.SOURCE_LIST" in printed
+    row = next(ln for ln in printed.splitlines() if ln.startswith("gta5_train"))
+    assert row.split() == ["gta5_train", "6", "12", "4", "1"]
+
+    clean = read_lines(check_dir / "clean_gta5_train.txt")
+    assert clean == ["00005.png", "00006.png"]  # exactly the four broken items left out
+    assert len(read_lines(check_dir / "clean_cityscapes_train.txt")) == 4
+    assert len(read_lines(check_dir / "clean_cityscapes_val.txt")) == 2
+    cfg = load_config(CONFIG, opts(root, out, "DATASETS.SOURCE_LIST", str(check_dir / "clean_gta5_train.txt")))
+    ds = build_dataset(cfg, "gta5_train", train=True)
+    assert len(ds) == 2
+
+    # the same config with the clean list passes
+    rc = tool.main(["--config", CONFIG, "--output", str(tmp_path / "again"),
+                    *opts(root, out, "DATASETS.SOURCE_LIST", str(check_dir / "clean_gta5_train.txt"))])
+    assert rc == 0
+    assert read_lines(tmp_path / "again" / "bad_files.txt") == []
+
+
+def test_clean_dataset_exits_0(tmp_path, tool, capsys):
+    root = make_root(tmp_path)
+    rc = tool.main(["--config", CONFIG, "--output", str(tmp_path / "chk"), *opts(root, tmp_path / "out")])
+    assert rc == 0
+    assert read_lines(tmp_path / "chk" / "bad_files.txt") == []
+    assert len(read_lines(tmp_path / "chk" / "clean_gta5_train.txt")) == 6
+    printed = capsys.readouterr().out
+    assert "warning: gta5_train has 6 items; the full dataset has 24,966" in printed  # warnings do not fail
+
+
+def test_missing_folder_is_one_line_not_a_traceback(tmp_path, tool, capsys):
+    root = make_root(tmp_path)
+    rc = tool.main(["--config", CONFIG, *opts(tmp_path / "nowhere", tmp_path / "out",
+                                                "DATASETS.PSEUDO_DIR", str(tmp_path / "no_pseudo"))])
+    assert rc == 1
+    bad = read_lines(tmp_path / "out" / "check_data" / "bad_files.txt")
+    assert [ln.split(":")[0] for ln in bad] == ["gta5_train", "cityscapes_train", "cityscapes_val",
+                                                 "cityscapes_pseudo"]
+    assert "dataset folder not found" in bad[0] and "pseudo-label folder not found" in bad[3]
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    del root
+
+
+def test_pseudo_dir_is_checked_when_set(tmp_path, tool):
+    root = make_root(tmp_path)
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()  # empty: every pseudo label is missing
+    rc = tool.main(["--config", CONFIG, *opts(root, tmp_path / "out", "DATASETS.PSEUDO_DIR", str(pseudo))])
+    assert rc == 1
+    bad = read_lines(tmp_path / "out" / "check_data" / "bad_files.txt")
+    assert len(bad) == 4 and all(ln.startswith(str(pseudo)) and ln.endswith(": missing label file") for ln in bad)
+    assert read_lines(tmp_path / "out" / "check_data" / "clean_cityscapes_pseudo.txt") == []
+
+
+def test_process_exit_code(tmp_path):
+    root = make_root(tmp_path)
+    os.remove(os.path.join(root, "gta5", "labels", "00002.png"))
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "check_data.py"), "--config", CONFIG,
+                           *opts(root, tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "00002.png: missing label file" in proc.stdout

@@ -1,0 +1,78 @@
+"""What a user sees on ordinary mistakes: one line that says what to fix (exit 2), the traceback
+only with --debug, Ctrl-C with how to resume, and --help texts that explain resume."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY = os.path.join(ROOT, "configs", "toy.yaml")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) == 2 and "--debug" in lines[1], proc.stderr  # the message and the --debug hint
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_config_file(tmp_path):
+    _one_line_error(_run("tools/train.py", "--config", str(tmp_path / "nope.yaml")), "config file not found",
+                    "nope.yaml")
+
+
+def test_unknown_key_suggests_the_real_one(tmp_path):
+    proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
+    _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")
+
+
+def test_flag_after_the_overrides(tmp_path):
+    proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "--stage", "align")
+    _one_line_error(proc, "--stage", "put every flag first")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = _run("tools/train.py", "--debug", "--config", str(tmp_path / "nope.yaml"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_config_is_required_and_stages_are_listed():
+    proc = _run("tools/train.py")
+    assert proc.returncode == 2 and "--config" in proc.stderr
+    help_text = _run("tools/train.py", "--help").stdout
+    for needle in ("Resume", "Start afresh", "--allow-config-change", "source_only", "adv_warmup", "prototypes",
+                   "pseudo_labels", "align", "self_train"):
+        assert needle in help_text, needle
+
+
+def test_stage_folder_or_prototypes_given_as_checkpoint(tmp_path):
+    stage = tmp_path / "3_align"
+    (stage / "checkpoints").mkdir(parents=True)
+    (stage / "checkpoints" / "model_final.pth").write_bytes(b"x")
+    proc = _run("tools/test.py", "--checkpoint", str(stage), "MODEL.BACKBONE", "resnet18")
+    _one_line_error(proc, "stage folder", "did you mean")
+    protos = tmp_path / "prototypes.pth"
+    import torch
+    torch.save({"prototypes": torch.zeros(19, 4)}, protos)
+    _one_line_error(_run("tools/test.py", "--checkpoint", str(protos)), "holds class prototypes")
+
+
+def test_ctrl_c_says_how_to_resume(capsys):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import run_main
+
+    def interrupted(argv):
+        raise KeyboardInterrupt("at iteration 12 of stage align")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(interrupted, [])
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted at iteration 12 of stage align" in err and "rerun the same command to resume" in err
