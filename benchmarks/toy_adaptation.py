@@ -1,15 +1,22 @@
-"""Does adaptation help on the shipped toy shift? Target-val mIoU of source-only, adversarial warm-up,
-SPCL align and align + self-training over several seeds, with the target-trained "oracle" ceiling and
-the source-domain mIoU of the source-only model as references.
+"""Does adaptation help on the shipped toy shift, and what does each stage and term contribute?
 
-    python benchmarks/toy_adaptation.py [--seeds 0 1 2] [--ablations] [--quick]
+    python benchmarks/toy_adaptation.py [--seeds 0 1 2] [--sweep] [--jobs 2] [--quick]
 
-Every method runs through the ordinary pipeline code (spcl.engine) with configs/toy.yaml; the toy
-dataset is fixed (DATASETS.TOY.SEED), the training seed varies. For a fair comparison the source-only
-and oracle models train for as many iterations as warm-up + align together. `--ablations` adds align
-variants that answer "is the contrastive term doing anything?": λ = 0 (align without contrastive
-terms: only more source training), and τ = 0.1 instead of the released τ = 100.
-Writes benchmarks/results/toy_adaptation.json and .md (the table in the README).
+Per training seed (the toy dataset itself is fixed by DATASETS.TOY.SEED), everything runs through the
+ordinary pipeline code with configs/toy.yaml and its schedule (the quick start's):
+
+* the SPCL pipeline: adv_warmup → prototypes → pseudo_labels → align → pseudo_labels → self_train;
+* align with λ = 0 from the same warm-up, prototypes and pseudo labels (more source training plus
+  the pseudo-label pipeline, without the contrastive term);
+* source-only, trained on as many source images as warm-up + align together (a fair baseline);
+* the oracle: the same schedule on the target's labelled train images;
+* the source-domain reference: the source-only model on held-out source images (another toy seed);
+* with --sweep: align at τ ∈ {100, 10, 1, 0.1}, with and without unit-norm prototypes, λ = 1.
+
+Comparisons are paired per seed (same data, same seed): mean ± std over seeds and the per-seed
+differences. Seeds run in separate processes (--jobs at a time, one torch thread each); each seed's
+results are cached in OUTPUT/seed<N>/results.json, so a rerun only collects. Writes
+benchmarks/results/toy_adaptation.{json,md} (the tables in the README).
 """
 from __future__ import annotations
 
@@ -17,104 +24,121 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-
-from make_toy import prepare_toy_data as prepare_data  # noqa: E402
-from spcl.config import load_config  # noqa: E402
-from spcl.data.labels import CLASSES_19  # noqa: E402
-from spcl.engine import run_pipeline, run_stage  # noqa: E402
-from spcl.evaluation import evaluate_checkpoint  # noqa: E402
-from spcl.utils.logger import setup_logger  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
 CONFIG = os.path.join(ROOT, "configs", "toy.yaml")
+TAUS = (100.0, 10.0, 1.0, 0.1)
+QUICK = ["DATASETS.TOY.NUM_SOURCE", "24", "DATASETS.TOY.NUM_TARGET_TRAIN", "24", "DATASETS.TOY.NUM_TARGET_VAL", "12",
+         "ADV_WARMUP.STOP_ITER", "6", "ADV_WARMUP.MAX_ITER", "6", "ALIGN.STOP_ITER", "4", "ALIGN.MAX_ITER", "4",
+         "SELF_TRAIN.STOP_ITER", "4", "SELF_TRAIN.MAX_ITER", "4", "SOLVER.LOG_PERIOD", "2"]
 
 
 def cfg_for(out: str, seed: int, extra=()):
+    from spcl.config import load_config
+
     return load_config(CONFIG, ["OUTPUT_DIR", out, "SEED", str(seed), *extra])
 
 
-# The benchmark's schedule: longer than the quick start of configs/toy.yaml (300 / 150 / 200).
-SCHEDULE = ["ADV_WARMUP.STOP_ITER", "400", "ADV_WARMUP.MAX_ITER", "400", "ALIGN.STOP_ITER", "200",
-            "ALIGN.MAX_ITER", "200", "SELF_TRAIN.STOP_ITER", "300", "SELF_TRAIN.MAX_ITER", "300"]
+def source_only_iterations(cfg) -> int:
+    """Iterations of source-only that see as many source images as warm-up + align together."""
+    images = cfg.ADV_WARMUP.STOP_ITER * cfg.ADV_WARMUP.SOURCE_BATCH + cfg.ALIGN.STOP_ITER * cfg.ALIGN.SOURCE_BATCH
+    return math.ceil(images / cfg.SOURCE_ONLY.SOURCE_BATCH)
 
 
-def quick_opts(quick: bool) -> list[str]:
-    if not quick:
-        return list(SCHEDULE)
-    return ["DATASETS.TOY.NUM_SOURCE", "24", "DATASETS.TOY.NUM_TARGET_TRAIN", "24", "DATASETS.TOY.NUM_TARGET_VAL",
-            "12", "DATASETS.DATA_DIR", os.path.join(ROOT, "output", "toy_bench_quick_data"),
-            "ADV_WARMUP.STOP_ITER", "6", "ADV_WARMUP.MAX_ITER", "6", "ALIGN.STOP_ITER", "4", "ALIGN.MAX_ITER", "4",
-            "SELF_TRAIN.STOP_ITER", "4", "SELF_TRAIN.MAX_ITER", "4", "SOLVER.LOG_PERIOD", "2"]
+def _metrics(m: dict) -> dict:
+    return {k: m[k] for k in ("mIoU", "mIoU_tail", "IoU") if k in m}
 
 
-def run_seed(seed: int, out_root: str, base: list[str], ablations: bool) -> dict:
-    """All methods for one training seed → {method: metrics dict}, cached in seed<N>/results.json
-    (so seeds can run in separate processes and a rerun only collects)."""
+def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
+    """All methods for one training seed → {method: metrics}."""
+    from make_toy import prepare_toy_data
+    from spcl.engine import run_pipeline, run_stage
+    from spcl.evaluation import evaluate_checkpoint
+
     out = os.path.join(out_root, f"seed{seed}")
     cache = os.path.join(out, "results.json")
-    if os.path.isfile(cache):
-        cached = json.load(open(cache))
-        if not ablations or any(k.startswith("align, ") for k in cached):
-            return cached
-    res = _run_seed(seed, out, out_root, base, ablations)
-    with open(cache, "w") as f:
-        json.dump(res, f)
+    res = json.load(open(cache)) if os.path.isfile(cache) else {}
+
+    def save():
+        os.makedirs(out, exist_ok=True)
+        with open(cache, "w") as f:
+            json.dump(res, f)
+
+    run_dir = os.path.join(out, "spcl")
+    cfg = cfg_for(run_dir, seed, base)
+    prepare_toy_data(cfg)
+    if "self_train" not in res:
+        summary = run_pipeline(cfg)
+        for row in summary["stages"]:
+            manifest = json.load(open(os.path.join(run_dir, row["folder"], "manifest.json")))
+            name = row["stage"] if row["stage"] != "pseudo_labels" else f"pseudo_labels_{row['folder'][0]}"
+            res[name] = manifest["metrics"]
+        res["align"].update(_grad_shares(os.path.join(run_dir, "3_align")))
+        save()
+    handed = json.load(open(os.path.join(run_dir, "3_align", "manifest.json")))["inputs"]
+    inputs = ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
+              "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
+              "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
+    variants = {"align λ=0": ["LOSS.CONTRAST.WEIGHT", "0.0"]}
+    if sweep:
+        for tau in TAUS:
+            for unit in (False, True):
+                variants[f"align τ={tau:g}{' unit' if unit else ''}"] = [
+                    "LOSS.CONTRAST.TEMPERATURE", str(tau), "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", str(unit)]
+    for name, opts in variants.items():
+        if name not in res:
+            d = os.path.join(out, name.replace(" ", "_").replace("λ", "lambda").replace("τ", "tau"))
+            result = run_stage(cfg_for(d, seed, base + inputs + opts), "align", d)
+            res[name] = {**_metrics(result["metrics"]), **_grad_shares(d)}
+            save()
+    n = source_only_iterations(cfg)
+    so_opts = base + ["SOURCE_ONLY.STOP_ITER", str(n), "SOURCE_ONLY.MAX_ITER", str(n)]
+    if "source_only" not in res:
+        d = os.path.join(out, "source_only")
+        res["source_only"] = _metrics(run_stage(cfg_for(d, seed, so_opts), "source_only", d)["metrics"])
+        res["source_only"]["iterations"] = n
+        save()
+    if "source_domain" not in res:
+        hcfg = cfg_for(os.path.join(out, "source_eval"), seed, base + heldout_opts(out_root))
+        prepare_toy_data(hcfg)
+        ckpt = os.path.join(out, "source_only", "checkpoints", "model_final.pth")
+        res["source_domain"] = _metrics(evaluate_checkpoint(hcfg, ckpt))
+        save()
+    if "oracle" not in res:
+        d = os.path.join(out, "oracle")
+        ocfg = cfg_for(d, seed, so_opts + ["DATASETS.SOURCE", "cityscapes_train", "INPUT.SOURCE_JITTER", "False"])
+        res["oracle"] = _metrics(run_stage(ocfg, "source_only", d)["metrics"])
+        save()
     return res
 
 
-def _run_seed(seed: int, out: str, out_root: str, base: list[str], ablations: bool) -> dict:
-    res = {}
-    cfg = cfg_for(os.path.join(out, "spcl"), seed, base)
-    prepare_data(cfg)
-    run_pipeline(cfg)
-    by_stage = {row["stage"]: json.load(open(os.path.join(out, "spcl", row["folder"], "manifest.json")))["metrics"]
-                for row in json.load(open(os.path.join(out, "spcl", "summary.json")))["stages"]}
-    res["adv_warmup"] = by_stage["adv_warmup"]
-    res["align (SPCL)"] = by_stage["align"]
-    res["align + self_train"] = by_stage["self_train"]
-    total = cfg.ADV_WARMUP.STOP_ITER + cfg.ALIGN.STOP_ITER
-    so_opts = base + ["SOURCE_ONLY.STOP_ITER", str(total), "SOURCE_ONLY.MAX_ITER", str(total)]
-    so_dir = os.path.join(out, "source_only")
-    so = run_stage(cfg_for(so_dir, seed, so_opts), "source_only", so_dir)
-    res["source_only"] = so["metrics"]
-    # the source-only model on a held-out source set (another toy seed): the source-domain reference
-    held = os.path.join(out_root, "heldout_source")
-    hcfg = cfg_for(os.path.join(out, "source_eval"), seed, base + [
-        "DATASETS.DATA_DIR", held, "DATASETS.TOY.SEED", "1000", "DATASETS.TOY.NUM_TARGET_TRAIN", "1",
-        "DATASETS.TOY.NUM_TARGET_VAL", "1", "DATASETS.TEST", "gta5_train", "MODEL.WEIGHTS",
-        so["outputs"]["checkpoint"]])
-    prepare_data(hcfg)
-    res["source_only on source (held-out)"] = _evaluate(hcfg)
-    oracle_dir = os.path.join(out, "oracle")
-    oracle = run_stage(cfg_for(oracle_dir, seed, so_opts + ["DATASETS.SOURCE", "cityscapes_train",
-                                                             "INPUT.SOURCE_JITTER", "False"]),
-                       "source_only", oracle_dir)
-    res["oracle (target labels)"] = oracle["metrics"]
-    if ablations:
-        handed = json.load(open(os.path.join(out, "spcl", "3_align", "manifest.json")))["inputs"]
-        run = os.path.join(out, "spcl")  # manifests hold paths relative to the run folder
-        inputs = ["MODEL.WEIGHTS", os.path.join(run, handed["checkpoint"]), "PROTOTYPE.PATH",
-                  os.path.join(run, handed["prototypes"]), "DATASETS.PSEUDO_DIR", os.path.join(run, handed["pseudo_dir"])]
-        for name, opts in (("align, λ = 0 (no contrastive)", ["LOSS.CONTRAST.WEIGHT", "0.0"]),
-                           ("align, τ = 0.1", ["LOSS.CONTRAST.TEMPERATURE", "0.1"])):
-            d = os.path.join(out, name.split(",")[1].strip().split(" ")[0].replace("λ", "lambda").replace("τ", "tau"))
-            res[name] = run_stage(cfg_for(d, seed, base + inputs + opts), "align", d)["metrics"]
-    return res
+def heldout_opts(out_root: str) -> list[str]:
+    """Held-out source images (another toy seed) as the test set: the source-domain reference."""
+    return ["DATASETS.DATA_DIR", os.path.join(out_root, "heldout_source"), "DATASETS.TOY.SEED", "1000",
+            "DATASETS.TOY.NUM_TARGET_TRAIN", "1", "DATASETS.TOY.NUM_TARGET_VAL", "1", "DATASETS.TEST", "gta5_train"]
 
 
-def _evaluate(cfg) -> dict:
-    m = evaluate_checkpoint(cfg, cfg.MODEL.WEIGHTS)
-    return {k: m[k] for k in ("mIoU", "mAcc", "aAcc", "IoU")}
+def _grad_shares(folder: str) -> dict:
+    """Mean over the run of the logged gradient ratios ‖∂λL_cl/∂F‖ / ‖∂L_seg/∂F‖ and losses."""
+    rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.json"))]
+    out = {}
+    for key in ("grad_ratio_src", "grad_ratio_tgt", "loss_cl_src", "loss_cl_tgt"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[key] = sum(values) / len(values)
+            out[key + "_last"] = values[-1]
+    return out
 
 
+# ------------------------------------------------------------------------------------------- tables
 def mean_std(values):
-    vals = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return float("nan"), float("nan")
     m = sum(vals) / len(vals)
@@ -122,57 +146,165 @@ def mean_std(values):
     return m, s
 
 
-ORDER = ["source_only", "adv_warmup", "align (SPCL)", "align + self_train", "align, λ = 0 (no contrastive)",
-         "align, τ = 0.1", "oracle (target labels)", "source_only on source (held-out)"]
+CONTRIBUTIONS = [  # (row, method, compared with)
+    ("source-only", "source_only", None),
+    ("warm-up", "adv_warmup", "source_only"),
+    ("align, λ = 0", "align λ=0", "adv_warmup"),
+    ("align (SPCL)", "align", "align λ=0"),
+    ("self-train", "self_train", "align"),
+    ("oracle (target labels)", "oracle", None),
+    ("source domain (held-out source)", "source_domain", None),
+]
 
 
-def table(results: dict) -> tuple[str, dict]:
-    """Markdown tables (summary and per class) and the aggregated numbers."""
-    methods = [m for m in ORDER if any(m in r for r in results.values())]
-    agg = {}
-    for m in methods:
-        runs = [results[s][m] for s in results if m in results[s]]
-        agg[m] = {"mIoU": mean_std([r["mIoU"] for r in runs]),
-                  "IoU": [mean_std([r["IoU"][k] for r in runs])[0] for k in range(19)]}
+def _miou(results, seed, method):
+    r = results[seed].get(method)
+    return None if r is None else r["mIoU"]
+
+
+def contribution_table(results: dict) -> tuple[str, dict]:
     seeds = list(results)
-    lines = [f"| method | target val mIoU (mean ± std over seeds {', '.join(map(str, seeds))}) | per seed |",
-             "|---|---|---|"]
-    for m in methods:
-        mu, sd = agg[m]["mIoU"]
-        per = ", ".join(f"{results[s][m]['mIoU']:.1f}" if m in results[s] else "–" for s in seeds)
-        lines.append(f"| {m} | {mu:.1f} ± {sd:.1f} | {per} |")
-    present = [k for k in range(19) if any(not math.isnan(agg[m]["IoU"][k]) for m in methods)]
-    lines += ["", "| method | " + " | ".join(CLASSES_19[k] for k in present) + " |",
-              "|---|" + "---|" * len(present)]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(f"{agg[m]['IoU'][k]:.0f}" for k in present) + " |")
+    lines = [f"| stage | target val mIoU, mean ± std (seeds {', '.join(map(str, seeds))}) | per seed | "
+             "vs | paired difference, mean ± std | per seed |", "|---|---|---|---|---|---|"]
+    agg = {}
+    for row, method, ref in CONTRIBUTIONS:
+        vals = [_miou(results, s, method) for s in seeds]
+        m, sd = mean_std(vals)
+        per = ", ".join("–" if v is None else f"{v:.1f}" for v in vals)
+        agg[method] = {"mean": m, "std": sd, "per_seed": vals}
+        diff_txt = ["", "", ""]
+        if ref:
+            diffs = [None if a is None or b is None else a - b
+                     for a, b in zip(vals, [_miou(results, s, ref) for s in seeds])]
+            dm, dsd = mean_std(diffs)
+            agg[method]["vs"] = {"method": ref, "mean": dm, "std": dsd, "per_seed": diffs}
+            ref_row = next(r for r, mm, _ in CONTRIBUTIONS if mm == ref)
+            diff_txt = [ref_row, f"{dm:+.1f} ± {dsd:.1f}", ", ".join("–" if d is None else f"{d:+.1f}" for d in diffs)]
+        lines.append(f"| {row} | {m:.1f} ± {sd:.1f} | {per} | " + " | ".join(diff_txt) + " |")
     return "\n".join(lines), agg
 
 
+def targets_table(results: dict) -> tuple[str, dict]:
+    seeds = list(results)
+
+    def paired(a, b):
+        return [None if _miou(results, s, a) is None or _miou(results, s, b) is None
+                else _miou(results, s, a) - _miou(results, s, b) for s in seeds]
+
+    checks = [("source domain ≥ 60", [_miou(results, s, "source_domain") for s in seeds], 60.0),
+              ("oracle ≥ 50", [_miou(results, s, "oracle") for s in seeds], 50.0),
+              ("oracle − source-only ≥ 15", paired("oracle", "source_only"), 15.0),
+              ("self-train − source-only ≥ 8", paired("self_train", "source_only"), 8.0),
+              ("align − source-only ≥ 3", paired("align", "source_only"), 3.0),
+              ("self-train − align ≥ 2", paired("self_train", "align"), 2.0)]
+    lines = ["| target | mean | per seed | met |", "|---|---|---|---|"]
+    out = {}
+    for name, vals, bound in checks:
+        m, _ = mean_std(vals)
+        met = (not math.isnan(m)) and m >= bound
+        out[name] = {"mean": m, "per_seed": vals, "met": met}
+        lines.append(f"| {name} | {m:.1f} | {', '.join('–' if v is None else f'{v:.1f}' for v in vals)} | "
+                     f"{'yes' if met else '**no**'} |")
+    return "\n".join(lines), out
+
+
+def sweep_table(results: dict) -> str:
+    seeds = list(results)
+    names = ["align λ=0"] + [f"align τ={t:g}{u}" for t in TAUS for u in ("", " unit")]
+    if not any(n in results[s] for s in seeds for n in names[1:]):
+        return ""
+    lines = ["| align variant | mIoU mean ± std | vs λ = 0, paired | per seed | grad ratio src / tgt (mean) | "
+             "L_cl src, last |", "|---|---|---|---|---|---|"]
+    for n in names:
+        vals = [results[s][n]["mIoU"] if n in results[s] else None for s in seeds]
+        m, sd = mean_std(vals)
+        diffs = [None if v is None or "align λ=0" not in results[s] else v - results[s]["align λ=0"]["mIoU"]
+                 for v, s in zip(vals, seeds)]
+        dm, dsd = mean_std(diffs)
+        gs = mean_std([results[s][n].get("grad_ratio_src") for s in seeds if n in results[s]])[0]
+        gt = mean_std([results[s][n].get("grad_ratio_tgt") for s in seeds if n in results[s]])[0]
+        lc = mean_std([results[s][n].get("loss_cl_src_last") for s in seeds if n in results[s]])[0]
+        lines.append(f"| {n} | {m:.1f} ± {sd:.1f} | {dm:+.1f} ± {dsd:.1f} | "
+                     f"{', '.join('–' if d is None else f'{d:+.1f}' for d in diffs)} | {gs:.3g} / {gt:.3g} | {lc:.3f} |")
+    return "\n".join(lines)
+
+
+def class_table(results: dict) -> str:
+    from spcl.data.labels import CLASSES_19
+
+    seeds = list(results)
+    methods = ["source_only", "adv_warmup", "align λ=0", "align", "self_train", "oracle", "source_domain"]
+    lines = ["| method | " + " | ".join(CLASSES_19) + " |", "|---|" + "---|" * len(CLASSES_19)]
+    for m in methods:
+        runs = [results[s][m] for s in seeds if m in results[s] and "IoU" in results[s][m]]
+        if runs:
+            iou = [mean_std([r["IoU"][k] for r in runs])[0] for k in range(len(CLASSES_19))]
+            lines.append(f"| {m} | " + " | ".join("–" if math.isnan(v) else f"{v:.0f}" for v in iou) + " |")
+    return "\n".join(lines)
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.strip().splitlines()[1:]))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--ablations", action="store_true", help="also align with λ = 0 and with τ = 0.1")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (a handful of iterations)")
+    parser.add_argument("--sweep", action="store_true", help="also align at τ ∈ {100,10,1,0.1} × unit prototypes")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (a handful of iterations)")
+    parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "toy_bench"))
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
     args = parser.parse_args()
-    setup_logger()
-    base = quick_opts(args.quick)
+    from spcl.utils.logger import setup_logger
+
+    base = list(QUICK) + ["DATASETS.DATA_DIR", os.path.join(args.output + "_quick", "data")] if args.quick else []
     out_root = args.output + ("_quick" if args.quick else "")
+    if args.seed_worker is not None:  # one seed in this process
+        import torch
+        torch.set_num_threads(1)
+        setup_logger()
+        run_seed(args.seed_worker, out_root, base, args.sweep)
+        return
     t0 = time.time()
-    results = {s: run_seed(s, out_root, base, args.ablations) for s in args.seeds}
-    md, agg = table(results)
+    from make_toy import prepare_toy_data  # the datasets, once, before the seed processes share them
+    prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base))
+    prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base + heldout_opts(out_root)))
+    todo = list(args.seeds)
+    running = []
+    while todo or running:
+        while todo and len(running) < max(1, args.jobs):
+            seed = todo.pop(0)
+            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output]
+            cmd += ["--sweep"] if args.sweep else []
+            cmd += ["--quick"] if args.quick else []
+            os.makedirs(out_root, exist_ok=True)
+            log = open(os.path.join(out_root, f"seed{seed}.log"), "a")
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+        for seed, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((seed, proc))
+                if proc.returncode:
+                    raise SystemExit(f"seed {seed} failed: see {os.path.join(out_root, f'seed{seed}.log')}")
+        time.sleep(2)
+    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "results.json"))) for s in args.seeds}
+    contrib, agg = contribution_table(results)
+    targets, met = targets_table(results)
+    sweep = sweep_table(results)
+    classes = class_table(results)
     minutes = (time.time() - t0) / 60
+    command = "python benchmarks/toy_adaptation.py " + " ".join(sys.argv[1:])
+    md = "\n\n".join(x for x in [contrib, targets, sweep, classes] if x)
     print(md)
     print(f"\n{len(args.seeds)} seeds in {minutes:.1f} min")
     if not args.quick:
         os.makedirs(args.results, exist_ok=True)
         with open(os.path.join(args.results, "toy_adaptation.json"), "w") as f:
-            json.dump({"seeds": args.seeds, "minutes": minutes, "results": results, "aggregate": agg,
-                       "command": " ".join(sys.argv)}, f, indent=1, default=str)
+            json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "results": results,
+                       "contributions": agg, "targets": met}, f, indent=1, default=str)
         with open(os.path.join(args.results, "toy_adaptation.md"), "w") as f:
-            f.write(md + f"\n\n`python {' '.join(sys.argv)}`, {minutes:.1f} min on this machine.\n")
+            f.write(md + f"\n\n`{command}`: {minutes:.1f} min wall on this 2-core CPU ({args.jobs} seed(s) at a "
+                         "time, one torch thread each).\n")
 
 
 if __name__ == "__main__":
