@@ -1,6 +1,7 @@
 """The paper's analyses from checkpoints (docs/method.md "Analyses"): Class Center Distance, t-SNE of pixel features, qualitative panels.
 
-    python tools/analyze.py ccd    --config F --checkpoint C [C2 …] --output DIR [--num-images N] [KEY VALUE …]
+    python tools/analyze.py ccd    --config F --checkpoint C [C2 …] --output DIR [--num-images N] [--min-pixels P]
+                                   [KEY VALUE …]
     python tools/analyze.py tsne   --config F --checkpoint C [C2 …] --output DIR [--num-images N]
                                    [--per-class M] [--method tsne|pca] [--projector] [KEY VALUE …]
     python tools/analyze.py panels --config F --checkpoint C [C2 …] --output DIR [--num-panels K] [KEY VALUE …]
@@ -9,9 +10,11 @@ Images: N source (DATASETS.SOURCE) and N target (DATASETS.TEST, or --target-data
 labels, a seeded random subset (default 1,000 each; all when a set is smaller). Features: the
 encoder output at stride 8, L2-normalised per pixel (the prototype space, paper Sec. 3.2), labels
 nearest-downsampled to it. Outputs in DIR: `ccd.json` + `ccd.png` (+ the table in the log),
-`tsne.png` + `tsne.npz` (+ `projector/` for TensorBoard), `panels.png`. Several checkpoints are
-compared side by side. `KEY VALUE` overrides go last (after `--` if in doubt). Plots need the
-`analysis` extra: pip install -e ".[analysis]".
+`tsne.png` + `tsne.npz` (`pca.png` + `pca.npz` when the embedding is PCA: --method pca or no
+scikit-learn) (+ `projector/` for TensorBoard), `panels.png`. ccd leaves out classes seen on fewer
+than --min-pixels feature pixels in a set (null in ccd.json, "too few pixels" in the figure and
+table). Several checkpoints are compared side by side. `KEY VALUE` overrides go last (after `--` if
+in doubt). Plots need the `analysis` extra: pip install -e ".[analysis]".
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     sub = parser.add_subparsers(dest="command", required=True, metavar="{ccd,tsne,panels}")
     helps = {"ccd": "Class Center Distance per class (paper App. D / Fig. 5) → ccd.json, ccd.png",
-             "tsne": "t-SNE of a class-balanced sample of pixel features (Fig. 4) → tsne.png",
+             "tsne": "t-SNE of a class-balanced sample of pixel features (Fig. 4) → tsne.png (pca.png for PCA)",
              "panels": "image | ground truth | predictions for K target images (Fig. 3) → panels.png"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
@@ -52,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "target images to pick the panels from, evenly spaced (default 1000; ≤0 = all)")
         p.add_argument("--target-dataset", default="", metavar="NAME",
                        help="labelled target set (default DATASETS.TEST; e.g. cityscapes_train)")
+        if name == "ccd":
+            p.add_argument("--min-pixels", type=int, default=50, metavar="P",
+                           help="classes with fewer feature pixels (stride 8) in a set get no CCD in that set: "
+                                "null in ccd.json, 'too few pixels' in the figure, 'few' in the table (default 50)")
         if name == "tsne":
             p.add_argument("--per-class", type=int, default=100, metavar="M",
                            help="pixels sampled per class and domain (default 100)")
@@ -114,7 +121,7 @@ def _finite_or_none(values) -> list:
 
 def run_ccd(args, cfg, ctx) -> None:
     from spcl.analysis import DOMAINS, analysis_dataset, analysis_loader, collect_feature_stats, domain_ccd
-    from spcl.analysis.ccd import CCD_SETS, format_ccd_table, nanmean
+    from spcl.analysis.ccd import CCD_SETS, format_ccd_table, nanmean, too_few_pixels
     from spcl.analysis.plots import ccd_bar_chart
     from spcl.utils import comm
     from spcl.utils.io import atomic_write_json
@@ -122,23 +129,27 @@ def run_ccd(args, cfg, ctx) -> None:
     K, names, tail = ctx["num_classes"], ctx["class_names"], ctx["tail"]
     loaders = {d: analysis_loader(cfg, analysis_dataset(cfg, d, args.target_dataset if d == "target" else ""),
                                   args.num_images, cfg.SEED) for d in DOMAINS}
-    results, records = [], []
+    min_pixels = max(1, args.min_pixels)
+    results, records, few = [], [], []
     for path, label in zip(args.checkpoint, ctx["labels"]):
         model, iteration = _load_model(cfg, path, ctx["device"])
         stats = {d: collect_feature_stats(model, progress(loaders[d], f"{label}: {d}"), K, ctx["device"],
                                           ctx["amp"]) for d in DOMAINS}
         del model
-        ccd = domain_ccd(stats["source"], stats["target"])
+        ccd = domain_ccd(stats["source"], stats["target"], min_pixels)
         results.append((label, ccd))
+        few.append(too_few_pixels(stats["source"], stats["target"], min_pixels))
         records.append({
             "checkpoint": os.path.abspath(path), "label": label, "iteration": iteration,
             "ccd": {s: _finite_or_none(ccd[s].tolist()) for s in CCD_SETS},
             "mean": {s: nanmean(ccd[s].tolist()) for s in CCD_SETS},
             "mean_tail": {s: nanmean(ccd[s].tolist(), tail) for s in CCD_SETS},
             "pixels": {d: [int(c) for c in stats[d].counts.tolist()] for d in DOMAINS},
+            "too_few_pixels": {s: [names[k] for k in range(K) if bool(few[-1][s][k])] for s in CCD_SETS},
         })
-    logger.info("Class Center Distance (%s):\n%s", ", ".join(f"{d} {len(loaders[d].dataset)} images"
-                                                           for d in DOMAINS), format_ccd_table(results, names, tail))
+    images = ", ".join(f"{d} {len(loaders[d].dataset)} images" for d in DOMAINS)
+    logger.info("Class Center Distance (%s):\n%s", images,
+                format_ccd_table(results, names, tail, too_few=few, min_pixels=min_pixels))
     if comm.is_main_process():
         atomic_write_json({
             "class_names": list(names), "tail_classes": [names[k] for k in tail],
@@ -146,9 +157,12 @@ def run_ccd(args, cfg, ctx) -> None:
             "num_images": {d: len(loaders[d].dataset) for d in DOMAINS},
             "features": "encoder output at stride 8, L2-normalised per pixel; labels nearest-downsampled",
             "definition": "CCD_k = mean over present j != k of [mean_{x in class k} ||x - p_k||^2] / ||p_k - p_j||^2; "
-                          "p = class mean of the set's features; null = class without pixels",
+                          "p = class mean of the set's features; a class is present in a set with at least "
+                          "min_pixels pixels; null = class absent (no pixels, or fewer than min_pixels: listed "
+                          "in too_few_pixels)",
+            "min_pixels": min_pixels,
             "checkpoints": records}, os.path.join(ctx["out"], "ccd.json"))
-        ccd_bar_chart(os.path.join(ctx["out"], "ccd.png"), results, names, tail)
+        ccd_bar_chart(os.path.join(ctx["out"], "ccd.png"), results, names, tail, too_few=few, min_pixels=min_pixels)
 
 
 def run_tsne(args, cfg, ctx) -> None:
@@ -162,7 +176,7 @@ def run_tsne(args, cfg, ctx) -> None:
     K, names = ctx["num_classes"], ctx["class_names"]
     loaders = {d: analysis_loader(cfg, analysis_dataset(cfg, d, args.target_dataset if d == "target" else ""),
                                   args.num_images, cfg.SEED, shard=False) for d in DOMAINS}
-    panels, arrays = [], {}
+    panels, arrays, methods = [], {}, set()
     for i, (path, label) in enumerate(zip(args.checkpoint, ctx["labels"])):
         model, iteration = _load_model(cfg, path, ctx["device"])
         sample = ClassBalancedPixelSample(K, args.per_class, DOMAINS, seed=cfg.SEED)
@@ -173,6 +187,7 @@ def run_tsne(args, cfg, ctx) -> None:
         del model
         feats, classes, domains = sample.result()
         coords, used = embed_2d(feats, args.method, seed=cfg.SEED, perplexity=args.perplexity)
+        methods.add(used)
         logger.info("%s: %d pixels (%s) embedded with %s", label, len(feats),
                     ", ".join(f"{d} {int((domains == j).sum())}" for j, d in enumerate(DOMAINS)), used)
         if args.projector:
@@ -180,12 +195,25 @@ def run_tsne(args, cfg, ctx) -> None:
                              tag=label, global_step=max(iteration, 0))
         panels.append((f"{label} ({'t-SNE' if used == 'tsne' else 'PCA'})", coords, classes.numpy(), domains.numpy()))
         arrays.update({f"coords_{i}": coords, f"classes_{i}": classes.numpy(), f"domains_{i}": domains.numpy()})
-    np.savez(os.path.join(ctx["out"], "tsne.npz"), labels=np.array(ctx["labels"]), class_names=np.array(names),
-             domain_names=np.array(DOMAINS), **arrays)
-    embedding_scatter(os.path.join(ctx["out"], "tsne.png"), panels, names, palette(K), DOMAINS)
+    stem = embedding_file_stem(methods)
+    np.savez(os.path.join(ctx["out"], f"{stem}.npz"), labels=np.array(ctx["labels"]), class_names=np.array(names),
+             domain_names=np.array(DOMAINS), methods=np.array(sorted(methods)), **arrays)
+    figure = os.path.join(ctx["out"], f"{stem}.png")
+    embedding_scatter(figure, panels, names, palette(K), DOMAINS)
+    if stem == "pca":
+        why = "--method pca" if args.method == "pca" else "scikit-learn is missing or too few points for t-SNE"
+        logger.warning("the embedding is PCA, not t-SNE (%s): saved as %s (and %s.npz), not tsne.png", why,
+                       figure, os.path.join(ctx["out"], stem))
+    else:
+        logger.info("embedding (%s) saved as %s", " and ".join(sorted(methods)), figure)
     if args.projector:
         logger.info("projector data in %s (tensorboard --logdir %s)", os.path.join(ctx["out"], "projector"),
                     os.path.join(ctx["out"], "projector"))
+
+
+def embedding_file_stem(methods) -> str:
+    """File name (without extension) of the embedding outputs: `pca` when every panel is PCA, else `tsne`."""
+    return "pca" if set(methods) == {"pca"} else "tsne"
 
 
 def run_panels(args, cfg, ctx) -> None:

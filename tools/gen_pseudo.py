@@ -25,9 +25,85 @@ def main(argv=None):
     args.opts = list(args.opts) + ["MODEL.WEIGHTS", args.checkpoint]
     cfg = setup(args, output_dir_override=args.output)
     from spcl.engine import run_stage
+    from spcl.utils import comm
 
     result = run_stage(cfg, "prototypes" if args.prototypes else "pseudo_labels", args.output)
-    print(result["outputs"])
+    if comm.is_main_process():
+        print(format_prototypes(result) if args.prototypes else format_pseudo_labels(result))
+    return 0
+
+
+def _percent(x) -> str:
+    return "-" if x is None or x != x else f"{100 * x:5.1f}%"
+
+
+def format_pseudo_labels(result: dict) -> str:
+    """What the pseudo_labels stage wrote, readable: where the labels are, the share of target pixels
+    kept, their quality when the target set has ground truth, and a per-class table (threshold, share
+    of the pixels predicted as the class that were kept, IoU of the kept pixels)."""
+    import json
+
+    from spcl.data.labels import class_names
+
+    label_dir = result["outputs"]["pseudo_dir"]
+    path = os.path.join(label_dir, "thresholds.json")
+    with open(path) as f:
+        summary = json.load(f)
+    thresholds = summary["thresholds"]
+    K = len(thresholds)
+    names = summary.get("class_names") or (list(class_names(K)) if K in (16, 19) else [str(k) for k in range(K)])
+    kept = summary.get("kept_fraction_per_class") or [None] * K
+    quality = summary.get("quality_on_kept_pixels")
+    lines = [f"pseudo labels: {int(summary['num_images'])} label PNGs in {label_dir}",
+             f"  thresholds and kept shares: {path}",
+             f"  kept: {_percent(summary['kept_fraction']).strip()} of the target pixels "
+             f"(255 = ignored below the class threshold; threshold cap {summary.get('cap')})"]
+    if quality:
+        lines.append(f"  quality of the kept pixels against the target ground truth: mIoU {quality['mIoU']:.2f}, "
+                     f"pixel accuracy {quality['aAcc']:.2f}")
+    else:
+        lines.append("  quality: not measured (the target training set has no ground truth)")
+    header = f"  {'class':<14}{'threshold':>10}{'kept':>9}" + (f"{'IoU kept':>10}" if quality else "")
+    lines.append(header)
+    for k in range(K):
+        row = f"  {names[k]:<14}{thresholds[k]:>10.3f}{_percent(kept[k]):>9}"
+        if quality:
+            iou = quality["IoU"][k]
+            row += f"{'-' if iou is None or iou != iou else f'{iou:.2f}':>10}"
+        lines.append(row)
+    lines.append("  (kept = share of the pixels predicted as the class whose confidence passed its threshold)")
+    return "\n".join(lines)
+
+
+def format_prototypes(result: dict) -> str:
+    """What the prototypes stage wrote, readable: the file, classes seen (and the ones never seen),
+    pixels per class and the mean prototype norm."""
+    m = result["metrics"]
+    path = result["outputs"]["prototypes"]
+    unit = "images" if "images_per_class_min" in m else "pixels"
+    lines = [f"prototypes: {path}"]
+    seen = m.get("classes_seen")
+    try:
+        import torch
+
+        from spcl.data.labels import class_names
+
+        counts = torch.load(path, map_location="cpu", weights_only=False)["counts"].tolist()
+        K = len(counts)
+        names = list(class_names(K)) if K in (16, 19) else [str(k) for k in range(K)]
+        lines.append(f"  classes seen: {seen} of {K}")
+        absent = [names[k] for k, c in enumerate(counts) if c == 0]
+        if absent:
+            lines.append(f"  never seen (zero prototype): {', '.join(absent)}")
+    except (OSError, KeyError, RuntimeError):
+        lines.append(f"  classes seen: {seen}")
+    if f"{unit}_per_class_min" in m:
+        lines.append(f"  {unit} per seen class: min {m[f'{unit}_per_class_min']}, "
+                     f"median {m[f'{unit}_per_class_median']:g}")
+    if "mean_prototype_norm" in m:
+        lines.append(f"  mean prototype norm: {m['mean_prototype_norm']:.4f} (1 = all features of a class point "
+                     "the same way)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -53,14 +53,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+PREVIEW_COLUMNS = ("source image", "source label", "target image", "target label")
+
+
 def save_preview(root: Path, out: Path, rows: int = 6) -> None:
-    """Saves a side-by-side grid of source and target train images with coloured labels.
+    """Saves a side-by-side grid of source and target train images with coloured labels, with a
+    header row naming the columns (PREVIEW_COLUMNS) and the class-colour legend underneath (PIL only).
 
     Args:
         root: a folder written by `generate_toy_dataset`.
         out: PNG path of the preview.
         rows: number of image pairs shown (at most the number of images of either domain).
     """
+    from PIL import ImageDraw
+
+    from spcl.analysis.panels import HEADER, draw_class_legend, label_font, legend_height
+
     lut = labelid_to_trainid_lut(19)
     src = sorted((root / "gta5" / gta5.IMAGE_DIR).glob("*.png"))
     tgt = sorted((root / "cityscapes" / cs.IMAGE_DIR / "train").glob("*/*" + cs.IMAGE_SUFFIX))
@@ -78,8 +86,23 @@ def save_preview(root: Path, out: Path, rows: int = 6) -> None:
     if not lines:
         raise ValueError(f"no source/target image pairs under {root} to preview")
     grid = np.concatenate(lines[:-1], axis=0)
+    tile_w = tiles[0].shape[1]
     scale = 2 if grid.shape[1] < 800 else 1
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(out)
+    bare = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    width = bare.width
+    extra = [("ignored (255)", (0, 0, 0))]
+    canvas = Image.new("RGB", (width, HEADER + bare.height + legend_height(width, 19 + len(extra))),
+                       (255, 255, 255))
+    canvas.paste(bare, (0, HEADER))
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(PREVIEW_COLUMNS):
+        x, cell = c * (tile_w + 4) * scale, tile_w * scale
+        font = label_font()
+        if draw.textlength(title, font=font) > cell - 4:  # narrow tiles: a smaller font
+            font = label_font(9)
+        draw.text((x + 2, 4), title, fill=(0, 0, 0), font=font)
+    draw_class_legend(draw, 0, HEADER + bare.height + 4, width, 19, extra=extra)
+    canvas.save(out)
 
 
 def prepare_toy_data(cfg) -> None:

@@ -4,7 +4,8 @@
 
 Reads every label file of DATASETS.SOURCE once (progress bar) and writes
 `{"num_classes": K, "dataset": name, "files": {image file name: [train labels present]}}` to
-DATASETS.CLASS_INDEX (default `<DATA_DIR>/<source>_class_index.json`).
+DATASETS.CLASS_INDEX (default `<DATA_DIR>/<source>_class_index.json`). It logs to the console only:
+it is not a training run and writes nothing into OUTPUT_DIR.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def main(argv=None):
     parser.add_argument("--output", default="", help="index file (default: DATASETS.CLASS_INDEX or its default)")
     args = parser.parse_args(argv)
     cfg = setup(args)
+    from spcl.utils.logger import setup_logger
+
+    setup_logger("")  # console only: no log.txt in OUTPUT_DIR (a training run's folder)
     from spcl.data import build_dataset
     from spcl.data.build import class_index_path
     from spcl.data.class_index import write_class_index

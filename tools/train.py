@@ -16,7 +16,7 @@ the new config beside the old one).
 Start afresh: use a new OUTPUT_DIR (e.g. `OUTPUT_DIR output/run2`), or delete the run folder, or
 delete one stage folder (`OUTPUT_DIR/<i>_<stage>`) to rerun that stage and the ones after it.
 
-Flags go before the KEY VALUE overrides. Results: OUTPUT_DIR/summary.json, pipeline_log.txt, and a
+Flags go before the KEY VALUE overrides. Results: OUTPUT_DIR/summary.json, log.txt (the whole run), and a
 folder per stage with config.yaml, log.txt, metrics.json, tb/ (TensorBoard) and checkpoints/.
 """
 from __future__ import annotations

@@ -46,11 +46,28 @@ def panel_inputs(dataset, indices: Sequence[int]) -> tuple[list[np.ndarray], lis
     return images, labels
 
 
-def _font(size: int = 13):
+def label_font(size: int = 13):
+    """PIL's default font (scalable on Pillow ≥ 10.1, the fixed bitmap font before)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed bitmap font
         return ImageFont.load_default()
+
+
+
+def draw_class_legend(draw: "ImageDraw.ImageDraw", x0: int, y0: int, width: int, num_classes: int,
+                      font=None, extra: Sequence[tuple[str, tuple[int, int, int]]] = ()) -> None:
+    """Draw the class legend (swatch in the class colour + name, LEGEND_ENTRY per entry, row-major)
+    into a canvas from (x0, y0), `width` pixels wide, followed by the `extra` (name, colour) entries;
+    it takes `legend_height(width, K + len(extra))` pixels."""
+    font = font or label_font()
+    per_row = max(1, (width - PAD) // LEGEND_ENTRY[0])
+    entries = list(zip(_class_names(num_classes), palette(num_classes))) + list(extra)
+    for k, (name, colour) in enumerate(entries):
+        x = x0 + PAD + (k % per_row) * LEGEND_ENTRY[0]
+        y = y0 + (k // per_row) * LEGEND_ENTRY[1]
+        draw.rectangle((x, y + 3, x + 12, y + 15), fill=tuple(int(v) for v in colour), outline=(0, 0, 0))
+        draw.text((x + 16, y + 2), name, fill=(0, 0, 0), font=font)
 
 
 def legend_height(width: int, num_classes: int) -> int:
@@ -89,7 +106,7 @@ def make_panel_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     size = panel_grid_size(len(images), cols, cell, num_classes if legend else 0)
     canvas = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font()
+    font = label_font()
     for c, title in enumerate(["image", "ground truth"] + list(titles)):
         x = PAD + c * (cell[0] + PAD)
         draw.text((x + 2, 4), str(title), fill=(0, 0, 0), font=font)
@@ -101,11 +118,5 @@ def make_panel_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
         for c, im in enumerate(cells):
             canvas.paste(im, (PAD + c * (cell[0] + PAD), y))
     if legend:
-        y0 = HEADER + len(images) * (cell[1] + PAD) + PAD
-        per_row = max(1, (size[0] - PAD) // LEGEND_ENTRY[0])
-        for k, (name, colour) in enumerate(zip(_class_names(num_classes), palette(num_classes))):
-            x = PAD + (k % per_row) * LEGEND_ENTRY[0]
-            y = y0 + (k // per_row) * LEGEND_ENTRY[1]
-            draw.rectangle((x, y + 3, x + 12, y + 15), fill=tuple(int(v) for v in colour), outline=(0, 0, 0))
-            draw.text((x + 16, y + 2), name, fill=(0, 0, 0), font=font)
+        draw_class_legend(draw, 0, HEADER + len(images) * (cell[1] + PAD) + PAD, size[0], num_classes, font)
     return canvas

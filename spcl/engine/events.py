@@ -1,16 +1,54 @@
-"""Training events: a `metrics.json` file of JSON lines and TensorBoard scalars (main process only)."""
+"""Training events: a `metrics.json` file of JSON lines and TensorBoard scalars (main process only).
+
+A list of numbers becomes one TensorBoard scalar per entry. Per-class lists are tagged with class
+names (`val/IoU/sign`, `pseudo_labels/thresholds/sign`): the names given to the writer when the list
+has that many entries, else the Cityscapes names of a 19- or 16-entry list (spcl.data.labels), else
+the index (`…/07`). `metrics.json` keeps the lists as they are (label order).
+"""
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+import re
+from typing import Optional, Sequence
+
+
+def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]] = None) -> list[str]:
+    """The TensorBoard tag suffix of each entry of a list logged under `key`: `key/<class name>` for a
+    per-class list (see the module doc), `key/<index>` otherwise."""
+    names: Optional[Sequence[str]] = None
+    if class_names is not None and len(class_names) == len(values):
+        names = class_names
+    elif len(values) in (16, 19):
+        from spcl.data.labels import class_names as cityscapes_names
+
+        names = cityscapes_names(len(values))
+    if names is None or len(set(names)) != len(names):
+        return [f"{key}/{i:02d}" for i in range(len(values))]
+    return [f"{key}/{_tag_safe(n)}" for n in names]
+
+
+def _tag_safe(name: str) -> str:
+    """A class name as one TensorBoard tag component (no '/', no spaces)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(name)) or "_"
 
 
 class EventWriter:
-    """Appends `{"iteration": it, "stage": …, **scalars}` lines to `metrics.json` and TensorBoard."""
+    """Appends `{"iteration": it, "stage": …, **scalars}` lines to `metrics.json` and TensorBoard.
 
-    def __init__(self, folder: str, stage: str, enabled: bool = True, tensorboard: bool = True):
+    Args:
+        folder: where `metrics.json` and `tb/` go.
+        stage: first component of every TensorBoard tag.
+        enabled: False on processes other than the main one (writes nothing).
+        tensorboard: also write TensorBoard events.
+        class_names: names of the per-class entries of list scalars (default: Cityscapes names for
+            lists of 19 or 16 entries).
+    """
+
+    def __init__(self, folder: str, stage: str, enabled: bool = True, tensorboard: bool = True,
+                 class_names: Optional[Sequence[str]] = None):
         self.folder, self.stage, self.enabled = folder, stage, enabled
+        self.class_names = list(class_names) if class_names is not None else None
         self.tb = None
         if enabled:
             os.makedirs(folder, exist_ok=True)
@@ -33,8 +71,8 @@ class EventWriter:
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(f"{self.stage}/{prefix}{k}", v, iteration)
                 elif isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
-                    for i, x in enumerate(v):
-                        self.tb.add_scalar(f"{self.stage}/{prefix}{k}/{i:02d}", x, iteration)
+                    for tag, x in zip(scalar_tags(k, v, self.class_names), v):
+                        self.tb.add_scalar(f"{self.stage}/{prefix}{tag}", x, iteration)
 
     def close(self, _: Optional[object] = None) -> None:
         if self.tb is not None:

@@ -143,7 +143,7 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     recorded = recorded_config(root)
     if recorded is not None:  # before anything is written: a rerun must not mix two configs
         check_drift(recorded, cfg, f"the run in {root}")
-    setup_logger(root, filename="pipeline_log.txt")
+    setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     if comm.is_main_process():
         write_run_info(cfg, root)
     handed: dict = {}
@@ -162,7 +162,7 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
         if done.get("oracle"):
             row["handoff"] = done["handoff"]
         summary.append(row)
-    setup_logger(root, filename="pipeline_log.txt")
+    setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     logger.info("pipeline finished:\n%s", format_summary(summary))
     if comm.is_main_process():
         atomic_write_json({"stages": summary, "outputs": handed}, os.path.join(root, "summary.json"))

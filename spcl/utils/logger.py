@@ -1,6 +1,12 @@
 """Logging set-up: the `spcl` logger to the console (main process) and to a file per output folder.
 
 Library code only calls `logging.getLogger("spcl")`; tools call `setup_logger` once.
+
+A pipeline run has two kinds of log file: the *run log* `OUTPUT_DIR/log.txt` (set with
+`run_log=True`), which receives every message of the run (the stage banners, every stage's own
+lines and the final summary), and one log per stage folder (`OUTPUT_DIR/<i>_<stage>/log.txt`),
+which receives that stage's lines only. Log files are opened on their first message, so a tool
+that logs nothing (or switches to another file first) leaves no empty `log.txt` behind.
 """
 from __future__ import annotations
 
@@ -13,17 +19,44 @@ from .comm import get_rank
 _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 
 
-def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.txt") -> logging.Logger:
+class _LazyFileHandler(logging.FileHandler):
+    """A FileHandler (append) that creates its folder and file on the first message only."""
+
+    def __init__(self, path: str, run_log: bool = False):
+        super().__init__(path, mode="a", delay=True)
+        self.run_log = run_log
+        self.run_root = os.path.dirname(os.path.abspath(path))
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+        return super()._open()
+
+
+def _inside(folder: str, root: str) -> bool:
+    folder, root = os.path.abspath(folder), os.path.abspath(root)
+    try:
+        return os.path.commonpath([folder, root]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.txt",
+                 run_log: bool = False) -> logging.Logger:
     """Configure `name`: INFO to stdout on rank 0, and to `output_dir/filename` (rank 0, appended).
 
     Calling it again with another folder replaces the file handler (one log per stage folder).
+    With `run_log=True` the file is the run's log: it replaces every file handler, and later calls
+    for folders inside `output_dir` (the stage folders) add their file beside it instead of
+    replacing it; a call for a folder outside `output_dir` (or with no folder) ends it.
     """
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     rank = get_rank()
     for h in list(logger.handlers):
-        if isinstance(h, logging.FileHandler) or rank != 0:
+        keep = (rank == 0 and not run_log and output_dir and getattr(h, "run_log", False)
+                and _inside(output_dir, h.run_root))
+        if (isinstance(h, logging.FileHandler) and not keep) or rank != 0:
             logger.removeHandler(h)
             h.close()
     fmt = logging.Formatter(_FORMAT, datefmt="%m/%d %H:%M:%S")
@@ -33,8 +66,9 @@ def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.
         ch._spcl_console = True  # type: ignore[attr-defined]
         logger.addHandler(ch)
     if output_dir and rank == 0:
-        os.makedirs(output_dir, exist_ok=True)
-        fh = logging.FileHandler(os.path.join(output_dir, filename))
-        fh.setFormatter(fmt)
-        logger.addHandler(fh)
+        path = os.path.abspath(os.path.join(output_dir, filename))
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
+            fh = _LazyFileHandler(path, run_log=run_log)
+            fh.setFormatter(fmt)
+            logger.addHandler(fh)
     return logger

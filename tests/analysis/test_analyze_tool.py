@@ -2,6 +2,7 @@
 each subcommand writes a readable PNG of the expected size (and ccd its JSON of K values)."""
 import importlib.util
 import json
+import logging
 import os
 import sys
 
@@ -56,7 +57,7 @@ def test_ccd_two_checkpoints(toy_root, checkpoints, tmp_path):
     pytest.importorskip("matplotlib")
     out = str(tmp_path / "ccd")
     load_tool().main(["ccd", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint", *checkpoints,
-                      "--output", out, "--num-images", "4", *overrides(toy_root)])
+                      "--output", out, "--num-images", "4", "--min-pixels", "3", *overrides(toy_root)])
     with open(os.path.join(out, "ccd.json")) as f:
         result = json.load(f)
     assert result["num_images"] == {"source": 4, "target": 4}
@@ -68,9 +69,13 @@ def test_ccd_two_checkpoints(toy_root, checkpoints, tmp_path):
             assert len(values) == 19
             seen = [v for v in values if v is not None]
             assert seen and all(v >= 0 for v in seen)
-        # a class has a value exactly when it has pixels (the toy images hold many classes)
+        # a class has a value exactly when it has at least --min-pixels pixels (the toy images hold many
+        # classes); the ones with 1-2 pixels are listed as too few
+        assert result["min_pixels"] == 3
         for d in ("source", "target"):
-            assert [v is not None for v in record["ccd"][d]] == [n > 0 for n in record["pixels"][d]]
+            assert [v is not None for v in record["ccd"][d]] == [n >= 3 for n in record["pixels"][d]]
+            assert record["too_few_pixels"][d] == [result["class_names"][k] for k, n in
+                                                   enumerate(record["pixels"][d]) if 0 < n < 3]
     from spcl.analysis.plots import ccd_figure_size
     assert png_size(os.path.join(out, "ccd.png")) == ccd_figure_size() == (1200, 900)
 
@@ -91,6 +96,45 @@ def test_tsne_with_projector(toy_root, checkpoints, tmp_path):
     assert data["coords_0"].shape == (len(classes), 2) and set(np.unique(domains)) == {0, 1}
     assert np.bincount(classes * 2 + domains).max() <= 8  # at most 8 pixels per class and domain
     assert os.path.isfile(os.path.join(out, "projector", "projector_config.pbtxt"))
+
+
+def test_ccd_min_pixels_masks_rare_classes(toy_root, checkpoints, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = str(tmp_path / "ccd")
+    load_tool().main(["ccd", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint", checkpoints[0],
+                      "--output", out, "--num-images", "4", "--min-pixels", "20", *overrides(toy_root)])
+    with open(os.path.join(out, "ccd.json")) as f:
+        record = json.load(f)["checkpoints"][0]
+    pixels = record["pixels"]["source"]
+    rare = [k for k, n in enumerate(pixels) if 0 < n < 20]
+    assert rare, pixels  # 4 images of 8×4 feature pixels: some classes are rare
+    assert all(record["ccd"]["source"][k] is None for k in rare)
+    assert all(record["ccd"]["source"][k] is not None for k, n in enumerate(pixels) if n >= 20)
+
+
+def test_pca_embedding_is_saved_as_pca_png(toy_root, checkpoints, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # no scikit-learn: the PCA fallback
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
+    out = str(tmp_path / "emb")
+    tool = load_tool()
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("spcl").addHandler(handler)
+    try:
+        tool.main(["tsne", "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint", checkpoints[0],
+                   "--num-images", "4", "--per-class", "8", "--output", out, *overrides(toy_root)])
+    finally:
+        logging.getLogger("spcl").removeHandler(handler)
+    assert any("PCA, not t-SNE" in m and "pca.png" in m for m in messages)  # and it says so
+    assert os.path.isfile(os.path.join(out, "pca.png")) and os.path.isfile(os.path.join(out, "pca.npz"))
+    assert not os.path.exists(os.path.join(out, "tsne.png")) and not os.path.exists(os.path.join(out, "tsne.npz"))
+    from spcl.analysis.plots import embedding_figure_size
+    assert png_size(os.path.join(out, "pca.png")) == embedding_figure_size(1)
+    assert list(np.load(os.path.join(out, "pca.npz"))["methods"]) == ["pca"]
+    assert tool.embedding_file_stem({"pca"}) == "pca" and tool.embedding_file_stem({"tsne"}) == "tsne"
+    assert tool.embedding_file_stem({"pca", "tsne"}) == "tsne"
 
 
 def test_panels(toy_root, checkpoints, tmp_path):

@@ -106,3 +106,70 @@ def test_domain_ccd_pools_both_domains_and_table_marks_tail():
     assert math.isnan(res["source"][2]) and not math.isnan(res["both"][2])
     table = format_ccd_table([("ckpt", res)], ["a", "b", "c"], tail=[2])
     assert "c*" in table and "a*" not in table and "mean tail*" in table
+
+
+def test_min_pixels_leaves_rare_classes_out_everywhere():
+    g = torch.Generator().manual_seed(4)
+    K = 4  # class 2 on 3 pixels only, class 3 absent
+    x = torch.randn(63, 8, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1] * 30 + [2] * 3)
+    x[y == 1] += 2.0
+    x[y == 2] -= 3.0
+    sums, sq, counts = stats_of(x, y, K)
+    plain = class_center_distance(sums, sq, counts)
+    assert not math.isnan(plain[2])  # without a minimum the 3-pixel class gets a value
+    masked = class_center_distance(sums, sq, counts, min_pixels=5)
+    assert math.isnan(masked[2]) and math.isnan(masked[3])
+    # and it is no longer one of the j of the others: as if its pixels were not there
+    keep = y != 2
+    ref = ccd_reference(x[keep], y[keep], K)
+    for k in (0, 1):
+        assert masked[k].item() == pytest.approx(ref[k], rel=1e-10)
+        assert masked[k].item() != pytest.approx(plain[k].item(), rel=1e-6)
+    assert torch.equal(class_center_distance(sums, sq, counts, min_pixels=3)[:3].isnan(),
+                       torch.tensor([False, False, False]))  # 3 pixels ≥ 3: kept
+
+
+def test_too_few_pixels_flags_and_table_marks_them():
+    from spcl.analysis.ccd import too_few_pixels
+
+    K = 3
+    src, tgt = FeatureStats.zeros(K, 2), FeatureStats.zeros(K, 2)
+    feat = normalize_features(torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(5)))
+    mask = torch.zeros(1, 4, 4, dtype=torch.long)
+    mask[0, 2:] = 1
+    mask[0, 0, 0] = 2  # class 2: one pixel in the source, none in the target
+    src.update(feat, mask)
+    tgt.update(feat, torch.where(mask == 2, torch.zeros_like(mask), mask))
+    few = too_few_pixels(src, tgt, 5)
+    assert few["source"].tolist() == [False, False, True]
+    assert few["target"].tolist() == [False, False, False]  # absent, not "too few"
+    assert few["both"].tolist() == [False, False, True]
+    res = domain_ccd(src, tgt, min_pixels=5)
+    assert math.isnan(res["source"][2]) and math.isnan(res["both"][2]) and not math.isnan(res["source"][0])
+    table = format_ccd_table([("ckpt", res)], ["a", "b", "c"], too_few=[few], min_pixels=5)
+    row_c = [ln for ln in table.splitlines() if ln.startswith("c ")][0].split()
+    assert row_c[1:] == ["few", "few", "-"]  # both, source: too few; target: no pixel
+    assert "few = fewer than 5 pixels" in table
+
+
+def test_ccd_chart_marks_too_few_pixels(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from spcl.analysis.plots import ccd_bar_chart
+
+    texts = []
+    original = Axes.text
+
+    def spy(self, x, y, s, *args, **kwargs):
+        texts.append((x, s))
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "text", spy)
+    nan = float("nan")
+    values = {"both": [1.0, nan, nan], "source": [1.0, nan, 2.0], "target": [1.0, 2.0, nan]}
+    few = {"both": [False, True, False], "source": [False, True, False], "target": [False, False, False]}
+    ccd_bar_chart(str(tmp_path / "ccd.png"), [("a", values)], ["x", "y", "z"], too_few=[few], min_pixels=50)
+    assert sorted(texts) == [(1, "too few\npixels (<50)"), (1, "too few\npixels (<50)")]  # class y, 2 sets
+    assert (tmp_path / "ccd.png").is_file()

@@ -151,5 +151,28 @@ def test_make_toy_cli(tmp_path, capsys):
     assert re.search(r"wrote .*toy", capsys.readouterr().out)
     assert (tmp_path / "toy/toy_manifest.json").is_file()
     assert Image.open(tmp_path / "preview.png").size[0] > 4 * 64
+    check_preview(tmp_path / "preview.png", rows=2, size=(64, 32))
     assert not make_toy.main(args)["generated"]
     assert "up to date" in capsys.readouterr().out
+
+
+def check_preview(path, rows: int, size: tuple):
+    """The preview has a header row with a title over each of the 4 columns, the bare grid, and a
+    class-colour legend under it (so it is taller than the bare grid)."""
+    from spcl.analysis.panels import HEADER
+    from spcl.data.labels import palette
+
+    px = np.asarray(Image.open(path).convert("RGB"))
+    w, h = size
+    scale = 2  # grids under 800 px wide are drawn at twice the size
+    bare_h = (rows * h + (rows - 1) * 4) * scale
+    assert px.shape[1] == (4 * w + 3 * 4) * scale
+    assert px.shape[0] > HEADER + bare_h
+    header = px[:HEADER]
+    for c in range(4):  # dark text pixels over each column
+        x0 = c * (w + 4) * scale
+        assert (header[:, x0: x0 + w * scale].sum(-1) < 200).any(), f"no title over column {c}"
+    legend = px[HEADER + bare_h:]
+    colours = {tuple(int(v) for v in p) for p in palette(19)}
+    found = {tuple(int(v) for v in p) for p in legend.reshape(-1, 3)} & colours
+    assert found == colours  # a swatch of every class colour

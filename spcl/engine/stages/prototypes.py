@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 
 from spcl.data import build_dataset, build_test_loader
+from spcl.data.labels import class_names
 from spcl.prototypes import compute_source_prototypes
 from spcl.utils import comm
 from spcl.utils.io import atomic_torch_save
 from spcl.utils.progress import progress
 
+from ..events import EventWriter
 from .offline import InferenceStage
 
 logger = logging.getLogger("spcl")
@@ -33,7 +36,44 @@ class PrototypesStage(InferenceStage):
             atomic_torch_save({"prototypes": result["prototypes"], "counts": result["counts"],
                                "init": cfg.PROTOTYPE.INIT, "source_mask": cfg.PROTOTYPE.SOURCE_MASK}, path)
         comm.synchronize()
-        absent = [i for i, c in enumerate(result["counts"].tolist()) if c == 0]
-        logger.info("prototypes of %d classes written to %s%s", len(result["counts"]), path,
-                    f" (classes {absent} never seen: zero prototypes)" if absent else "")
-        return {"outputs": {"prototypes": path}, "metrics": {"classes_seen": len(result["counts"]) - len(absent)}}
+        stats = prototype_stats(result["prototypes"], result["counts"], cfg.PROTOTYPE.INIT)
+        names = _names(len(result["counts"]))
+        absent = [names[i] for i, c in enumerate(result["counts"].tolist()) if c == 0]
+        unit = stats["count_unit"]
+        logger.info("prototypes of %d classes written to %s: %d/%d classes seen, %s per seen class min %d / "
+                    "median %g, mean prototype norm %.4f%s", len(result["counts"]), path, stats["classes_seen"],
+                    len(result["counts"]), unit, stats[f"{unit}_per_class_min"], stats[f"{unit}_per_class_median"],
+                    stats["mean_prototype_norm"],
+                    f" (never seen, zero prototypes: {', '.join(absent)})" if absent else "")
+        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
+        events.write(0, {k: v for k, v in stats.items() if k != "count_unit"})
+        events.close()
+        metrics = {k: v for k, v in stats.items() if k not in ("count_unit", f"{unit}_per_class")}
+        return {"outputs": {"prototypes": path}, "metrics": metrics}
+
+
+def _names(num_classes: int) -> list[str]:
+    try:
+        return list(class_names(num_classes))
+    except ValueError:
+        return [str(i) for i in range(num_classes)]
+
+
+def prototype_stats(prototypes, counts, init: str = "pixel_mean") -> dict:
+    """What the prototypes stage reports: classes seen, the per-class counts (pixels, or images for
+    PROTOTYPE.INIT image_mean) with their min and median over the seen classes, and the mean L2 norm
+    of the seen classes' prototypes (means of unit vectors: 1 when a class's features all point the
+    same way, smaller the more they spread)."""
+    unit = "images" if init == "image_mean" else "pixels"
+    counts = [float(c) for c in counts.tolist()]
+    seen = [i for i, c in enumerate(counts) if c > 0]
+    norms = prototypes.double().norm(dim=1).tolist()
+    seen_counts = [counts[i] for i in seen]
+    return {
+        "count_unit": unit,
+        "classes_seen": len(seen),
+        f"{unit}_per_class": [int(c) for c in counts],
+        f"{unit}_per_class_min": int(min(seen_counts)) if seen else 0,
+        f"{unit}_per_class_median": float(statistics.median(seen_counts)) if seen else 0.0,
+        "mean_prototype_norm": float(sum(norms[i] for i in seen) / len(seen)) if seen else 0.0,
+    }

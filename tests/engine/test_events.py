@@ -1,0 +1,258 @@
+"""What a run reports: TensorBoard tags named by class, the prototypes stage's statistics, the run's
+top-level log.txt, the readable summary of tools/gen_pseudo.py, and tools/prepare_data.py leaving
+a run folder alone."""
+import importlib.util
+import json
+import logging
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from spcl.data.labels import CLASSES_16, CLASSES_19
+from spcl.engine.events import EventWriter, scalar_tags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tb_scalars(folder):
+    """{tag: [values]} of the TensorBoard events under `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(folder, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture
+def restore_logger():
+    """setup_logger changes the `spcl` logger: put its handlers back afterwards."""
+    logger = logging.getLogger("spcl")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield logger
+    for h in list(logger.handlers):
+        if h not in saved[0]:
+            logger.removeHandler(h)
+            h.close()
+    for h in saved[0]:
+        if h not in logger.handlers:
+            logger.addHandler(h)
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+# --------------------------------------------------------------------------- TensorBoard tags
+def test_per_class_scalars_are_tagged_with_class_names(tmp_path):
+    pytest.importorskip("tensorboard")
+    ev = EventWriter(str(tmp_path), "align")
+    iou = [float(k) for k in range(19)]
+    ev.write(7, {"mIoU": 9.0, "IoU": iou}, prefix="val/")
+    ev.close()
+    tags = tb_scalars(str(tmp_path / "tb"))
+    assert tags["align/val/IoU/sign"] == [7.0]  # class 7 of 19
+    assert tags["align/val/IoU/road"] == [0.0] and tags["align/val/IoU/bicycle"] == [18.0]
+    assert tags["align/val/mIoU"] == [9.0]
+    assert not any(t.split("/")[-1].isdigit() for t in tags)  # no `val/IoU/07` any more
+    # metrics.json keeps the list as it was
+    record = json.loads(open(tmp_path / "metrics.json").read())
+    assert record["val/IoU"] == iou and record["iteration"] == 7
+
+
+def test_pseudo_label_thresholds_and_kept_shares_by_name_16_classes(tmp_path):
+    pytest.importorskip("tensorboard")
+    ev = EventWriter(str(tmp_path), "pseudo_labels")
+    ev.write(0, {"thresholds": [0.5] * 16, "kept_fraction_per_class": [0.25] * 16, "kept_fraction": 0.3})
+    ev.close()
+    tags = tb_scalars(str(tmp_path / "tb"))
+    for name in CLASSES_16:
+        assert tags[f"pseudo_labels/thresholds/{name}"] == [0.5]
+        assert tags[f"pseudo_labels/kept_fraction_per_class/{name}"] == [0.25]
+    assert "pseudo_labels/thresholds/terrain" not in tags  # not a SYNTHIA class: the 16 names, not the 19
+
+
+def test_explicit_names_and_index_fallback():
+    assert scalar_tags("IoU", [1, 2, 3], ["a", "b c", "d/e"]) == ["IoU/a", "IoU/b_c", "IoU/d_e"]
+    assert scalar_tags("IoU", [1, 2, 3]) == ["IoU/00", "IoU/01", "IoU/02"]  # no names for 3 entries
+    assert scalar_tags("IoU", [0] * 19) == [f"IoU/{n}" for n in CLASSES_19]
+    assert scalar_tags("x", [0] * 19, ["a"] * 4) == [f"x/{n}" for n in CLASSES_19]  # names of another length
+
+
+def test_mocked_summary_writer_gets_named_tags(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, *a, **k):
+            pass
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    import torch.utils.tensorboard as tb
+
+    monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
+    ev = EventWriter(str(tmp_path), "self_train", class_names=["sky", "car"])
+    ev.write(3, {"IoU": [10.0, 20.0]}, prefix="val/")
+    assert calls == [("self_train/val/IoU/sky", 10.0, 3), ("self_train/val/IoU/car", 20.0, 3)]
+
+
+# --------------------------------------------------------------------------- prototypes stage
+def test_prototype_stats_values():
+    from spcl.engine.stages.prototypes import prototype_stats
+
+    protos = torch.zeros(4, 3)
+    protos[0] = torch.tensor([0.6, 0.0, 0.0])
+    protos[1] = torch.tensor([0.0, 0.8, 0.0])
+    protos[3] = torch.tensor([0.0, 0.0, 1.0])
+    stats = prototype_stats(protos, torch.tensor([10.0, 40.0, 0.0, 7.0]))
+    assert stats["classes_seen"] == 3
+    assert stats["pixels_per_class"] == [10, 40, 0, 7]
+    assert stats["pixels_per_class_min"] == 7  # over the seen classes: the absent one is not a 0
+    assert stats["pixels_per_class_median"] == 10.0
+    assert stats["mean_prototype_norm"] == pytest.approx((0.6 + 0.8 + 1.0) / 3)
+    assert "images_per_class_min" in prototype_stats(protos, torch.ones(4), "image_mean")
+
+
+@pytest.fixture(scope="module")
+def untrained_checkpoint(toy_root, tmp_path_factory):
+    from spcl.modeling import build_segmentor
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    cfg = tiny_cfg(toy_root, str(folder))
+    torch.manual_seed(0)
+    path = folder / "model.pth"
+    torch.save({"model": build_segmentor(cfg, load_weights=False).state_dict(), "iteration": 0}, path)
+    return str(path)
+
+
+def test_prototypes_stage_logs_its_statistics(toy_root, untrained_checkpoint, tmp_path, restore_logger):
+    pytest.importorskip("tensorboard")
+    from spcl.engine import run_stage
+
+    out = str(tmp_path / "protos")
+    cfg = tiny_cfg(toy_root, out, "MODEL.WEIGHTS", untrained_checkpoint)
+    result = run_stage(cfg, "prototypes", out)
+    saved = torch.load(result["outputs"]["prototypes"], map_location="cpu", weights_only=False)
+    counts = saved["counts"]
+    seen = counts > 0
+    m = result["metrics"]
+    assert m["classes_seen"] == int(seen.sum()) > 1
+    assert m["pixels_per_class_min"] == int(counts[seen].min()) > 0
+    assert m["pixels_per_class_min"] <= m["pixels_per_class_median"] <= int(counts.max())
+    norm = saved["prototypes"][seen].norm(dim=1).mean().item()
+    assert m["mean_prototype_norm"] == pytest.approx(norm, rel=1e-5) and 0 < norm <= 1 + 1e-5
+    record = [json.loads(ln) for ln in open(os.path.join(out, "metrics.json"))][-1]
+    assert record["stage"] == "prototypes" and record["classes_seen"] == m["classes_seen"]
+    assert record["pixels_per_class"] == [int(c) for c in counts.tolist()]
+    tags = tb_scalars(os.path.join(out, "tb"))
+    assert tags["prototypes/mean_prototype_norm"] == [pytest.approx(norm, rel=1e-5)]
+    assert tags["prototypes/pixels_per_class/road"] == [float(counts[0])]
+    log = open(os.path.join(out, "log.txt")).read()
+    assert f"{m['classes_seen']}/19 classes seen" in log and "mean prototype norm" in log
+
+
+# --------------------------------------------------------------------------- log files
+def test_run_log_collects_the_stage_logs_and_files_open_lazily(tmp_path, restore_logger):
+    from spcl.utils.logger import setup_logger
+
+    root = tmp_path / "run"
+    setup_logger(str(root))
+    assert not root.exists()  # nothing logged yet: no empty log.txt, not even the folder
+    logger = setup_logger(str(root), run_log=True)
+    logger.info("=== stage 1")
+    setup_logger(str(root / "0_stage"))  # a stage folder inside the run: its own file, the run log stays
+    logger.info("inside the stage")
+    setup_logger(str(root), run_log=True)
+    logger.info("summary")
+    setup_logger(str(tmp_path / "elsewhere"))  # outside the run: the run log ends
+    logger.info("another tool")
+    run = open(root / "log.txt").read()
+    stage = open(root / "0_stage" / "log.txt").read()
+    assert "=== stage 1" in run and "inside the stage" in run and "summary" in run
+    assert "another tool" not in run and run.count("inside the stage") == 1
+    assert "inside the stage" in stage and "=== stage 1" not in stage and "summary" not in stage
+    assert "another tool" in open(tmp_path / "elsewhere" / "log.txt").read()
+
+
+def test_pipeline_top_level_log_is_the_run_log(toy_root, tmp_path, restore_logger):
+    from spcl.engine import run_pipeline
+
+    out = str(tmp_path / "run")
+    run_pipeline(tiny_cfg(toy_root, out, "PIPELINE.STAGES", "['source_only']"))
+    log = open(os.path.join(out, "log.txt")).read()
+    assert "=== stage 1/1: source_only" in log
+    assert "[source_only] iter 3/3" in log and "target val at iteration 3" in log  # the stage's own lines
+    assert "pipeline finished" in log
+    assert not os.path.exists(os.path.join(out, "pipeline_log.txt"))
+    stage_log = open(os.path.join(out, "0_source_only", "log.txt")).read()
+    assert "[source_only] iter 3/3" in stage_log and "pipeline finished" not in stage_log
+
+
+def _load_tool(name):
+    if os.path.join(ROOT, "tools") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+    spec = importlib.util.spec_from_file_location(f"spcl_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_data_leaves_the_run_folder_alone(toy_root, tmp_path, restore_logger):
+    run = tmp_path / "run"
+    index = tmp_path / "index" / "gta5_index.json"
+    _load_tool("prepare_data").main(["--config", os.path.join(ROOT, "configs", "toy.yaml"), "--output", str(index),
+                                     "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False",
+                                     "OUTPUT_DIR", str(run)])
+    assert index.is_file()
+    assert not (run / "log.txt").exists() and not run.exists()
+
+
+# --------------------------------------------------------------------------- gen_pseudo output
+def _gen_pseudo(toy_root, checkpoint, out, *flags):
+    return _load_tool("gen_pseudo").main(["--config", os.path.join(ROOT, "configs", "toy.yaml"),
+                                          "--checkpoint", checkpoint, "--output", out, *flags,
+                                          *tiny_cfg_overrides(toy_root)])
+
+
+def tiny_cfg_overrides(toy_root):
+    return ["DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False", "INPUT.TEST_SIZE", "[64,32]",
+            "INPUT.SOURCE_SIZE", "[64,32]"]
+
+
+def test_gen_pseudo_prints_a_readable_summary(toy_root, untrained_checkpoint, tmp_path, capsys, restore_logger):
+    out = str(tmp_path / "pseudo")
+    assert _gen_pseudo(toy_root, untrained_checkpoint, out) == 0
+    text = capsys.readouterr().out
+    summary = json.load(open(os.path.join(out, "labels", "thresholds.json")))
+    assert f"8 label PNGs in {os.path.join(out, 'labels')}" in text
+    assert os.path.join(out, "labels", "thresholds.json") in text
+    assert f"kept: {100 * summary['kept_fraction']:.1f}% of the target pixels" in text
+    assert "{'pseudo_dir'" not in text  # not the raw dict
+    rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.strip() and ln.split()[0] in CLASSES_19}
+    assert set(rows) == set(CLASSES_19)
+    assert float(rows["sign"][1]) == pytest.approx(summary["thresholds"][7], abs=1e-3)
+    if "quality_on_kept_pixels" in summary:  # the toy target set has ground truth
+        assert f"mIoU {summary['quality_on_kept_pixels']['mIoU']:.2f}" in text
+    else:
+        assert "quality: not measured" in text
+
+
+def test_gen_pseudo_prototypes_summary(toy_root, untrained_checkpoint, tmp_path, capsys, restore_logger):
+    out = str(tmp_path / "protos")
+    assert _gen_pseudo(toy_root, untrained_checkpoint, out, "--prototypes") == 0
+    text = capsys.readouterr().out
+    counts = torch.load(os.path.join(out, "prototypes.pth"), weights_only=False)["counts"]
+    assert f"prototypes: {os.path.join(out, 'prototypes.pth')}" in text
+    assert f"classes seen: {int((counts > 0).sum())} of 19" in text
+    assert f"pixels per seen class: min {int(counts[counts > 0].min())}" in text
+    absent = [CLASSES_19[k] for k in range(19) if counts[k] == 0]
+    if absent:
+        assert "never seen (zero prototype): " + ", ".join(absent) in text
+    assert "mean prototype norm" in text and not math.isnan(float(text.split("mean prototype norm: ")[1].split()[0]))
