@@ -49,6 +49,30 @@ def tiny_cfg(toy_root: str, output_dir: str, *opts):
 
 
 @pytest.fixture
+def spcl_log():
+    """Text logged to the `spcl` logger during the test (which does not propagate to the root logger
+    once a run has set it up, so pytest's caplog cannot see it)."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("spcl")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    class Text:
+        @property
+        def text(self):
+            return stream.getvalue()
+
+    yield Text()
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
 def shared_fixtures():
     """The real files of ../shared/fixtures (skips when the folder is absent)."""
     path = os.path.abspath(SHARED_FIXTURES)

@@ -1,11 +1,20 @@
 """Evaluate checkpoints on the target val set (docs/method.md "Evaluation": single scale at INPUT.TEST_SIZE by default).
 
     python tools/test.py --config configs/gta5_r101.yaml --checkpoint PATH [--flip] [--scales 0.75 1 1.25]
-        [--save-color] [--save-labelids] [KEY VALUE …]
+        [--sliding] [--save-color] [--save-labelids] [--format-only] [--output DIR] [KEY VALUE …]
 
 PATH is a checkpoint file, or a folder of them: then one row per checkpoint (sorted by iteration) goes
-to `results.csv`, skipping files that are not checkpoints. Prints a per-class table and writes
-`metrics.json` (and the merged config) into `--output` (default: beside the checkpoint).
+to `results.csv` (mIoU, mAcc, aAcc, mIoU_tail or mIoU_13, per-class IoU), skipping files that are
+not checkpoints. Prints a per-class table and writes `metrics.json` (and the merged config) into
+`--output` (default: a new folder `eval_<YYYYmmdd-HHMMSS>` beside the checkpoint, or inside the
+folder of checkpoints; never an earlier evaluation's folder).
+
+Predictions (one checkpoint): `labelIds/<stem>_labelIds.png` (Cityscapes labelIds, `stem` =
+`<city>_<seq>_<frame>` for Cityscapes) and `color/<stem>_color.png`, `color/<stem>_overlay.png`,
+`color/legend.png`. `--format-only` writes the labelId PNGs of DATASETS.TEST at each image's own size
+without reading labels or computing metrics (e.g. DATASETS.TEST cityscapes_test): zip `labelIds/` for
+the Cityscapes test server. `--sliding` (TEST.SLIDING) predicts with sliding windows TEST.WINDOW /
+TEST.STRIDE over the resized image.
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, run_main, setup  # noqa: E402
+from _common import UsageError, config_parser, run_main, setup  # noqa: E402
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
@@ -54,15 +63,32 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
 def main(argv=None):
     parser = config_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or folder of checkpoints")
-    parser.add_argument("--output", default="", help="folder for metrics.json / results.csv / predictions")
+    parser.add_argument("--output", default="",
+                        help="folder for metrics.json / results.csv / predictions (default: a new eval_<time> "
+                             "folder beside the checkpoint)")
     parser.add_argument("--flip", action="store_true", help="average with the flipped input")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale factors")
-    parser.add_argument("--save-color", action="store_true", help="write colour predictions")
+    parser.add_argument("--sliding", action="store_true",
+                        help="sliding-window inference (TEST.WINDOW, TEST.STRIDE; same as TEST.SLIDING True)")
+    parser.add_argument("--save-color", action="store_true",
+                        help="write colour predictions, overlays and a legend into color/")
     parser.add_argument("--save-labelids", action="store_true",
-                        help="write Cityscapes labelId PNGs for the official evaluation script")
+                        help="write Cityscapes labelId PNGs into labelIds/ (official evaluation script)")
+    parser.add_argument("--format-only", action="store_true",
+                        help="only write labelId PNGs at each image's size (no labels read, no metrics): the "
+                             "Cityscapes test-server format, e.g. with DATASETS.TEST cityscapes_test")
     args = parser.parse_args(argv)
     ckpt = args.checkpoint
-    out_dir = args.output or os.path.join(ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or ".", "eval")
+
+    from spcl.engine import init_distributed
+    from spcl.evaluation import unique_output_dir
+
+    checkpoints = find_checkpoints(ckpt)
+    if args.format_only and len(checkpoints) > 1:
+        raise UsageError(f"--format-only writes one set of predictions: give one checkpoint file, not the "
+                         f"{len(checkpoints)} checkpoints of {ckpt}")
+    init_distributed()
+    out_dir = args.output or unique_output_dir(ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or ".", "eval")
     cfg = setup(args, output_dir_override=out_dir)
 
     from spcl.evaluation import evaluate_checkpoint, format_table
@@ -70,23 +96,46 @@ def main(argv=None):
     from spcl.utils.env import write_run_info
     from spcl.utils.io import atomic_write_json
 
+    from spcl.data.build import UNLABELLED
+
     logger = logging.getLogger("spcl")
+    test_set = cfg.DATASETS.TEST
+    if not args.format_only and (test_set in UNLABELLED or (test_set == "folder_val" and
+                                                            not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)):
+        if len(checkpoints) > 1:
+            raise UsageError(f"{test_set} has no labels to score {len(checkpoints)} checkpoints with; give one "
+                             "checkpoint to write its predictions")
+        logger.info("%s has no labels: writing predictions only (--format-only)", test_set)
+        args.format_only = True
     if comm.is_main_process():
         write_run_info(cfg, out_dir)
     scales = args.scales or list(cfg.TEST.SCALES)
     flip = args.flip or cfg.TEST.FLIP
-    rows, results = [], {}
-    checkpoints = find_checkpoints(ckpt)
+    sliding = args.sliding or cfg.TEST.SLIDING
+    single = len(checkpoints) == 1
+    save_color = (args.save_color or cfg.TEST.SAVE_COLOR) and single
+    save_ids = (args.save_labelids or cfg.TEST.SAVE_LABELIDS or args.format_only) and single
+    protocol = {"scales": scales, "flip": flip, "sliding": sliding}
+    if sliding:
+        protocol.update(window=list(cfg.TEST.WINDOW), stride=list(cfg.TEST.STRIDE))
+    rows, results, extra = [], {}, []
     for iteration, path in checkpoints:
-        single = len(checkpoints) == 1
         metrics = evaluate_checkpoint(
-            cfg, path, scales=scales, flip=flip,
-            color_dir=os.path.join(out_dir, "color") if (args.save_color or cfg.TEST.SAVE_COLOR) and single else None,
-            labelid_dir=os.path.join(out_dir, "labelIds") if (args.save_labelids or cfg.TEST.SAVE_LABELIDS) and single
-            else None, progress=True)
+            cfg, path, scales=scales, flip=flip, sliding=sliding,
+            color_dir=os.path.join(out_dir, "color") if save_color else None,
+            labelid_dir=os.path.join(out_dir, "labelIds") if save_ids else None, progress=True,
+            format_only=args.format_only)
+        if args.format_only:
+            results[path] = {"iteration": iteration, "dataset": cfg.DATASETS.TEST, "format_only": True, **protocol,
+                             **metrics}
+            logger.info("%s: %d labelId PNGs of %s in %s", path, metrics["num_images"], cfg.DATASETS.TEST,
+                        os.path.join(out_dir, "labelIds"))
+            continue
         logger.info("%s (iteration %d):\n%s", path, iteration, format_table(metrics))
-        results[path] = {"iteration": iteration, "scales": scales, "flip": flip, **metrics}
-        rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]] + metrics["IoU"])
+        results[path] = {"iteration": iteration, **protocol, **metrics}
+        extra = [k for k in ("mIoU_tail", "mIoU_13") if k in metrics]
+        rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
+                    + [metrics[k] for k in extra] + metrics["IoU"])
     if comm.is_main_process():
         atomic_write_json(results if len(results) > 1 else next(iter(results.values())),
                           os.path.join(out_dir, "metrics.json"))
@@ -94,7 +143,7 @@ def main(argv=None):
             names = results[checkpoints[0][1]]["class_names"]
             with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] + list(names))
+                w.writerow(["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] + extra + list(names))
                 w.writerows(rows)
         print(f"results in {out_dir}")
 

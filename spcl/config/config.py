@@ -148,6 +148,7 @@ def validate(cfg: CN) -> None:
         "ALIGN.TARGET_MASK": ("offline", "online"),
         "PIPELINE.HANDOFF": ("last", "best"),
         "SOLVER.AMP": ("", "bf16", "fp16"),
+        "SOLVER.OPTIMIZER": ("sgd", "adamw"),
     }
     for key, allowed in choices.items():
         section, name = key.split(".")

@@ -71,6 +71,23 @@ _C.DATASETS.TOY.NUM_SOURCE = 200
 _C.DATASETS.TOY.NUM_TARGET_TRAIN = 200
 _C.DATASETS.TOY.NUM_TARGET_VAL = 50
 _C.DATASETS.TOY.SIZE = [128, 64]  # (W, H)
+# A custom domain from plain folders (spcl/data/datasets/folder.py), catalog names `folder_train`
+# (unlabelled images, e.g. DATASETS.TARGET) and `folder_val` (optionally labelled, e.g. DATASETS.TEST).
+# Paths are absolute or relative to the working directory, like every other path key.
+_C.DATASETS.FOLDER = CN()
+_C.DATASETS.FOLDER.TRAIN_DIR = ""  # folder of training images, searched recursively (JPEG/PNG)
+_C.DATASETS.FOLDER.VAL_DIR = ""  # folder of val images, searched recursively
+# Folder of val label maps (8-bit single-channel PNGs) mirroring VAL_DIR's sub-folders; "" = no labels.
+_C.DATASETS.FOLDER.VAL_LABEL_DIR = ""
+# Only files ending in IMAGE_SUFFIX are images ("" = any .jpg/.jpeg/.png); the label of `a/x<IMAGE_SUFFIX>`
+# is `VAL_LABEL_DIR/a/x<LABEL_SUFFIX>` (with IMAGE_SUFFIX "" the image's extension is replaced).
+_C.DATASETS.FOLDER.IMAGE_SUFFIX = ""
+_C.DATASETS.FOLDER.LABEL_SUFFIX = ".png"
+# Raw label value -> train id, as [[raw_id, train_id], ...]; raw ids not listed become 255 (ignore).
+# Empty (and ID_MAP_FILE empty) = the label files hold train ids already (0..K-1, 255 ignore).
+_C.DATASETS.FOLDER.ID_MAP = []
+# The same table as a JSON file ({"raw_id": train_id, ...} or [[raw_id, train_id], ...]); used when set.
+_C.DATASETS.FOLDER.ID_MAP_FILE = ""
 
 # Check every file a stage reads before its first iteration (spcl/data/check.py; cached by file
 # list, sizes and mtimes in OUTPUT_DIR/data_check_cache): a bad file stops the run at once, named.
@@ -78,10 +95,21 @@ _C.DATASETS.PREFLIGHT = True
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2  # per process
+# Page-locked host batches for faster, asynchronous copies to the GPU (ignored without CUDA).
+_C.DATALOADER.PIN_MEMORY = True
+# Keep the worker processes alive between passes over a loader (training loaders are endless: this
+# only spares a re-spawn when a loader is iterated again). Used with NUM_WORKERS > 0; the paper configs
+# set it (configs/_base_/schedule_paper.yaml).
+_C.DATALOADER.PERSISTENT_WORKERS = False
+# Batches each worker prepares ahead (torch's default 2); only used with NUM_WORKERS > 0.
+_C.DATALOADER.PREFETCH_FACTOR = 2
 
 # ------------------------------------------------------------------------------------ solver ---
 # Shared optimiser settings (released code's numbers; docs/method.md). Per-stage lr, schedule length and batch live in the stage nodes.
 _C.SOLVER = CN()
+# The segmentor's optimiser: sgd (paper and released code: fine-tuning an ImageNet backbone) | adamw
+# (networks trained from scratch, e.g. the toy; MOMENTUM is then Adam's beta1).
+_C.SOLVER.OPTIMIZER = "sgd"
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.WEIGHT_DECAY = 5e-4
 _C.SOLVER.LR_POWER = 0.9  # poly: base * (1 - it / MAX_ITER) ** power
@@ -95,6 +123,16 @@ _C.SOLVER.EVAL_PERIOD = 0
 # Mixed precision: "" (fp32) | "bf16" | "fp16" (with a gradient scaler). Loss and prototype math
 # stay in fp32.
 _C.SOLVER.AMP = ""
+# Gradient accumulation: each iteration runs ACCUM_STEPS micro-batches of (per-process batch /
+# ACCUM_STEPS) images, losses scaled by 1/ACCUM_STEPS, gradients summed, one optimiser step (and one
+# DDP all-reduce). Activation memory per GPU drops about ACCUM_STEPS-fold (e.g. align 4 + 4 on one GPU
+# as 4 micro-batches of 1 + 1) for ~ACCUM_STEPS forward/backward passes of the smaller batch per step.
+# The data stream and resume positions are those of ACCUM_STEPS 1. Equal to the large batch only for
+# per-sample terms with frozen BN: trainable BN sees micro-batch statistics; a CE mean is the mean of
+# the micro-batch means (as across DDP processes); the align stage's prototype EMA is updated once per
+# micro-batch (k updates of PROTOTYPE.ALPHA per iteration), and the `online` target mask thresholds
+# each micro-batch. 1 = off.
+_C.SOLVER.ACCUM_STEPS = 1
 
 # One node per training stage (docs/method.md: pipeline, schedules). MAX_ITER is the poly horizon, STOP_ITER where it stops.
 def _stage(base_lr, max_iter, stop_iter, source_batch, target_batch):
@@ -173,3 +211,9 @@ _C.TEST.SCALES = [1.0]  # multi-scale: factors of TEST_SIZE, softmax averaged
 _C.TEST.SAVE_COLOR = False  # write colour predictions
 _C.TEST.SAVE_LABELIDS = False  # write Cityscapes-format labelId PNGs (official evaluation script)
 _C.TEST.NUM_IMAGES = 0  # 0 = the whole test set
+# Sliding-window inference (spcl/evaluation/sliding.py): the window slides over the image as the model
+# sees it (resized to INPUT.TEST_SIZE, times each TEST.SCALES factor); overlapping logits are averaged,
+# then upsampled to the output size. A window larger than the image is clipped to it.
+_C.TEST.SLIDING = False
+_C.TEST.WINDOW = [512, 512]  # (W, H) of a window, in pixels of the resized image
+_C.TEST.STRIDE = [341, 341]  # (W, H) step between windows; the last window is flush with the border

@@ -1,7 +1,10 @@
 """Catalog of dataset names and the builders of transforms, datasets and loaders (config read here).
 
 Catalog names: gta5_train, synthia_train, synscapes_train, cityscapes_train, cityscapes_val,
-cityscapes_pseudo (cityscapes_train images + labels from DATASETS.PSEUDO_DIR).
+cityscapes_test (no labels), folder_train / folder_val (a custom domain from plain folders,
+DATASETS.FOLDER.*), cityscapes_pseudo (the pseudo-labelled target training set: the images of
+DATASETS.TARGET, cityscapes_train or folder_train, with labels from DATASETS.PSEUDO_DIR; the name is
+kept for the stages that use it).
 """
 from __future__ import annotations
 
@@ -10,19 +13,21 @@ import os
 import zlib
 from typing import Optional
 
+import torch
 from torch.utils.data import DataLoader, default_collate
 
 from spcl.utils import comm
 
 from . import transforms as T
-from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
-                       SynscapesDataset, SynthiaDataset)
+from .datasets import (CityscapesDataset, CityscapesPseudoDataset, FolderDataset, GTA5Dataset, PseudoLabelDataset,
+                       SegmentationDataset, SynscapesDataset, SynthiaDataset, id_map_lut)
 from .samplers import ClassBalancedSampler, InfiniteSampler, load_class_index
 
 logger = logging.getLogger("spcl")
 
 CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train", "cityscapes_val",
-           "cityscapes_pseudo")
+           "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo")
+UNLABELLED = ("cityscapes_test", "folder_train")  # sets without labels (labels `none` by default)
 ROLES = ("source", "target", "self_train", "test", "source_eval")
 
 
@@ -60,7 +65,10 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         role: one of ROLES (see build_transform); by default `test` when not training,
             `self_train` for cityscapes_pseudo, `source` for DATASETS.SOURCE, else `target`.
         labels: `required` | `optional` | `none`; by default required except for the unlabelled
-            target training set (none).
+            target training set, the sets without labels (cityscapes_test, folder_train) and
+            folder_val without DATASETS.FOLDER.VAL_LABEL_DIR (none). An unlabelled test set
+            (role `test`, labels `none`) gives all-255 labels at each image's own size, so
+            predictions come at the image's size.
     Returns:
         items: dicts with `image` (float 3×H×W), `label` (int64 H×W, 255 ignore), `name`, `index`.
     """
@@ -74,8 +82,24 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         else:
             role = "source" if name == cfg.DATASETS.SOURCE else "target"
     if labels is None:
-        labels = "none" if (train and role == "target" and name != "cityscapes_pseudo") else "required"
-    transform = build_transform(cfg, role)
+        unlabelled = name in UNLABELLED or (name == "folder_val" and not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)
+        labels = "none" if unlabelled or (train and role == "target" and name != "cityscapes_pseudo") else "required"
+    dataset = _build(cfg, name, build_transform(cfg, role), labels)
+    if role == "test" and labels == "none":
+        dataset.placeholder_at_image_size = True
+    return dataset
+
+
+def _folder_dataset(cfg, name: str, transform, list_file: str, labels: str) -> FolderDataset:
+    f = cfg.DATASETS.FOLDER
+    if name == "folder_train":
+        return FolderDataset(f.TRAIN_DIR, transform, list_file, cfg.MODEL.NUM_CLASSES, labels,
+                             image_suffix=f.IMAGE_SUFFIX)
+    return FolderDataset(f.VAL_DIR, transform, list_file, cfg.MODEL.NUM_CLASSES, labels, f.VAL_LABEL_DIR,
+                         f.IMAGE_SUFFIX, f.LABEL_SUFFIX, id_map_lut(f.ID_MAP, f.ID_MAP_FILE))
+
+
+def _build(cfg, name: str, transform, labels: str) -> SegmentationDataset:
     root, K = cfg.DATASETS.DATA_DIR, cfg.MODEL.NUM_CLASSES
     list_file = {cfg.DATASETS.SOURCE: cfg.DATASETS.SOURCE_LIST, cfg.DATASETS.TARGET: cfg.DATASETS.TARGET_LIST,
                  cfg.DATASETS.TEST: cfg.DATASETS.TEST_LIST}.get(name, "")
@@ -85,6 +109,11 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         return SynthiaDataset(os.path.join(root, "synthia"), transform, list_file, K, labels)
     if name == "synscapes_train":
         return SynscapesDataset(os.path.join(root, "synscapes"), transform, list_file, K, labels)
+    if name in ("folder_train", "folder_val"):
+        return _folder_dataset(cfg, name, transform, list_file, labels)
+    if name == "cityscapes_pseudo" and cfg.DATASETS.TARGET in ("folder_train", "folder_val"):
+        base = _folder_dataset(cfg, cfg.DATASETS.TARGET, None, cfg.DATASETS.TARGET_LIST, "none")
+        return PseudoLabelDataset(base, cfg.DATASETS.PSEUDO_DIR, transform, K)
     if name == "cityscapes_pseudo":
         return CityscapesPseudoDataset(os.path.join(root, "cityscapes"), cfg.DATASETS.PSEUDO_DIR, transform,
                                        "train", cfg.DATASETS.TARGET_LIST, K)
@@ -115,10 +144,16 @@ def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, sta
                        class_balanced: bool = False, stream: str = "source") -> DataLoader:
     """An endless loader of this process's share of `global_batch`, resumable at `start_iter`.
 
-    `stream` names the loader's random stream (`source`, `target`): seeded by SEED and the name."""
+    `stream` names the loader's random stream (`source`, `target`): seeded by SEED and the name.
+    With SOLVER.ACCUM_STEPS = k it yields micro-batches of local batch / k (k per iteration); the
+    sample stream and the resume position (iteration × local batch) are those of k = 1."""
     batch = local_batch_size(global_batch)
     kwargs = dict(seed=stream_seed(cfg.SEED, stream), rank=comm.get_rank(), world_size=comm.get_world_size(),
                   start=start_iter * batch)
+    accum = int(cfg.SOLVER.ACCUM_STEPS)
+    if accum < 1 or batch % accum:
+        raise ValueError(f"SOLVER.ACCUM_STEPS {accum} does not divide this process's batch {batch} "
+                         f"(global {global_batch} over {comm.get_world_size()} process(es))")
     if class_balanced:
         names = [os.path.basename(p) for p, _ in dataset.items]
         index_path = class_index_path(cfg)
@@ -131,8 +166,11 @@ def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, sta
     else:
         sampler = InfiniteSampler(len(dataset), shuffle=True, **kwargs)
     workers = cfg.DATALOADER.NUM_WORKERS
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
-                      persistent_workers=False, pin_memory=False)
+    pin = bool(cfg.DATALOADER.PIN_MEMORY) and torch.cuda.is_available()
+    extra = {"prefetch_factor": cfg.DATALOADER.PREFETCH_FACTOR} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch // accum, sampler=sampler, num_workers=workers, drop_last=True,
+                      persistent_workers=bool(cfg.DATALOADER.PERSISTENT_WORKERS) and workers > 0, pin_memory=pin,
+                      **extra)
 
 
 def collate_mixed_labels(items: list[dict]) -> dict:

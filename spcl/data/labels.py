@@ -103,3 +103,33 @@ def cityscapes_labelid_palette() -> list[int]:
     for train_id, label_id in enumerate(LABELIDS_19):
         pal[3 * label_id: 3 * label_id + 3] = PALETTE_19[train_id]
     return pal
+
+
+def overlay(image: np.ndarray, label: np.ndarray, num_classes: int = 19, alpha: float = 0.5) -> np.ndarray:
+    """`image` H×W×3 uint8 blended with the colours of the train-label map `label` H×W:
+    (1 − alpha)·image + alpha·colour, rounded; ignored pixels (255) keep the image."""
+    image = np.asarray(image, dtype=np.uint8)
+    label = np.asarray(label, dtype=np.uint8)
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"overlay: image {image.shape[1]}x{image.shape[0]} and label {label.shape[1]}x"
+                         f"{label.shape[0]} differ in size")
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(label, num_classes).astype(np.float32)
+    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    ignored = label == IGNORE_LABEL
+    out[ignored] = image[ignored]
+    return out
+
+
+def legend(num_classes: int = 19, row_height: int = 20, width: int = 160) -> np.ndarray:
+    """A legend image (K·row_height)×width×3 uint8: one row per class, its colour swatch and name."""
+    from PIL import Image, ImageDraw
+
+    names, colours = class_names(num_classes), palette(num_classes)
+    img = Image.new("RGB", (width, row_height * len(names)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    swatch = row_height * 2
+    for k, (name, colour) in enumerate(zip(names, colours)):
+        top = k * row_height
+        draw.rectangle([0, top, swatch - 1, top + row_height - 1], fill=tuple(int(c) for c in colour))
+        draw.text((swatch + 6, top + max(0, (row_height - 11) // 2)), f"{k} {name}", fill=(0, 0, 0))
+    return np.array(img)

@@ -26,6 +26,7 @@ from spcl.config import check_drift
 from spcl.data import build_dataset, build_test_loader, build_train_loader
 from spcl.data.check import default_cache_dir, preflight
 from spcl.evaluation import format_table, run_inference
+from spcl.evaluation.sliding import sliding_from_cfg
 from spcl.modeling import build_segmentor
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
@@ -47,7 +48,12 @@ class StageTrainer:
       * `build_loaders(start_iter)`: name → endless DataLoader, resumable at `start_iter`
         (`source_loader` / `target_loader` build the usual ones);
       * `run_step(batch)`: one iteration on `batch` (name → dict of tensors on the device); it calls
-        `self.backward(loss)` and `self.step()` and returns scalars to log.
+        `self.zero_grad()`, `self.backward(loss)` and `self.step()` and returns scalars to log.
+
+    Gradient accumulation (SOLVER.ACCUM_STEPS = k): `train_step` runs `run_step` on k micro-batches
+    of the iteration; `zero_grad` acts only on the first, `backward` scales every loss by 1/k, `step`
+    acts only on the last (and DDP all-reduces only in the last), so a stage's `run_step` is written
+    once for both cases. Logged scalars are the means over the micro-batches.
 
     Hooks (`self.hooks`) are objects with `after_evaluation(trainer, iteration, metrics)`.
 
@@ -75,6 +81,10 @@ class StageTrainer:
         self.base_lrs: dict[str, float] = {}
         self.hooks: list = []
         self.iteration = 0
+        self.accum_steps = int(cfg.SOLVER.ACCUM_STEPS)
+        if self.accum_steps < 1:
+            raise ValueError(f"SOLVER.ACCUM_STEPS must be >= 1, got {self.accum_steps}")
+        self._micro = 0  # index of the micro-batch being run within the iteration
         seed_all(cfg.SEED)
         folder = os.path.join(output_dir, "checkpoints") if output_dir else None
         self.checkpointer = Checkpointer(folder, self.modules, self.optimizers, self.scaler,
@@ -106,8 +116,12 @@ class StageTrainer:
         model = build_segmentor(self.cfg, freeze_bn=freeze_bn, load_weights=self.resume_from is None)
         self.model_without_ddp = self.register_module("model", model.to(self.device))
         sol = self.cfg.SOLVER
-        opt = torch.optim.SGD(model.param_groups(self.scfg.BASE_LR, sol.HEAD_LR_FACTOR), lr=self.scfg.BASE_LR,
-                              momentum=sol.MOMENTUM, weight_decay=sol.WEIGHT_DECAY)
+        groups = model.param_groups(self.scfg.BASE_LR, sol.HEAD_LR_FACTOR)
+        if sol.OPTIMIZER == "adamw":
+            opt = torch.optim.AdamW(groups, lr=self.scfg.BASE_LR, betas=(sol.MOMENTUM, 0.999),
+                                    weight_decay=sol.WEIGHT_DECAY)
+        else:
+            opt = torch.optim.SGD(groups, lr=self.scfg.BASE_LR, momentum=sol.MOMENTUM, weight_decay=sol.WEIGHT_DECAY)
         self.register_optimizer("model", opt, self.scfg.BASE_LR)
         self.model = self.wrap(model, sync_bn=not (self.cfg.MODEL.FREEZE_BN if freeze_bn is None else freeze_bn),
                                find_unused=find_unused)
@@ -141,13 +155,22 @@ class StageTrainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
+        """Backward of `loss` (÷ ACCUM_STEPS under accumulation; × the fp16 scale)."""
+        if self.accum_steps > 1:
+            loss = loss / self.accum_steps
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def zero_grad(self) -> None:
+        """Clear the gradients (under accumulation: on the first micro-batch of the iteration only)."""
+        if self._micro > 0:
+            return
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
 
     def step(self) -> None:
+        """One step of every optimiser (under accumulation: after the last micro-batch only)."""
+        if self._micro < self.accum_steps - 1:
+            return
         for opt in self.optimizers.values():
             if self.scaler is not None:
                 self.scaler.step(opt)
@@ -187,6 +210,33 @@ class StageTrainer:
     def run(self) -> dict:
         """The stage interface shared with the offline stages: train (or resume) to the end."""
         return self.train()
+
+    def _no_sync(self):
+        """DDP gradient all-reduce off (micro-batches before the last of an iteration)."""
+        stack = contextlib.ExitStack()
+        for attr in ("model", "discriminator"):
+            module = getattr(self, attr, None)
+            if isinstance(module, DistributedDataParallel):
+                stack.enter_context(module.no_sync())
+        return stack
+
+    def train_step(self, micro_batches: list) -> dict:
+        """One iteration on its ACCUM_STEPS micro-batches (each: name → dict of tensors on the
+        device); one optimiser step. Returns the mean of each logged scalar over the micro-batches."""
+        if len(micro_batches) != self.accum_steps:
+            raise ValueError(f"{len(micro_batches)} micro-batches given, SOLVER.ACCUM_STEPS is {self.accum_steps}")
+        sums: dict = {}
+        try:
+            for j, batch in enumerate(micro_batches):
+                self._micro = j
+                last = j == self.accum_steps - 1
+                with (contextlib.nullcontext() if last else self._no_sync()):
+                    logs = self.run_step(batch)
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+        finally:
+            self._micro = 0
+        return {k: v / len(micro_batches) for k, v in sums.items()}
 
     def train(self) -> dict:
         """Run (or resume) the stage to STOP_ITER; returns {"outputs": {"checkpoint"}, "metrics",
@@ -229,9 +279,10 @@ class StageTrainer:
         t0, timed, meter = time.perf_counter(), 0, {}
         for it in range(start, stop):
             self.iteration = it
-            batch = {k: self._to_device(next(v)) for k, v in iters.items()}
+            # ACCUM_STEPS micro-batches per loader: together this process's share of the global batch
+            micro = [{k: self._to_device(next(v)) for k, v in iters.items()} for _ in range(self.accum_steps)]
             self.set_learning_rates(it)
-            logs = self.run_step(batch)
+            logs = self.train_step(micro)
             done = it + 1
             self.check_finite_losses(logs, done)
             for k, v in logs.items():
@@ -288,7 +339,7 @@ class StageTrainer:
             self._test_loader = build_test_loader(self.cfg, dataset)
         return run_inference(self.model_without_ddp, self._test_loader, self.cfg.MODEL.NUM_CLASSES, self.device,
                              self.cfg.TEST.SCALES, self.cfg.TEST.FLIP, max_images=self.cfg.TEST.NUM_IMAGES,
-                             amp_dtype=self.amp_dtype)
+                             amp_dtype=self.amp_dtype, logits_fn=sliding_from_cfg(self.cfg))
 
     def evaluate_and_log(self, iteration: int) -> dict:
         """Evaluate, log the table and the scalars, then call every hook's `after_evaluation`."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-import torch
 
 BN_EPS = 1e-5  # torchvision FrozenBatchNorm2d / nn.BatchNorm2d default
 VGG_FC6, VGG_FC7 = 29, 31  # indices in the released VGG nn.Sequential

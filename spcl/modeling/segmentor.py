@@ -4,18 +4,30 @@ space of the prototypes and the contrastive loss, paper Sec. 3) and the logits, 
 logits upsampled bilinearly to the output size, optional flip and multi-scale averaging)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
+LogitsFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def whole_image_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The model's logits B×K×h×w of the whole input (any stride): the default of `predict_probs`."""
+    return model(images)["logits"]
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, out_size: Optional[tuple[int, int]] = None,
-                  scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+                  scales: Sequence[float] = (1.0,), flip: bool = False,
+                  logits_fn: Optional[LogitsFn] = None) -> torch.Tensor:
     """Softmax B×K×H×W at `out_size` (H, W; default the input's), averaged over scales of the input
-    and horizontal flips. `model(x)["logits"]` is any stride; it is upsampled bilinearly."""
+    and horizontal flips. `logits_fn(model, x)` gives the logits of an input x at any stride (default
+    `model(x)["logits"]`; `spcl.evaluation.sliding.sliding_window(...)` gives sliding-window logits);
+    they are upsampled bilinearly to `out_size`."""
+    logits_fn = logits_fn or whole_image_logits
     out_size = tuple(out_size or images.shape[-2:])
     total, count = None, 0
     h, w = images.shape[-2:]
@@ -24,7 +36,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, out_size: Optional[tup
                                                   align_corners=False)
         for flipped in ((False, True) if flip else (False,)):
             xi = torch.flip(x, dims=[3]) if flipped else x
-            logits = model(xi)["logits"].float()  # B×K×h×w
+            logits = logits_fn(model, xi).float()  # B×K×h×w
             if flipped:
                 logits = torch.flip(logits, dims=[3])
             probs = F.softmax(F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False), dim=1)
@@ -47,13 +59,15 @@ class Segmentor(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, out_size: Optional[tuple[int, int]] = None,
-                scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+                scales: Sequence[float] = (1.0,), flip: bool = False,
+                logits_fn: Optional[LogitsFn] = None) -> torch.Tensor:
         """Class probabilities B×K×H×W at `out_size` (default: the input's H×W); argmax for labels.
+        `logits_fn`: see `predict_probs` (e.g. `spcl.evaluation.sliding_window((512, 512), (341, 341))`).
         Switches to eval mode (and back)."""
         was_training = self.training
         self.eval()
         try:
-            return predict_probs(self, images, out_size, scales, flip)
+            return predict_probs(self, images, out_size, scales, flip, logits_fn)
         finally:
             self.train(was_training)
 

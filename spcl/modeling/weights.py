@@ -1,6 +1,11 @@
 """Loading initial weights from a local file (never downloaded): a torchvision ImageNet state dict of
-the backbone, or a checkpoint/state dict of this project's segmentor. Missing and unexpected keys
-are logged; a shape mismatch raises naming the key, both shapes and the file."""
+the backbone, a checkpoint/state dict of this project's segmentor, or a checkpoint of the authors'
+released code (`{"feature_extractor", "classifier"}`, SPCL/FADA; mapped by `released.py`).
+
+A segmentation checkpoint (ours or released) must fill every model tensor: missing keys raise,
+listing them. An ImageNet file may leave only what ImageNet has no counterpart for missing (the
+ASPP head, VGG's fc6/fc7): logged. Unexpected keys are logged; a shape mismatch raises naming the
+key, both shapes and the file."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +13,8 @@ import os
 
 import torch
 import torch.nn as nn
+
+from .released import convert_released, find_released
 
 logger = logging.getLogger("spcl")
 
@@ -27,8 +34,20 @@ def read_checkpoint(path: str) -> dict:
         raise IOError(f"cannot read weights file {path}: {e}") from e
 
 
+# what an ImageNet backbone file cannot provide (left at init, logged)
+IMAGENET_ABSENT = ("head.", "backbone.fc6.", "backbone.fc7.")
+
+
 def segmentor_state_from(obj: dict) -> tuple[dict, str]:
-    """The segmentor state dict in a loaded file, and its kind ('checkpoint' | 'imagenet')."""
+    """The segmentor state dict in a loaded file, and its kind ('checkpoint' | 'released' | 'imagenet')."""
+    if find_released(obj) is not None:
+        state, info = convert_released(obj)
+        logger.info("released SPCL/FADA checkpoint (%s feature extractor)%s", info["backbone"],
+                    ": BN running_var − 1e-5 (their FrozenBatchNorm2d has no eps)" if info["bn_eps_compensated"] else "")
+        if info["bn_channels_below_eps"]:
+            logger.warning("%d BN channels have running_var below 1e-5: not representable with eps, clamped",
+                           info["bn_channels_below_eps"])
+        return state, "released"
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         return strip_prefix(obj["model"], "module."), "checkpoint"
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -54,6 +73,10 @@ def load_segmentor_weights(model: nn.Module, path: str) -> dict:
     if loaded == 0:
         raise ValueError(f"weights file {path}: none of its {len(state)} keys match the model "
                          f"(first key '{next(iter(state), '')}')")
+    must_fill = missing if kind != "imagenet" else [k for k in missing if not k.startswith(IMAGENET_ABSENT)]
+    if must_fill:
+        raise ValueError(f"weights file {path} ({kind}) lacks {len(must_fill)} tensor(s) of the model: "
+                         f"{_short(must_fill, 20)} (wrong MODEL.BACKBONE, or a truncated/partial checkpoint?)")
     logger.info("loaded %s weights from %s: %d tensors", kind, path, loaded)
     if missing:
         logger.info("missing keys (%d, left at init): %s", len(missing), _short(missing))

@@ -171,17 +171,17 @@ class _Scene:
             on_road = rng.random() < 0.2
             x = rng.uniform(rl, rr) if on_road else rng.choice([rng.uniform(wl + 0.3, rl - 0.3),
                                                                 rng.uniform(rr + 0.3, wr - 0.3)])
-            items.append((z_near_far(4.0, 35.0), "person", x))
+            items.append((z_near_far(4.0, 22.0), "person", x))
         for _ in range(2 if rng.random() < st.p_rider * 0.4 else int(rng.random() < st.p_rider)):
             vehicle = "motorcycle" if rng.random() < st.p_motorcycle else "bicycle"
             on_lane = vehicle == "motorcycle"
             x = rng.uniform(rl + 0.5, rr - 0.5) if on_lane else rng.choice([rl + 0.6, rr - 0.6])
-            items.append((z_near_far(5.0, 35.0), "rider_" + vehicle, x))
+            items.append((z_near_far(4.5, 22.0), "rider_" + vehicle, x))
         for _ in range(rng.integers(st.num_bicycles[0], st.num_bicycles[1] + 1)):
             vehicle = "motorcycle" if rng.random() < st.p_motorcycle else "bicycle"
-            items.append((z_near_far(4.0, 30.0), vehicle, rng.choice([wl + 0.5, wr - 0.5])))
+            items.append((z_near_far(4.0, 18.0), vehicle, rng.choice([wl + 0.5, wr - 0.5])))
         for _ in range(rng.integers(st.num_poles[0], st.num_poles[1] + 1)):
-            items.append((z_near_far(5.0, 60.0), "pole", rng.choice([rl - 0.4, rr + 0.4])))
+            items.append((z_near_far(4.0, 25.0), "pole", rng.choice([rl - 0.6, rr + 0.6])))
         for _ in range(rng.integers(st.num_trees[0], st.num_trees[1] + 1)):
             items.append((z_near_far(5.0, 50.0), "tree", rng.choice([wl + 0.6, wr - 0.6])))
         for z, kind, x in sorted(items, key=lambda it: -it[0]):
@@ -227,10 +227,10 @@ class _Scene:
         stride = self.rng.uniform(0.0, 0.12) * s
         if lift == 0.0:
             bottom = self.colour("person_bottom")
-            self.paint(self.rect(cx - 0.1 * s - stride, 0.08 * s, base - 0.85 * s, base), lid, bottom, z)
-            self.paint(self.rect(cx + 0.1 * s + stride, 0.08 * s, base - 0.85 * s, base), lid, bottom, z)
-        self.paint(self.ellipse(cx, base - 1.15 * s, 0.24 * s, 0.36 * s), lid, self.colour("person_top"), z)
-        self.paint(self.ellipse(cx, base - 1.6 * s, 0.12 * s, 0.13 * s), lid, self.colour("skin"), z)
+            self.paint(self.rect(cx - 0.14 * s - stride, 0.13 * s, base - 0.85 * s, base), lid, bottom, z)
+            self.paint(self.rect(cx + 0.14 * s + stride, 0.13 * s, base - 0.85 * s, base), lid, bottom, z)
+        self.paint(self.ellipse(cx, base - 1.2 * s, 0.36 * s, 0.45 * s), lid, self.colour("person_top"), z)
+        self.paint(self.ellipse(cx, base - 1.75 * s, 0.17 * s, 0.18 * s), lid, self.colour("skin"), z)
 
     def _draw_rider(self, x: float, z: float, kind: str) -> None:
         self._draw_bicycle(x, z, kind.split("_")[1])
@@ -244,11 +244,11 @@ class _Scene:
         r = (0.34 if kind == "bicycle" else 0.32) * s
         for sx in (-1, 1):
             ring = self.ellipse(cx + sx * 0.55 * s, base - r, r, r)
-            if r > 3:
-                inner = r - max(1.0, 0.2 * r)
+            if r > 4:
+                inner = r - max(1.5, 0.35 * r)
                 ring &= ~self.ellipse(cx + sx * 0.55 * s, base - r, inner, inner)
             self.paint(ring, lid, col, z)
-        frame_h = (0.12 if kind == "bicycle" else 0.3) * s
+        frame_h = (0.2 if kind == "bicycle" else 0.32) * s
         self.paint(self.rect(cx, 0.5 * s, base - r - frame_h, base - r + frame_h), lid, col, z)
 
     _draw_motorcycle = _draw_bicycle
@@ -256,16 +256,16 @@ class _Scene:
     def _draw_pole(self, x: float, z: float, kind: str) -> None:
         cx, base, s = self.project(x, z)
         height = self.rng.uniform(4.0, 7.5)
-        self.paint(self.rect(cx, 0.08 * s, base - height * s, base), ID["pole"], self.colour("pole"), z)
+        self.paint(self.rect(cx, 0.22 * s, base - height * s, base), ID["pole"], self.colour("pole"), z)
         if self.rng.random() < self.style.p_sign:
             y = base - self.rng.uniform(2.2, 3.2) * s
-            plate = self.rect(cx, 0.35 * s, y - 0.3 * s, y + 0.3 * s)
+            plate = self.rect(cx, 0.6 * s, y - 0.5 * s, y + 0.5 * s)
             self.paint(plate, ID["sign"], self.colour("sign"), z - 0.05)
         if self.rng.random() < self.style.p_light:
             y = base - height * s
-            self.paint(self.rect(cx, 0.18 * s, y, y + 0.9 * s), ID["light"], self.colour("light"), z - 0.05)
+            self.paint(self.rect(cx, 0.4 * s, y, y + 1.6 * s), ID["light"], self.colour("light"), z - 0.05)
             lamp = np.array((60, 220, 80) if self.rng.random() < 0.5 else (230, 40, 30), np.float32)
-            self.paint(self.rect(cx, 0.08 * s, y + 0.3 * s, y + 0.45 * s), ID["light"], lamp, z - 0.06)
+            self.paint(self.rect(cx, 0.2 * s, y + 0.5 * s, y + 0.8 * s), ID["light"], lamp, z - 0.06)
 
     def _draw_tree(self, x: float, z: float, kind: str) -> None:
         cx, base, s = self.project(x, z)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from spcl.data.labels import CLASSES_19, LABELIDS_19
 
-TOY_VERSION = "toy-v1"  # bump on any change to the drawing code (style changes are fingerprinted)
+TOY_VERSION = "toy-v2"  # bump on any change to the drawing code (style changes are fingerprinted)
 MANIFEST_NAME = "toy_manifest.json"
+LOCK_NAME = ".toy_lock"  # held while checking / writing, so concurrent callers never race
 TRAIN_CITIES = ("toytown", "mockburg")
 VAL_CITIES = ("valville",)
 ID = dict(zip(CLASSES_19, LABELIDS_19))  # class name -> Cityscapes labelId

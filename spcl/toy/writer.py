@@ -3,6 +3,7 @@ manifest that makes regeneration a no-op when nothing changed. Called by tools/m
 tools/train.py (configs with DATASETS.TOY.GENERATE), and by the tests."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +19,8 @@ from spcl.data.datasets import gta5
 from spcl.data.labels import cityscapes_labelid_palette
 
 from .scene import render_scene
-from .styles import MANIFEST_NAME, SOURCE_STYLE, TARGET_STYLE, TOY_VERSION, TRAIN_CITIES, VAL_CITIES, DomainStyle
+from .styles import (LOCK_NAME, MANIFEST_NAME, SOURCE_STYLE, TARGET_STYLE, TOY_VERSION, TRAIN_CITIES, VAL_CITIES,
+                     DomainStyle)
 
 logger = logging.getLogger("spcl")
 
@@ -68,13 +70,37 @@ def generate_toy_dataset(root: str | os.PathLike, seed: int = 0, num_source: int
         `cityscapes` folders and the `manifest` path.
     """
     root = Path(root)
+    if seed < 0 or min(num_source, num_target_train, num_target_val) < 0:
+        raise ValueError(f"seed and counts must be non-negative, got seed={seed} "
+                         f"{(num_source, num_target_train, num_target_val)}")
+    if int(size[0]) < 16 or int(size[1]) < 8:
+        raise ValueError(f"size must be at least (16, 8) (width, height), got {tuple(size)}")
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root / LOCK_NAME):  # parallel runs (benchmark seeds) share a DATA_DIR
+        return _generate(root, seed, num_source, num_target_train, num_target_val, size, overwrite)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):
+    """An advisory exclusive lock on `path` (POSIX flock; a no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _generate(root: Path, seed: int, num_source: int, num_target_train: int, num_target_val: int,
+              size: tuple[int, int], overwrite: bool) -> dict:
     width, height = (int(v) for v in size)
     counts = {"num_source": num_source, "num_target_train": num_target_train,
               "num_target_val": num_target_val}
-    if seed < 0 or min(counts.values()) < 0:
-        raise ValueError(f"seed and counts must be non-negative, got seed={seed} {counts}")
-    if width < 16 or height < 8:
-        raise ValueError(f"size must be at least (16, 8) (width, height), got {tuple(size)}")
     styles = hashlib.sha256(repr((SOURCE_STYLE, TARGET_STYLE)).encode()).hexdigest()[:16]
     manifest = {"version": TOY_VERSION, "styles": styles, "seed": int(seed),
                 **{k: int(v) for k, v in counts.items()}, "size": [width, height]}

@@ -229,7 +229,7 @@ def test_unknown_dataset_name_raises(tmp_path):
     with pytest.raises(KeyError, match="mapillary_train"):
         build_dataset(cfg_for(tmp_path), "mapillary_train", train=True)
     assert set(CATALOG) == {"gta5_train", "synthia_train", "synscapes_train", "cityscapes_train",
-                            "cityscapes_val", "cityscapes_pseudo"}
+                            "cityscapes_val", "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo"}
 
 
 def test_test_loader_batches_in_order(tmp_path):

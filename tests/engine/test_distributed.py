@@ -16,7 +16,7 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toy.yam
 def _cfg(out, protos):
     return load_config(CONFIG, [
         "OUTPUT_DIR", out, "MODEL.FREEZE_BN", "True", "PROTOTYPE.PATH", protos, "ALIGN.SOURCE_BATCH", "4",
-        "ALIGN.TARGET_BATCH", "4", "DATASETS.TOY.GENERATE", "False"])
+        "ALIGN.TARGET_BATCH", "4", "DATASETS.TOY.GENERATE", "False", "SOLVER.OPTIMIZER", "sgd"])
 
 
 def _step(out, protos, batch_file, result_file):

@@ -103,7 +103,7 @@ def test_rerun_of_a_finished_run_with_another_key_refuses_and_keeps_the_record(t
     run_pipeline(tiny_cfg(toy_root, out, *OPTS))
     record = open(os.path.join(out, "config.yaml")).read()
     with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
-        run_pipeline(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.001"))
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.0123"))
     assert open(os.path.join(out, "config.yaml")).read() == record
     summary = run_pipeline(tiny_cfg(toy_root, out, *OPTS))  # the same config: skipped, same numbers
     assert summary["stages"][0]["mIoU"] == json.load(open(os.path.join(out, "summary.json")))["stages"][0]["mIoU"]

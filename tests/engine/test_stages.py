@@ -79,7 +79,8 @@ def test_prototypes_pseudo_align_self_train(toy_root, tmp_path, warmup):
     for alpha, fixed in ((1.0, True), (0.1, False)):
         out = tmp_path / f"align_{alpha}"
         acfg = tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", ckpt, "PROTOTYPE.PATH", protos,
-                        "DATASETS.PSEUDO_DIR", label_dir, "PROTOTYPE.ALPHA", str(alpha))
+                        "DATASETS.PSEUDO_DIR", label_dir, "PROTOTYPE.ALPHA", str(alpha),
+                        "LOSS.CONTRAST.TEMPERATURE", "100.0", "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", "False")
         result = run_stage(acfg, "align", str(out))
         bank = _load(result["outputs"]["checkpoint"])["prototype_bank"]["prototypes"]
         assert torch.equal(bank, p) == fixed

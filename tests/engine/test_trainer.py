@@ -164,7 +164,8 @@ def test_align_logs_the_gradient_each_term_sends_to_the_features(lam, toy_root, 
     from spcl.prototypes import downsample_mask
 
     cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", pseudo_dir,
-                   "SOLVER.LOG_PERIOD", "1", "LOSS.CONTRAST.WEIGHT", str(lam), "LOSS.CONTRAST.TEMPERATURE", "0.5")
+                   "SOLVER.LOG_PERIOD", "1", "LOSS.CONTRAST.WEIGHT", str(lam), "LOSS.CONTRAST.TEMPERATURE", "0.5",
+                   "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", "False")
     trainer = AlignTrainer(cfg, None, CPU)
     head = copy.deepcopy(trainer.model_without_ddp.head)  # the classifier as it is during the step
     feats = []
@@ -181,3 +182,13 @@ def test_align_logs_the_gradient_each_term_sends_to_the_features(lam, toy_root, 
     assert logs["grad_ratio_src"] == pytest.approx(logs["grad_feat_cl_src"] / logs["grad_feat_seg"], rel=1e-9)
     assert logs["grad_feat_cl_tgt"] > 0 and logs["grad_ratio_tgt"] == pytest.approx(
         logs["grad_feat_cl_tgt"] / logs["grad_feat_seg"], rel=1e-9)
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_optimizer_key_builds_that_optimizer_with_the_head_factor(name, cls, toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, str(tmp_path), "SOLVER.OPTIMIZER", name, "SOLVER.HEAD_LR_FACTOR", "10.0")
+    opt = SourceOnlyTrainer(cfg, None, CPU).optimizers["model"]
+    assert type(opt) is cls
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])
+    if name == "adamw":
+        assert opt.param_groups[0]["betas"] == (cfg.SOLVER.MOMENTUM, 0.999)

@@ -90,12 +90,14 @@ def test_folder_of_checkpoints(tmp_path, test_tool):
     torch.save({"optimizer": {}}, str(ckpts / "no_model.pt"))
     (ckpts / "notes.txt").write_text("ignored")
     test_tool.main(["--checkpoint", str(ckpts)] + opts_for(root))
-    out = ckpts / "eval"  # default output folder
+    evals = [p for p in os.listdir(ckpts) if p.startswith("eval_")]
+    assert len(evals) == 1  # default output folder: a new eval_<time> folder
+    out = ckpts / evals[0]
     with open(out / "results.csv") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
-    assert header[:5] == ["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] and header[5] == "road"
-    assert len(header) == 5 + 19
+    assert header[:6] == ["iteration", "checkpoint", "mIoU", "mAcc", "aAcc", "mIoU_tail"] and header[6] == "road"
+    assert len(header) == 6 + 19
     assert [int(r[0]) for r in body] == [50, 200]
     assert [r[1] for r in body] == [early, late]
     with open(out / "metrics.json") as f:
@@ -140,13 +142,14 @@ def test_single_checkpoint_with_saved_predictions(tmp_path, test_tool):
         pred = predict_probs(model, item["image"][None], (H, W)).argmax(1)[0].numpy().astype(np.uint8)
         seen_classes |= set(np.unique(pred).tolist())
         base = item["name"][: -len(".png")]
-        color = np.array(Image.open(out / "color" / (base + ".png")))
+        stem = base.replace("_leftImg8bit", "")
+        color = np.array(Image.open(out / "color" / (stem + "_color.png")))
         np.testing.assert_array_equal(color, colorize(pred, 19))
-        ids = np.array(Image.open(out / "labelIds" / (base.replace("_leftImg8bit", "") + ".png")))
+        ids = np.array(Image.open(out / "labelIds" / (stem + "_labelIds.png")))
         np.testing.assert_array_equal(ids, lut[pred])
     assert len(seen_classes) > 1
     assert sorted(os.listdir(out / "labelIds")) == sorted(
-        os.path.basename(n).replace("_leftImg8bit", "") for n in NAMES)
+        os.path.basename(n).replace("_leftImg8bit.png", "_labelIds.png") for n in NAMES)
 
 
 def test_no_checkpoint_raises(tmp_path, test_tool):

@@ -1,6 +1,6 @@
 """Cityscapes (docs/method.md "Datasets") with gtFine labelIds, and Cityscapes with labels from a pseudo-label folder.
 
-Images: `cityscapes/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`; labels:
+Images: `cityscapes/leftImg8bit/<split>/<city>/<name>_leftImg8bit.png` (split train, val or test); labels:
 `cityscapes/gtFine/<split>/<city>/<name>_gtFine_labelIds.png`. Pseudo labels: `<dir>/<image base
 name>` (the image's file name), 8-bit trainIds with 255 ignored, as written by spcl.pseudo.
 """
@@ -13,6 +13,7 @@ import numpy as np
 from ..io import read_label_indices
 from ..labels import labelid_to_trainid_lut
 from .base import SegmentationDataset, list_images, read_list_file
+from .folder import ImageSizePlaceholder
 
 IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"  # folders under the Cityscapes root
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -33,8 +34,9 @@ def cityscapes_images(root: str, split: str, list_file: str = "") -> list[str]:
     return read_list_file(list_file) if list_file else list_images(image_dir, IMAGE_SUFFIX)
 
 
-class CityscapesDataset(SegmentationDataset):
-    """Cityscapes `split` with gtFine labelIds mapped to 19 (or 16) train labels."""
+class CityscapesDataset(ImageSizePlaceholder, SegmentationDataset):
+    """Cityscapes `split` with gtFine labelIds mapped to 19 (or 16) train labels. The `test` split has
+    no public labels: build it with labels `none` (catalog name `cityscapes_test`)."""
 
     def __init__(self, root: str, split: str, transform, list_file: str = "", num_classes: int = 19,
                  labels: str = "required"):

@@ -1,0 +1,175 @@
+"""A custom domain from plain folders, set from the config only (DATASETS.FOLDER.*), and the generic
+pseudo-labelled dataset built on any target's image list.
+
+* `folder_train`: every JPEG/PNG below DATASETS.FOLDER.TRAIN_DIR (recursive, sorted), no labels.
+* `folder_val`: every image below VAL_DIR; labels (optional) from VAL_LABEL_DIR with the same
+  sub-folders, file name = image name with IMAGE_SUFFIX (default: the extension) replaced by
+  LABEL_SUFFIX; raw values mapped to train ids by ID_MAP / ID_MAP_FILE (default: already train ids).
+
+Item names (`name`, also the pseudo-label file name) are the image's path relative to its folder with
+`/` replaced by `__` and the extension replaced by `.png` (`a/b/x.jpg` → `a__b__x.png`), so images in
+different sub-folders never share a pseudo-label file and pseudo labels are always lossless PNGs.
+Two images that would get one name (`x.jpg` and `x.png` side by side) stop with an error naming them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..io import read_label_indices
+from ..labels import IGNORE_LABEL
+from .base import SegmentationDataset, read_list_file
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def is_image_name(name: str, suffix: str = "") -> bool:
+    """True for JPEG/PNG file names (case-insensitive), or names ending in `suffix` when given."""
+    return name.endswith(suffix) if suffix else name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def find_images(folder: str, suffix: str = "") -> list[str]:
+    """Paths relative to `folder` of every image below it (see `is_image_name`), sorted."""
+    if not folder or not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder!r} (DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
+    out = []
+    for dirpath, dirs, files in os.walk(folder):
+        dirs.sort()
+        out.extend(os.path.relpath(os.path.join(dirpath, f), folder) for f in files if is_image_name(f, suffix))
+    if not out:
+        raise FileNotFoundError(f"no images ({suffix or '/'.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    return sorted(out)
+
+
+def flat_name(rel_path: str) -> str:
+    """`a/b/x.jpg` → `a__b__x.png`: a unique flat PNG file name for an image path relative to its folder."""
+    stem = os.path.splitext(os.path.normpath(rel_path))[0]
+    return stem.replace(os.sep, "__").replace("/", "__") + ".png"
+
+
+def unique_names(rel_paths: Sequence[str]) -> list[str]:
+    """`flat_name` of each path; raises ValueError naming two paths that would share a name."""
+    names, seen = [], {}
+    for rel in rel_paths:
+        name = flat_name(rel)
+        if name in seen:
+            raise ValueError(f"images {seen[name]} and {rel} would share the item name {name} (used for pseudo "
+                             "labels and predictions); rename one of them")
+        seen[name] = rel
+        names.append(name)
+    return names
+
+
+def id_map_lut(pairs: Sequence = (), path: str = "") -> Optional[np.ndarray]:
+    """Lookup table (65536,) uint8 raw id → train id from [[raw, train], …] `pairs` or a JSON file
+    `path` ({"raw": train} or pairs; wins when set); ids not listed → 255. None when neither is given."""
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"id map file not found: {path} (DATASETS.FOLDER.ID_MAP_FILE)")
+        with open(path) as f:
+            data = json.load(f)
+        pairs = list(data.items()) if isinstance(data, dict) else data
+    if not pairs:
+        return None
+    lut = np.full(65536, IGNORE_LABEL, dtype=np.uint8)
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"id map entry {pair!r} is not a [raw_id, train_id] pair (DATASETS.FOLDER.ID_MAP)")
+        raw, train = int(pair[0]), int(pair[1])
+        if not 0 <= raw < 65536 or not (0 <= train < 255 or train == IGNORE_LABEL):
+            raise ValueError(f"id map entry [{raw}, {train}] out of range (raw 0..65535, train 0..254 or 255)")
+        lut[raw] = train
+    return lut
+
+
+class ImageSizePlaceholder:
+    """Mixin: with `placeholder_at_image_size` set (build_dataset does it for unlabelled test sets), an
+    item without a label file gets its all-255 label at the *original image's* size, not the resized
+    input's, so predictions are made at the image's own size (test-server export, --format-only)."""
+
+    placeholder_at_image_size = False
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if self.placeholder_at_image_size:
+            i = index[0] if isinstance(index, (tuple, list)) else index
+            img_path, label_path = self.items[i]
+            if self.labels == "none" or label_path is None or not os.path.isfile(label_path):
+                with Image.open(img_path) as img:
+                    w, h = img.size
+                if tuple(item["label"].shape) != (h, w):
+                    item["label"] = torch.full((h, w), IGNORE_LABEL, dtype=torch.int64)
+        return item
+
+
+class FolderDataset(ImageSizePlaceholder, SegmentationDataset):
+    """Images below `image_dir` (recursive), labels optionally from `label_dir` mapped by `id_lut`.
+
+    Args:
+        image_dir: folder searched recursively for JPEG/PNG files (or `image_suffix`).
+        list_file: optional list of image paths (relative to `image_dir`, or absolute).
+        label_dir: folder of label maps mirroring `image_dir`; "" = no labels.
+        image_suffix / label_suffix: label name = image name with `image_suffix` (default: its
+            extension) replaced by `label_suffix`.
+        id_lut: raw id → train id table (`id_map_lut`); None = the files hold train ids.
+    """
+
+    def __init__(self, image_dir: str, transform, list_file: str = "", num_classes: int = 19,
+                 labels: str = "none", label_dir: str = "", image_suffix: str = "", label_suffix: str = ".png",
+                 id_lut: Optional[np.ndarray] = None):
+        rel = read_list_file(list_file) if list_file else find_images(image_dir, image_suffix)
+        rel = [os.path.relpath(r, image_dir) if os.path.isabs(r) else r for r in rel]
+        self.names = unique_names(rel)
+        self.image_dir, self.label_dir = image_dir, label_dir
+        items = [(os.path.join(image_dir, r), self._label_path(r, image_suffix, label_suffix) if label_dir else None)
+                 for r in rel]
+        super().__init__(items, transform, labels, num_classes)
+        self.id_lut = id_lut
+
+    def _label_path(self, rel: str, image_suffix: str, label_suffix: str) -> str:
+        if image_suffix and rel.endswith(image_suffix):
+            base = rel[: -len(image_suffix)]
+        else:
+            base = os.path.splitext(rel)[0]
+        return os.path.join(self.label_dir, base + label_suffix)
+
+    def decode_label(self, path: str) -> np.ndarray:
+        raw = read_label_indices(path)
+        if self.id_lut is None:
+            if raw.dtype != np.uint8:
+                raw = np.where(raw > 255, IGNORE_LABEL, raw)
+            return raw.astype(np.uint8)
+        return self.id_lut[raw]
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        item["name"] = self.names[index[0] if isinstance(index, (tuple, list)) else index]
+        return item
+
+
+class PseudoLabelDataset(SegmentationDataset):
+    """The images of another dataset (`base`, e.g. a FolderDataset) with train labels read from
+    `pseudo_dir/<item name>` (as spcl.pseudo writes them, at any resolution: resized to the image)."""
+
+    resize_label_to_image = True
+
+    def __init__(self, base: SegmentationDataset, pseudo_dir: str, transform, num_classes: int = 19):
+        if not pseudo_dir or not os.path.isdir(pseudo_dir):
+            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r} "
+                                    "(config key DATASETS.PSEUDO_DIR; write it with tools/gen_pseudo.py)")
+        self.names = list(getattr(base, "names", [os.path.basename(p) for p, _ in base.items]))
+        items = [(img, os.path.join(pseudo_dir, n)) for (img, _), n in zip(base.items, self.names)]
+        super().__init__(items, transform, "required", num_classes)
+
+    def decode_label(self, path: str) -> np.ndarray:
+        return read_label_indices(path)
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        item["name"] = self.names[index[0] if isinstance(index, (tuple, list)) else index]
+        return item

@@ -1,0 +1,162 @@
+"""The generic folder domain (folder_train / folder_val, DATASETS.FOLDER.*), the pseudo-labelled
+dataset on a folder target, and cityscapes_test (no labels, placeholders at the image's own size)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spcl.config import load_config
+from spcl.data import CATALOG, build_dataset
+from spcl.data.datasets.folder import flat_name, id_map_lut
+
+W, H = 32, 16
+
+
+def _save_rgb(path, size=(W, H), mode="RGB", seed=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(arr[..., 0] if channels == 1 else arr, mode).save(path)
+
+
+def make_tree(root):
+    """train/: three images in sub-folders (one JPEG, one greyscale, one RGBA) + a text file;
+    val/ and labels/: two images with raw-id labels (values 3, 9, 200)."""
+    _save_rgb(str(root / "train" / "a" / "x.png"))
+    _save_rgb(str(root / "train" / "b" / "x.jpg"), size=(40, 20), seed=1)
+    _save_rgb(str(root / "train" / "b" / "c" / "grey.png"), mode="L", seed=2)
+    _save_rgb(str(root / "train" / "rgba.PNG"), mode="RGBA", seed=3)
+    (root / "train" / "notes.txt").write_text("not an image")
+    raw = np.array([[3, 9, 200, 255]] * 4, dtype=np.uint8).repeat(8, axis=1)  # 4×32
+    raw = np.concatenate([raw] * 4)  # 16×32
+    for i, name in enumerate(["v1", "sub/v2"]):
+        _save_rgb(str(root / "val" / f"{name}.jpg"), seed=10 + i)
+        os.makedirs(os.path.dirname(str(root / "labels" / f"{name}_ids.png")), exist_ok=True)
+        Image.fromarray(raw).save(str(root / "labels" / f"{name}_ids.png"))
+    return raw
+
+
+def cfg_for(root, *opts):
+    return load_config("", ["DATASETS.FOLDER.TRAIN_DIR", str(root / "train"), "DATASETS.FOLDER.VAL_DIR",
+                            str(root / "val"), "DATASETS.TARGET", "folder_train", "DATASETS.TEST", "folder_val",
+                            "INPUT.TEST_SIZE", f"[{W}, {H}]", "INPUT.TARGET_SIZE", f"[{W}, {H}]",
+                            "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]", "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]",
+                            "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]", "INPUT.SELF_TRAIN_FLIP_PROB", "0.0", "DATALOADER.NUM_WORKERS", "0", *opts])
+
+
+def test_catalog_names():
+    assert {"cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo"} <= set(CATALOG)
+
+
+def test_folder_train_is_unlabelled_images(tmp_path):
+    make_tree(tmp_path)
+    ds = build_dataset(cfg_for(tmp_path), "folder_train", train=True)
+    rel = sorted(os.path.relpath(p, tmp_path / "train") for p, _ in ds.items)
+    assert rel == sorted(["a/x.png", "b/x.jpg", "b/c/grey.png", "rgba.PNG"])  # notes.txt is not an image
+    assert ds.labels == "none" and all(label is None for _, label in ds.items)
+    names = sorted(ds[i]["name"] for i in range(len(ds)))
+    assert names == sorted(["a__x.png", "b__x.png", "b__c__grey.png", "rgba.png"])
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (3, H, W)  # greyscale and RGBA read as RGB, resized to TARGET_SIZE
+        assert (item["label"] == 255).all()
+
+
+def test_folder_names_that_collide_are_an_error(tmp_path):
+    _save_rgb(str(tmp_path / "train" / "x.png"))
+    _save_rgb(str(tmp_path / "train" / "x.jpg"))
+    with pytest.raises(ValueError, match="share the item name x.png"):
+        build_dataset(cfg_for(tmp_path), "folder_train", train=True)
+    assert flat_name("a/b/x.jpg") == "a__b__x.png"
+
+
+def test_folder_val_maps_raw_ids(tmp_path):
+    raw = make_tree(tmp_path)
+    cfg = cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"), "DATASETS.FOLDER.LABEL_SUFFIX",
+                  "_ids.png", "DATASETS.FOLDER.ID_MAP", "[[3, 0], [9, 13]]")
+    ds = build_dataset(cfg, "folder_val", train=False)
+    assert ds.labels == "required" and len(ds) == 2
+    expected = np.full(raw.shape, 255, dtype=np.int64)
+    expected[raw == 3], expected[raw == 9] = 0, 13  # 200 is not in the table: ignored
+    for i in range(2):
+        np.testing.assert_array_equal(ds[i]["label"].numpy(), expected)
+    assert sorted(ds[i]["name"] for i in range(2)) == ["sub__v2.png", "v1.png"]
+    # the same table from a JSON file
+    table = tmp_path / "map.json"
+    table.write_text(json.dumps({"3": 0, "9": 13}))
+    ds_json = build_dataset(cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"),
+                                    "DATASETS.FOLDER.LABEL_SUFFIX", "_ids.png", "DATASETS.FOLDER.ID_MAP_FILE",
+                                    str(table)), "folder_val", train=False)
+    np.testing.assert_array_equal(ds_json[0]["label"].numpy(), expected)
+    # without a table the files must hold train ids already: 200 is out of range
+    ds_raw = build_dataset(cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"),
+                                   "DATASETS.FOLDER.LABEL_SUFFIX", "_ids.png"), "folder_val", train=False)
+    with pytest.raises(ValueError, match="outside"):
+        ds_raw[0]
+
+
+def test_id_map_lut():
+    lut = id_map_lut([[7, 0], [26, 13]])
+    assert lut[7] == 0 and lut[26] == 13 and lut[8] == 255
+    assert id_map_lut([]) is None
+    with pytest.raises(ValueError, match="pair"):
+        id_map_lut([[1, 2, 3]])
+
+
+def test_folder_val_without_labels_predicts_at_image_size(tmp_path):
+    make_tree(tmp_path)
+    _save_rgb(str(tmp_path / "val" / "big.png"), size=(50, 30))
+    ds = build_dataset(cfg_for(tmp_path), "folder_val", train=False)
+    assert ds.labels == "none"
+    sizes = {ds[i]["name"]: tuple(ds[i]["label"].shape) for i in range(len(ds))}
+    assert sizes["big.png"] == (30, 50) and sizes["v1.png"] == (H, W)
+    assert ds[0]["image"].shape == (3, H, W)
+
+
+def test_pseudo_dataset_on_a_folder_target(tmp_path):
+    make_tree(tmp_path)
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()
+    rng = np.random.default_rng(5)
+    written = {}
+    for name in ["a__x.png", "b__x.png", "b__c__grey.png", "rgba.png"]:
+        lab = rng.integers(0, 19, (H, W), dtype=np.uint8)
+        lab[0, 0] = 255
+        Image.fromarray(lab).save(str(pseudo / name))
+        written[name] = lab
+    cfg = cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(pseudo))
+    ds = build_dataset(cfg, "cityscapes_pseudo", train=True)  # the stages' name: the target's images
+    assert len(ds) == 4 and ds.labels == "required"
+    for i in range(len(ds)):
+        item = ds[i]
+        if item["name"] == "b__x.png":  # 40×20 image: the label is resized (nearest) to it, then to the crop
+            assert item["label"].shape == (H, W)
+            continue
+        np.testing.assert_array_equal(item["label"].numpy(), written[item["name"]].astype(np.int64))
+    assert sorted(ds[i]["name"] for i in range(len(ds))) == sorted(written)
+    os.remove(str(pseudo / "rgba.png"))
+    with pytest.raises(FileNotFoundError, match="rgba.png"):
+        ds[[i for i in range(len(ds)) if ds.items[i][0].endswith("rgba.PNG")][0]]
+
+
+def test_cityscapes_test_split_has_no_labels(tmp_path):
+    root = tmp_path / "data"
+    for city, frame, size in [("berlin", "000000_000019", (W, H)), ("bonn", "000001_000020", (64, 32))]:
+        _save_rgb(str(root / "cityscapes" / "leftImg8bit" / "test" / city / f"{city}_{frame}_leftImg8bit.png"),
+                  size=size)
+    cfg = load_config("", ["DATASETS.DATA_DIR", str(root), "DATASETS.TEST", "cityscapes_test", "INPUT.TEST_SIZE",
+                           f"[{W}, {H}]"])
+    ds = build_dataset(cfg, "cityscapes_test", train=False)
+    assert ds.labels == "none" and len(ds) == 2
+    items = [ds[i] for i in range(2)]
+    assert [it["name"] for it in items] == ["berlin_000000_000019_leftImg8bit.png", "bonn_000001_000020_leftImg8bit.png"]
+    assert [tuple(it["label"].shape) for it in items] == [(H, W), (32, 64)]  # each image's own size
+    assert all(it["image"].shape == (3, H, W) for it in items)
+    assert all(bool((it["label"] == 255).all()) for it in items)
+    assert items[0]["label"].dtype == torch.int64

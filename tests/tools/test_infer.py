@@ -1,0 +1,293 @@
+"""Predictions for users: tools/infer.py on a folder of mixed images (sub-folders kept, non-images
+skipped with a warning, outputs at each input's size, equal to `segment_image`), the input forms
+(glob, list file), `segment_image(s)`, and tools/test.py's prediction files: consistent names,
+overlay + legend, `--format-only` on cityscapes_test, a new eval folder per run, mIoU_tail in
+results.csv."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from spcl.config import load_config
+from spcl.data.labels import colorize, legend, overlay, trainid_to_labelid_lut
+from spcl.evaluation import preprocess_image, segment_image, segment_images
+from spcl.modeling import build_segmentor, load_trained_segmentor, predict_probs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+W, H = 32, 16
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"spcl_tools_{name}_cli", os.path.join(REPO, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tools():
+    """tools/infer.py and tools/test.py as modules; the `spcl` logger is restored afterwards."""
+    logger = logging.getLogger("spcl")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield _load_tool("infer"), _load_tool("test")
+    for h in list(logger.handlers):
+        if h not in saved[0]:
+            logger.removeHandler(h)
+            h.close()
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+OPTS = ["MODEL.BACKBONE", "resnet18", "MODEL.WEIGHTS", "", "INPUT.TEST_SIZE", f"[{W}, {H}]",
+        "DATALOADER.NUM_WORKERS", "0"]
+
+
+def make_checkpoint(tmp_path, iteration=5, seed=0, name="model_final.pth"):
+    cfg = load_config("", OPTS)
+    torch.manual_seed(seed)
+    model = build_segmentor(cfg, load_weights=False)
+    for conv in model.head.convs:  # spread the predictions over several classes
+        nn.init.normal_(conv.weight, std=0.05)
+        nn.init.normal_(conv.bias, std=1.0)
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = str(folder / name)
+    torch.save({"model": model.state_dict(), "iteration": iteration}, path)
+    return cfg, path
+
+
+def _image(size, channels, seed):
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    return arr[..., 0] if channels == 1 else arr
+
+
+def make_inputs(root):
+    """photos/: RGB PNG, a greyscale JPEG and an RGBA PNG in sub-folders, of three sizes; a text file
+    and a broken .png that must be skipped."""
+    files = {"a.png": ((W, H), 3), "sub/b.jpg": ((40, 24), 1), "sub/deep/c.png": ((20, 30), 4)}
+    for rel, (size, ch) in files.items():
+        path = root / "photos" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_image(size, ch, len(rel)), {1: "L", 3: "RGB", 4: "RGBA"}[ch]).save(str(path))
+    (root / "photos" / "readme.txt").write_text("not an image")
+    (root / "photos" / "sub" / "broken.png").write_bytes(b"\x89PNG not really")
+    return files
+
+
+def test_infer_folder(tmp_path, tools):
+    infer, _ = tools
+    cfg, ckpt = make_checkpoint(tmp_path)
+    files = make_inputs(tmp_path)
+    code = infer.main(["--checkpoint", ckpt, "--input", str(tmp_path / "photos"), "--batch-size", "2"] + OPTS)
+    assert code == 0
+    outs = sorted(p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("infer_"))
+    assert len(outs) == 1  # default: a new infer_<time> folder beside the checkpoint
+    out = tmp_path / "run" / "checkpoints" / outs[0]
+    model = load_trained_segmentor(cfg, ckpt)
+    lut = trainid_to_labelid_lut(19)
+    classes = set()
+    for rel in files:
+        stem = os.path.splitext(rel)[0]
+        src = Image.open(str(tmp_path / "photos" / rel)).convert("RGB")
+        rgb = np.array(src)
+        expected = segment_image(model, rgb, cfg)
+        assert expected.shape == rgb.shape[:2]
+        classes |= set(np.unique(expected).tolist())
+        ids = np.array(Image.open(str(out / f"{stem}_labelIds.png")))
+        np.testing.assert_array_equal(ids, lut[expected])
+        np.testing.assert_array_equal(np.array(Image.open(str(out / f"{stem}_color.png"))), colorize(expected, 19))
+        np.testing.assert_array_equal(np.array(Image.open(str(out / f"{stem}_overlay.png"))),
+                                      overlay(rgb, expected, 19, 0.5))
+    assert len(classes) > 1
+    np.testing.assert_array_equal(np.array(Image.open(str(out / "legend.png"))), legend(19))
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*_labelIds.png"))
+    assert written == ["a_labelIds.png", "sub/b_labelIds.png", "sub/deep/c_labelIds.png"]
+    log = (out / "log.txt").read_text()
+    assert log.count("skipping") == 2 and "readme.txt" in log and "broken.png" in log
+    # a second run never overwrites the first
+    infer.main(["--checkpoint", ckpt, "--input", str(tmp_path / "photos" / "a.png")] + OPTS)
+    assert len([p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("infer_")]) == 2
+
+
+def test_infer_inputs_glob_and_list(tmp_path, tools):
+    infer, _ = tools
+    make_inputs(tmp_path)
+    photos = tmp_path / "photos"
+    pairs, skipped = infer.collect_inputs(str(photos))
+    assert [s for _, s in pairs] == ["a", "sub/b", "sub/broken", "sub/deep/c"]  # broken: by name an image
+    assert [os.path.basename(f) for f in skipped] == ["readme.txt"]
+    pairs, _ = infer.collect_inputs(str(photos / "sub" / "**" / "*.png"))
+    assert sorted(s for _, s in pairs) == ["broken", "deep/c"]
+    lst = tmp_path / "list.txt"
+    lst.write_text("photos/a.png\n# a comment\n\nphotos/sub/b.jpg\n")
+    pairs, _ = infer.collect_inputs(str(lst))
+    assert [s for _, s in pairs] == ["a", "sub/b"] and all(os.path.isfile(p) for p, _ in pairs)
+    pairs, _ = infer.collect_inputs(str(photos / "a.png"))
+    assert [s for _, s in pairs] == ["a"]
+    (photos / "a.jpg").write_bytes((photos / "a.png").read_bytes())
+    pairs, _ = infer.collect_inputs(str(photos))
+    assert {"a_png", "a_jpg"} <= {s for _, s in pairs}  # same stem: the extension keeps them apart
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        infer.collect_inputs(str(tmp_path / "nowhere"))
+
+
+def test_segment_image_api(tmp_path):
+    cfg, ckpt = make_checkpoint(tmp_path)
+    model = load_trained_segmentor(cfg, ckpt)
+    rgb = _image((45, 21), 3, 7)
+    labels = segment_image(model, rgb, cfg)
+    assert labels.shape == (21, 45) and labels.dtype == np.uint8
+    ref = predict_probs(model, preprocess_image(rgb, cfg)[None], (21, 45)).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(labels, ref)
+    # preprocessing: resized to TEST_SIZE, normalised with PIXEL_MEAN/STD
+    x = preprocess_image(rgb, cfg)
+    resized = np.array(Image.fromarray(rgb).resize((W, H), Image.BILINEAR), dtype=np.float32) / 255
+    mean, std = np.array(cfg.INPUT.PIXEL_MEAN), np.array(cfg.INPUT.PIXEL_STD)
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), (resized - mean) / std, atol=1e-5)
+    # RGBA and greyscale are converted to RGB first
+    rgba = np.concatenate([rgb, np.full((21, 45, 1), 9, np.uint8)], axis=2)
+    np.testing.assert_array_equal(segment_image(model, rgba, cfg), labels)
+    grey = rgb[..., 0]
+    np.testing.assert_array_equal(segment_image(model, grey, cfg),
+                                  segment_image(model, np.repeat(grey[..., None], 3, axis=2), cfg))
+    # a batch of mixed sizes equals one by one
+    other = _image((W, H), 3, 8)
+    both = segment_images(model, [rgb, other, rgb], cfg)
+    np.testing.assert_array_equal(both[0], labels)
+    np.testing.assert_array_equal(both[2], labels)
+    np.testing.assert_array_equal(both[1], segment_image(model, other, cfg))
+    # sliding windows smaller than the image change the labels; the whole-image window does not
+    slid = segment_image(model, rgb, cfg, sliding=True)
+    np.testing.assert_array_equal(slid, labels)  # default window 512x512 holds the 32x16 input
+    cfg_small = load_config("", OPTS + ["TEST.WINDOW", "[16, 16]", "TEST.STRIDE", "[8, 8]"])
+    from spcl.evaluation import sliding_window
+    fn = sliding_window((16, 16), (8, 8))
+    probs = predict_probs(model, preprocess_image(rgb, cfg)[None], (21, 45), logits_fn=fn)
+    np.testing.assert_array_equal(segment_image(model, rgb, cfg_small, sliding=True), probs.argmax(1)[0].numpy())
+    whole = predict_probs(model, preprocess_image(rgb, cfg)[None], (21, 45))
+    assert (probs - whole).abs().max() > 1e-4  # the windows really were used
+
+
+def _cityscapes_tree(root, split, with_labels):
+    names = ["berlin/berlin_000000_000019_leftImg8bit.png", "bonn/bonn_000001_000020_leftImg8bit.png"]
+    sizes = [(W, H), (48, 24)]
+    rng = np.random.default_rng(0)
+    for n, size in zip(names, sizes):
+        p = root / "cityscapes" / "leftImg8bit" / split / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(str(p))
+        if with_labels:
+            lp = root / "cityscapes" / "gtFine" / split / n.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.choice([7, 8, 11, 12, 21, 25, 26], size=(size[1], size[0])).astype(np.uint8)).save(str(lp))
+    return names, sizes
+
+
+def test_test_tool_format_only_on_the_test_split(tmp_path, tools):
+    _, test_tool = tools
+    root = tmp_path / "data"
+    names, sizes = _cityscapes_tree(root, "test", with_labels=False)
+    cfg, ckpt = make_checkpoint(tmp_path)
+    opts = OPTS + ["DATASETS.DATA_DIR", str(root), "DATASETS.TEST", "cityscapes_test"]
+    test_tool.main(["--checkpoint", ckpt, "--format-only"] + opts)
+    evals = sorted(p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("eval_"))
+    assert len(evals) == 1
+    out = tmp_path / "run" / "checkpoints" / evals[0]
+    files = sorted(os.listdir(out / "labelIds"))
+    assert files == ["berlin_000000_000019_labelIds.png", "bonn_000001_000020_labelIds.png"]
+    model = load_trained_segmentor(cfg, ckpt)
+    lut = trainid_to_labelid_lut(19)
+    for n, (w, h), f in zip(names, sizes, files):
+        ids = np.array(Image.open(str(out / "labelIds" / f)))
+        assert ids.shape == (h, w)  # at the image's own size
+        rgb = np.array(Image.open(str(root / "cityscapes" / "leftImg8bit" / "test" / n)))
+        np.testing.assert_array_equal(ids, lut[segment_image(model, rgb, cfg)])
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["format_only"] is True and metrics["num_images"] == 2 and "mIoU" not in metrics
+    assert not (out / "color").exists()
+    # a second evaluation goes to a new folder; an unlabelled set implies --format-only
+    test_tool.main(["--checkpoint", ckpt] + opts)
+    evals = sorted(p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("eval_"))
+    assert len(evals) == 2
+    again = tmp_path / "run" / "checkpoints" / [e for e in evals if e != out.name][0]
+    assert sorted(os.listdir(again / "labelIds")) == files
+    with open(again / "metrics.json") as f:
+        assert json.load(f)["format_only"] is True
+
+
+def test_test_tool_prediction_names_overlay_legend_and_tail_column(tmp_path, tools):
+    _, test_tool = tools
+    root = tmp_path / "data"
+    names, sizes = _cityscapes_tree(root, "val", with_labels=True)
+    cfg, ckpt = make_checkpoint(tmp_path)
+    opts = OPTS + ["DATASETS.DATA_DIR", str(root)]
+    out = tmp_path / "out"
+    test_tool.main(["--checkpoint", ckpt, "--output", str(out), "--save-color", "--save-labelids"] + opts)
+    model = load_trained_segmentor(cfg, ckpt)
+    for n in names:
+        stem = os.path.basename(n)[: -len("_leftImg8bit.png")]
+        rgb = np.array(Image.open(str(root / "cityscapes" / "leftImg8bit" / "val" / n)))
+        pred = segment_image(model, rgb, cfg)
+        np.testing.assert_array_equal(np.array(Image.open(str(out / "labelIds" / f"{stem}_labelIds.png"))),
+                                      trainid_to_labelid_lut(19)[pred])
+        np.testing.assert_array_equal(np.array(Image.open(str(out / "color" / f"{stem}_color.png"))),
+                                      colorize(pred, 19))
+        np.testing.assert_array_equal(np.array(Image.open(str(out / "color" / f"{stem}_overlay.png"))),
+                                      overlay(rgb, pred, 19))
+    assert (out / "color" / "legend.png").is_file()
+    assert sorted(os.listdir(out / "color")) == sorted(
+        ["legend.png"] + [os.path.basename(n).replace("_leftImg8bit.png", s) for n in names
+                          for s in ("_color.png", "_overlay.png")])
+    # a folder of checkpoints: results.csv carries mIoU_tail after aAcc
+    make_checkpoint(tmp_path, iteration=9, seed=1, name="model_0000009.pth")
+    folder = tmp_path / "run" / "checkpoints"
+    test_tool.main(["--checkpoint", str(folder)] + opts)
+    evals = [p for p in os.listdir(folder) if p.startswith("eval_")]
+    assert len(evals) == 1
+    with open(folder / evals[0] / "results.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:6] == ["iteration", "checkpoint", "mIoU", "mAcc", "aAcc", "mIoU_tail"] and rows[0][6] == "road"
+    with open(folder / evals[0] / "metrics.json") as f:
+        metrics = json.load(f)
+    for row in rows[1:]:
+        assert len(row) == len(rows[0]) == 6 + 19
+        assert float(row[6]) == pytest.approx(metrics[row[1]]["IoU"][0], abs=1e-9)  # road, after the means
+        assert float(row[5]) == pytest.approx(metrics[row[1]]["mIoU_tail"], abs=1e-9)
+        assert float(row[2]) == pytest.approx(metrics[row[1]]["mIoU"], abs=1e-9)
+
+
+def test_unique_output_dir_never_reuses_a_folder(tmp_path, monkeypatch):
+    import time
+
+    from spcl.evaluation import unique_output_dir
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20240101-000000")  # three calls in one second
+    dirs = [unique_output_dir(str(tmp_path), "eval") for _ in range(3)]
+    assert [os.path.basename(d) for d in dirs] == ["eval_20240101-000000", "eval_20240101-000000_2",
+                                                    "eval_20240101-000000_3"]
+    assert all(os.path.isdir(d) for d in dirs)
+
+
+def test_overlay_and_legend_helpers():
+    image = np.array([[[100, 0, 200], [10, 20, 30]]], dtype=np.uint8)  # 1×2
+    label = np.array([[0, 255]], dtype=np.uint8)  # road, ignored
+    out = overlay(image, label, 19, alpha=0.25)
+    road = np.array([128, 64, 128])
+    np.testing.assert_array_equal(out[0, 0], np.rint(0.75 * image[0, 0] + 0.25 * road).astype(np.uint8))
+    np.testing.assert_array_equal(out[0, 1], image[0, 1])  # ignored pixels keep the image
+    with pytest.raises(ValueError, match="differ"):
+        overlay(image, label.T, 19)
+    lg = legend(16, row_height=10)
+    assert lg.shape == (160, 160, 3)
+    np.testing.assert_array_equal(lg[5, 5], [128, 64, 128])  # first swatch: road
+    np.testing.assert_array_equal(lg[15, 5], [244, 35, 232])  # second: sidewalk

@@ -1,0 +1,157 @@
+"""Label your own images with a trained model: no dataset layout, no labels.
+
+    python tools/infer.py --config configs/gta5_r101.yaml --checkpoint PATH --input IMAGES [--output DIR]
+        [--flip] [--scales 0.75 1 1.25] [--sliding] [--batch-size N] [KEY VALUE …]
+
+IMAGES is one image file, a folder (searched recursively), a glob pattern (quote it: 'photos/**/*.jpg')
+or a text file listing image paths (one a line; relative to the text file's folder). JPEG and PNG of
+any size and mode (greyscale, RGBA: converted to RGB); other files are skipped with one warning each.
+Each image is predicted with the test protocol of the config (resized to INPUT.TEST_SIZE, normalised
+with INPUT.PIXEL_MEAN/STD, TEST.SCALES / TEST.FLIP / TEST.SLIDING or the flags), upsampled to its own
+size, and written as
+
+    <stem>_labelIds.png   Cityscapes labelIds (8-bit)
+    <stem>_color.png      class colours (Cityscapes palette)
+    <stem>_overlay.png    the image blended 50 % with the colours
+
+plus `legend.png` (class colours and names) once, `config.yaml` and `env.txt`. Images below an input
+folder keep their sub-folders under DIR (for a glob or a list: below the folders' common parent).
+Default DIR: a new folder `infer_<YYYYmmdd-HHMMSS>` beside the checkpoint; never an earlier one.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import UsageError, config_parser, run_main, setup  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+logger = logging.getLogger("spcl")
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _walk(folder: str) -> list[str]:
+    out = []
+    for dirpath, dirs, files in os.walk(folder):
+        dirs.sort()
+        out.extend(os.path.join(dirpath, f) for f in sorted(files))
+    return out
+
+
+def collect_inputs(path: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(image path, output path stem relative to the output folder) of every candidate image of
+    `path` (an image, a folder, a glob or a list file), and the files skipped for not being images
+    by name. Stems: `sub/dir/name` (the extension dropped); two files that would share one (`x.jpg`,
+    `x.png`) keep their extension in it (`x_jpg`)."""
+    if _is_glob(path) and not os.path.exists(path):
+        files, root = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p)), None
+    elif os.path.isdir(path):
+        files, root = _walk(path), path
+    elif os.path.isfile(path) and path.lower().endswith(LIST_EXTENSIONS):
+        base = os.path.dirname(os.path.abspath(path))
+        with open(path) as f:
+            lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+        files, root = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines], None
+    elif os.path.isfile(path):
+        files, root = [path], None
+    else:
+        raise FileNotFoundError(f"input not found: {path} (an image, a folder, a glob or a text file of paths)")
+    images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    skipped = [f for f in files if not f.lower().endswith(IMAGE_EXTENSIONS)]
+    if root is None:
+        parents = [os.path.dirname(os.path.abspath(f)) for f in images]
+        root = os.path.commonpath(parents) if parents else "."
+    rels = [os.path.relpath(os.path.abspath(f), os.path.abspath(root)) for f in images]
+    stems = [os.path.splitext(r)[0] for r in rels]
+    dup = {s for s in stems if stems.count(s) > 1}
+    stems = [f"{s}_{os.path.splitext(r)[1][1:].lower()}" if s in dup else s for s, r in zip(stems, rels)]
+    return list(zip(images, stems)), skipped
+
+
+def read_input_image(path: str):
+    """An RGB PIL image (EXIF orientation applied, any mode converted), or None with a warning."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        logger.warning("skipping %s: not a readable image (%s)", path, e)
+        return None
+
+
+def main(argv=None):
+    parser = config_parser(__doc__)
+    parser.add_argument("--checkpoint", required=True, help="a trained model's checkpoint file")
+    parser.add_argument("--input", required=True, metavar="IMAGES",
+                        help="image file, folder (recursive), glob pattern or text file of paths")
+    parser.add_argument("--output", default="", help="output folder (default: a new infer_<time> folder beside "
+                                                     "the checkpoint)")
+    parser.add_argument("--flip", action="store_true", help="average with the flipped input (TEST.FLIP)")
+    parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale factors (TEST.SCALES)")
+    parser.add_argument("--sliding", action="store_true", help="sliding-window inference (TEST.SLIDING, "
+                                                               "TEST.WINDOW, TEST.STRIDE)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="images per forward pass (default TEST.BATCH_SIZE); images of different sizes "
+                             "in one batch are predicted in groups of one size")
+    parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlays (0..1)")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint} (give a checkpoint file, e.g. "
+                                "…/checkpoints/model_final.pth)")
+    if args.batch_size < 0:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    inputs, skipped = collect_inputs(args.input)
+
+    import numpy as np
+
+    from spcl.engine import init_distributed
+    from spcl.evaluation import save_prediction, segment_images, unique_output_dir, write_legend
+    from spcl.modeling import load_trained_segmentor
+    from spcl.utils.env import default_device, write_run_info
+    from spcl.utils.progress import progress
+
+    init_distributed()
+    out_dir = args.output or unique_output_dir(os.path.dirname(os.path.abspath(args.checkpoint)), "infer")
+    cfg = setup(args, output_dir_override=out_dir)
+    for f in skipped:
+        logger.warning("skipping %s: not a JPEG or PNG image", f)
+    if not inputs:
+        raise FileNotFoundError(f"no JPEG or PNG images found at {args.input}")
+    write_run_info(cfg, out_dir)
+    K = cfg.MODEL.NUM_CLASSES
+    write_legend(out_dir, K)
+    device = default_device()
+    model = load_trained_segmentor(cfg, args.checkpoint, device)
+    batch_size = args.batch_size or cfg.TEST.BATCH_SIZE
+    scales = args.scales or list(cfg.TEST.SCALES)
+    flip = args.flip or cfg.TEST.FLIP
+    sliding = args.sliding or cfg.TEST.SLIDING
+    written = 0
+    bar = progress(range(0, len(inputs), batch_size), "infer", total=(len(inputs) + batch_size - 1) // batch_size)
+    for start in bar:
+        batch = [(read_input_image(p), stem) for p, stem in inputs[start:start + batch_size]]
+        batch = [(img, stem) for img, stem in batch if img is not None]
+        if not batch:
+            continue
+        preds = segment_images(model, [img for img, _ in batch], cfg, scales, flip, sliding, device)
+        for (img, stem), pred in zip(batch, preds):
+            save_prediction(pred, stem, K, labelid_dir=out_dir, color_dir=out_dir, image=np.array(img),
+                            alpha=args.alpha)
+            written += 1
+    logger.info("%d of %d images labelled into %s", written, len(inputs), out_dir)
+    print(f"predictions in {out_dir}")
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    run_main(main)
