@@ -132,6 +132,23 @@ def read_manifest(folder: str) -> Optional[dict]:
     return data if data.get("status") == "done" else None
 
 
+def check_inputs(cfg) -> None:
+    """Before anything runs: every missing input of the run (initial weights, dataset folders and list
+    files) in one FileNotFoundError, rather than one at a time, stage after stage."""
+    from spcl.data.check import dataset_for_check
+
+    missing = []
+    if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}")
+    for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST)):
+        try:
+            dataset_for_check(cfg, name)
+        except FileNotFoundError as e:
+            missing.append(f"{name}: {e}")
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} input(s) of this run are missing:\n  - " + "\n  - ".join(missing))
+
+
 def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     """Run PIPELINE.STAGES in order, skipping finished stages; returns the per-stage summary, also
     written to OUTPUT_DIR/summary.json."""
@@ -139,6 +156,7 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     for stage in cfg.PIPELINE.STAGES:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    check_inputs(cfg)
     root = cfg.OUTPUT_DIR
     recorded = recorded_config(root)
     if recorded is not None:  # before anything is written: a rerun must not mix two configs

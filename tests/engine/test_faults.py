@@ -174,3 +174,34 @@ def test_a_bad_file_stops_the_stage_before_its_first_iteration(tmp_path):
         run_pipeline(tiny_cfg(str(root), out, *OPTS))
     assert "check_data.py" in str(info.value)
     assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints"))  # no iteration ran
+
+
+def test_a_copied_run_folder_hands_on_its_own_files(toy_root, tmp_path):
+    """Manifests hold hand-off paths relative to OUTPUT_DIR: copy a finished run, delete its last stage
+    and rerun the copy; the rerun stage reads the copy's checkpoint, not the original's."""
+    import shutil
+
+    opts = ("SOURCE_ONLY.STOP_ITER", "2", "SOURCE_ONLY.MAX_ITER", "10", "PIPELINE.STAGES", "['source_only', 'prototypes']")
+    original = str(tmp_path / "original")
+    run_pipeline(tiny_cfg(toy_root, original, *opts))
+    copy = str(tmp_path / "copy")
+    shutil.copytree(original, copy)
+    shutil.rmtree(os.path.join(copy, "1_prototypes"))
+    shutil.rmtree(os.path.join(original, "0_source_only", "checkpoints"))  # the original can no longer serve
+    run_pipeline(tiny_cfg(toy_root, copy, *opts))
+    manifest = json.load(open(os.path.join(copy, "1_prototypes", "manifest.json")))
+    assert manifest["inputs"]["checkpoint"] == os.path.join("0_source_only", "checkpoints", "model_final.pth")
+    weights = [ln for ln in open(os.path.join(copy, "1_prototypes", "config.yaml")) if ln.strip().startswith("WEIGHTS:")]
+    assert weights and copy in weights[0]
+
+
+def test_every_missing_input_is_listed_before_the_run_starts(tmp_path):
+    """Missing weights and the three missing dataset folders (source, target, val) are reported together,
+    before any stage runs."""
+    out = str(tmp_path / "run")
+    cfg = tiny_cfg(str(tmp_path / "no_data"), out, *OPTS, "MODEL.WEIGHTS", str(tmp_path / "resnet.pth"))
+    with pytest.raises(FileNotFoundError) as info:
+        run_pipeline(cfg)
+    text = str(info.value)
+    assert "4 input(s)" in text and "resnet.pth" in text and "cityscapes_train" in text and "gta5_train" in text and "cityscapes_val" in text
+    assert not os.path.exists(out)
