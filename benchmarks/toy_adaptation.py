@@ -85,18 +85,15 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
     inputs = ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
               "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
               "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
-    variants = {"align λ=0": ["LOSS.CONTRAST.WEIGHT", "0.0"]}
-    if sweep:
-        for tau in TAUS:
-            for unit in (False, True):
-                variants[f"align τ={tau:g}{' unit' if unit else ''}"] = [
-                    "LOSS.CONTRAST.TEMPERATURE", str(tau), "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", str(unit)]
-    for name, opts in variants.items():
+
+    def run_align(name, opts):
         if name not in res:
             d = os.path.join(out, name.replace(" ", "_").replace("λ", "lambda").replace("τ", "tau"))
             result = run_stage(cfg_for(d, seed, base + inputs + opts), "align", d)
             res[name] = {**_metrics(result["metrics"]), **_grad_shares(d)}
             save()
+
+    run_align("align λ=0", ["LOSS.CONTRAST.WEIGHT", "0.0"])
     n = source_only_iterations(cfg)
     so_opts = base + ["SOURCE_ONLY.STOP_ITER", str(n), "SOURCE_ONLY.MAX_ITER", str(n)]
     if "source_only" not in res:
@@ -115,6 +112,11 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
         ocfg = cfg_for(d, seed, so_opts + ["DATASETS.SOURCE", "cityscapes_train", "INPUT.SOURCE_JITTER", "False"])
         res["oracle"] = _metrics(run_stage(ocfg, "source_only", d)["metrics"])
         save()
+    if sweep:  # last: the comparisons above come first when time is short
+        for tau in TAUS:
+            for unit in (False, True):
+                run_align(f"align τ={tau:g}{' unit' if unit else ''}",
+                          ["LOSS.CONTRAST.TEMPERATURE", str(tau), "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", str(unit)])
     return res
 
 
@@ -251,6 +253,7 @@ def main():
     parser.add_argument("--sweep", action="store_true", help="also align at τ ∈ {100,10,1,0.1} × unit prototypes")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (a handful of iterations)")
+    parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "toy_bench"))
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
@@ -269,7 +272,7 @@ def main():
     from make_toy import prepare_toy_data  # the datasets, once, before the seed processes share them
     prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base))
     prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base + heldout_opts(out_root)))
-    todo = list(args.seeds)
+    todo = [] if args.collect else list(args.seeds)
     running = []
     while todo or running:
         while todo and len(running) < max(1, args.jobs):
@@ -287,7 +290,8 @@ def main():
                 if proc.returncode:
                     raise SystemExit(f"seed {seed} failed: see {os.path.join(out_root, f'seed{seed}.log')}")
         time.sleep(2)
-    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "results.json"))) for s in args.seeds}
+    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "results.json"))) for s in args.seeds
+               if os.path.isfile(os.path.join(out_root, f"seed{s}", "results.json"))}
     contrib, agg = contribution_table(results)
     targets, met = targets_table(results)
     sweep = sweep_table(results)
@@ -303,8 +307,9 @@ def main():
             json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "results": results,
                        "contributions": agg, "targets": met}, f, indent=1, default=str)
         with open(os.path.join(args.results, "toy_adaptation.md"), "w") as f:
-            f.write(md + f"\n\n`{command}`: {minutes:.1f} min wall on this 2-core CPU ({args.jobs} seed(s) at a "
-                         "time, one torch thread each).\n")
+            when = ("collected from the cached per-seed results" if args.collect else
+                    f"{minutes:.1f} min wall on this 2-core CPU ({args.jobs} seed(s) at a time, one torch thread each)")
+            f.write(md + f"\n\n`{command}`: {when}.\n")
 
 
 if __name__ == "__main__":
