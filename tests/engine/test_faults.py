@@ -40,6 +40,14 @@ def _kill_at(monkeypatch, iteration):
     return original
 
 
+def _killed_run(toy_root, out, monkeypatch, iteration, *opts):
+    """Run source_only into `out` until it is killed at `iteration`, then restore the real step."""
+    original = _kill_at(monkeypatch, iteration)
+    with pytest.raises(Killed):
+        run_stage(tiny_cfg(toy_root, out, *OPTS, *opts), "source_only", out)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+
+
 def test_torn_newest_checkpoint_falls_back_to_an_older_one(toy_root, tmp_path, monkeypatch):
     ref = str(tmp_path / "ref")
     run_stage(tiny_cfg(toy_root, ref, *OPTS), "source_only", ref)
@@ -71,10 +79,7 @@ def test_every_checkpoint_unreadable_names_them(toy_root, tmp_path):
 
 def test_changed_key_on_resume_stops_and_names_it(toy_root, tmp_path, monkeypatch):
     out = str(tmp_path)
-    original = _kill_at(monkeypatch, 3)
-    with pytest.raises(Killed):
-        run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
-    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    _killed_run(toy_root, out, monkeypatch, 3)
     changed = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.123")
     with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
         run_stage(changed, "source_only", out)
@@ -87,10 +92,7 @@ def test_changed_key_on_resume_stops_and_names_it(toy_root, tmp_path, monkeypatc
 
 def test_changed_key_with_explicit_permission_resumes(toy_root, tmp_path, monkeypatch):
     out = str(tmp_path)
-    original = _kill_at(monkeypatch, 3)
-    with pytest.raises(Killed):
-        run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
-    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    _killed_run(toy_root, out, monkeypatch, 3)
     run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.02", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
               "source_only", out)
     assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))

@@ -14,18 +14,10 @@ import sys
 
 import pytest
 import torch
+from test_distributed import _cfg  # the same config as the one-process test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "configs", "toy.yaml")
 TIMEOUT = 120
-
-
-def _cfg(out, protos):
-    from spcl.config import load_config
-
-    return load_config(CONFIG, [
-        "OUTPUT_DIR", out, "MODEL.FREEZE_BN", "True", "PROTOTYPE.PATH", protos, "ALIGN.SOURCE_BATCH", "4",
-        "ALIGN.TARGET_BATCH", "4", "DATASETS.TOY.GENERATE", "False", "SOLVER.OPTIMIZER", "sgd"])
 
 
 def _step(out, protos, batch_file, result_file):
