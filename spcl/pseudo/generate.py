@@ -36,7 +36,10 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
     Args:
         quality: optional evaluator (`process(pred, label)`, `evaluate()`, e.g. SemSegEvaluator) that
-            measures the labels on their kept pixels where the loader has ground truth.
+            measures the labels on their kept pixels where the loader has ground truth. With it, the
+            summary also gives per class the share of all ground-truth pixels of the class (kept or
+            dropped) whose pseudo label is that class (`labelled_correctly`): a class near 0 there is
+            one that training on these labels cannot learn.
     Returns the summary also written as `output_dir/thresholds.json`.
     """
     model.eval()
@@ -69,6 +72,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
     kept = torch.zeros(num_classes, dtype=torch.float64)
     predicted = torch.zeros(num_classes, dtype=torch.float64)
+    gt_pixels = torch.zeros(num_classes, dtype=torch.float64)  # every labelled gt pixel, kept or dropped
 
     def write(name, bins, pred, gt):
         """Label one image; `gt` (same size, or None) measures the labels' quality on kept pixels."""
@@ -78,6 +82,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
         if gt is not None and quality is not None:
             quality.process(label[None], torch.where(label[None] == IGNORE_LABEL, IGNORE_LABEL, gt[None]))
+            gt_pixels.add_(torch.bincount(gt[(gt >= 0) & (gt < num_classes)], minlength=num_classes).double())
 
     if cache:
         for name in _iterate(names_seen, "pseudo labels: write", enabled=progress):
@@ -110,6 +115,10 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         q = quality.evaluate()
         if q["num_pixels"] > 0:
             summary["quality_on_kept_pixels"] = {"mIoU": q["mIoU"], "aAcc": q["aAcc"], "IoU": q["IoU"]}
+            correct = comm.all_reduce_sum(quality.confusion.diag().double().clone().to(comm.reduce_device())).cpu()
+            gt_all = comm.all_reduce_sum(gt_pixels.to(comm.reduce_device())).cpu()
+            summary["labelled_correctly"] = torch.where(gt_all > 0, 100 * correct / gt_all.clamp_min(1),
+                                                        torch.full_like(gt_all, float("nan"))).tolist()
     if comm.is_main_process():
         atomic_write_json(summary, os.path.join(output_dir, "thresholds.json"))
     comm.synchronize()

@@ -31,14 +31,16 @@ vegetation, windows darker than walls). Everything that differs is a field of `D
   target; an ego-car hood (labelId 1, ignored) in most target images and a thin unlabeled band
   (labelId 0) at the bottom of some source images.
 
-Sizes (toy-v2): street furniture and people are drawn chunkier than life and nearer the camera
+Sizes (toy-v3): street furniture and people are drawn chunkier than life and nearer the camera
 (poles 0.44 m wide, sign plates 1.2 × 1.0 m, traffic lights 0.8 × 1.6 m, persons 0.7 m wide,
 thick wheels; persons / riders / two-wheelers within 22 m, poles within 25 m), because the model
 predicts at stride 8: at 128×64 an object narrower than ~8 px lies inside one feature cell and
-cannot be segmented by any method. A measurable bound: average-pooling the one-hot labels by 8,
-upsampling bilinearly and taking the argmax (the best a stride-8 logit map can do, roughly) gives
-about 57 mIoU at 128×64, 64 at 160×80, 69 at 192×96 and 76 at 256×128 on the source (toy-v1 at
-128×64: 50, with pole and light at 0, bicycle 4). Rendering one 128×64 image takes about 15 ms (vectorised masks on
+cannot be segmented by any method. The camera has the Cityscapes focal length (`styles.FOCAL`, 1.1 ×
+the width; toy-v2 had 0.8, a wider view with everything 27 % smaller). A measurable bound:
+average-pooling the one-hot labels by 8, upsampling bilinearly and taking the argmax (the best a
+stride-8 logit map can do, roughly) gives about 61 mIoU at 128×64, 68 at 160×80, 74 at 192×96 and 79
+at 256×128 on the source (toy-v2 at 128×64: 57.7; toy-v1: 50, with pole and light at 0, bicycle 4).
+Rendering one 128×64 image takes about 15 ms (vectorised masks on
 coordinate grids, no per-pixel loops).
 Determinism: image i of a (domain, split) is drawn from `default_rng([seed, domain, split, i])`, so
 files are byte-identical for the same arguments and do not depend on the other counts.

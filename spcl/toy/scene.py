@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .styles import EGO_VEHICLE_ID, ID, UNLABELED_ID, DomainStyle
+from .styles import EGO_VEHICLE_ID, FOCAL, ID, UNLABELED_ID, DomainStyle
 
 
 class _Scene:
@@ -18,7 +18,7 @@ class _Scene:
         self.label = np.full((height, width), ID["sky"], np.uint8)
         self.rgb = np.zeros((height, width, 3), np.float32)
         self.depth = np.full((height, width), 1e4, np.float32)
-        self.f = 0.8 * width                               # focal length, pixels
+        self.f = FOCAL * width                             # focal length, pixels
         self.cam_h = 1.6                                   # camera height, metres
         self.vx = width * (0.5 + rng.uniform(-0.08, 0.08))  # vanishing point
         self.yh = height * rng.uniform(0.36, 0.48)          # horizon row

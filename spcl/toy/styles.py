@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from spcl.data.labels import CLASSES_19, LABELIDS_19
 
-TOY_VERSION = "toy-v2"  # bump on any change to the drawing code (style changes are fingerprinted)
+TOY_VERSION = "toy-v3"  # bump on any change to the drawing code (style changes are fingerprinted)
 MANIFEST_NAME = "toy_manifest.json"
 LOCK_NAME = ".toy_lock"  # held while checking / writing, so concurrent callers never race
 TRAIN_CITIES = ("toytown", "mockburg")
@@ -16,6 +16,10 @@ ID = dict(zip(CLASSES_19, LABELIDS_19))  # class name -> Cityscapes labelId
 UNLABELED_ID, EGO_VEHICLE_ID = 0, 1      # Cityscapes void labelIds (→ 255 as trainIds)
 DRAWN_CLASSES = tuple(c for c in CLASSES_19 if c != "train")  # every class the generator draws
 RGB = tuple[int, int, int]
+# Focal length as a multiple of the image width, shared by both domains: the Cityscapes camera's
+# (fx ≈ 2262 px at 2048 px wide, a 49° horizontal field of view). toy-v2 used 0.8 (64°), which drew
+# every object 27 % smaller than a Cityscapes frame of the same width would.
+FOCAL = 1.1
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,27 @@ def test_two_pass_mode_gives_the_same_labels(tmp_path):
     for i in range(3):
         name = f"img_{i}_leftImg8bit.png"
         assert (np.array(Image.open(one / name)) == np.array(Image.open(two / name))).all()
+
+
+def test_labelled_correctly_counts_dropped_pixels_against_the_class(tmp_path):
+    """labelled_correctly[c] = pixels with gt c and pseudo label c / all pixels with gt c (kept or
+    dropped, 255 in gt left out), recomputed here from the written PNGs."""
+    from spcl.evaluation import SemSegEvaluator
+
+    K, H, W = 3, 8, 12
+    g = torch.Generator().manual_seed(2)
+    batches = _loader(4, H, W)
+    for b in batches:  # ground truth: random classes with a few ignored pixels
+        gt = torch.randint(0, K, (1, H, W), generator=g)
+        gt[:, 0, :3] = 255
+        b["label"] = gt
+    summary = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(tmp_path), K, torch.device("cpu"),
+                                     quality=SemSegEvaluator(K))
+    correct, total = np.zeros(K), np.zeros(K)
+    for b in batches:
+        label = np.array(Image.open(tmp_path / b["name"][0]))
+        gt = b["label"][0].numpy()
+        for c in range(K):
+            total[c] += (gt == c).sum()
+            correct[c] += ((gt == c) & (label == c)).sum()
+    assert np.allclose(summary["labelled_correctly"], 100 * correct / total)

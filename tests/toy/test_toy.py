@@ -181,8 +181,9 @@ def check_preview(path, rows: int, size: tuple):
 def test_things_are_resolvable_at_stride_8(renders):
     """Thing classes must span feature cells at the default size, or no method can segment them: the
     best a stride-8 logit map can do (one-hot labels average-pooled by 8, upsampled bilinearly, argmax)
-    stays above 0.1 for poles, lights, signs, persons and two-wheelers (toy-v1: 0 for pole and
-    light, 4 for bicycle), and around 56 mIoU overall."""
+    stays above 0.15 for poles, lights, signs, persons and two-wheelers (toy-v1: 0 for pole and
+    light, 4 for bicycle), and near 60 mIoU overall in both domains (toy-v2, before the Cityscapes focal
+    length: 54.8 on these source scenes)."""
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     ids = [ID[c] for c in DRAWN_CLASSES]
@@ -196,8 +197,8 @@ def test_things_are_resolvable_at_stride_8(renders):
             gt, p = onehot[:, k] > 0, (pred == k) & valid
             iou[c] = float((gt & p).sum() / (gt | p).sum())
         small = {c: round(iou[c], 2) for c in ("pole", "light", "sign", "person", "rider", "bicycle", "motorcycle")}
-        assert min(small.values()) > 0.1, small
-        assert np.mean(list(iou.values())) > 0.5, np.mean(list(iou.values()))
+        assert min(small.values()) > 0.15, small
+        assert np.mean(list(iou.values())) > 0.59, np.mean(list(iou.values()))
 
 
 def test_concurrent_callers_share_a_folder(tmp_path):

@@ -35,7 +35,8 @@ class PseudoLabelsStage(InferenceStage):
         events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
         quality = summary.get("quality_on_kept_pixels", {})
         if quality:
-            events.write(0, {"mIoU": quality["mIoU"]}, prefix="quality/")
+            events.write(0, {"mIoU": quality["mIoU"], "labelled_correctly": summary["labelled_correctly"]},
+                         prefix="quality/")
         events.close()
         logger.info("pseudo labels: %d images in %s, %.1f%% of pixels kept%s", summary["num_images"], label_dir,
                     100 * summary["kept_fraction"],
@@ -43,4 +44,10 @@ class PseudoLabelsStage(InferenceStage):
         metrics = {"kept_fraction": summary["kept_fraction"], "thresholds": summary["thresholds"]}
         if quality:
             metrics["pseudo_label_mIoU"] = quality["mIoU"]
+            metrics["labelled_correctly"] = summary["labelled_correctly"]
+            missed = [f"{name} {share:.0f}%" for name, share in zip(summary["class_names"] or [], summary["labelled_correctly"])
+                      if share == share and share < 10]
+            if missed:
+                logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
+                            "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
