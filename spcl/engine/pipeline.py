@@ -188,16 +188,22 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
 
 
 def format_summary(rows: list[dict]) -> str:
-    """One line per stage: target-val mIoU of training stages, kept share of pseudo-label stages."""
-    lines = []
+    """One line per stage: target-val mIoU of training stages with their gain over the training stage
+    before, kept share of pseudo-label stages; last, the gain of the last training stage over the first."""
+    lines, trained = [], []
     for r in rows:
         if "mIoU" in r:
             extra = "".join(f"  {k} {r[k]:.2f}" for k in ("mIoU_tail", "mIoU_13") if k in r)
-            lines.append(f"{r['stage']:<14} target mIoU {r['mIoU']:6.2f}{extra}"
+            gain = f"  ({r['mIoU'] - trained[-1]['mIoU']:+.2f} vs {trained[-1]['stage']})" if trained else ""
+            trained.append(r)
+            lines.append(f"{r['stage']:<14} target mIoU {r['mIoU']:6.2f}{extra}{gain}"
                          + ("  [ORACLE checkpoint choice]" if "handoff" in r else ""))
         elif "kept_fraction" in r:
             q = f", mIoU of kept pixels {r['pseudo_label_mIoU']:.2f}" if "pseudo_label_mIoU" in r else ""
             lines.append(f"{r['stage']:<14} {100 * r['kept_fraction']:.1f}% of target pixels labelled{q}")
         else:
             lines.append(f"{r['stage']:<14} done")
+    if len(trained) > 1:
+        first, last = trained[0], trained[-1]
+        lines.append(f"{last['stage']} vs {first['stage']}: {last['mIoU'] - first['mIoU']:+.2f} mIoU")
     return "\n".join(lines)

@@ -93,3 +93,20 @@ def test_killed_in_align_resumes_to_identical_weights(uninterrupted, toy_root, t
     align_r = torch.load(os.path.join(out, "3_align", "checkpoints", "model_final.pth"), weights_only=False)
     align_f = torch.load(os.path.join(full_out, "3_align", "checkpoints", "model_final.pth"), weights_only=False)
     assert torch.equal(align_r["prototype_bank"]["prototypes"], align_f["prototype_bank"]["prototypes"])
+
+
+def test_summary_shows_each_training_stage_gain():
+    """Each training stage's line carries its gain over the training stage before it (pseudo-label
+    stages in between are skipped), and a last line the gain of the last over the first."""
+    from spcl.engine.pipeline import format_summary
+
+    rows = [{"stage": "adv_warmup", "mIoU": 30.0}, {"stage": "prototypes"},
+            {"stage": "pseudo_labels", "kept_fraction": 0.5},
+            {"stage": "align", "mIoU": 31.25}, {"stage": "pseudo_labels", "kept_fraction": 0.6},
+            {"stage": "self_train", "mIoU": 34.5}]
+    lines = format_summary(rows).splitlines()
+    assert lines[0].endswith("target mIoU  30.00")  # the first training stage has nothing to compare with
+    assert lines[3].endswith("(+1.25 vs adv_warmup)")
+    assert lines[5].endswith("(+3.25 vs align)")
+    assert lines[-1] == "self_train vs adv_warmup: +4.50 mIoU"
+    assert len(format_summary(rows[:1]).splitlines()) == 1
