@@ -45,7 +45,7 @@ class PseudoLabelsStage(InferenceStage):
         if quality:
             metrics["pseudo_label_mIoU"] = quality["mIoU"]
             metrics["labelled_correctly"] = summary["labelled_correctly"]
-            missed = [f"{name} {share:.0f}%" for name, share in zip(summary["class_names"] or [], summary["labelled_correctly"])
+            missed = [f"{name} {share:.1f}%" for name, share in zip(summary["class_names"] or [], summary["labelled_correctly"])
                       if share == share and share < 10]
             if missed:
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
