@@ -257,10 +257,14 @@ def main():
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "toy_bench"))
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides for every run, e.g. a larger toy: DATASETS.TOY.SIZE [160,80] "
+                             "INPUT.SOURCE_SIZE [160,80] … (give its own --output, --results and DATASETS.DATA_DIR)")
     args = parser.parse_args()
     from spcl.utils.logger import setup_logger
 
     base = list(QUICK) + ["DATASETS.DATA_DIR", os.path.join(args.output + "_quick", "data")] if args.quick else []
+    base += args.opts
     out_root = args.output + ("_quick" if args.quick else "")
     if args.seed_worker is not None:  # one seed in this process
         import torch
@@ -280,6 +284,7 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output]
             cmd += ["--sweep"] if args.sweep else []
             cmd += ["--quick"] if args.quick else []
+            cmd += ["--opts", *args.opts] if args.opts else []
             os.makedirs(out_root, exist_ok=True)
             log = open(os.path.join(out_root, f"seed{seed}.log"), "a")
             env = dict(os.environ, OMP_NUM_THREADS="1")
