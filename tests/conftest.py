@@ -2,6 +2,7 @@
 an oversubscribed OpenMP pool is many times slower), a small generated dataset, and tiny configs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -46,6 +47,36 @@ def tiny_cfg(toy_root: str, output_dir: str, *opts):
         "SOURCE_ONLY.SOURCE_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
     ]
     return load_config(base, overrides + list(opts))
+
+
+def load_tool(name: str):
+    """tools/<name>.py imported as a module (the tools are scripts, not a package)."""
+    import importlib.util
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"spcl_tools_{name}_cli", os.path.join(repo, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def restored_spcl_logger():
+    """Puts the `spcl` logger's handlers, propagation and level back as they were (a tool's
+    setup_logger changes them), closing the handlers added meanwhile."""
+    import logging
+
+    logger = logging.getLogger("spcl")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    try:
+        yield
+    finally:
+        for h in list(logger.handlers):
+            if h not in handlers:
+                logger.removeHandler(h)
+                h.close()
+        logger.handlers[:] = handlers
+        logger.propagate, logger.level = propagate, level
 
 
 @pytest.fixture

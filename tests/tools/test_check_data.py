@@ -3,14 +3,13 @@
 missing dataset folder is one line, not a traceback."""
 from __future__ import annotations
 
-import importlib.util
-import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
+from conftest import load_tool, restored_spcl_logger
 from spcl.config import load_config
 from spcl.data import build_dataset
 
@@ -24,18 +23,8 @@ CONFIG = os.path.join(REPO, "configs", "toy.yaml")
 @pytest.fixture
 def tool():
     """tools/check_data.py as a module; the `spcl` logger is restored afterwards."""
-    logger = logging.getLogger("spcl")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    spec = importlib.util.spec_from_file_location("spcl_tools_check_data", os.path.join(REPO, "tools", "check_data.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    for h in list(logger.handlers):
-        if h not in saved[0]:
-            logger.removeHandler(h)
-            h.close()
-    logger.handlers[:] = saved[0]
-    logger.propagate, logger.level = saved[1], saved[2]
+    with restored_spcl_logger():
+        yield load_tool("check_data")
 
 
 def opts(root, out, *extra):

@@ -6,9 +6,7 @@ results.csv."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import logging
 import os
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from conftest import load_tool, restored_spcl_logger
 from spcl.config import load_config
 from spcl.data.labels import colorize, legend, overlay, trainid_to_labelid_lut
 from spcl.evaluation import preprocess_image, segment_image, segment_images
@@ -26,25 +25,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 W, H = 32, 16
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"spcl_tools_{name}_cli", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def tools():
     """tools/infer.py and tools/test.py as modules; the `spcl` logger is restored afterwards."""
-    logger = logging.getLogger("spcl")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield _load_tool("infer"), _load_tool("test")
-    for h in list(logger.handlers):
-        if h not in saved[0]:
-            logger.removeHandler(h)
-            h.close()
-    logger.handlers[:] = saved[0]
-    logger.propagate, logger.level = saved[1], saved[2]
+    with restored_spcl_logger():
+        yield load_tool("infer"), load_tool("test")
 
 
 OPTS = ["MODEL.BACKBONE", "resnet18", "MODEL.WEIGHTS", "", "INPUT.TEST_SIZE", f"[{W}, {H}]",

@@ -3,9 +3,7 @@ skipped), and one checkpoint with saved predictions whose metrics equal run_infe
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import logging
 import os
 
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from conftest import load_tool, restored_spcl_logger
 from spcl.config import load_config
 from spcl.data import build_dataset, build_test_loader
 from spcl.data.labels import colorize, labelid_to_trainid_lut, trainid_to_labelid_lut
@@ -30,18 +29,8 @@ NAMES = ["lindau/lindau_000001_000019_leftImg8bit.png", "frankfurt/frankfurt_000
 @pytest.fixture
 def test_tool():
     """tools/test.py as a module; the `spcl` logger is restored afterwards (setup_logger changes it)."""
-    logger = logging.getLogger("spcl")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    spec = importlib.util.spec_from_file_location("spcl_tools_test_cli", os.path.join(REPO, "tools", "test.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    for h in list(logger.handlers):
-        if h not in saved[0]:
-            logger.removeHandler(h)
-            h.close()
-    logger.handlers[:] = saved[0]
-    logger.propagate, logger.level = saved[1], saved[2]
+    with restored_spcl_logger():
+        yield load_tool("test")
 
 
 def make_val_tree(root):
