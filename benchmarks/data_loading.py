@@ -18,7 +18,8 @@ what one worker does, median over the items after a warm-up item):
 
 Reported: ms per item and items/s per worker for source, target and the 1 : 1 mix of a 4 + 4 step;
 the ratio spcl / released; and the workers per GPU needed to feed TARGET_RATE images/s (a 4 + 4
-align step at ~76 ms on an H100 ≈ 105 images/s per GPU). Worker throughput scales with cores (one
+align step of the ResNet-101 in 0.196 s on an H200 with bf16 + channels-last, benchmarks/gpu_step.py:
+~41 images/s per GPU). Worker throughput scales with cores (one
 core per worker); the estimate assumes that many free cores per GPU.
 
     python benchmarks/data_loading.py [--quick] [--n 16] [--reps 1]
@@ -41,7 +42,7 @@ import numpy as np  # noqa: E402
 
 FULL = {"n": 16, "src": (1914, 1052), "tgt": (2048, 1024), "src_size": (1280, 720), "tgt_size": (1024, 512)}
 QUICK = {"n": 3, "src": (480, 263), "tgt": (512, 256), "src_size": (320, 180), "tgt_size": (256, 128)}
-TARGET_RATE = 8 / 0.076  # images/s of a 4 + 4 step at ~76 ms (H100 estimate)
+TARGET_RATE = 8 / 0.196  # images/s of a 4 + 4 align step, measured on an H200 (results/gpu_step.json)
 JITTER = (0.5, 0.5, 0.5, 0.2)
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,

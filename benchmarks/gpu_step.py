@@ -50,6 +50,12 @@ def run_variant(model: dict, variant: str, device: torch.device, warmup: int, st
         for _ in range(warmup):
             trainer.run_step(batch)
         sync(device)
+        # the warm-up's peak counts whatever the first steps allocate once (an H200 reported 141 GB for
+        # fp32 against 20.6 GB for bf16, presumably cuDNN autotuning: cudnn.benchmark tries algorithms
+        # with large workspaces); the timed steps' peak is what training needs
+        peak_first = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         times = []
         for _ in range(steps):
             t = time.perf_counter()
@@ -58,7 +64,7 @@ def run_variant(model: dict, variant: str, device: torch.device, warmup: int, st
             times.append(time.perf_counter() - t)
         n = model["source_batch"] + model["target_batch"]
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-        return {"images_per_s": n / median(times), "times_s": times, "peak_mb": peak,
+        return {"images_per_s": n / median(times), "times_s": times, "peak_mb": peak, "peak_mb_warmup": peak_first,
                 "loss": {k: float(v) for k, v in logs.items()}}
     except torch.cuda.OutOfMemoryError as e:  # pragma: no cover - depends on the card
         return {"images_per_s": float("nan"), "times_s": [], "peak_mb": float("nan"), "error": f"OOM: {e}"[:300]}
@@ -66,10 +72,10 @@ def run_variant(model: dict, variant: str, device: torch.device, warmup: int, st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def loss_curve(model: dict, variant: str, device: torch.device, iters: int) -> list:
+def loss_curve(model: dict, variant: str, device: torch.device, iters: int, base_lr: float) -> list:
     tmp = tempfile.mkdtemp(prefix="spcl_gpu_curve_")
     try:
-        trainer = build_trainer(model, variant, tmp, device=str(device))
+        trainer = build_trainer(model, variant, tmp, device=str(device), base_lr=base_lr)
         batches = [make_batch(model, 100 + i) for i in range(4)]
         out = []
         for it in range(iters):
@@ -89,6 +95,9 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--curve-iters", type=int, default=20)
     p.add_argument("--curve-variants", default="bf16_cl,fp16_cl")
+    p.add_argument("--curve-lr", type=float, default=2.5e-6,
+                   help="ALIGN.BASE_LR of the loss curves: a random ResNet-101 with frozen BN diverges at "
+                        "the paper's 2.5e-4 (and at 2.5e-5) within a few steps, in any precision")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -112,17 +121,18 @@ def main():
     base = res["variants"].get("fp32", {}).get("images_per_s", float("nan"))
     for o in res["variants"].values():
         o["speedup_vs_fp32"] = o["images_per_s"] / base
-    curves = {"fp32": loss_curve(model, "fp32", device, iters)}
+    curves = {"fp32": loss_curve(model, "fp32", device, iters, args.curve_lr)}
     for v in args.curve_variants.split(","):
         if v:
-            curves[v] = loss_curve(model, v, device, iters)
-    res["loss_curve"] = {"iters": iters, "curves": curves,
+            curves[v] = loss_curve(model, v, device, iters, args.curve_lr)
+    res["loss_curve"] = {"iters": iters, "base_lr": args.curve_lr, "curves": curves,
                          "comparison": {v: compare_curves(curves["fp32"], c) for v, c in curves.items() if v != "fp32"}}
     print(f"align step on {res['machine']['cuda'] or device}: {model['backbone']}, "
           f"{model['source_batch']}×{model['source_hw']} + {model['target_batch']}×{model['target_hw']}, "
           f"median of {steps} steps after {warmup} warm-up")
-    print(format_table(["variant", "images/s", "× fp32", "peak GPU MB"],
-                       [[v, o["images_per_s"], o["speedup_vs_fp32"], o["peak_mb"]] for v, o in res["variants"].items()]))
+    print(format_table(["variant", "images/s", "× fp32", "peak GPU MB", "peak MB in warm-up"],
+                       [[v, o["images_per_s"], o["speedup_vs_fp32"], o["peak_mb"], o.get("peak_mb_warmup", float("nan"))]
+                        for v, o in res["variants"].items()]))
     rows = [[v, k, d["max_abs_diff"], d["fp32_noise"], d["final_fp32"], d["final_other"]]
             for v, comp in res["loss_curve"]["comparison"].items() for k, d in comp.items()]
     print(f"loss curve, {iters} iterations, against fp32:")
