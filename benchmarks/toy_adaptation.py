@@ -1,9 +1,10 @@
 """Does adaptation help on the shipped toy shift, and what does each stage and term contribute?
 
-    python benchmarks/toy_adaptation.py [--seeds 0 1 2] [--sweep] [--jobs 2] [--quick]
+    python benchmarks/toy_adaptation.py [--config configs/toy_256.yaml] [--seeds 0 1 2] [--sweep] [--jobs 2] [--quick]
 
 Per training seed (the toy dataset itself is fixed by DATASETS.TOY.SEED), everything runs through the
-ordinary pipeline code with configs/toy.yaml and its schedule (the quick start's):
+ordinary pipeline code with --config (default configs/toy.yaml, the quick start's toy and schedule;
+configs/toy_256.yaml is the same at 256x128, the benchmark toy):
 
 * the SPCL pipeline: adv_warmup → prototypes → pseudo_labels → align → pseudo_labels → self_train;
 * align with λ = 0 from the same warm-up, prototypes and pseudo labels (more source training plus
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-CONFIG = os.path.join(ROOT, "configs", "toy.yaml")
+CONFIG = os.path.join(ROOT, "configs", "toy.yaml")  # --config replaces it (in the seed processes too)
 TAUS = (100.0, 10.0, 1.0, 0.1)
 QUICK = ["DATASETS.TOY.NUM_SOURCE", "24", "DATASETS.TOY.NUM_TARGET_TRAIN", "24", "DATASETS.TOY.NUM_TARGET_VAL", "12",
          "ADV_WARMUP.STOP_ITER", "6", "ADV_WARMUP.MAX_ITER", "6", "ALIGN.STOP_ITER", "4", "ALIGN.MAX_ITER", "4",
@@ -245,23 +246,50 @@ def class_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def default_folders(config: str, output: str | None, results: str | None) -> tuple[str, str]:
+    """(runs folder, tables folder): configs/toy.yaml keeps output/toy_bench and benchmarks/results;
+    any other config gets folders of its own name, so one toy's results never overwrite another's."""
+    stem = os.path.splitext(os.path.basename(config))[0]
+    suffix = "" if stem == "toy" else stem
+    output = output or os.path.join(ROOT, "output", "toy_bench" + (f"_{suffix}" if suffix else ""))
+    results = results or os.path.join(ROOT, "benchmarks", "results", suffix)
+    return output, results.rstrip(os.sep)
+
+
+def _machine() -> str:
+    """What the seeds ran on, for the results' footer: the GPU's name, or the CPU's core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name(0)} GPU ({os.cpu_count()} CPU cores)"
+    return f"this {os.cpu_count()}-core CPU"
+
+
 def main():
+    global CONFIG
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.strip().splitlines()[1:]))
+    parser.add_argument("--config", default=CONFIG, help="the toy config every run starts from")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sweep", action="store_true", help="also align at τ ∈ {100,10,1,0.1} × unit prototypes")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (a handful of iterations)")
     parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
+    parser.add_argument("--prepare", action="store_true", help="only generate the datasets, then exit")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--output", default=os.path.join(ROOT, "output", "toy_bench"))
-    parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--output", default=None, help="runs (default output/toy_bench, or "
+                        "output/toy_bench_<config name> for another config)")
+    parser.add_argument("--results", default=None, help="tables (default benchmarks/results, or "
+                        "benchmarks/results/<config name> for another config)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                         help="config overrides for every run, e.g. a larger toy: DATASETS.TOY.SIZE [160,80] "
                              "INPUT.SOURCE_SIZE [160,80] … (give its own --output, --results and DATASETS.DATA_DIR)")
     args = parser.parse_args()
     from spcl.utils.logger import setup_logger
+
+    CONFIG = os.path.abspath(args.config)
+    args.output, args.results = default_folders(CONFIG, args.output, args.results)
 
     base = list(QUICK) + ["DATASETS.DATA_DIR", os.path.join(args.output + "_quick", "data")] if args.quick else []
     base += args.opts
@@ -276,12 +304,15 @@ def main():
     from make_toy import prepare_toy_data  # the datasets, once, before the seed processes share them
     prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base))
     prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base + heldout_opts(out_root)))
+    if args.prepare:
+        return
     todo = [] if args.collect else list(args.seeds)
     running = []
     while todo or running:
         while todo and len(running) < max(1, args.jobs):
             seed = todo.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output]
+            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output,
+                   "--config", CONFIG]
             cmd += ["--sweep"] if args.sweep else []
             cmd += ["--quick"] if args.quick else []
             cmd += ["--opts", *args.opts] if args.opts else []
@@ -309,11 +340,12 @@ def main():
     if not args.quick:
         os.makedirs(args.results, exist_ok=True)
         with open(os.path.join(args.results, "toy_adaptation.json"), "w") as f:
-            json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "results": results,
+            json.dump({"seeds": args.seeds, "minutes": minutes, "machine": _machine(), "command": command,
+                       "results": results,
                        "contributions": agg, "targets": met}, f, indent=1, default=str)
         with open(os.path.join(args.results, "toy_adaptation.md"), "w") as f:
             when = ("collected from the cached per-seed results" if args.collect else
-                    f"{minutes:.1f} min wall on this 2-core CPU ({args.jobs} seed(s) at a time, one torch thread each)")
+                    f"{minutes:.1f} min wall on {_machine()} ({args.jobs} seed(s) at a time, one torch thread each)")
             f.write(md + f"\n\n`{command}`: {when}.\n")
 
 

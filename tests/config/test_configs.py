@@ -234,3 +234,21 @@ def test_ablation_base_chain_resolves_with_get_cfg():
     assert cfg.DATASETS.CLASS_BALANCE is True  # _base_/gta5_to_cityscapes.yaml
     assert cfg.SOLVER.EVAL_PERIOD == 2000  # _base_/schedule_paper.yaml
     assert cfg.SELF_TRAIN.STOP_ITER == 20000
+
+
+def test_benchmark_toy_is_the_quick_start_toy_at_256x128():
+    # configs/toy_256.yaml may differ from configs/toy.yaml in the image size (and the folders it
+    # implies) only: its benchmark numbers are then numbers of the quick start's method and schedule
+    toy = load_config(os.path.join(CONFIG_DIR, "toy.yaml"))
+    big = load_config(os.path.join(CONFIG_DIR, "toy_256.yaml"))
+    sizes = {"DATASETS.TOY.SIZE", "INPUT.SOURCE_SIZE", "INPUT.TARGET_SIZE", "INPUT.TEST_SIZE",
+             "INPUT.SELF_TRAIN_BASE_SIZE", "INPUT.SELF_TRAIN_CROP"}
+    assert changed_keys(big, toy) == sizes | {"OUTPUT_DIR", "DATASETS.DATA_DIR"}
+    assert all(list(flat(toy)[k]) == [128, 64] and list(flat(big)[k]) == [256, 128] for k in sizes)
+    assert big.DATASETS.DATA_DIR != toy.DATASETS.DATA_DIR  # two toys never share a folder
+
+
+def test_toy_contrast_temperature_is_the_measured_one_and_paper_configs_keep_released():
+    assert load_config(os.path.join(CONFIG_DIR, "toy.yaml")).LOSS.CONTRAST.TEMPERATURE == 10.0
+    for name in ("gta5_r101", "gta5_vgg16", "synthia_r101", "synthia_vgg16", "synscapes_r101"):
+        assert load_config(os.path.join(CONFIG_DIR, f"{name}.yaml")).LOSS.CONTRAST.TEMPERATURE == 100.0

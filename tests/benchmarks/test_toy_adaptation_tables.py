@@ -1,0 +1,67 @@
+"""benchmarks/toy_adaptation.py: the fair source-only budget, the paired per-seed comparisons and the
+target checks of its tables, on hand-made per-seed results (the training runs themselves are the
+pipeline code, tested elsewhere)."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from benchmarks import toy_adaptation as ta
+from spcl.config import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _res(**methods):
+    return {m: {"mIoU": v} for m, v in methods.items()}
+
+
+def test_source_only_sees_as_many_source_images_as_warmup_and_align():
+    cfg = load_config(os.path.join(REPO, "configs", "toy.yaml"),
+                      ["ADV_WARMUP.STOP_ITER", "7", "ADV_WARMUP.SOURCE_BATCH", "3", "ALIGN.STOP_ITER", "5",
+                       "ALIGN.SOURCE_BATCH", "2", "SOURCE_ONLY.SOURCE_BATCH", "4"])
+    assert ta.source_only_iterations(cfg) == math.ceil((7 * 3 + 5 * 2) / 4) == 8
+    toy = load_config(os.path.join(REPO, "configs", "toy.yaml"))
+    assert ta.source_only_iterations(toy) == (450 * 2 + 225 * 2) // 2  # the shipped schedule: 675
+
+
+def test_contributions_are_paired_per_seed_with_sample_std():
+    results = {0: _res(source_only=30.0, adv_warmup=31.0, self_train=36.0, align=34.0),
+               1: _res(source_only=40.0, adv_warmup=39.0, self_train=41.0, align=40.5)}
+    results[0]["align λ=0"] = {"mIoU": 33.0}
+    results[1]["align λ=0"] = {"mIoU": 40.0}
+    _, agg = ta.contribution_table(results)
+    warm = agg["adv_warmup"]["vs"]
+    assert warm["method"] == "source_only" and warm["per_seed"] == [1.0, -1.0]
+    assert warm["mean"] == pytest.approx(0.0) and warm["std"] == pytest.approx(2 ** 0.5)  # n - 1
+    st = agg["self_train"]["vs"]
+    assert st["method"] == "align" and st["per_seed"] == pytest.approx([2.0, 0.5])
+    assert agg["align"]["vs"]["per_seed"] == pytest.approx([1.0, 0.5])  # against λ = 0, not warm-up
+    # with every seed present the paired mean is the difference of the means (its std is not)
+    assert agg["self_train"]["mean"] - agg["align"]["mean"] == pytest.approx(st["mean"])
+    assert math.isnan(agg["oracle"]["mean"]) and agg["oracle"]["per_seed"] == [None, None]
+
+
+def test_targets_are_checked_on_paired_means():
+    results = {s: _res(source_only=30.0 + s, align=33.5 + s, self_train=38.0 + s + 0.2 * s, oracle=50.0,
+                       source_domain=61.0) for s in (0, 1)}
+    _, met = ta.targets_table(results)
+    assert met["align − source-only ≥ 3"]["per_seed"] == pytest.approx([3.5, 3.5])
+    assert met["align − source-only ≥ 3"]["met"]
+    assert met["self-train − source-only ≥ 8"]["per_seed"] == pytest.approx([8.0, 8.2])
+    assert met["self-train − source-only ≥ 8"]["met"]
+    assert met["self-train − align ≥ 2"]["mean"] == pytest.approx(4.6)
+    assert met["oracle − source-only ≥ 15"]["per_seed"] == pytest.approx([20.0, 19.0])
+    assert met["source domain ≥ 60"]["met"] and met["oracle ≥ 50"]["met"]
+    results[1]["oracle"]["mIoU"] = 49.0
+    _, met = ta.targets_table(results)
+    assert not met["oracle ≥ 50"]["met"]  # mean 49.5
+
+
+def test_another_config_gets_folders_of_its_own():
+    out, res = ta.default_folders(os.path.join(REPO, "configs", "toy.yaml"), None, None)
+    out2, res2 = ta.default_folders(os.path.join(REPO, "configs", "toy_256.yaml"), None, None)
+    assert out != out2 and res != res2 and res2 == os.path.join(res, "toy_256")
+    assert ta.default_folders("configs/toy_256.yaml", "a", "b") == ("a", "b")
