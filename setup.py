@@ -18,7 +18,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest"],
+        "dev": ["pytest>=7.3"],  # 7.3: tmp_path_retention_policy (pytest.ini)
         "analysis": ["matplotlib", "scikit-learn"],
     },
 )

@@ -36,11 +36,25 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if isinstance(e, OSError):
-            reason = e.strerror or str(e)
-            raise OSError(e.errno, f"cannot write {what} {path}: {reason} (disk full or quota reached?); "
-                                   "the previous file there, if any, is intact") from e
+        cause = _os_error_in_chain(e)
+        if cause is not None:
+            reason = cause.strerror or str(cause)
+            raise OSError(cause.errno, f"cannot write {what} {path}: {reason} (disk full or quota reached?); "
+                                       "the previous file there, if any, is intact") from e
         raise
+
+
+def _os_error_in_chain(e: BaseException):
+    """The OSError behind `e`, if any: `e` itself or what it was raised from or during. On a full disk
+    `torch.save` raises a RuntimeError ("unexpected pos …", from closing its zip writer) while
+    handling the OSError (ENOSPC) of the write that failed."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -2,6 +2,7 @@
 changed key on resume or on a finished run, a diverging lr, a full disk, and the permissions of
 what a run writes."""
 import errno
+import io
 import json
 import os
 import stat
@@ -143,6 +144,36 @@ def test_full_disk_while_saving_names_the_path_and_keeps_the_previous_checkpoint
     folder = os.path.join(out, "checkpoints")
     assert sorted(os.listdir(folder)) == ["last_checkpoint", "model_0000002.pth"]  # no temp file left
     assert torch.load(first, map_location="cpu", weights_only=False)["iteration"] == 2
+    assert trainer.checkpointer.find_resume_checkpoint() == first
+
+
+def test_full_disk_inside_torch_save_still_names_the_path(toy_root, tmp_path, monkeypatch):
+    # the real failure: the file fills up mid-write, torch.save's zip writer then raises
+    # "RuntimeError: [enforce fail at inline_container.cc] unexpected pos" while handling the ENOSPC
+    out = str(tmp_path)
+    trainer = SourceOnlyTrainer(tiny_cfg(toy_root, out, *OPTS), out, torch.device("cpu"))
+    first = trainer.checkpointer.save("model_0000002", 2)
+    real_save = torch.save
+
+    class FillsUp(io.RawIOBase):
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.written += len(b)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, FillsUp(f), *a, **k))
+    with pytest.raises(OSError, match="cannot write checkpoint .*model_0000004.pth: No space left") as info:
+        trainer.checkpointer.save("model_0000004", 4)
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own error stays in the chain
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["last_checkpoint", "model_0000002.pth"]
     assert trainer.checkpointer.find_resume_checkpoint() == first
 
 
