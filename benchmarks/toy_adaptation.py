@@ -22,6 +22,7 @@ benchmarks/results/toy_adaptation.{json,md} (the tables in the README).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -52,6 +53,27 @@ def source_only_iterations(cfg) -> int:
     return math.ceil(images / cfg.SOURCE_ONLY.SOURCE_BATCH)
 
 
+def config_key(cfg) -> str:
+    """A digest of the merged config a seed's runs start from (its output folder left out)."""
+    text = cfg.dump()
+    return hashlib.sha1("\n".join(line for line in text.splitlines()
+                                  if not line.startswith("OUTPUT_DIR:")).encode()).hexdigest()[:16]
+
+
+def load_cache(path: str, key: str) -> dict:
+    """The per-seed results cached at `path`, stamped with `key`; a cache of another config stops the
+    run (its rows would be mixed into this config's tables) instead of being reused silently."""
+    if not os.path.isfile(path):
+        return {"_config": key}
+    with open(path) as f:
+        res = json.load(f)
+    if res.get("_config", key) != key:
+        raise SystemExit(f"{path} holds results of another config (the config or --opts changed since); "
+                         "delete that folder or give another --output")
+    res["_config"] = key
+    return res
+
+
 def _metrics(m: dict) -> dict:
     return {k: m[k] for k in ("mIoU", "mIoU_tail", "IoU") if k in m}
 
@@ -62,17 +84,16 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
     from spcl.engine import run_pipeline, run_stage
     from spcl.evaluation import evaluate_checkpoint
 
+    from spcl.utils.io import atomic_write_json
+
     out = os.path.join(out_root, f"seed{seed}")
     cache = os.path.join(out, "results.json")
-    res = json.load(open(cache)) if os.path.isfile(cache) else {}
-
-    def save():
-        os.makedirs(out, exist_ok=True)
-        with open(cache, "w") as f:
-            json.dump(res, f)
-
     run_dir = os.path.join(out, "spcl")
     cfg = cfg_for(run_dir, seed, base)
+    res = load_cache(cache, config_key(cfg))
+
+    def save():
+        atomic_write_json(res, cache)  # a kill mid-write leaves the previous cache readable
     prepare_toy_data(cfg)
     if "self_train" not in res:
         summary = run_pipeline(cfg)

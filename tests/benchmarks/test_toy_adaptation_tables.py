@@ -3,6 +3,7 @@ target checks of its tables, on hand-made per-seed results (the training runs th
 pipeline code, tested elsewhere)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -65,3 +66,21 @@ def test_another_config_gets_folders_of_its_own():
     out2, res2 = ta.default_folders(os.path.join(REPO, "configs", "toy_256.yaml"), None, None)
     assert out != out2 and res != res2 and res2 == os.path.join(res, "toy_256")
     assert ta.default_folders("configs/toy_256.yaml", "a", "b") == ("a", "b")
+
+
+def test_a_cache_of_another_config_is_refused_not_mixed_in(tmp_path):
+    toy = os.path.join(REPO, "configs", "toy.yaml")
+    key = ta.config_key(load_config(toy, ["OUTPUT_DIR", "a"]))
+    assert key == ta.config_key(load_config(toy, ["OUTPUT_DIR", "b"]))  # the folder is not the config
+    other = ta.config_key(load_config(toy, ["OUTPUT_DIR", "a", "LOSS.CONTRAST.TEMPERATURE", "100.0"]))
+    assert other != key
+    path = str(tmp_path / "results.json")
+    assert ta.load_cache(path, key) == {"_config": key}  # nothing cached yet
+    with open(path, "w") as f:
+        json.dump({"_config": key, "align": {"mIoU": 40.0}}, f)
+    assert ta.load_cache(path, key)["align"] == {"mIoU": 40.0}
+    with pytest.raises(SystemExit, match="results.json holds results of another config"):
+        ta.load_cache(path, other)
+    with open(path, "w") as f:  # written before caches were stamped: taken, and stamped
+        json.dump({"align": {"mIoU": 40.0}}, f)
+    assert ta.load_cache(path, other)["_config"] == other
