@@ -147,6 +147,7 @@ def validate(cfg: CN) -> None:
         "PROTOTYPE.SOURCE_MASK": ("gt", "gt_and_pred"),
         "ALIGN.TARGET_MASK": ("offline", "online"),
         "PIPELINE.HANDOFF": ("last", "best"),
+        "MODEL.BN_RUNNING_STATS": ("target", "all"),
         "SOLVER.AMP": ("", "bf16", "fp16"),
         "SOLVER.OPTIMIZER": ("sgd", "adamw"),
     }

@@ -20,6 +20,12 @@ _C.MODEL.WEIGHTS = ""
 # Frozen BatchNorm (affine + running stats as buffers) in warm-up/align (released code; docs/method.md). self_train
 # overrides it with SELF_TRAIN.FREEZE_BN.
 _C.MODEL.FREEZE_BN = True
+# Trainable BatchNorm only (FREEZE_BN False): which passes of warm-up and align, which forward the
+# source and the target batch separately, update the running statistics used at test time and for
+# pseudo labels. "target": the target passes only, so target images are tested under the statistics
+# they were trained with; "all": both passes, a ~50/50 source/target mix that no training pass used
+# (docs/method.md "Model"). No effect with frozen BN (paper configs) or in one-domain stages.
+_C.MODEL.BN_RUNNING_STATS = "target"
 _C.MODEL.ASPP_DILATIONS = [6, 12, 18, 24]  # DeepLab-v2 ASPP branches, outputs summed
 _C.MODEL.HEAD_INIT_STD = 0.01  # ASPP weights ~ N(0, std)
 _C.MODEL.DISC_CHANNELS = 64  # first width of the output-space discriminator (64-128-256-512-1)

@@ -28,6 +28,7 @@ from spcl.data.check import default_cache_dir, preflight
 from spcl.evaluation import format_table, run_inference
 from spcl.evaluation.sliding import sliding_from_cfg
 from spcl.modeling import build_segmentor
+from spcl.modeling.batchnorm import running_stats_frozen
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
 
@@ -125,6 +126,11 @@ class StageTrainer:
         self.register_optimizer("model", opt, self.scfg.BASE_LR)
         self.model = self.wrap(model, sync_bn=not (self.cfg.MODEL.FREEZE_BN if freeze_bn is None else freeze_bn),
                                find_unused=find_unused)
+
+    def source_bn_stats(self):
+        """Context for the source pass of a two-domain stage: with MODEL.BN_RUNNING_STATS "target" it
+        leaves the BatchNorm running statistics to the target passes (spcl/modeling/batchnorm.py)."""
+        return running_stats_frozen(self.model_without_ddp, self.cfg.MODEL.BN_RUNNING_STATS == "target")
 
     def wrap(self, module: nn.Module, sync_bn: bool = False, find_unused: bool = False) -> nn.Module:
         """DDP-wrap `module` under multi-process training (SyncBN for trainable BN on GPUs)."""

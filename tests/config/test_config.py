@@ -270,3 +270,14 @@ def test_unknown_key_far_from_every_key_has_no_suggestion(tmp_path):
 def test_section_given_a_value_on_command_line():
     with pytest.raises(KeyError, match="'MODEL' on the command line is a section"):
         load_config("", ["MODEL", "vgg16"])
+
+
+@pytest.mark.parametrize("key,value,expected", [("MODEL.BN_RUNNING_STATS", "source", "one of")])
+def test_a_bad_bn_running_stats_value_names_the_key(key, value, expected):
+    from spcl.config import get_cfg
+    from spcl.config.config import validate
+
+    cfg = get_cfg()
+    cfg.merge_from_list([key, value])
+    with pytest.raises(ValueError, match=f"{key}.*{expected}"):
+        validate(cfg)

@@ -192,3 +192,36 @@ def test_optimizer_key_builds_that_optimizer_with_the_head_factor(name, cls, toy
     assert opt.param_groups[1]["lr"] == pytest.approx(10 * opt.param_groups[0]["lr"])
     if name == "adamw":
         assert opt.param_groups[0]["betas"] == (cfg.SOLVER.MOMENTUM, 0.999)
+
+
+def _bn_stats(model):
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("mode", ["target", "all"])
+@pytest.mark.parametrize("cls", [AdvWarmupTrainer, AlignTrainer])
+def test_two_domain_stages_leave_bn_running_statistics_to_the_target_pass(cls, mode, toy_root, tmp_path,
+                                                                         prototypes, pseudo_dir):
+    """MODEL.BN_RUNNING_STATS "target": after a step, every trainable BN's running statistics are those
+    a pass of the target batch alone would leave (the source pass normalises with its batch statistics
+    but updates nothing); "all": those of the source pass followed by the target pass. Both passes run
+    before the optimiser step, so a copy of the model taken before the step reproduces them."""
+    cfg = tiny_cfg(toy_root, str(tmp_path), "MODEL.BN_RUNNING_STATS", mode, "PROTOTYPE.PATH", prototypes,
+                   "DATASETS.PSEUDO_DIR", pseudo_dir)
+    assert not cfg.MODEL.FREEZE_BN
+    trainer = cls(cfg, None, CPU)
+    batch = _batch(trainer)
+    ref = copy.deepcopy(trainer.model_without_ddp).train()
+    start = _bn_stats(ref)
+    with torch.no_grad():
+        if mode == "all":
+            ref(batch["source"]["image"])
+        ref(batch["target"]["image"])
+    trainer.run_step(batch)
+    got, expected = _bn_stats(trainer.model_without_ddp), _bn_stats(ref)
+    assert len(got) > 10
+    assert any(not torch.equal(m0, m1) for (m0, _), (m1, _) in zip(start, got))
+    for (m1, v1), (m2, v2) in zip(got, expected):
+        assert torch.allclose(m1, m2, atol=1e-5) and torch.allclose(v1, v2, atol=1e-5, rtol=1e-4)
+

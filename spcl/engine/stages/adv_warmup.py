@@ -43,7 +43,7 @@ class AdvWarmupTrainer(StageTrainer):
         self.zero_grad()
         # generator: D is frozen and used unwrapped (its parameters get no gradient here)
         disc.requires_grad_(False)
-        with self.autocast():
+        with self.autocast(), self.source_bn_stats():
             out_s = self.model(src["image"])
         loss_seg = segmentation_ce(out_s["logits"], src["label"], self.cfg.LOSS.SOURCE_TEMPERATURE)
         self.backward(loss_seg)

@@ -74,7 +74,7 @@ class AlignTrainer(StageTrainer):
         lam = cfg.LOSS.CONTRAST.WEIGHT
         measure = self.measure_gradients()
         self.zero_grad()
-        with self.autocast():
+        with self.autocast(), self.source_bn_stats():
             out_s = self.model(src["image"])
         loss_seg = segmentation_ce(out_s["logits"], src["label"], cfg.LOSS.SOURCE_TEMPERATURE)
         mask_s = source_mask(src["label"], out_s["logits"].detach(), cfg.PROTOTYPE.SOURCE_MASK)  # B×h×w
