@@ -11,6 +11,8 @@ configs/toy_256.yaml is the same at 256x128, the benchmark toy):
   the pseudo-label pipeline, without the contrastive term);
 * source-only, trained on as many source images as warm-up + align together (a fair baseline);
 * the oracle: the same schedule on the target's labelled train images;
+* source-only with its BatchNorm statistics re-estimated on the target train images (AdaBN, no
+  weight update): how much of a gain over source-only normalisation alone gives;
 * the source-domain reference: the source-only model on held-out source images (another toy seed);
 * with --sweep: align at τ ∈ {100, 10, 1, 0.1}, with and without unit-norm prototypes, λ = 1.
 
@@ -123,6 +125,12 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
         res["source_only"] = _metrics(run_stage(cfg_for(d, seed, so_opts), "source_only", d)["metrics"])
         res["source_only"]["iterations"] = n
         save()
+    if "source_only_adabn" not in res:  # the same network, its BN statistics re-estimated on target images
+        d = os.path.join(out, "source_only")
+        ckpt = os.path.join(d, "checkpoints", "model_final.pth")
+        res["source_only_adabn"] = _metrics(evaluate_checkpoint(cfg_for(d, seed, so_opts), ckpt,
+                                                                bn_stats_from=cfg.DATASETS.TARGET))
+        save()
     if "source_domain" not in res:
         hcfg = cfg_for(os.path.join(out, "source_eval"), seed, base + heldout_opts(out_root))
         prepare_toy_data(hcfg)
@@ -172,6 +180,7 @@ def mean_std(values):
 
 CONTRIBUTIONS = [  # (row, method, compared with)
     ("source-only", "source_only", None),
+    ("source-only + target BN statistics (AdaBN)", "source_only_adabn", "source_only"),
     ("warm-up", "adv_warmup", "source_only"),
     ("align, λ = 0", "align λ=0", "adv_warmup"),
     ("align (SPCL)", "align", "align λ=0"),
@@ -232,6 +241,23 @@ def targets_table(results: dict) -> tuple[str, dict]:
     return "\n".join(lines), out
 
 
+def control_table(results: dict) -> tuple[str, dict]:
+    """Each adapted model paired per seed against source-only with target BN statistics (AdaBN): what
+    the stages add beyond re-normalising the source model's features. Empty without that row."""
+    seeds = list(results)
+    if not any("source_only_adabn" in results[s] for s in seeds):
+        return "", {}
+    lines = ["| stage | − (source-only + AdaBN), paired mean ± std | per seed |", "|---|---|---|"]
+    out = {}
+    for row, method in [("warm-up", "adv_warmup"), ("align (SPCL)", "align"), ("self-train", "self_train")]:
+        diffs = [None if _miou(results, s, method) is None or _miou(results, s, "source_only_adabn") is None
+                 else _miou(results, s, method) - _miou(results, s, "source_only_adabn") for s in seeds]
+        m, sd = mean_std(diffs)
+        out[method] = {"mean": m, "std": sd, "per_seed": diffs}
+        lines.append(f"| {row} | {m:+.1f} ± {sd:.1f} | {', '.join('–' if d is None else f'{d:+.1f}' for d in diffs)} |")
+    return "\n".join(lines), out
+
+
 def sweep_table(results: dict) -> str:
     seeds = list(results)
     names = ["align λ=0"] + [f"align τ={t:g}{u}" for t in TAUS for u in ("", " unit")]
@@ -257,7 +283,7 @@ def class_table(results: dict) -> str:
     from spcl.data.labels import CLASSES_19
 
     seeds = list(results)
-    methods = ["source_only", "adv_warmup", "align λ=0", "align", "self_train", "oracle", "source_domain"]
+    methods = ["source_only", "source_only_adabn", "adv_warmup", "align λ=0", "align", "self_train", "oracle", "source_domain"]
     lines = ["| method | " + " | ".join(CLASSES_19) + " |", "|---|" + "---|" * len(CLASSES_19)]
     for m in methods:
         runs = [results[s][m] for s in seeds if m in results[s] and "IoU" in results[s][m]]
@@ -351,11 +377,12 @@ def main():
                if os.path.isfile(os.path.join(out_root, f"seed{s}", "results.json"))}
     contrib, agg = contribution_table(results)
     targets, met = targets_table(results)
+    control, control_agg = control_table(results)
     sweep = sweep_table(results)
     classes = class_table(results)
     minutes = (time.time() - t0) / 60
     command = "python benchmarks/toy_adaptation.py " + " ".join(sys.argv[1:])
-    md = "\n\n".join(x for x in [contrib, targets, sweep, classes] if x)
+    md = "\n\n".join(x for x in [contrib, targets, control, sweep, classes] if x)
     print(md)
     print(f"\n{len(args.seeds)} seeds in {minutes:.1f} min")
     if not args.quick:
@@ -363,7 +390,8 @@ def main():
         with open(os.path.join(args.results, "toy_adaptation.json"), "w") as f:
             json.dump({"seeds": args.seeds, "minutes": minutes, "machine": _machine(), "command": command,
                        "results": results,
-                       "contributions": agg, "targets": met}, f, indent=1, default=str)
+                       "contributions": agg, "targets": met, "vs_adabn": control_agg}, f, indent=1,
+                      default=str)
         with open(os.path.join(args.results, "toy_adaptation.md"), "w") as f:
             when = ("collected from the cached per-seed results" if args.collect else
                     f"{minutes:.1f} min wall on {_machine()} ({args.jobs} seed(s) at a time, one torch thread each)")

@@ -22,6 +22,7 @@ from spcl.data.datasets.cityscapes import frame_stem
 from spcl.data.io import read_image
 from spcl.data.labels import colorize, legend, overlay, trainid_to_labelid_lut
 from spcl.modeling import load_trained_segmentor, predict_probs
+from spcl.modeling.batchnorm import reestimate_running_stats
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, default_device
 from spcl.utils.progress import progress as with_progress
@@ -152,17 +153,23 @@ def run_inference(model, loader, num_classes: int, device: torch.device, scales:
 def evaluate_checkpoint(cfg, path: str, device: Optional[torch.device] = None, dataset: str = "",
                         scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
                         color_dir: Optional[str] = None, labelid_dir: Optional[str] = None,
-                        progress: bool = False, sliding: Optional[bool] = None, format_only: bool = False) -> dict:
+                        progress: bool = False, sliding: Optional[bool] = None, format_only: bool = False,
+                        bn_stats_from: str = "") -> dict:
     """mIoU of checkpoint `path` on `dataset` (default DATASETS.TEST) with the test protocol of `cfg`
     (TEST.SCALES, TEST.FLIP, TEST.SLIDING / WINDOW / STRIDE, TEST.NUM_IMAGES, SOLVER.AMP; `scales`,
     `flip`, `sliding` override them). `format_only`: the set is read without labels, predictions
-    are written (at each image's own size) and no metric is computed.
+    are written (at each image's own size) and no metric is computed. `bn_stats_from`: a dataset
+    name (e.g. cityscapes_train) whose images, read with the test transform and without labels,
+    replace the BatchNorm running statistics before testing (AdaBN; spcl/modeling/batchnorm.py).
 
     Returns the evaluator's metrics: mIoU, mAcc, aAcc, IoU (K, NaN where undefined), tail/13-class
     means; with `format_only`, {"num_images": n}.
     """
     device = device or default_device()
     model = load_trained_segmentor(cfg, path, device)
+    if bn_stats_from:
+        images = build_dataset(cfg, bn_stats_from, train=False, labels="none")
+        reestimate_running_stats(model, build_test_loader(cfg, images, shard=False), device)
     ds = build_dataset(cfg, dataset or cfg.DATASETS.TEST, train=False, labels="none" if format_only else None)
     loader = build_test_loader(cfg, ds)
     return run_inference(model, loader, cfg.MODEL.NUM_CLASSES, device,

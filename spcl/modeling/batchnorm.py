@@ -11,8 +11,9 @@ follow the target passes only (docs/method.md "Model").
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -34,3 +35,34 @@ def running_stats_frozen(module: nn.Module, enabled: bool = True) -> Iterator[No
     finally:
         for m in changed:
             m.track_running_stats = True
+
+
+@torch.no_grad()
+def reestimate_running_stats(model: nn.Module, batches: Iterable[dict], device: torch.device) -> int:
+    """Replace the running statistics of every trainable BatchNorm of `model` by their average over
+    `batches` (dicts with "image": B×3×H×W), as AdaBN (Li et al., 2017) does with the target images
+    of a source-trained network: each layer's running_mean / running_var become the equal-weight mean
+    of the per-batch means / unbiased variances (momentum None). Weights are not touched; the model is
+    left in eval mode with its momenta restored. Returns the number of images seen."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not layers:
+        raise ValueError("the model has no trainable BatchNorm with running statistics to re-estimate "
+                         "(frozen BatchNorm keeps its statistics as buffers)")
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    seen = 0
+    try:
+        for batch in batches:
+            model(batch["image"].to(device))
+            seen += batch["image"].shape[0]
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.eval()
+    if seen == 0:
+        raise ValueError("no images to re-estimate the BatchNorm statistics from")
+    return seen

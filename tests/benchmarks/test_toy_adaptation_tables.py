@@ -84,3 +84,20 @@ def test_a_cache_of_another_config_is_refused_not_mixed_in(tmp_path):
     with open(path, "w") as f:  # written before caches were stamped: taken, and stamped
         json.dump({"align": {"mIoU": 40.0}}, f)
     assert ta.load_cache(path, other)["_config"] == other
+
+
+def test_adapted_stages_are_paired_against_the_adabn_control():
+    """The control table subtracts source-only + target BN statistics (AdaBN) per seed; it is left out
+    when no seed has that row (caches from before it existed)."""
+    results = {0: _res(source_only=30.0, source_only_adabn=35.0, adv_warmup=33.0, align=36.0, self_train=38.0),
+               1: _res(source_only=31.0, source_only_adabn=37.0, adv_warmup=36.0, align=36.5, self_train=37.5)}
+    _, ctl = ta.control_table(results)
+    assert ctl["adv_warmup"]["per_seed"] == pytest.approx([-2.0, -1.0])
+    assert ctl["align"]["per_seed"] == pytest.approx([1.0, -0.5])
+    assert ctl["self_train"]["per_seed"] == pytest.approx([3.0, 0.5])
+    assert ctl["self_train"]["std"] == pytest.approx(2.5 / 2 ** 0.5)
+    _, agg = ta.contribution_table(results)
+    assert agg["source_only_adabn"]["vs"]["per_seed"] == pytest.approx([5.0, 6.0])
+    for r in results.values():
+        del r["source_only_adabn"]
+    assert ta.control_table(results) == ("", {})

@@ -131,3 +131,31 @@ def test_best_handoff_is_marked_as_oracle(toy_root, tmp_path):
     assert result["oracle"] is True and "ORACLE" in result["handoff"]
     assert os.path.isfile(result["outputs"]["checkpoint"])
     assert result["outputs"]["checkpoint"].endswith("model_best.pth")
+
+
+def test_evaluation_with_target_bn_statistics_reads_the_named_images_without_labels(warmup, monkeypatch):
+    """evaluate_checkpoint(bn_stats_from=...) re-estimates the BatchNorm statistics on every image of
+    that dataset, read without labels, before testing; the result differs from the plain evaluation
+    and the checkpoint file is left as it was."""
+    import spcl.evaluation.inference as inference
+
+    cfg, result = warmup
+    path = result["outputs"]["checkpoint"]
+    before = open(path, "rb").read()
+    seen = []
+    real = inference.reestimate_running_stats
+
+    def spy(model, batches, device):
+        batches = list(batches)
+        seen.extend(name for b in batches for name in b["name"])
+        for b in batches:  # no label file read: the placeholder of an unlabelled test set, all ignore
+            labels = b["label"] if isinstance(b["label"], list) else [b["label"]]
+            assert all(bool((lab == 255).all()) for lab in labels)
+        return real(model, batches, device)
+
+    monkeypatch.setattr(inference, "reestimate_running_stats", spy)
+    adapted = evaluate_checkpoint(cfg, path, torch.device("cpu"), bn_stats_from="cityscapes_train")
+    plain = evaluate_checkpoint(cfg, path, torch.device("cpu"))
+    assert len(seen) == len(set(seen)) == 8
+    assert adapted["mIoU"] != plain["mIoU"] or adapted["aAcc"] != plain["aAcc"]
+    assert open(path, "rb").read() == before

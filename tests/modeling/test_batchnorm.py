@@ -70,3 +70,38 @@ def test_eval_mode_layers_are_left_alone():
         assert all(m.track_running_stats for m in net.modules() if isinstance(m, nn.BatchNorm2d))
         out = net(x)
     assert torch.allclose(out, _net().eval()(x))
+
+
+def test_reestimated_statistics_are_the_equal_weight_mean_of_the_batch_statistics():
+    """AdaBN re-estimation: running_mean = mean of the per-batch means, running_var = mean of the
+    per-batch unbiased variances (hand-computed over three batches of different sizes); weights and
+    momentum unchanged, model left in eval mode."""
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    torch.manual_seed(1)
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_mean.fill_(5.0)
+        bn.num_batches_tracked.fill_(10)  # a trained layer's count: the average must not continue it
+        bn.weight.uniform_(0.5, 1.5)
+    net = nn.Sequential(bn).train()
+    weight = bn.weight.clone()
+    batches = [{"image": torch.randn(n, 3, 4, 5) * (i + 1) + i} for i, n in enumerate((1, 2, 4))]
+    seen = reestimate_running_stats(net, batches, torch.device("cpu"))
+    means = torch.stack([b["image"].mean(dim=(0, 2, 3)) for b in batches])
+    variances = torch.stack([b["image"].transpose(0, 1).reshape(3, -1).var(dim=1, unbiased=True) for b in batches])
+    assert seen == 7
+    assert torch.allclose(bn.running_mean, means.mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, variances.mean(0), atol=1e-4)
+    assert torch.equal(bn.weight, weight) and bn.momentum == 0.1 and not net.training and not bn.training
+
+
+def test_reestimation_refuses_a_model_without_trainable_batchnorm():
+    import pytest
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    with pytest.raises(ValueError, match="no trainable BatchNorm"):
+        reestimate_running_stats(nn.Sequential(FrozenBatchNorm2d(3)), [{"image": torch.zeros(1, 3, 2, 2)}],
+                                 torch.device("cpu"))
