@@ -77,6 +77,10 @@ def main(argv=None):
     parser.add_argument("--format-only", action="store_true",
                         help="only write labelId PNGs at each image's size (no labels read, no metrics): the "
                              "Cityscapes test-server format, e.g. with DATASETS.TEST cityscapes_test")
+    parser.add_argument("--bn-stats-from", default="", metavar="DATASET",
+                        help="re-estimate the BatchNorm running statistics on this dataset's images (no labels "
+                             "read) before testing, e.g. cityscapes_train: AdaBN, the control for how much of a "
+                             "gain is normalisation alone")
     args = parser.parse_args(argv)
     ckpt = args.checkpoint
 
@@ -116,6 +120,8 @@ def main(argv=None):
     save_color = (args.save_color or cfg.TEST.SAVE_COLOR) and single
     save_ids = (args.save_labelids or cfg.TEST.SAVE_LABELIDS or args.format_only) and single
     protocol = {"scales": scales, "flip": flip, "sliding": sliding}
+    if args.bn_stats_from:
+        protocol["bn_stats_from"] = args.bn_stats_from
     if sliding:
         protocol.update(window=list(cfg.TEST.WINDOW), stride=list(cfg.TEST.STRIDE))
     rows, results, extra = [], {}, []
@@ -124,7 +130,7 @@ def main(argv=None):
             cfg, path, scales=scales, flip=flip, sliding=sliding,
             color_dir=os.path.join(out_dir, "color") if save_color else None,
             labelid_dir=os.path.join(out_dir, "labelIds") if save_ids else None, progress=True,
-            format_only=args.format_only)
+            format_only=args.format_only, bn_stats_from=args.bn_stats_from)
         if args.format_only:
             results[path] = {"iteration": iteration, "dataset": cfg.DATASETS.TEST, "format_only": True, **protocol,
                              **metrics}

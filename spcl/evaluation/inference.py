@@ -166,7 +166,7 @@ def evaluate_checkpoint(cfg, path: str, device: Optional[torch.device] = None, d
     means; with `format_only`, {"num_images": n}.
     """
     device = device or default_device()
-    model = load_trained_segmentor(cfg, path, device)
+    model = load_trained_segmentor(cfg, path, device, freeze_bn=False if bn_stats_from else None)
     if bn_stats_from:
         images = build_dataset(cfg, bn_stats_from, train=False, labels="none")
         reestimate_running_stats(model, build_test_loader(cfg, images, shard=False), device)

@@ -38,11 +38,14 @@ def build_discriminator(cfg) -> OutputDiscriminator:
     return OutputDiscriminator(cfg.MODEL.NUM_CLASSES, cfg.MODEL.DISC_CHANNELS)
 
 
-def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None) -> Segmentor:
+def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None,
+                           freeze_bn: Optional[bool] = None) -> Segmentor:
     """The segmentor of `cfg` with the weights of checkpoint `path`, on `device`, in eval mode: the
-    one way tools, stages and benchmarks load a trained model for inference."""
+    one way tools, stages and benchmarks load a trained model for inference. `freeze_bn` overrides
+    MODEL.FREEZE_BN (False: nn.BatchNorm2d, whose statistics can be re-estimated; same outputs in eval
+    mode)."""
     if not path:
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
-    model = build_segmentor(cfg, load_weights=False)
+    model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
     load_segmentor_weights(model, path)
     return model.to(device or torch.device("cpu")).eval()

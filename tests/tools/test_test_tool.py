@@ -147,3 +147,32 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
     (empty / "junk.pth").write_bytes(b"junk")
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         test_tool.find_checkpoints(str(empty))
+
+
+def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path, test_tool):
+    """--bn-stats-from: the checkpoint's BN running statistics are replaced by those of the named images
+    before testing, also when the config freezes BN (the model is then built with trainable BN);
+    recorded in metrics.json. The result equals a model whose statistics are set by hand to the
+    per-image average, and differs from the plain evaluation."""
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root) + ["TEST.BATCH_SIZE", "1"])
+    assert cfg.MODEL.FREEZE_BN
+    path = str(tmp_path / "model_final.pth")
+    save_checkpoint(cfg, path, 7, seed=3)
+    out = tmp_path / "eval_out"
+    test_tool.main(["--checkpoint", path, "--output", str(out), "--bn-stats-from", "cityscapes_val"]
+                   + opts_for(root) + ["TEST.BATCH_SIZE", "1"])
+    metrics = json.load(open(out / "metrics.json"))
+    assert metrics["bn_stats_from"] == "cityscapes_val"
+    model = build_segmentor(cfg, freeze_bn=False, load_weights=False)
+    load_segmentor_weights(model, path)
+    ds = build_dataset(cfg, "cityscapes_val", train=False)
+    assert reestimate_running_stats(model, ({"image": ds[i]["image"][None]} for i in range(len(ds))),
+                                    torch.device("cpu")) == 3
+    ref = run_inference(model, build_test_loader(cfg, ds), 19, torch.device("cpu"))
+    plain, _ = reference_metrics(cfg, path)
+    np.testing.assert_allclose(np.array(metrics["IoU"], dtype=float), np.array(ref["IoU"], dtype=float))
+    assert metrics["mIoU"] != pytest.approx(plain["mIoU"], abs=1e-6)
