@@ -24,6 +24,7 @@ benchmarks/results/toy_adaptation.{json,md} (the tables in the README).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -195,6 +196,12 @@ def _miou(results, seed, method):
     return None if r is None else r["mIoU"]
 
 
+def _paired(results, a, b):
+    """Per seed, mIoU of method `a` minus that of `b` (None where either is missing)."""
+    return [None if _miou(results, s, a) is None or _miou(results, s, b) is None
+            else _miou(results, s, a) - _miou(results, s, b) for s in results]
+
+
 def contribution_table(results: dict) -> tuple[str, dict]:
     seeds = list(results)
     lines = [f"| stage | target val mIoU, mean ± std (seeds {', '.join(map(str, seeds))}) | per seed | "
@@ -207,8 +214,7 @@ def contribution_table(results: dict) -> tuple[str, dict]:
         agg[method] = {"mean": m, "std": sd, "per_seed": vals}
         diff_txt = ["", "", ""]
         if ref:
-            diffs = [None if a is None or b is None else a - b
-                     for a, b in zip(vals, [_miou(results, s, ref) for s in seeds])]
+            diffs = _paired(results, method, ref)
             dm, dsd = mean_std(diffs)
             agg[method]["vs"] = {"method": ref, "mean": dm, "std": dsd, "per_seed": diffs}
             ref_row = next(r for r, mm, _ in CONTRIBUTIONS if mm == ref)
@@ -219,11 +225,7 @@ def contribution_table(results: dict) -> tuple[str, dict]:
 
 def targets_table(results: dict) -> tuple[str, dict]:
     seeds = list(results)
-
-    def paired(a, b):
-        return [None if _miou(results, s, a) is None or _miou(results, s, b) is None
-                else _miou(results, s, a) - _miou(results, s, b) for s in seeds]
-
+    paired = functools.partial(_paired, results)
     checks = [("source domain ≥ 60", [_miou(results, s, "source_domain") for s in seeds], 60.0),
               ("oracle ≥ 50", [_miou(results, s, "oracle") for s in seeds], 50.0),
               ("oracle − source-only ≥ 15", paired("oracle", "source_only"), 15.0),
@@ -250,8 +252,7 @@ def control_table(results: dict) -> tuple[str, dict]:
     lines = ["| stage | − (source-only + AdaBN), paired mean ± std | per seed |", "|---|---|---|"]
     out = {}
     for row, method in [("warm-up", "adv_warmup"), ("align (SPCL)", "align"), ("self-train", "self_train")]:
-        diffs = [None if _miou(results, s, method) is None or _miou(results, s, "source_only_adabn") is None
-                 else _miou(results, s, method) - _miou(results, s, "source_only_adabn") for s in seeds]
+        diffs = _paired(results, method, "source_only_adabn")
         m, sd = mean_std(diffs)
         out[method] = {"mean": m, "std": sd, "per_seed": diffs}
         lines.append(f"| {row} | {m:+.1f} ± {sd:.1f} | {', '.join('–' if d is None else f'{d:+.1f}' for d in diffs)} |")
