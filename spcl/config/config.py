@@ -148,6 +148,7 @@ def validate(cfg: CN) -> None:
         "ALIGN.TARGET_MASK": ("offline", "online"),
         "PIPELINE.HANDOFF": ("last", "best"),
         "MODEL.BN_RUNNING_STATS": ("target", "all"),
+        "PSEUDO.ORACLE": ("", "kept", "all"),
         "SOLVER.AMP": ("", "bf16", "fp16"),
         "SOLVER.OPTIMIZER": ("sgd", "adamw"),
     }

@@ -192,6 +192,10 @@ _C.PROTOTYPE.PATH = ""  # prototype file (K, C) read by align; set by the pipeli
 # ---------------------------------------------------------------------------- pseudo labels ---
 _C.PSEUDO = CN()
 _C.PSEUDO.THRESHOLD_CAP = 0.9  # class threshold = min(median confidence, cap)
+# A diagnostic, never a real run: write ground truth instead of predictions, on the kept pixels ("kept")
+# or on every pixel ("all"), so that self-training on them measures what label errors cost. Needs
+# target-train labels (the toy).
+_C.PSEUDO.ORACLE = ""
 _C.PSEUDO.NUM_BINS = 65536  # histogram bins over [0, 1] (at most 65,536): thresholds within 1/NUM_BINS
 
 # ---------------------------------------------------------------------------------- pipeline ---

@@ -31,7 +31,7 @@ logger = logging.getLogger("spcl")
 @torch.no_grad()
 def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
                            cap: float = 0.9, num_bins: int = 65536, cache: bool = True, flip: bool = False,
-                           progress: bool = False, amp_dtype=None, quality=None) -> dict:
+                           progress: bool = False, amp_dtype=None, quality=None, oracle: str = "") -> dict:
     """Write pseudo labels for every image of `loader` (test transforms) into `output_dir`.
 
     Args:
@@ -40,8 +40,13 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
             summary also gives per class the share of all ground-truth pixels of the class (kept or
             dropped) whose pseudo label is that class (`labelled_correctly`): a class near 0 there is
             one that training on these labels cannot learn.
+        oracle: a diagnostic. "kept" writes the ground truth on the pixels the thresholds keep (255
+            elsewhere), "all" the ground truth on every pixel; "" (default) the predictions. Every
+            image of `loader` then needs ground truth.
     Returns the summary also written as `output_dir/thresholds.json`.
     """
+    if oracle not in ("", "kept", "all"):
+        raise ValueError(f"oracle = {oracle!r}; expected '', 'kept' or 'all'")
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
     cache_dir = os.path.join(output_dir, ".cache")
@@ -79,6 +84,11 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         label = ClassThresholds.label_bins(bins, pred, threshold_bins)
         predicted.add_(torch.bincount(pred.reshape(-1), minlength=num_classes).double())
         kept.add_(torch.bincount(label[label != IGNORE_LABEL], minlength=num_classes).double())
+        if oracle:
+            if gt is None:
+                raise ValueError(f"PSEUDO.ORACLE {oracle!r}: target image {name} has no ground truth (or only ignored "
+                                 "pixels); the oracle labels need the target training set's labels")
+            label = gt.clone() if oracle == "all" else torch.where(label != IGNORE_LABEL, gt, IGNORE_LABEL)
         write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
         if gt is not None and quality is not None:
             quality.process(label[None], torch.where(label[None] == IGNORE_LABEL, IGNORE_LABEL, gt[None]))

@@ -272,8 +272,9 @@ def test_section_given_a_value_on_command_line():
         load_config("", ["MODEL", "vgg16"])
 
 
-@pytest.mark.parametrize("key,value,expected", [("MODEL.BN_RUNNING_STATS", "source", "one of")])
-def test_a_bad_bn_running_stats_value_names_the_key(key, value, expected):
+@pytest.mark.parametrize("key,value,expected", [("MODEL.BN_RUNNING_STATS", "source", "one of"),
+                                                ("PSEUDO.ORACLE", "gt", "one of")])
+def test_a_bad_choice_names_the_key(key, value, expected):
     from spcl.config import get_cfg
     from spcl.config.config import validate
 

@@ -97,3 +97,44 @@ def test_labelled_correctly_counts_dropped_pixels_against_the_class(tmp_path):
             total[c] += (gt == c).sum()
             correct[c] += ((gt == c) & (label == c)).sum()
     assert np.allclose(summary["labelled_correctly"], 100 * correct / total)
+
+
+def _labelled_batches(K, H, W, n=4):
+    g = torch.Generator().manual_seed(3)
+    batches = _loader(n, H, W)
+    for b in batches:
+        gt = torch.randint(0, K, (1, H, W), generator=g)
+        gt[:, 0, :3] = 255
+        b["label"] = gt
+    return batches
+
+
+def test_oracle_labels_put_ground_truth_on_the_kept_pixels_or_everywhere(tmp_path):
+    """PSEUDO.ORACLE (a diagnostic): "kept" = ground truth where the ordinary run keeps a pixel, 255
+    where it drops one; "all" = ground truth everywhere. Checked against an ordinary run's PNGs, in both
+    the one-pass and the two-pass mode."""
+    K, H, W = 3, 8, 12
+    batches = _labelled_batches(K, H, W)
+    ref = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(tmp_path / "plain"), K,
+                                 torch.device("cpu"))
+    for cache in (True, False):
+        for oracle in ("kept", "all"):
+            out = tmp_path / f"{oracle}_{cache}"
+            s = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(out), K, torch.device("cpu"),
+                                       cache=cache, oracle=oracle)
+            assert s["kept_fraction"] == ref["kept_fraction"]  # still the thresholds' statistic
+            for b in batches:
+                name = b["name"][0]
+                plain = np.array(Image.open(tmp_path / "plain" / name))
+                gt = b["label"][0].numpy()
+                expected = gt if oracle == "all" else np.where(plain != 255, gt, 255)
+                assert (np.array(Image.open(out / name)) == expected).all(), (oracle, cache, name)
+    assert ((plain != 255) & (plain != gt)).any() and (plain == 255).any()  # the check can tell them apart
+
+
+def test_oracle_labels_need_ground_truth(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="img_0_leftImg8bit.png has no ground truth"):
+        generate_pseudo_labels(CountingModel(3), _Loader(_loader(2)), str(tmp_path), 3, torch.device("cpu"),
+                               oracle="kept")

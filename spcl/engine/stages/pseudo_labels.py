@@ -30,7 +30,11 @@ class PseudoLabelsStage(InferenceStage):
         label_dir = os.path.join(self.output_dir, "labels")
         summary = generate_pseudo_labels(self.model, loader, label_dir, cfg.MODEL.NUM_CLASSES, self.device,
                                          cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=True,
-                                         amp_dtype=self.amp_dtype, quality=SemSegEvaluator(cfg.MODEL.NUM_CLASSES))
+                                         amp_dtype=self.amp_dtype, quality=SemSegEvaluator(cfg.MODEL.NUM_CLASSES),
+                                         oracle=cfg.PSEUDO.ORACLE)
+        if cfg.PSEUDO.ORACLE:
+            logger.warning("pseudo labels: PSEUDO.ORACLE %s wrote ground truth, not predictions (a diagnostic)",
+                           cfg.PSEUDO.ORACLE)
         events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
         events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
         quality = summary.get("quality_on_kept_pixels", {})
