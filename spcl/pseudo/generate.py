@@ -39,7 +39,9 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
             measures the labels on their kept pixels where the loader has ground truth. With it, the
             summary also gives per class the share of all ground-truth pixels of the class (kept or
             dropped) whose pseudo label is that class (`labelled_correctly`): a class near 0 there is
-            one that training on these labels cannot learn.
+            one that training on these labels cannot learn; and `confusion_on_kept_pixels`, the K×K
+            pixel counts of the kept pixels with ground truth (row = true class, column = pseudo
+            label): what the wrong labels of each class say instead.
         oracle: a diagnostic. "kept" writes the ground truth on the pixels the thresholds keep (255
             elsewhere), "all" the ground truth on every pixel; "" (default) the predictions. Every
             image of `loader` then needs ground truth.
@@ -125,10 +127,12 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         q = quality.evaluate()
         if q["num_pixels"] > 0:
             summary["quality_on_kept_pixels"] = {"mIoU": q["mIoU"], "aAcc": q["aAcc"], "IoU": q["IoU"]}
-            correct = comm.all_reduce_sum(quality.confusion.diag().double().clone().to(comm.reduce_device())).cpu()
+            confusion = comm.all_reduce_sum(quality.confusion.double().clone().to(comm.reduce_device())).cpu()
+            correct = confusion.diag()
             gt_all = comm.all_reduce_sum(gt_pixels.to(comm.reduce_device())).cpu()
             summary["labelled_correctly"] = torch.where(gt_all > 0, 100 * correct / gt_all.clamp_min(1),
                                                         torch.full_like(gt_all, float("nan"))).tolist()
+            summary["confusion_on_kept_pixels"] = confusion.long().tolist()
     if comm.is_main_process():
         atomic_write_json(summary, os.path.join(output_dir, "thresholds.json"))
     comm.synchronize()

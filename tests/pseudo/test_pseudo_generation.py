@@ -77,7 +77,8 @@ def test_two_pass_mode_gives_the_same_labels(tmp_path):
 
 def test_labelled_correctly_counts_dropped_pixels_against_the_class(tmp_path):
     """labelled_correctly[c] = pixels with gt c and pseudo label c / all pixels with gt c (kept or
-    dropped, 255 in gt left out), recomputed here from the written PNGs."""
+    dropped, 255 in gt left out), and confusion_on_kept_pixels[t][l] = kept pixels with gt t labelled
+    l, both recomputed here from the written PNGs."""
     from spcl.evaluation import SemSegEvaluator
 
     K, H, W = 3, 8, 12
@@ -90,13 +91,18 @@ def test_labelled_correctly_counts_dropped_pixels_against_the_class(tmp_path):
     summary = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(tmp_path), K, torch.device("cpu"),
                                      quality=SemSegEvaluator(K))
     correct, total = np.zeros(K), np.zeros(K)
+    confusion = np.zeros((K, K), dtype=np.int64)
     for b in batches:
         label = np.array(Image.open(tmp_path / b["name"][0]))
         gt = b["label"][0].numpy()
         for c in range(K):
             total[c] += (gt == c).sum()
             correct[c] += ((gt == c) & (label == c)).sum()
+            for l in range(K):
+                confusion[c, l] += ((gt == c) & (label == l)).sum()
     assert np.allclose(summary["labelled_correctly"], 100 * correct / total)
+    assert summary["confusion_on_kept_pixels"] == confusion.tolist()
+    assert (confusion - np.diag(np.diag(confusion))).sum() > 0  # the check sees wrong labels, not only right ones
 
 
 def _labelled_batches(K, H, W, n=4):
