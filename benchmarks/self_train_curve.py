@@ -1,0 +1,154 @@
+"""Self-training's learning curve on the benchmark toy: target-val mIoU every N iterations of the
+self_train stage, per seed, paired against the align checkpoint it starts from.
+
+    python benchmarks/self_train_curve.py --config configs/toy_256.yaml --seeds 0 1 2 --jobs 3
+    python benchmarks/self_train_curve.py --config configs/toy_256.yaml --name warmup20 --opts KEY VALUE …
+
+It reruns the self_train stage of each seed of benchmarks/toy_adaptation.py (same --config and
+--output) from that seed's align checkpoint and second-round pseudo labels, with SOLVER.EVAL_PERIOD
+--every, into <output>/seed<s>/self_train_curve[_<name>]; a finished run is read back, not rerun.
+Iteration 0 is the align checkpoint's own score from the benchmark cache. Evaluation does not change
+training, so the last point repeats the benchmark's self-train row up to the torch thread count.
+Writes self_train_curve[_<name>].{md,json} into the results folder of toy_adaptation.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from benchmarks import toy_adaptation as ta  # noqa: E402
+
+
+def read_curve(metrics_path: str) -> dict[int, float]:
+    """{iteration: target-val mIoU} from a stage's metrics.json (JSON lines; rows without `val/mIoU`
+    are training logs and are skipped; a repeated iteration keeps its last value)."""
+    curve = {}
+    with open(metrics_path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                if "val/mIoU" in row:
+                    curve[int(row["iteration"])] = float(row["val/mIoU"])
+    return curve
+
+
+def curve_table(curves: dict, start: dict) -> tuple[str, dict]:
+    """curves {seed: {iteration: mIoU}}, start {seed: align mIoU} → (markdown, summary). Each row an
+    iteration that every seed evaluated: per-seed mIoU, their mean, and the mean of the per-seed
+    differences to align (paired). The summary names the lowest and the last row."""
+    seeds = list(curves)
+    iters = sorted(set.intersection(*(set(c) for c in curves.values()))) if curves else []
+    rows = [(0, [start[s] for s in seeds])] + [(it, [curves[s][it] for s in seeds]) for it in iters if it > 0]
+    lines = [f"| iteration | mIoU per seed ({', '.join(map(str, seeds))}) | mean | − align, paired mean ± std |",
+             "|---|---|---|---|"]
+    out = {"iterations": [], "mean": [], "vs_align": [], "vs_align_std": []}
+    for it, vals in rows:
+        diffs = [v - start[s] for v, s in zip(vals, seeds)]
+        m, _ = ta.mean_std(vals)
+        dm, dsd = ta.mean_std(diffs)
+        out["iterations"].append(it)
+        out["mean"].append(m)
+        out["vs_align"].append(dm)
+        out["vs_align_std"].append(dsd)
+        label = "0 (align)" if it == 0 else str(it)
+        lines.append(f"| {label} | {', '.join(f'{v:.1f}' for v in vals)} | {m:.1f} | {dm:+.1f} ± {dsd:.1f} |")
+    if len(rows) > 1:
+        low = min(range(1, len(rows)), key=lambda i: out["vs_align"][i])
+        out["lowest"] = {"iteration": out["iterations"][low], "vs_align": out["vs_align"][low]}
+        out["last"] = {"iteration": out["iterations"][-1], "vs_align": out["vs_align"][-1]}
+    return "\n".join(lines), out
+
+
+def run_seed(seed: int, out_root: str, every: int, name: str, opts: list[str]) -> str:
+    """Run (or read back) one seed's self-training with evaluations; returns its stage folder."""
+    from spcl.engine.pipeline import run_stage_once
+    from spcl.utils.logger import setup_logger
+
+    run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
+    manifest = os.path.join(run_dir, "5_self_train", "manifest.json")
+    if not os.path.isfile(manifest):
+        raise SystemExit(f"{manifest} is missing: run benchmarks/toy_adaptation.py with the same --config and "
+                         "--output first (this curve starts from its align checkpoint and pseudo labels)")
+    # the benchmark's runs must be of this config (toy_adaptation.py stamps its cache with the digest)
+    ta.load_cache(os.path.join(out_root, f"seed{seed}", "results.json"), ta.config_key(ta.cfg_for(run_dir, seed)))
+    handed = json.load(open(manifest))["inputs"]
+    folder = os.path.join(out_root, f"seed{seed}", "self_train_curve" + (f"_{name}" if name else ""))
+    cfg = ta.cfg_for(folder, seed, ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
+                                    "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"]),
+                                    "SOLVER.EVAL_PERIOD", str(every), *opts])
+    setup_logger(folder)
+    run_stage_once(cfg, "self_train", folder, root=folder)
+    return folder
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.strip().splitlines()[1:]))
+    parser.add_argument("--config", default=ta.CONFIG, help="the toy config of the benchmark runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--every", type=int, default=20, help="iterations between evaluations (default 20)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
+    parser.add_argument("--name", default="", help="a variant's name (its folders and result files)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE", help="config overrides of the variant")
+    parser.add_argument("--output", default=None, help="the benchmark's runs (toy_adaptation.py's default)")
+    parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
+    parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    ta.CONFIG = os.path.abspath(args.config)
+    out_root, results_dir = ta.default_folders(ta.CONFIG, args.output, args.results)
+    if args.seed_worker is not None:
+        import torch
+        torch.set_num_threads(1)
+        run_seed(args.seed_worker, out_root, args.every, args.name, args.opts)
+        return
+    t0 = time.time()
+    todo, running = list(args.seeds), []
+    while todo or running:
+        while todo and len(running) < max(1, args.jobs):
+            seed = todo.pop(0)
+            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
+                   "--output", out_root, "--every", str(args.every), "--name", args.name]
+            cmd += ["--opts", *args.opts] if args.opts else []
+            log = open(os.path.join(out_root, f"self_train_curve_seed{seed}.log"), "a")
+            env = dict(os.environ, OMP_NUM_THREADS="1")
+            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+        for seed, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((seed, proc))
+                if proc.returncode:
+                    raise SystemExit(f"seed {seed} failed: see {os.path.join(out_root, f'self_train_curve_seed{seed}.log')}")
+        time.sleep(2)
+    suffix = f"_{args.name}" if args.name else ""
+    curves, start = {}, {}
+    for s in args.seeds:
+        folder = os.path.join(out_root, f"seed{s}", "self_train_curve" + suffix)
+        curves[s] = read_curve(os.path.join(folder, "metrics.json"))
+        start[s] = json.load(open(os.path.join(out_root, f"seed{s}", "results.json")))["align"]["mIoU"]
+    table, summary = curve_table(curves, start)
+    minutes = (time.time() - t0) / 60
+    command = "python benchmarks/self_train_curve.py " + " ".join(sys.argv[1:])
+    print(table)
+    if "lowest" in summary:
+        print(f"\nlowest: iteration {summary['lowest']['iteration']}, {summary['lowest']['vs_align']:+.1f} against "
+              f"align; last: iteration {summary['last']['iteration']}, {summary['last']['vs_align']:+.1f}")
+    print(f"{len(args.seeds)} seeds in {minutes:.1f} min")
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, f"self_train_curve{suffix}.json"), "w") as f:
+        json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "opts": args.opts,
+                   "align": start, "curves": {str(s): c for s, c in curves.items()}, "summary": summary}, f, indent=1)
+    with open(os.path.join(results_dir, f"self_train_curve{suffix}.md"), "w") as f:
+        f.write(table + f"\n\n`{command}`: {minutes:.1f} min wall on {ta._machine()} "
+                f"({args.jobs} seed(s) at a time, one torch thread each).\n")
+
+
+if __name__ == "__main__":
+    main()

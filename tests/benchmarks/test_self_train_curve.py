@@ -1,0 +1,34 @@
+"""benchmarks/self_train_curve.py: reading the evaluations out of a stage's metrics.json and the paired
+curve table, on hand-made rows (the training itself is the self_train stage, tested elsewhere)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import self_train_curve as stc
+
+
+def test_read_curve_takes_evaluation_rows_only_and_the_last_of_a_repeated_iteration(tmp_path):
+    rows = [{"iteration": 20, "stage": "self_train", "loss_seg_tgt": 0.3},
+            {"iteration": 20, "stage": "self_train", "val/mIoU": 37.5, "val/mAcc": 50.0},
+            {"iteration": 40, "stage": "self_train", "loss_seg_tgt": 0.2, "val/mIoU_tail": 9.0},
+            {"iteration": 40, "stage": "self_train", "val/mIoU": 41.0},
+            {"iteration": 40, "stage": "self_train", "val/mIoU": 42.0}]  # a resumed run evaluated again
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert stc.read_curve(str(path)) == {20: 37.5, 40: 42.0}
+
+
+def test_curve_rows_are_paired_against_each_seeds_align_score():
+    start = {0: 45.0, 1: 48.0}
+    curves = {0: {20: 37.0, 40: 46.0, 60: 47.0}, 1: {20: 36.0, 40: 49.0}}  # seed 1 lacks iteration 60
+    text, out = stc.curve_table(curves, start)
+    assert out["iterations"] == [0, 20, 40]  # only iterations every seed evaluated
+    assert out["mean"] == pytest.approx([46.5, 36.5, 47.5])
+    assert out["vs_align"] == pytest.approx([0.0, -10.0, 1.0])  # mean of (−8, −12) and of (+1, +1)
+    assert out["vs_align_std"][1] == pytest.approx(8 ** 0.5)  # sample std of −8, −12
+    assert out["lowest"] == {"iteration": 20, "vs_align": pytest.approx(-10.0)}
+    assert out["last"] == {"iteration": 40, "vs_align": pytest.approx(1.0)}
+    assert "| 0 (align) | 45.0, 48.0 | 46.5 | +0.0 ± 0.0 |" in text
+    assert "| 20 | 37.0, 36.0 | 36.5 | -10.0 ± 2.8 |" in text
