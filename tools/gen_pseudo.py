@@ -44,6 +44,7 @@ def format_pseudo_labels(result: dict) -> str:
     import json
 
     from spcl.data.labels import class_names
+    from spcl.pseudo import most_confused_with
 
     label_dir = result["outputs"]["pseudo_dir"]
     path = os.path.join(label_dir, "thresholds.json")
@@ -63,15 +64,21 @@ def format_pseudo_labels(result: dict) -> str:
                      f"pixel accuracy {quality['aAcc']:.2f}")
     else:
         lines.append("  quality: not measured (the target training set has no ground truth)")
-    header = f"  {'class':<14}{'threshold':>10}{'kept':>9}" + (f"{'IoU kept':>10}" if quality else "")
+    confusion = summary.get("confusion_on_kept_pixels")
+    header = (f"  {'class':<14}{'threshold':>10}{'kept':>9}" + (f"{'IoU kept':>10}" if quality else "")
+              + ("   most often mislabelled (share of its kept pixels)" if confusion else ""))
     lines.append(header)
     for k in range(K):
         row = f"  {names[k]:<14}{thresholds[k]:>10.3f}{_percent(kept[k]):>9}"
         if quality:
             iou = quality["IoU"][k]
             row += f"{'-' if iou is None or iou != iou else f'{iou:.2f}':>10}"
+        top = most_confused_with(confusion, k) if confusion else None
+        if top is not None:
+            row += f"   {names[top[0]]} {100 * top[1]:.1f}%"
         lines.append(row)
-    lines.append("  (kept = share of the pixels predicted as the class whose confidence passed its threshold)")
+    lines.append("  (kept = share of the pixels predicted as the class whose confidence passed its threshold; "
+                 "mislabelled: the wrong pseudo label its ground-truth pixels get most often, among the kept ones)")
     return "\n".join(lines)
 
 

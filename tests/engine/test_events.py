@@ -8,6 +8,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,6 +241,15 @@ def test_gen_pseudo_prints_a_readable_summary(toy_root, untrained_checkpoint, tm
     assert float(rows["sign"][1]) == pytest.approx(summary["thresholds"][7], abs=1e-3)
     if "quality_on_kept_pixels" in summary:  # the toy target set has ground truth
         assert f"mIoU {summary['quality_on_kept_pixels']['mIoU']:.2f}" in text
+        conf = np.array(summary["confusion_on_kept_pixels"], dtype=np.int64)
+        for k, name in enumerate(CLASSES_19):  # the most frequent wrong label of the class's kept pixels
+            wrong = conf[k].copy()
+            wrong[k] = 0
+            if wrong.sum() > 0:
+                j = int(np.argmax(wrong))
+                assert rows[name][-2:] == [CLASSES_19[j], f"{100 * wrong[j] / conf[k].sum():.1f}%"], name
+            else:
+                assert len(rows[name]) == 4, name  # class, threshold, kept, IoU kept: nothing more
     else:
         assert "quality: not measured" in text
 

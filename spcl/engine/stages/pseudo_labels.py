@@ -8,7 +8,7 @@ import os
 
 from spcl.data import build_dataset, build_test_loader
 from spcl.evaluation import SemSegEvaluator
-from spcl.pseudo import generate_pseudo_labels
+from spcl.pseudo import generate_pseudo_labels, most_confused_with
 from spcl.utils import comm
 
 from ..events import EventWriter
@@ -49,9 +49,17 @@ class PseudoLabelsStage(InferenceStage):
         if quality:
             metrics["pseudo_label_mIoU"] = quality["mIoU"]
             metrics["labelled_correctly"] = summary["labelled_correctly"]
-            missed = [f"{name} {share:.1f}%" for name, share in zip(summary["class_names"] or [], summary["labelled_correctly"])
+            names = summary["class_names"] or []
+            missed = [f"{name} {share:.1f}%" + _instead(summary, k, names)
+                      for k, (name, share) in enumerate(zip(names, summary["labelled_correctly"]))
                       if share == share and share < 10]
             if missed:
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
                             "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
+
+
+def _instead(summary: dict, k: int, names) -> str:
+    """' (its kept pixels most often mislabelled car: 33%)' for class k, or '' when none is or nothing is known."""
+    top = most_confused_with(summary["confusion_on_kept_pixels"], k) if "confusion_on_kept_pixels" in summary else None
+    return "" if top is None else f" (its kept pixels most often mislabelled {names[top[0]]}: {100 * top[1]:.0f}%)"
