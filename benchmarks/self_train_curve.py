@@ -1,5 +1,6 @@
-"""Self-training's learning curve on the benchmark toy: target-val mIoU every N iterations of the
-self_train stage, per seed, paired against the align checkpoint it starts from.
+"""Self-training's learning curve on the benchmark toy, per seed, paired against align.
+
+Target-val mIoU every N iterations of the self_train stage, from the align checkpoint it starts from.
 
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --seeds 0 1 2 --jobs 3
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --name warmup20 --opts KEY VALUE …
@@ -67,16 +68,22 @@ def curve_table(curves: dict, start: dict) -> tuple[str, dict]:
     return "\n".join(lines), out
 
 
+def _benchmark_manifest(out_root: str, seed: int) -> str:
+    """The manifest of the benchmark's self_train stage of `seed` (its inputs are this curve's)."""
+    manifest = os.path.join(out_root, f"seed{seed}", "spcl", "5_self_train", "manifest.json")
+    if not os.path.isfile(manifest):
+        raise SystemExit(f"{manifest} is missing: run benchmarks/toy_adaptation.py with the same --config and "
+                         "--output first (this curve starts from its align checkpoint and pseudo labels)")
+    return manifest
+
+
 def run_seed(seed: int, out_root: str, every: int, name: str, opts: list[str]) -> str:
     """Run (or read back) one seed's self-training with evaluations; returns its stage folder."""
     from spcl.engine.pipeline import run_stage_once
     from spcl.utils.logger import setup_logger
 
     run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
-    manifest = os.path.join(run_dir, "5_self_train", "manifest.json")
-    if not os.path.isfile(manifest):
-        raise SystemExit(f"{manifest} is missing: run benchmarks/toy_adaptation.py with the same --config and "
-                         "--output first (this curve starts from its align checkpoint and pseudo labels)")
+    manifest = _benchmark_manifest(out_root, seed)
     # the benchmark's runs must be of this config (toy_adaptation.py stamps its cache with the digest)
     ta.load_cache(os.path.join(out_root, f"seed{seed}", "results.json"), ta.config_key(ta.cfg_for(run_dir, seed)))
     handed = json.load(open(manifest))["inputs"]
@@ -110,6 +117,8 @@ def main():
         torch.set_num_threads(1)
         run_seed(args.seed_worker, out_root, args.every, args.name, args.opts)
         return
+    for seed in args.seeds:  # every seed's benchmark run exists, before any process starts
+        _benchmark_manifest(out_root, seed)
     t0 = time.time()
     todo, running = list(args.seeds), []
     while todo or running:

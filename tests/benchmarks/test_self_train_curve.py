@@ -32,3 +32,13 @@ def test_curve_rows_are_paired_against_each_seeds_align_score():
     assert out["last"] == {"iteration": 40, "vs_align": pytest.approx(1.0)}
     assert "| 0 (align) | 45.0, 48.0 | 46.5 | +0.0 ± 0.0 |" in text
     assert "| 20 | 37.0, 36.0 | 36.5 | -10.0 ± 2.8 |" in text
+
+
+def test_a_seed_without_its_benchmark_run_is_named_before_anything_starts(tmp_path):
+    with pytest.raises(SystemExit, match=r"seed0/spcl/5_self_train/manifest.json is missing: run "
+                                         r"benchmarks/toy_adaptation.py"):
+        stc._benchmark_manifest(str(tmp_path), 0)
+    folder = tmp_path / "seed0" / "spcl" / "5_self_train"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    assert stc._benchmark_manifest(str(tmp_path), 0) == str(folder / "manifest.json")
