@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -120,22 +119,12 @@ def main():
     for seed in args.seeds:  # every seed's benchmark run exists, before any process starts
         _benchmark_manifest(out_root, seed)
     t0 = time.time()
-    todo, running = list(args.seeds), []
-    while todo or running:
-        while todo and len(running) < max(1, args.jobs):
-            seed = todo.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
-                   "--output", out_root, "--every", str(args.every), "--name", args.name]
-            cmd += ["--opts", *args.opts] if args.opts else []
-            log = open(os.path.join(out_root, f"self_train_curve_seed{seed}.log"), "a")
-            env = dict(os.environ, OMP_NUM_THREADS="1")
-            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
-        for seed, proc in list(running):
-            if proc.poll() is not None:
-                running.remove((seed, proc))
-                if proc.returncode:
-                    raise SystemExit(f"seed {seed} failed: see {os.path.join(out_root, f'self_train_curve_seed{seed}.log')}")
-        time.sleep(2)
+    ta.run_seed_processes(
+        args.seeds,
+        lambda seed: [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
+                      "--output", out_root, "--every", str(args.every), "--name", args.name]
+        + (["--opts", *args.opts] if args.opts else []),
+        lambda seed: os.path.join(out_root, f"self_train_curve_seed{seed}.log"), args.jobs)
     suffix = f"_{args.name}" if args.name else ""
     curves, start = {}, {}
     for s in args.seeds:

@@ -151,6 +151,28 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
     return res
 
 
+def run_seed_processes(seeds, command, log_path, jobs: int, poll: float = 2.0) -> None:
+    """Run `command(seed)` (an argv list) for every seed in its own process, at most `jobs` at once,
+    each with one OpenMP thread and its output appended to `log_path(seed)`. A failed seed stops the
+    run with SystemExit naming its log."""
+    todo, running = list(seeds), []
+    while todo or running:
+        while todo and len(running) < max(1, jobs):
+            seed = todo.pop(0)
+            os.makedirs(os.path.dirname(log_path(seed)) or ".", exist_ok=True)
+            with open(log_path(seed), "a") as log:  # the child keeps its own copy of the descriptor
+                env = dict(os.environ, OMP_NUM_THREADS="1")
+                running.append((seed, subprocess.Popen(command(seed), stdout=log, stderr=subprocess.STDOUT, env=env)))
+        for seed, proc in list(running):
+            if proc.poll() is not None:
+                running.remove((seed, proc))
+                if proc.returncode:
+                    for _, other in running:
+                        other.terminate()
+                    raise SystemExit(f"seed {seed} failed: see {log_path(seed)}")
+        time.sleep(poll)
+
+
 def heldout_opts(out_root: str) -> list[str]:
     """Held-out source images (another toy seed) as the test set: the source-domain reference."""
     return ["DATASETS.DATA_DIR", os.path.join(out_root, "heldout_source"), "DATASETS.TOY.SEED", "1000",
@@ -354,26 +376,14 @@ def main():
     prepare_toy_data(cfg_for(os.path.join(out_root, "data_prep"), 0, base + heldout_opts(out_root)))
     if args.prepare:
         return
-    todo = [] if args.collect else list(args.seeds)
-    running = []
-    while todo or running:
-        while todo and len(running) < max(1, args.jobs):
-            seed = todo.pop(0)
-            cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output,
-                   "--config", CONFIG]
-            cmd += ["--sweep"] if args.sweep else []
-            cmd += ["--quick"] if args.quick else []
-            cmd += ["--opts", *args.opts] if args.opts else []
-            os.makedirs(out_root, exist_ok=True)
-            log = open(os.path.join(out_root, f"seed{seed}.log"), "a")
-            env = dict(os.environ, OMP_NUM_THREADS="1")
-            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
-        for seed, proc in list(running):
-            if proc.poll() is not None:
-                running.remove((seed, proc))
-                if proc.returncode:
-                    raise SystemExit(f"seed {seed} failed: see {os.path.join(out_root, f'seed{seed}.log')}")
-        time.sleep(2)
+    def command(seed):
+        cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--output", args.output,
+               "--config", CONFIG]
+        cmd += ["--sweep"] if args.sweep else []
+        cmd += ["--quick"] if args.quick else []
+        return cmd + (["--opts", *args.opts] if args.opts else [])
+    run_seed_processes([] if args.collect else args.seeds, command,
+                       lambda seed: os.path.join(out_root, f"seed{seed}.log"), args.jobs)
     results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "results.json"))) for s in args.seeds
                if os.path.isfile(os.path.join(out_root, f"seed{s}", "results.json"))}
     contrib, agg = contribution_table(results)

@@ -101,3 +101,23 @@ def test_adapted_stages_are_paired_against_the_adabn_control():
     for r in results.values():
         del r["source_only_adabn"]
     assert ta.control_table(results) == ("", {})
+
+
+def test_seed_processes_log_apart_run_one_thread_each_and_a_failure_names_its_log(tmp_path):
+    import sys
+
+    def command(seed):
+        code = (f"import os, sys; print('seed {seed}', os.environ['OMP_NUM_THREADS']); "
+                f"sys.exit(3 if {seed} == 7 else 0)")
+        return [sys.executable, "-c", code]
+
+    def log(seed):
+        return str(tmp_path / "logs" / f"seed{seed}.log")
+
+    ta.run_seed_processes([0, 1, 2], command, log, jobs=2, poll=0.05)
+    for seed in (0, 1, 2):
+        assert open(log(seed)).read() == f"seed {seed} 1\n"
+    with pytest.raises(SystemExit, match=f"seed 7 failed: see {log(7)}"):
+        ta.run_seed_processes([7], command, log, jobs=1, poll=0.05)
+    ta.run_seed_processes([0], command, log, jobs=1, poll=0.05)
+    assert open(log(0)).read() == "seed 0 1\nseed 0 1\n"  # a rerun appends to the seed's log
