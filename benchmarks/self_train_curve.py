@@ -21,8 +21,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, ROOT)  # the benchmarks package (toy_adaptation adds tools/ itself)
 
 from benchmarks import toy_adaptation as ta  # noqa: E402
 
