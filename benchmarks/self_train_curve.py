@@ -4,6 +4,8 @@ Target-val mIoU every N iterations of the self_train stage, from the align check
 
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --seeds 0 1 2 --jobs 3
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --name warmup20 --opts KEY VALUE …
+    python benchmarks/self_train_curve.py --config configs/toy_256.yaml --output output/toy_bench_draw1 \
+        --bench-opts DATASETS.TOY.SEED 1 DATASETS.DATA_DIR datasets/toy_256_draw1   # a benchmark run with --opts
 
 It reruns the self_train stage of each seed of benchmarks/toy_adaptation.py (same --config and
 --output) from that seed's align checkpoint and second-round pseudo labels, with SOLVER.EVAL_PERIOD
@@ -75,20 +77,33 @@ def _benchmark_manifest(out_root: str, seed: int) -> str:
     return manifest
 
 
-def run_seed(seed: int, out_root: str, every: int, name: str, opts: list[str]) -> str:
+def curve_config(seed: int, out_root: str, every: int, name: str, opts: list[str], bench_opts: list[str]):
+    """(config, folder) of one seed's curve run: the benchmark's config (`bench_opts` = the --opts
+    toy_adaptation.py ran with) from that seed's align checkpoint and second-round pseudo labels,
+    evaluated every `every` iterations, then the variant's `opts`. Stops, naming --bench-opts, when the
+    benchmark's cache was made with another config (toy_adaptation.py stamps it with the digest)."""
+    run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
+    manifest = _benchmark_manifest(out_root, seed)
+    cache = os.path.join(out_root, f"seed{seed}", "results.json")
+    try:
+        ta.load_cache(cache, ta.config_key(ta.cfg_for(run_dir, seed, bench_opts)))
+    except SystemExit as e:
+        raise SystemExit(f"{e} (--bench-opts must repeat the --opts toy_adaptation.py ran with; given: "
+                         f"{' '.join(bench_opts) or 'none'})") from None
+    handed = json.load(open(manifest))["inputs"]
+    folder = os.path.join(out_root, f"seed{seed}", "self_train_curve" + (f"_{name}" if name else ""))
+    cfg = ta.cfg_for(folder, seed, [*bench_opts, "MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
+                                    "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"]),
+                                    "SOLVER.EVAL_PERIOD", str(every), *opts])
+    return cfg, folder
+
+
+def run_seed(seed: int, out_root: str, every: int, name: str, opts: list[str], bench_opts: list[str]) -> str:
     """Run (or read back) one seed's self-training with evaluations; returns its stage folder."""
     from spcl.engine.pipeline import run_stage_once
     from spcl.utils.logger import setup_logger
 
-    run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
-    manifest = _benchmark_manifest(out_root, seed)
-    # the benchmark's runs must be of this config (toy_adaptation.py stamps its cache with the digest)
-    ta.load_cache(os.path.join(out_root, f"seed{seed}", "results.json"), ta.config_key(ta.cfg_for(run_dir, seed)))
-    handed = json.load(open(manifest))["inputs"]
-    folder = os.path.join(out_root, f"seed{seed}", "self_train_curve" + (f"_{name}" if name else ""))
-    cfg = ta.cfg_for(folder, seed, ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
-                                    "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"]),
-                                    "SOLVER.EVAL_PERIOD", str(every), *opts])
+    cfg, folder = curve_config(seed, out_root, every, name, opts, bench_opts)
     setup_logger(folder)
     run_stage_once(cfg, "self_train", folder, root=folder)
     return folder
@@ -104,6 +119,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
     parser.add_argument("--name", default="", help="a variant's name (its folders and result files)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE", help="config overrides of the variant")
+    parser.add_argument("--bench-opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="the --opts benchmarks/toy_adaptation.py ran with (e.g. another draw of the toy)")
     parser.add_argument("--output", default=None, help="the benchmark's runs (toy_adaptation.py's default)")
     parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
@@ -113,16 +130,17 @@ def main():
     if args.seed_worker is not None:
         import torch
         torch.set_num_threads(1)
-        run_seed(args.seed_worker, out_root, args.every, args.name, args.opts)
+        run_seed(args.seed_worker, out_root, args.every, args.name, args.opts, args.bench_opts)
         return
-    for seed in args.seeds:  # every seed's benchmark run exists, before any process starts
-        _benchmark_manifest(out_root, seed)
+    for seed in args.seeds:  # every seed's benchmark run exists and is of this config, before any process starts
+        curve_config(seed, out_root, args.every, args.name, args.opts, args.bench_opts)
     t0 = time.time()
     ta.run_seed_processes(
         args.seeds,
         lambda seed: [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
                       "--output", out_root, "--every", str(args.every), "--name", args.name]
-        + (["--opts", *args.opts] if args.opts else []),
+        + (["--opts", *args.opts] if args.opts else [])
+        + (["--bench-opts", *args.bench_opts] if args.bench_opts else []),
         lambda seed: os.path.join(out_root, f"self_train_curve_seed{seed}.log"), args.jobs)
     suffix = f"_{args.name}" if args.name else ""
     curves, start = {}, {}
@@ -141,6 +159,7 @@ def main():
     os.makedirs(results_dir, exist_ok=True)
     with open(os.path.join(results_dir, f"self_train_curve{suffix}.json"), "w") as f:
         json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "opts": args.opts,
+                   "bench_opts": args.bench_opts,
                    "align": start, "curves": {str(s): c for s, c in curves.items()}, "summary": summary}, f, indent=1)
     with open(os.path.join(results_dir, f"self_train_curve{suffix}.md"), "w") as f:
         f.write(table + f"\n\n`{command}`: {minutes:.1f} min wall on {ta._machine()} "

@@ -3,6 +3,7 @@ curve table, on hand-made rows (the training itself is the self_train stage, tes
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -42,3 +43,37 @@ def test_a_seed_without_its_benchmark_run_is_named_before_anything_starts(tmp_pa
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text("{}")
     assert stc._benchmark_manifest(str(tmp_path), 0) == str(folder / "manifest.json")
+
+
+def _fake_benchmark_seed(root, seed, bench_opts):
+    """A benchmark seed folder as toy_adaptation.py leaves it: its cache stamped with the digest of the
+    config it ran with (`bench_opts` its --opts) and the self_train manifest naming its inputs."""
+    from benchmarks import toy_adaptation as ta
+
+    run_dir = root / f"seed{seed}" / "spcl"
+    (run_dir / "5_self_train").mkdir(parents=True)
+    (run_dir / "5_self_train" / "manifest.json").write_text(json.dumps(
+        {"inputs": {"checkpoint": "3_align/checkpoints/model_final.pth", "pseudo_dir": "4_pseudo_labels/labels"}}))
+    key = ta.config_key(ta.cfg_for(str(run_dir), seed, bench_opts))
+    (root / f"seed{seed}" / "results.json").write_text(json.dumps({"_config": key}))
+    return run_dir
+
+
+def test_a_benchmark_run_with_opts_is_followed_only_with_the_same_bench_opts(tmp_path, monkeypatch):
+    from benchmarks import toy_adaptation as ta
+
+    monkeypatch.setattr(ta, "CONFIG", os.path.join(ta.ROOT, "configs", "toy_256.yaml"))
+    draw = ["DATASETS.TOY.SEED", "1", "DATASETS.DATA_DIR", "datasets/toy_256_draw1"]
+    run_dir = _fake_benchmark_seed(tmp_path, 2, draw)
+    variant = ["INPUT.SELF_TRAIN_SCALE", "[0.5,1.5]"]
+    with pytest.raises(SystemExit, match=r"another config .*--bench-opts must repeat .*given: none"):
+        stc.curve_config(2, str(tmp_path), 20, "v", variant, [])
+    cfg, folder = stc.curve_config(2, str(tmp_path), 20, "v", variant, draw)
+    assert folder == str(tmp_path / "seed2" / "self_train_curve_v")
+    assert cfg.DATASETS.TOY.SEED == 1 and cfg.DATASETS.DATA_DIR == "datasets/toy_256_draw1"
+    assert list(cfg.INPUT.SELF_TRAIN_SCALE) == [0.5, 1.5] and cfg.SOLVER.EVAL_PERIOD == 20 and cfg.SEED == 2
+    assert cfg.MODEL.WEIGHTS == str(run_dir / "3_align/checkpoints/model_final.pth")
+    assert cfg.DATASETS.PSEUDO_DIR == str(run_dir / "4_pseudo_labels/labels")
+    # the variant's opts come last: they may override what the benchmark ran with
+    cfg, _ = stc.curve_config(2, str(tmp_path), 20, "v", ["DATASETS.TOY.SEED", "3"], draw)
+    assert cfg.DATASETS.TOY.SEED == 3
