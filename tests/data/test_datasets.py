@@ -203,16 +203,17 @@ def test_train_mode_resizes_label_nearest(tmp_path):
 
 
 def test_cityscapes_pseudo(tmp_path):
-    make_cityscapes(tmp_path, "train", CITY_NAMES)
+    images = {os.path.basename(n): img for n, (img, _) in make_cityscapes(tmp_path, "train", CITY_NAMES).items()}
     pseudo = tmp_path / "pseudo"
     labels = {}
     for i, n in enumerate(CITY_NAMES):
         lab = np.random.default_rng(i).choice([0, 5, 18, 255], size=(H // 2, W // 2)).astype(np.uint8)
         write_label_png(str(pseudo / os.path.basename(n)), lab)  # written at half size
         labels[os.path.basename(n)] = lab
-    cfg = cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(pseudo), "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]",
-                  "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]", "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]",
-                  "INPUT.SELF_TRAIN_FLIP_PROB", "0.0", "INPUT.SELF_TRAIN_JITTER", "False")
+    opts = ("DATASETS.PSEUDO_DIR", str(pseudo), "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]",
+            "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]", "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]",
+            "INPUT.SELF_TRAIN_FLIP_PROB", "0.0", "INPUT.SELF_TRAIN_JITTER", "False")
+    cfg = cfg_for(tmp_path, *opts)
     ds = build_dataset(cfg, "cityscapes_pseudo", train=True)
     assert len(ds) == 3
     for i in range(3):
@@ -220,6 +221,15 @@ def test_cityscapes_pseudo(tmp_path):
         lab = labels[item["name"]]
         assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
         np.testing.assert_array_equal(item["label"].numpy(), np.repeat(np.repeat(lab, 2, 0), 2, 1))
+        # SELF_TRAIN_JITTER False (the toy configs): the image reaches the model with its own colours
+        torch.testing.assert_close(item["image"], _expected_image(images[item["name"]]), atol=1e-5, rtol=0)
+    jittered = build_dataset(cfg_for(tmp_path, *opts[:-1], "True", "INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.0]"),
+                             "cityscapes_pseudo", train=True)
+    for i in range(3):  # True (the paper configs): colours change, labels do not
+        item = jittered[i]
+        assert not torch.allclose(item["image"], _expected_image(images[item["name"]]), atol=1e-3)
+        np.testing.assert_array_equal(item["label"].numpy(),
+                                      np.repeat(np.repeat(labels[item["name"]], 2, 0), 2, 1))
     with pytest.raises(FileNotFoundError, match="PSEUDO_DIR"):
         build_dataset(cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(tmp_path / "none")), "cityscapes_pseudo",
                       train=True)
