@@ -210,26 +210,29 @@ def test_cityscapes_pseudo(tmp_path):
         lab = np.random.default_rng(i).choice([0, 5, 18, 255], size=(H // 2, W // 2)).astype(np.uint8)
         write_label_png(str(pseudo / os.path.basename(n)), lab)  # written at half size
         labels[os.path.basename(n)] = lab
-    opts = ("DATASETS.PSEUDO_DIR", str(pseudo), "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]",
-            "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]", "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]",
-            "INPUT.SELF_TRAIN_FLIP_PROB", "0.0", "INPUT.SELF_TRAIN_JITTER", "False")
-    cfg = cfg_for(tmp_path, *opts)
-    ds = build_dataset(cfg, "cityscapes_pseudo", train=True)
+    upsampled = {name: np.repeat(np.repeat(lab, 2, 0), 2, 1) for name, lab in labels.items()}
+
+    def pseudo_set(jitter: str):
+        return build_dataset(cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(pseudo),
+                                     "INPUT.SELF_TRAIN_BASE_SIZE", f"[{W}, {H}]",
+                                     "INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]",
+                                     "INPUT.SELF_TRAIN_CROP", f"[{W}, {H}]", "INPUT.SELF_TRAIN_FLIP_PROB", "0.0",
+                                     "INPUT.SELF_TRAIN_JITTER", jitter, "INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.0]"),
+                             "cityscapes_pseudo", train=True)
+
+    ds = pseudo_set("False")
     assert len(ds) == 3
     for i in range(3):
         item = ds[i]
-        lab = labels[item["name"]]
         assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
-        np.testing.assert_array_equal(item["label"].numpy(), np.repeat(np.repeat(lab, 2, 0), 2, 1))
+        np.testing.assert_array_equal(item["label"].numpy(), upsampled[item["name"]])
         # SELF_TRAIN_JITTER False (the toy configs): the image reaches the model with its own colours
         torch.testing.assert_close(item["image"], _expected_image(images[item["name"]]), atol=1e-5, rtol=0)
-    jittered = build_dataset(cfg_for(tmp_path, *opts[:-1], "True", "INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.0]"),
-                             "cityscapes_pseudo", train=True)
+    jittered = pseudo_set("True")
     for i in range(3):  # True (the paper configs): colours change, labels do not
         item = jittered[i]
         assert not torch.allclose(item["image"], _expected_image(images[item["name"]]), atol=1e-3)
-        np.testing.assert_array_equal(item["label"].numpy(),
-                                      np.repeat(np.repeat(labels[item["name"]], 2, 0), 2, 1))
+        np.testing.assert_array_equal(item["label"].numpy(), upsampled[item["name"]])
     with pytest.raises(FileNotFoundError, match="PSEUDO_DIR"):
         build_dataset(cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(tmp_path / "none")), "cityscapes_pseudo",
                       train=True)
