@@ -1,0 +1,67 @@
+"""The run record of an output folder (`spcl.utils.env.write_run_info`): config and environment
+written once, reruns appended and never overwriting, and a warning when a CPU run continues with
+another torch thread count (its results would then differ from an uninterrupted run)."""
+import logging
+import os
+
+import pytest
+import torch
+
+from spcl.config import get_cfg
+from spcl.utils.env import recorded_threads, write_run_info
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count for the test, restoring it afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_first_record_and_rerun_never_overwrite(tmp_path):
+    cfg = get_cfg()
+    path = write_run_info(cfg, str(tmp_path))
+    assert path == str(tmp_path / "config.yaml")
+    assert open(path).read() == cfg.dump()
+    env = open(tmp_path / "env.txt").read()
+    assert f"threads: {torch.get_num_threads()}," in env
+
+    assert write_run_info(cfg, str(tmp_path)) == path          # same config: matched, not rewritten
+    env2 = open(tmp_path / "env.txt").read()
+    assert env2.startswith(env) and "--- rerun at" in env2
+
+    other = cfg.clone()
+    other.SEED = cfg.SEED + 1
+    new = write_run_info(other, str(tmp_path))
+    assert os.path.basename(new).startswith("config_") and open(new).read() == other.dump()
+    assert open(path).read() == cfg.dump()                    # the original record stays
+    assert f"with the config of {os.path.basename(new)}" in open(tmp_path / "env.txt").read()
+
+
+def test_recorded_threads_reads_the_last_record(tmp_path):
+    env = tmp_path / "env.txt"
+    assert recorded_threads(str(env)) is None
+    env.write_text("python: 3\nthreads: 4, cpus: 8\n--- rerun ---\nthreads: 2, cpus: 8\n")
+    assert recorded_threads(str(env)) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning concerns CPU runs")
+def test_thread_change_warns_on_rerun(tmp_path, threads, caplog):
+    cfg = get_cfg()
+    threads(1)
+    write_run_info(cfg, str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="spcl"):
+        write_run_info(cfg, str(tmp_path))                    # same thread count: silent
+    assert not caplog.records
+    threads(2)
+    with caplog.at_level(logging.WARNING, logger="spcl"):
+        write_run_info(cfg, str(tmp_path))
+    [record] = caplog.records
+    msg = record.getMessage()
+    assert "uses 2 torch thread(s)" in msg and "used 1" in msg and "OMP_NUM_THREADS=1" in msg
+    assert str(tmp_path / "env.txt") in msg
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spcl"):
+        write_run_info(cfg, str(tmp_path))                    # compared with the latest record (2): silent
+    assert not caplog.records
