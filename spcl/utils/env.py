@@ -5,6 +5,7 @@ Used by the trainer (seed, RNG in checkpoints, device), the stages and the tools
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import random
@@ -120,8 +121,6 @@ def _warn_thread_change(env_path: str) -> None:
     CPU kernels sum in an order that depends on the thread count, so the result will not equal an
     uninterrupted run bit for bit (on configs/toy_256.yaml seed 0, warm-up at one thread vs two
     ended 41.73 vs 40.71 mIoU)."""
-    import logging
-
     before, now = recorded_threads(env_path), torch.get_num_threads()
     if before is not None and before != now and not torch.cuda.is_available():
         logging.getLogger("spcl").warning(
