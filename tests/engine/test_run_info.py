@@ -1,7 +1,6 @@
 """The run record of an output folder (`spcl.utils.env.write_run_info`): config and environment
 written once, reruns appended and never overwriting, and a warning when a CPU run continues with
 another torch thread count (its results would then differ from an uninterrupted run)."""
-import logging
 import os
 
 import pytest
@@ -46,37 +45,18 @@ def test_recorded_threads_reads_the_last_record(tmp_path):
     assert recorded_threads(str(env)) == 2
 
 
-@pytest.fixture
-def spcl_warnings():
-    """Warnings of the "spcl" logger, caught by a handler on that logger itself (the run logger set up
-    by other tests does not propagate to pytest's caplog)."""
-    class Collect(logging.Handler):
-        def __init__(self):
-            super().__init__(logging.WARNING)
-            self.records = []
-
-        def emit(self, record):
-            self.records.append(record)
-
-    handler, logger = Collect(), logging.getLogger("spcl")
-    logger.addHandler(handler)
-    yield handler.records
-    logger.removeHandler(handler)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the warning concerns CPU runs")
-def test_thread_change_warns_on_rerun(tmp_path, threads, spcl_warnings):
+def test_thread_change_warns_on_rerun(tmp_path, threads, spcl_log):
     cfg = get_cfg()
     threads(1)
     write_run_info(cfg, str(tmp_path))
     write_run_info(cfg, str(tmp_path))                        # same thread count: silent
-    assert not spcl_warnings
+    assert "torch thread(s)" not in spcl_log.text
     threads(2)
     write_run_info(cfg, str(tmp_path))
-    [record] = spcl_warnings
-    msg = record.getMessage()
+    msg = spcl_log.text
+    assert msg.count("torch thread(s)") == 1
     assert "uses 2 torch thread(s)" in msg and "used 1" in msg and "OMP_NUM_THREADS=1" in msg
     assert str(tmp_path / "env.txt") in msg
-    spcl_warnings.clear()
     write_run_info(cfg, str(tmp_path))                        # compared with the latest record (2): silent
-    assert not spcl_warnings
+    assert spcl_log.text == msg
