@@ -4,30 +4,39 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
 
-def init_distributed() -> bool:
+def init_distributed(backend: Optional[str] = None) -> bool:
     """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1).
 
+    `backend` None picks NCCL when CUDA is available (one GPU per process, GPU LOCAL_RANK), else gloo;
+    "gloo" keeps a multi-process run on the CPU of a GPU machine (the caller puts its tensors there).
     Returns True when a multi-process group is active.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
         return dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise RuntimeError(
+                f"process LOCAL_RANK={local_rank} has no GPU of its own: {gpus} CUDA device(s) visible, and NCCL "
+                f"needs one per process. Start at most {gpus} process(es) per node (torchrun --nproc_per_node="
+                f"{gpus}), or run on the CPU with gloo (CUDA_VISIBLE_DEVICES='' torchrun ...)")
+        torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(minutes=60))
     return True
 
 
-def _worker(local_rank: int, fn, world_size: int, port: int, args: tuple) -> None:
+def _worker(local_rank: int, fn, world_size: int, port: int, args: tuple, backend: Optional[str] = None) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world_size),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    init_distributed()
+    init_distributed(backend)
     try:
         fn(*args)
     finally:
@@ -35,8 +44,9 @@ def _worker(local_rank: int, fn, world_size: int, port: int, args: tuple) -> Non
             dist.destroy_process_group()
 
 
-def launch(fn, num_processes: int = 1, args: tuple = (), port: int = 0) -> None:
-    """Run `fn(*args)` in `num_processes` processes on this machine (spawn), or directly for 1."""
+def launch(fn, num_processes: int = 1, args: tuple = (), port: int = 0, backend: Optional[str] = None) -> None:
+    """Run `fn(*args)` in `num_processes` processes on this machine (spawn), or directly for 1.
+    `backend` as in `init_distributed` ("gloo" for CPU processes on a machine that has GPUs)."""
     if num_processes <= 1:
         fn(*args)
         return
@@ -45,4 +55,4 @@ def launch(fn, num_processes: int = 1, args: tuple = (), port: int = 0) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_worker, args=(fn, num_processes, port, args), nprocs=num_processes)
+    torch.multiprocessing.spawn(_worker, args=(fn, num_processes, port, args, backend), nprocs=num_processes)

@@ -46,7 +46,8 @@ def test_two_processes_match_one(tmp_path):
     single = str(tmp_path / "single_{rank}.pt")
     _step(str(tmp_path / "one"), protos, batch_file, single)
     multi = str(tmp_path / "multi_{rank}.pt")
-    launch(_step, num_processes=2, args=(str(tmp_path / "two"), protos, batch_file, multi))
+    # gloo: the steps run on the CPU also where GPUs are visible (NCCL would want one GPU per process)
+    launch(_step, num_processes=2, args=(str(tmp_path / "two"), protos, batch_file, multi), backend="gloo")
 
     one = torch.load(single.format(rank=0))
     r0, r1 = torch.load(multi.format(rank=0)), torch.load(multi.format(rank=1))
@@ -65,3 +66,25 @@ def test_two_processes_match_one(tmp_path):
     # logged values are averaged over processes
     assert r0["mean"]["rank"] == r1["mean"]["rank"] == 0.5
     assert abs(r0["mean"]["loss_seg"] - (r0["logs"]["loss_seg"] + r1["logs"]["loss_seg"]) / 2) < 1e-6
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun with more processes per node than visible GPUs: one message naming the rank, the GPU
+    count and both ways out, before NCCL or torch.cuda.set_device fail with 'invalid device ordinal'."""
+    from spcl.engine import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    set_device = []
+    monkeypatch.setattr(torch.cuda, "set_device", set_device.append)
+    try:
+        init_distributed()
+    except RuntimeError as e:
+        msg = str(e)
+    else:
+        raise AssertionError("no error for LOCAL_RANK 1 on a machine with one GPU")
+    assert "LOCAL_RANK=1" in msg and "1 CUDA device(s)" in msg
+    assert "--nproc_per_node=1" in msg and "CUDA_VISIBLE_DEVICES=''" in msg
+    assert set_device == [] and not torch.distributed.is_initialized()
