@@ -61,6 +61,26 @@ def load_tool(name: str):
 
 
 @contextlib.contextmanager
+def hide_gpu():
+    """Inside the block the code under test sees no GPU (torch.cuda.is_available() is False, so
+    default_device() is the CPU). For tests that assert bit-equality between two computations, which
+    only the CPU guarantees: on a GPU, cuDNN's choice of algorithm and the atomic adds of bilinear
+    upsampling's backward make two identical runs differ in the last bits (a tie between two logits
+    can then flip a pixel). A no-op where no GPU is present, as in CI."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "is_available", lambda: False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def on_the_cpu():
+    """A module's tests (and its module-scoped fixtures) run on the CPU: see hide_gpu. Use as
+    `pytestmark = pytest.mark.usefixtures("on_the_cpu")`."""
+    with hide_gpu():
+        yield
+
+
+@contextlib.contextmanager
 def restored_spcl_logger():
     """Puts the `spcl` logger's handlers, propagation and level back as they were (a tool's
     setup_logger changes them), closing the handlers added meanwhile."""

@@ -16,6 +16,10 @@ from spcl.engine import run_pipeline, run_stage
 from spcl.engine.stages import SourceOnlyTrainer
 from spcl.engine.trainer import DivergenceError
 
+# On the CPU also where a GPU is present: resumed runs must equal uninterrupted ones bit for bit,
+# which only the CPU guarantees (conftest.hide_gpu).
+pytestmark = pytest.mark.usefixtures("on_the_cpu")
+
 OPTS = ("SOURCE_ONLY.STOP_ITER", "5", "SOURCE_ONLY.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2",
         "SOLVER.KEEP_CHECKPOINTS", "3", "PIPELINE.STAGES", "['source_only']")
 

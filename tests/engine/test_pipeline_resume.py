@@ -10,6 +10,10 @@ from conftest import tiny_cfg
 from spcl.engine import run_pipeline
 from spcl.engine.stages import AlignTrainer
 
+# On the CPU also where a GPU is present: a resumed run must equal an uninterrupted one bit for bit,
+# which only the CPU guarantees (conftest.hide_gpu).
+pytestmark = pytest.mark.usefixtures("on_the_cpu")
+
 STAGE_DIRS = ["0_adv_warmup", "1_prototypes", "2_pseudo_labels", "3_align", "4_pseudo_labels", "5_self_train"]
 
 
