@@ -21,8 +21,8 @@ from spcl.data.labels import colorize, legend, overlay, trainid_to_labelid_lut
 from spcl.evaluation import preprocess_image, segment_image, segment_images
 from spcl.modeling import build_segmentor, load_trained_segmentor, predict_probs
 
-# On the CPU also where a GPU is present: exact comparisons of the tools' outputs with references computed in the test,
-# which only the CPU guarantees (conftest.hide_gpu).
+# On the CPU also where a GPU is present: exact comparisons of the tools' outputs with references
+# computed in the test, which only the CPU guarantees (conftest.hide_gpu).
 pytestmark = pytest.mark.usefixtures("on_the_cpu")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -20,8 +20,8 @@ from spcl.evaluation import run_inference
 from spcl.modeling import predict_probs
 from spcl.modeling import build_segmentor, load_segmentor_weights
 
-# On the CPU also where a GPU is present: exact comparisons of the tool's outputs with references computed in the test,
-# which only the CPU guarantees (conftest.hide_gpu).
+# On the CPU also where a GPU is present: exact comparisons of the tool's outputs with references
+# computed in the test, which only the CPU guarantees (conftest.hide_gpu).
 pytestmark = pytest.mark.usefixtures("on_the_cpu")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
