@@ -245,6 +245,40 @@ def contribution_table(results: dict) -> tuple[str, dict]:
     return "\n".join(lines), agg
 
 
+def pooled_results(paths: list[str]) -> dict:
+    """The per-seed results of several toy_adaptation.json files (other runs, draws or machines of one
+    config) as one {"<folder>:<seed>": {method: metrics}}, each entry still paired within its own run."""
+    labels = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [os.path.abspath(p) for p in paths]
+    pooled = {}
+    for path, label in zip(paths, labels):
+        with open(path) as f:
+            for seed, res in json.load(f)["results"].items():
+                pooled[f"{label}:{seed}"] = res
+    return pooled
+
+
+def pooled_table(results: dict) -> tuple[str, dict]:
+    """Each paired difference of CONTRIBUTIONS over all entries of `results`: n, mean ± std, its
+    standard error (std / √n), the smallest and the largest."""
+    lines = ["| paired difference | n | mean ± std | standard error | smallest | largest |", "|---|---|---|---|---|---|"]
+    out = {}
+    for row, method, ref in CONTRIBUTIONS:
+        if not ref:
+            continue
+        diffs = [d for d in _paired(results, method, ref) if d is not None]
+        if not diffs:
+            continue
+        m, sd = mean_std(diffs)
+        se = sd / math.sqrt(len(diffs))
+        out[f"{method} - {ref}"] = {"n": len(diffs), "mean": m, "std": sd, "se": se, "min": min(diffs),
+                                    "max": max(diffs)}
+        lines.append(f"| {method} − {ref} | {len(diffs)} | {m:+.2f} ± {sd:.2f} | {se:.2f} | {min(diffs):+.2f} | "
+                     f"{max(diffs):+.2f} |")
+    return "\n".join(lines), out
+
+
 def targets_table(results: dict) -> tuple[str, dict]:
     seeds = list(results)
     paired = functools.partial(_paired, results)
@@ -347,6 +381,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (a handful of iterations)")
     parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
     parser.add_argument("--prepare", action="store_true", help="only generate the datasets, then exit")
+    parser.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                        help="only print the tables over the seeds of several toy_adaptation.json files together "
+                             "(each comparison still paired within its own run); runs nothing, writes nothing")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="runs (default output/toy_bench, or "
                         "output/toy_bench_<config name> for another config)")
@@ -356,6 +393,10 @@ def main():
                         help="config overrides for every run, e.g. a larger toy: DATASETS.TOY.SIZE [160,80] "
                              "INPUT.SOURCE_SIZE [160,80] … (give its own --output, --results and DATASETS.DATA_DIR)")
     args = parser.parse_args()
+    if args.pool:
+        pooled = pooled_results(args.pool)
+        print("\n\n".join([pooled_table(pooled)[0], targets_table(pooled)[0]]))
+        return
     from spcl.utils.logger import setup_logger
 
     CONFIG = os.path.abspath(args.config)

@@ -121,3 +121,35 @@ def test_seed_processes_log_apart_run_one_thread_each_and_a_failure_names_its_lo
         ta.run_seed_processes([7], command, log, jobs=1, poll=0.05)
     ta.run_seed_processes([0], command, log, jobs=1, poll=0.05)
     assert open(log(0)).read() == "seed 0 1\nseed 0 1\n"  # a rerun appends to the seed's log
+
+
+def test_pooled_runs_keep_each_seed_paired_within_its_own_run(tmp_path, capsys, monkeypatch):
+    """--pool: the seeds of several result files side by side, labelled by folder (seed 0 of two runs
+    stays two entries), each difference taken within its own run; n, mean ± sample std, std / √n."""
+    runs = {"cpu": {"0": _res(align=40.0, self_train=41.0), "1": _res(align=45.0, self_train=47.0)},
+            "gpu": {"0": _res(align=50.0, self_train=50.5), "1": _res(align=30.0, self_train=32.5)}}
+    paths = []
+    for name, results in runs.items():
+        (tmp_path / name).mkdir()
+        paths.append(str(tmp_path / name / "toy_adaptation.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"results": results}, f)
+    pooled = ta.pooled_results(paths)
+    assert sorted(pooled) == ["cpu:0", "cpu:1", "gpu:0", "gpu:1"]
+    _, out = ta.pooled_table(pooled)
+    st = out["self_train - align"]
+    diffs = [1.0, 2.0, 0.5, 2.5]
+    mean = sum(diffs) / 4
+    std = (sum((d - mean) ** 2 for d in diffs) / 3) ** 0.5
+    assert st["n"] == 4 and st["mean"] == pytest.approx(mean) and st["std"] == pytest.approx(std)
+    assert st["se"] == pytest.approx(std / 2) and (st["min"], st["max"]) == (0.5, 2.5)
+    assert "adv_warmup - source_only" not in out  # no run has these rows
+    # two files in folders of the same name: full paths label them, no seed overwrites another
+    (tmp_path / "b" / "cpu").mkdir(parents=True)
+    other = str(tmp_path / "b" / "cpu" / "toy_adaptation.json")
+    with open(other, "w") as f:
+        json.dump({"results": runs["gpu"]}, f)
+    assert len(ta.pooled_results([paths[0], other])) == 4
+    monkeypatch.setattr("sys.argv", ["toy_adaptation.py", "--pool", *paths])
+    ta.main()
+    assert "| self_train − align | 4 | +1.50 ± 0.91 | 0.46 | +0.50 | +2.50 |" in capsys.readouterr().out
