@@ -18,7 +18,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest>=7.3"],  # 7.3: tmp_path_retention_policy (pytest.ini)
+        # pytest 7.3: tmp_path_retention_policy (pytest.ini); the plotting packages so that the tests of
+        # tools/analyze.py's figures run in CI too (they skip without them)
+        "dev": ["pytest>=7.3", "matplotlib", "scikit-learn"],
         "analysis": ["matplotlib", "scikit-learn"],
     },
 )
