@@ -37,17 +37,15 @@ if [ "$QUICK" = "--quick" ]; then CONFIG=configs/toy.yaml; fi
 if ! $PY -c "import yacs" 2>/dev/null && ls .whl/yacs-*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --target "$WORK.site" .whl/yacs-*.whl && export PYTHONPATH=$PYTHONPATH:$WORK.site
 fi
-# shellcheck disable=SC2206
-bench() {  # bench NAME SEEDS... -- EXTRA_OPTS...: the toy benchmark for one draw
+bench() {  # bench NAME SEEDS... [-- EXTRA_OPTS...]: sets BENCH, the toy benchmark's command for one draw
   local name=$1; shift
-  local seeds=() opts=()
+  local seeds=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do seeds+=("$1"); shift; done
   [ $# -gt 0 ] && shift
-  opts=("$@")
   BENCH=(benchmarks/toy_adaptation.py --config "$CONFIG" --seeds "${seeds[@]}" --jobs "${#seeds[@]}"
          --output "$WORK/$name" --results "$OUT/$name" $QUICK)
   [ "$SWEEP" = 1 ] && BENCH+=(--sweep)
-  BENCH+=(--opts DATASETS.DATA_DIR "$WORK/data_$name" "${opts[@]}")
+  BENCH+=(--opts DATASETS.DATA_DIR "$WORK/data_$name" "$@")
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
