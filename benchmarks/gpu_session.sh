@@ -14,6 +14,9 @@
 #    all at once, with the tau sweep when SWEEP=1 (default); with DRAW1_SEEDS set, the same benchmark on
 #    the toy's second draw (DATASETS.TOY.SEED 1) runs alongside on those seeds. The toy data are
 #    generated on the CPU while steps 1-2 run.
+# 4. with STARTS=1 (default 0): benchmarks/self_train_start.py on the same seeds and draws, from the
+#    benchmark's own runs (only the pseudo labels and self-training from align lambda = 0 and from warm-up
+#    are new): what self-training adds from each start (STARTS_LIMIT seconds, default 240).
 # Needs torch with CUDA, yacs, pillow, tqdm, tensorboard in $PYTHON (default python3). A machine without
 # network takes yacs from a wheel in .whl/ (pip download yacs==0.1.8 -d .whl here; carry .whl). Everything
 # worth keeping lands in $OUT/session.tgz (logs, tables, per-seed metrics); the tables and gpu_step.json
@@ -46,6 +49,8 @@ bench() {  # bench NAME SEEDS... [-- EXTRA_OPTS...]: sets BENCH, the toy benchma
          --output "$WORK/$name" --results "$OUT/$name" $QUICK)
   [ "$SWEEP" = 1 ] && BENCH+=(--sweep)
   BENCH+=(--opts DATASETS.DATA_DIR "$WORK/data_$name" "$@")
+  START=(benchmarks/self_train_start.py --config "$CONFIG" --seeds "${seeds[@]}" --jobs "${#seeds[@]}"
+         --output "$WORK/$name" --results "$OUT/$name" $QUICK --opts DATASETS.DATA_DIR "$WORK/data_$name" "$@")
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
@@ -53,11 +58,11 @@ bench() {  # bench NAME SEEDS... [-- EXTRA_OPTS...]: sets BENCH, the toy benchma
 } | tee "$OUT/machine.txt"
 
 # toy data (CPU) in the background: the benchmark's own preparation, no seeds run
-bench toy $SEEDS; DRAW0=("${BENCH[@]}")
+bench toy $SEEDS; DRAW0=("${BENCH[@]}"); START0=("${START[@]}")
 $PY "${DRAW0[@]}" --prepare > "$WORK.prep0.log" 2>&1 &
 PREP0=$!
 if [ -n "$DRAW1_SEEDS" ]; then
-  bench toy_draw1 $DRAW1_SEEDS -- DATASETS.TOY.SEED 1; DRAW1=("${BENCH[@]}")
+  bench toy_draw1 $DRAW1_SEEDS -- DATASETS.TOY.SEED 1; DRAW1=("${BENCH[@]}"); START1=("${START[@]}")
   $PY "${DRAW1[@]}" --prepare > "$WORK.prep1.log" 2>&1 &
   PREP1=$!
 fi
@@ -89,12 +94,23 @@ if [ -n "$DRAW1_SEEDS" ]; then
 fi
 wait $RUN0
 tail -n 40 "$OUT/toy.log"
+if [ "${STARTS:-0}" = 1 ]; then
+  timeout "${STARTS_LIMIT:-240}" $PY "${START0[@]}" > "$OUT/starts.log" 2>&1 &
+  ST0=$!
+  if [ -n "$DRAW1_SEEDS" ]; then
+    timeout "${STARTS_LIMIT:-240}" $PY "${START1[@]}" > "$OUT/starts_draw1.log" 2>&1 &
+    wait $!
+  fi
+  wait $ST0
+  tail -n 20 "$OUT"/starts*.log
+fi
 # whatever the seeds finished, also after a timeout: cached results, logs, per-stage metrics
 for name in toy toy_draw1; do
   [ -d "$WORK/$name" ] || continue
   (cd "$WORK/$name" && find . \( -name '*.json' -o -name '*.log' -o -name '*.yaml' \) -print0 |
      tar -czf "$OUT/${name}_runs.tgz" --null -T -)
   cp "$OUT/$name/toy_adaptation.md" "$FINAL/${name}_adaptation.md" 2>/dev/null
+  cp "$OUT/$name/self_train_start.md" "$FINAL/${name}_self_train_start.md" 2>/dev/null
 done
 cp "$OUT"/gpu_step*.json "$FINAL/" 2>/dev/null
 tar -czf "$FINAL/session.tgz" -C "$OUT" .

@@ -1,0 +1,192 @@
+"""What self-training adds depends on where it starts: from warm-up, from align with λ = 0, from align.
+
+    python benchmarks/self_train_start.py --config configs/toy_256.yaml --seeds 0 1 2 --jobs 3 [--starts lambda0 align]
+
+A diagnostic; it chooses nothing. Self-training adds less after align than the issue's +2, and more
+when run straight after warm-up (README, "What the toy run shows"). Two readings:
+
+* overlap: align's target contrastive term already learns from the confident target pixels that
+  self-training learns from, so the two stages' gains do not add up;
+* room: any better starting model leaves self-training less to gain, whatever made it better.
+
+Align with λ = 0 separates them: the same warm-up, prototypes, pseudo labels and source training as
+align, without the contrastive term. If self-training adds about as much after it as after warm-up,
+the term overlaps with self-training; if about as much as after align, the room explains it.
+
+Per training seed, through the ordinary pipeline code, in toy_adaptation.py's folders (same --config
+and --output reuse that benchmark's pipeline and λ = 0 checkpoints where they exist):
+
+* the SPCL pipeline (warm-up → prototypes → pseudo labels → align → pseudo labels → self-train);
+* align with λ = 0 from the same inputs as align (toy_adaptation.py's `align_lambda=0`);
+* for each start in --starts: pseudo labels from that start's checkpoint (warm-up and align reuse the
+  pipeline's own), then self-training from it, with the config's self-training unchanged.
+
+Writes self_train_start.{md,json} into the results folder of toy_adaptation.py: per start, its own
+mIoU, its pseudo labels (share kept, mIoU of the kept pixels), the self-trained mIoU and the gain,
+paired per seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the benchmarks package (toy_adaptation adds tools/ itself)
+
+from benchmarks import toy_adaptation as ta  # noqa: E402
+
+STARTS = ("warmup", "lambda0", "align")
+LABELS = {"warmup": "warm-up", "lambda0": "align, λ = 0", "align": "align (SPCL)"}
+
+
+def _path(folder: str, manifest: dict, key: str) -> str:
+    return os.path.join(folder, manifest["outputs"][key])
+
+
+def _row(start_miou: float, pl: dict, st: dict) -> dict:
+    return {"start": start_miou, "kept_fraction": pl.get("kept_fraction"),
+            "pseudo_label_mIoU": pl.get("pseudo_label_mIoU"), "self_train": st["mIoU"],
+            "gain": st["mIoU"] - start_miou}
+
+
+def run_seed(seed: int, out_root: str, base: list[str], starts: list[str]) -> dict:
+    """One seed: the pipeline, align λ = 0, then pseudo labels + self-training from every start →
+    {start: row}; cached in <out>/seed<s>/self_train_start.json."""
+    from make_toy import prepare_toy_data
+    from spcl.engine.pipeline import read_manifest, run_pipeline, run_stage_once
+    from spcl.utils.io import atomic_write_json
+
+    out = os.path.join(out_root, f"seed{seed}")
+    run_dir = os.path.join(out, "spcl")
+    cfg = ta.cfg_for(run_dir, seed, base)
+    cache = os.path.join(out, "self_train_start.json")
+    res = ta.load_cache(cache, ta.config_key(cfg))
+    prepare_toy_data(cfg)
+    summary = run_pipeline(cfg)  # finished stages are skipped (a benchmark run of the same config is reused)
+    folders = [row["folder"] for row in summary["stages"]]  # 0_adv_warmup … 5_self_train
+    stage = {key: read_manifest(os.path.join(run_dir, f)) for key, f in
+             zip(("warmup", "pl_warmup", "align", "pl_align", "self_train"), [folders[0], *folders[2:]])}
+    if "lambda0" in starts and "lambda0" not in res:
+        handed = stage["align"]["inputs"]
+        inputs = ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
+                  "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
+                  "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
+        folder = os.path.join(out, "align_lambda=0")  # toy_adaptation.py's folder: its finished run is reused
+        al, _ = run_stage_once(ta.cfg_for(folder, seed, base + inputs + ["LOSS.CONTRAST.WEIGHT", "0.0"]), "align",
+                               folder)
+        ckpt = _path(folder, al, "checkpoint")
+        pl_folder = os.path.join(out, "pseudo_labels_from_lambda0")
+        pl, _ = run_stage_once(ta.cfg_for(pl_folder, seed, base + ["MODEL.WEIGHTS", ckpt]), "pseudo_labels", pl_folder)
+        folder = os.path.join(out, "self_train_from_lambda0")
+        st, _ = run_stage_once(ta.cfg_for(folder, seed, base + ["MODEL.WEIGHTS", ckpt, "DATASETS.PSEUDO_DIR",
+                                                                 _path(pl_folder, pl, "pseudo_dir")]), "self_train", folder)
+        res["lambda0"] = _row(al["metrics"]["mIoU"], pl["metrics"], st["metrics"])
+        atomic_write_json(res, cache)
+    if "warmup" in starts and "warmup" not in res:
+        folder = os.path.join(out, "self_train_from_warmup")
+        st, _ = run_stage_once(ta.cfg_for(folder, seed, base + [
+            "MODEL.WEIGHTS", _path(run_dir, stage["warmup"], "checkpoint"),
+            "DATASETS.PSEUDO_DIR", _path(run_dir, stage["pl_warmup"], "pseudo_dir")]), "self_train", folder)
+        res["warmup"] = _row(stage["warmup"]["metrics"]["mIoU"], stage["pl_warmup"]["metrics"], st["metrics"])
+        atomic_write_json(res, cache)
+    if "align" in starts and "align" not in res:
+        res["align"] = _row(stage["align"]["metrics"]["mIoU"], stage["pl_align"]["metrics"],
+                            stage["self_train"]["metrics"])
+        atomic_write_json(res, cache)
+    return res
+
+
+def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
+    """results {seed: {start: row}} → (markdown, summary): per start, mean ± std over seeds of its own
+    mIoU, its pseudo labels and the self-trained mIoU, and the paired gain with its per-seed values;
+    then the gain of each start paired against the gain from align."""
+    seeds = [s for s in results if all(st in results[s] for st in starts)]
+    lines = [f"| self-training from | start mIoU | pseudo labels: kept, mIoU of kept | after self-training | "
+             f"gain, paired mean ± std (seeds {', '.join(map(str, seeds))}) | per seed |", "|---|---|---|---|---|---|"]
+    summary = {"seeds": seeds}
+    for st in starts:
+        rows = [results[s][st] for s in seeds]
+        col = {k: ta.mean_std([r[k] for r in rows]) for k in ("start", "kept_fraction", "pseudo_label_mIoU",
+                                                              "self_train", "gain")}
+        summary[st] = {k: {"mean": m, "std": sd} for k, (m, sd) in col.items()}
+        summary[st]["gain"]["per_seed"] = [r["gain"] for r in rows]
+        lines.append(f"| {LABELS[st]} | {col['start'][0]:.1f} ± {col['start'][1]:.1f} | "
+                     f"{100 * col['kept_fraction'][0]:.1f} %, {col['pseudo_label_mIoU'][0]:.1f} | "
+                     f"{col['self_train'][0]:.1f} ± {col['self_train'][1]:.1f} | "
+                     f"{col['gain'][0]:+.1f} ± {col['gain'][1]:.1f} | "
+                     + ", ".join(f"{r['gain']:+.1f}" for r in rows) + " |")
+    if "align" in starts and len(starts) > 1:
+        lines += ["", "| | paired mean ± std | per seed |", "|---|---|---|"]
+        for st in starts:
+            if st == "align":
+                continue
+            d = [results[s][st]["gain"] - results[s]["align"]["gain"] for s in seeds]
+            e = [results[s]["align"]["self_train"] - results[s][st]["self_train"] for s in seeds]
+            for name, vals in ((f"gain from {LABELS[st]} − gain from align", d),
+                               (f"final from align − final from {LABELS[st]}", e)):
+                m, sd = ta.mean_std(vals)
+                summary[name] = {"mean": m, "std": sd, "per_seed": vals}
+                lines.append(f"| {name} | {m:+.1f} ± {sd:.1f} | {', '.join(f'{v:+.1f}' for v in vals)} |")
+    return "\n".join(lines), summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.strip().splitlines()[1:]))
+    parser.add_argument("--config", default=ta.CONFIG, help="the toy config (toy_adaptation.py's --config)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS),
+                        help="where self-training starts (default: all three)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, in separate processes")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (toy_adaptation.py's --quick)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides (toy_adaptation.py's --opts, e.g. another draw of the toy)")
+    parser.add_argument("--output", default=None, help="runs (toy_adaptation.py's default)")
+    parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
+    parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    ta.CONFIG = os.path.abspath(args.config)
+    args.output, results_dir = ta.default_folders(ta.CONFIG, args.output, args.results)
+    out_root = args.output + ("_quick" if args.quick else "")
+    base = (list(ta.QUICK) + ["DATASETS.DATA_DIR", os.path.join(out_root, "data")] if args.quick else []) + args.opts
+    if args.seed_worker is not None:
+        import torch
+
+        from spcl.utils.logger import setup_logger
+        torch.set_num_threads(1)
+        setup_logger()
+        run_seed(args.seed_worker, out_root, base, args.starts)
+        return
+    t0 = time.time()
+    from make_toy import prepare_toy_data  # the dataset, once, before the seed processes share it
+    prepare_toy_data(ta.cfg_for(os.path.join(out_root, "data_prep"), 0, base))
+
+    def command(seed):
+        cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
+               "--output", args.output, "--starts", *args.starts]
+        return cmd + (["--quick"] if args.quick else []) + (["--opts", *args.opts] if args.opts else [])
+    ta.run_seed_processes(args.seeds, command, lambda s: os.path.join(out_root, f"self_train_start_seed{s}.log"),
+                          args.jobs)
+    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "self_train_start.json"))) for s in args.seeds}
+    table, summary = start_table(results, args.starts)
+    minutes = (time.time() - t0) / 60
+    command = "python benchmarks/self_train_start.py " + " ".join(sys.argv[1:])
+    print(table)
+    print(f"\n{len(args.seeds)} seeds in {minutes:.1f} min")
+    if args.quick:
+        return
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, "self_train_start.json"), "w") as f:
+        json.dump({"seeds": args.seeds, "starts": args.starts, "minutes": minutes, "machine": ta._machine(),
+                   "command": command, "results": results, "summary": summary}, f, indent=1)
+    with open(os.path.join(results_dir, "self_train_start.md"), "w") as f:
+        f.write(table + f"\n\n`{command}`: {minutes:.1f} min wall on {ta._machine()} "
+                f"({args.jobs} seed(s) at a time, one torch thread each).\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""benchmarks/self_train_start.py: which checkpoint and pseudo labels each self-training start is handed,
+and the paired table, on hand-made rows (the stages themselves are tested in tests/engine)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from benchmarks import self_train_start as sts
+from benchmarks import toy_adaptation as ta
+
+FOLDERS = ["0_adv_warmup", "1_prototypes", "2_pseudo_labels", "3_align", "4_pseudo_labels", "5_self_train"]
+PIPELINE = {  # stage folder → (outputs, metrics) as the pipeline's manifests hold them
+    "0_adv_warmup": ({"checkpoint": "0_adv_warmup/checkpoints/model_final.pth"}, {"mIoU": 40.0}),
+    "2_pseudo_labels": ({"pseudo_dir": "2_pseudo_labels/labels"},
+                        {"kept_fraction": 0.80, "pseudo_label_mIoU": 55.0}),
+    "3_align": ({"checkpoint": "3_align/checkpoints/model_final.pth"}, {"mIoU": 46.0}),
+    "4_pseudo_labels": ({"pseudo_dir": "4_pseudo_labels/labels"},
+                        {"kept_fraction": 0.84, "pseudo_label_mIoU": 59.0}),
+    "5_self_train": ({"checkpoint": "5_self_train/checkpoints/model_final.pth"}, {"mIoU": 47.5}),
+}
+ALIGN_INPUTS = {"checkpoint": "0_adv_warmup/checkpoints/model_final.pth", "prototypes": "1_prototypes/prototypes.pth",
+                "pseudo_dir": "2_pseudo_labels/labels"}
+STAGE_RESULT = {  # what the fake run_stage_once returns per stage run outside the pipeline
+    "align": ({"checkpoint": "checkpoints/model_final.pth"}, {"mIoU": 45.0}),
+    "pseudo_labels": ({"pseudo_dir": "labels"}, {"kept_fraction": 0.83, "pseudo_label_mIoU": 58.0}),
+}
+SELF_TRAIN = {"self_train_from_lambda0": 47.5, "self_train_from_warmup": 42.5}
+
+
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    """run_seed with the pipeline and the stages replaced by records of the configs they were given."""
+    import make_toy
+    from spcl.engine import pipeline
+
+    monkeypatch.setattr(ta, "CONFIG", os.path.join(ta.ROOT, "configs", "toy_256.yaml"))
+    monkeypatch.setattr(make_toy, "prepare_toy_data", lambda cfg: None)
+    manifests = {}
+
+    def run_pipeline(cfg):
+        for folder in FOLDERS:
+            outputs, metrics = PIPELINE.get(folder, ({}, {}))
+            manifests[os.path.join(cfg.OUTPUT_DIR, folder)] = {
+                "outputs": outputs, "metrics": metrics, "inputs": ALIGN_INPUTS if folder == "3_align" else {}}
+        return {"stages": [{"stage": f[2:], "folder": f} for f in FOLDERS]}
+
+    calls = []
+
+    def run_stage_once(cfg, stage, folder, **kw):
+        calls.append((stage, os.path.basename(folder), cfg))
+        if stage == "self_train":
+            return {"outputs": {}, "metrics": {"mIoU": SELF_TRAIN[os.path.basename(folder)]}}, True
+        outputs, metrics = STAGE_RESULT[stage]
+        return {"outputs": outputs, "metrics": metrics}, True
+
+    monkeypatch.setattr(pipeline, "run_pipeline", run_pipeline)
+    monkeypatch.setattr(pipeline, "run_stage_once", run_stage_once)
+    monkeypatch.setattr(pipeline, "read_manifest", lambda folder: manifests.get(folder))
+    return tmp_path, calls
+
+
+def test_each_start_is_self_trained_from_its_own_checkpoint_and_its_own_pseudo_labels(fake_runs):
+    root, calls = fake_runs
+    res = sts.run_seed(1, str(root), [], list(sts.STARTS))
+    run = root / "seed1" / "spcl"
+    by = {(stage, folder): cfg for stage, folder, cfg in calls}
+    assert [(s, f) for s, f, _ in calls] == [("align", "align_lambda=0"), ("pseudo_labels", "pseudo_labels_from_lambda0"),
+                                             ("self_train", "self_train_from_lambda0"),
+                                             ("self_train", "self_train_from_warmup")]
+    al = by["align", "align_lambda=0"]  # align's own inputs, without the contrastive term
+    assert al.LOSS.CONTRAST.WEIGHT == 0.0 and al.SEED == 1
+    assert al.MODEL.WEIGHTS == str(run / "0_adv_warmup/checkpoints/model_final.pth")
+    assert al.PROTOTYPE.PATH == str(run / "1_prototypes/prototypes.pth")
+    assert al.DATASETS.PSEUDO_DIR == str(run / "2_pseudo_labels/labels")
+    lam0 = str(root / "seed1" / "align_lambda=0" / "checkpoints/model_final.pth")
+    assert by["pseudo_labels", "pseudo_labels_from_lambda0"].MODEL.WEIGHTS == lam0
+    st = by["self_train", "self_train_from_lambda0"]
+    assert st.MODEL.WEIGHTS == lam0 and st.LOSS.CONTRAST.WEIGHT == 1.0
+    assert st.DATASETS.PSEUDO_DIR == str(root / "seed1" / "pseudo_labels_from_lambda0" / "labels")
+    st = by["self_train", "self_train_from_warmup"]
+    assert st.MODEL.WEIGHTS == str(run / "0_adv_warmup/checkpoints/model_final.pth")
+    assert st.DATASETS.PSEUDO_DIR == str(run / "2_pseudo_labels/labels")
+    assert res["lambda0"] == {"start": 45.0, "kept_fraction": 0.83, "pseudo_label_mIoU": 58.0, "self_train": 47.5,
+                              "gain": pytest.approx(2.5)}
+    assert res["warmup"] == {"start": 40.0, "kept_fraction": 0.80, "pseudo_label_mIoU": 55.0, "self_train": 42.5,
+                             "gain": pytest.approx(2.5)}
+    assert res["align"] == {"start": 46.0, "kept_fraction": 0.84, "pseudo_label_mIoU": 59.0, "self_train": 47.5,
+                            "gain": pytest.approx(1.5)}
+    cached = json.load(open(root / "seed1" / "self_train_start.json"))
+    assert cached["lambda0"]["self_train"] == 47.5
+    calls.clear()  # a second call reads every start back from the cache and runs nothing outside the pipeline
+    assert sts.run_seed(1, str(root), [], list(sts.STARTS))["warmup"]["gain"] == pytest.approx(2.5)
+    assert calls == []
+
+
+def test_only_the_named_starts_run(fake_runs):
+    root, calls = fake_runs
+    res = sts.run_seed(0, str(root), [], ["align"])
+    assert calls == [] and set(res) == {"_config", "align"}
+
+
+def _row(start, st, kept=0.8, pl=50.0):
+    return {"start": start, "kept_fraction": kept, "pseudo_label_mIoU": pl, "self_train": st, "gain": st - start}
+
+
+def test_table_pairs_every_gain_per_seed_and_against_the_gain_from_align():
+    results = {0: {"lambda0": _row(44.0, 47.0), "align": _row(46.0, 47.0, kept=0.84, pl=60.0)},
+               1: {"lambda0": _row(48.0, 50.0), "align": _row(49.0, 51.0, kept=0.82, pl=58.0)},
+               2: {"align": _row(45.0, 46.0)}}  # seed 2 lacks λ = 0: left out of every row
+    text, out = sts.start_table(results, ["lambda0", "align"])
+    assert out["seeds"] == [0, 1]
+    assert out["lambda0"]["gain"]["mean"] == pytest.approx(2.5)  # (+3, +2)
+    assert out["lambda0"]["gain"]["std"] == pytest.approx(0.5 ** 0.5)
+    assert out["align"]["gain"]["per_seed"] == pytest.approx([1.0, 2.0])
+    assert out["align"]["kept_fraction"]["mean"] == pytest.approx(0.83)
+    d = out["gain from align, λ = 0 − gain from align"]
+    assert d["per_seed"] == pytest.approx([2.0, 0.0]) and d["mean"] == pytest.approx(1.0)
+    e = out["final from align − final from align, λ = 0"]
+    assert e["per_seed"] == pytest.approx([0.0, 1.0])
+    assert "| align, λ = 0 | 46.0 ± 2.8 | 80.0 %, 50.0 | 48.5 ± 2.1 | +2.5 ± 0.7 | +3.0, +2.0 |" in text
+    assert "| align (SPCL) | 47.5 ± 2.1 | 83.0 %, 59.0 | 49.0 ± 2.8 | +1.5 ± 0.7 | +1.0, +2.0 |" in text
