@@ -11,7 +11,10 @@ when run straight after warm-up (README, "What the toy run shows"). Two readings
 
 Align with λ = 0 separates them: the same warm-up, prototypes, pseudo labels and source training as
 align, without the contrastive term. If self-training adds about as much after it as after warm-up,
-the term overlaps with self-training; if about as much as after align, the room explains it.
+the term overlaps with self-training; if about as much as after align, the room explains it. The rule,
+fixed before the first run: overlap when the gain from λ = 0 exceeds the gain from align by at least
+0.5 on average and on every seed; room when the two gains are within 0.5 on average; otherwise neither
+reading is supported by these seeds.
 
 Per training seed, through the ordinary pipeline code, in toy_adaptation.py's folders (same --config
 and --output reuse that benchmark's pipeline and λ = 0 checkpoints where they exist):
