@@ -102,6 +102,17 @@ def run_seed(seed: int, out_root: str, base: list[str], starts: list[str]) -> di
     return res
 
 
+def within_seed_fit(x: list[list[float]], y: list[list[float]]) -> tuple[float, float]:
+    """Least-squares slope of y on x and their correlation, after subtracting each seed's own mean from
+    its x and its y (x[i], y[i]: one seed's values over the starts), so that a seed that is better
+    everywhere does not make the fit."""
+    dx = [v - sum(row) / len(row) for row in x for v in row]
+    dy = [v - sum(row) / len(row) for row in y for v in row]
+    sxy = sum(a * b for a, b in zip(dx, dy))
+    sxx, syy = sum(a * a for a in dx), sum(b * b for b in dy)
+    return sxy / sxx, sxy / (sxx * syy) ** 0.5
+
+
 def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
     """results {seed: {start: row}} → (markdown, summary): per start, mean ± std over seeds of its own
     mIoU, its pseudo labels and the self-trained mIoU, and the paired gain with its per-seed values;
@@ -121,6 +132,12 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
                      f"{col['self_train'][0]:.1f} ± {col['self_train'][1]:.1f} | "
                      f"{col['gain'][0]:+.1f} ± {col['gain'][1]:.1f} | "
                      + ", ".join(f"{r['gain']:+.1f}" for r in rows) + " |")
+    if len(starts) > 1 and len(seeds) > 1:
+        slope, r = within_seed_fit([[results[s][st]["start"] for st in starts] for s in seeds],
+                                   [[results[s][st]["gain"] for st in starts] for s in seeds])
+        summary["gain_vs_start"] = {"slope": slope, "r": r, "pairs": len(seeds) * len(starts)}
+        lines += ["", f"Gain against start mIoU, each seed's own means taken out ({len(seeds) * len(starts)} "
+                  f"(seed, start) pairs): slope {slope:+.2f} points per point, r = {r:+.2f}."]
     if "align" in starts and len(starts) > 1:
         lines += ["", "| | paired mean ± std | per seed |", "|---|---|---|"]
         for st in starts:
@@ -150,6 +167,7 @@ def main():
                         help="config overrides (toy_adaptation.py's --opts, e.g. another draw of the toy)")
     parser.add_argument("--output", default=None, help="runs (toy_adaptation.py's default)")
     parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
+    parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ta.CONFIG = os.path.abspath(args.config)
@@ -172,7 +190,7 @@ def main():
         cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
                "--output", args.output, "--starts", *args.starts]
         return cmd + (["--quick"] if args.quick else []) + (["--opts", *args.opts] if args.opts else [])
-    ta.run_seed_processes(args.seeds, command, lambda s: os.path.join(out_root, f"self_train_start_seed{s}.log"),
+    ta.run_seed_processes([] if args.collect else args.seeds, command, lambda s: os.path.join(out_root, f"self_train_start_seed{s}.log"),
                           args.jobs)
     results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "self_train_start.json"))) for s in args.seeds}
     table, summary = start_table(results, args.starts)
@@ -187,8 +205,9 @@ def main():
         json.dump({"seeds": args.seeds, "starts": args.starts, "minutes": minutes, "machine": ta._machine(),
                    "command": command, "results": results, "summary": summary}, f, indent=1)
     with open(os.path.join(results_dir, "self_train_start.md"), "w") as f:
-        f.write(table + f"\n\n`{command}`: {minutes:.1f} min wall on {ta._machine()} "
-                f"({args.jobs} seed(s) at a time, one torch thread each).\n")
+        when = ("collected from the cached per-seed results" if args.collect else
+                f"{minutes:.1f} min wall on {ta._machine()} ({args.jobs} seed(s) at a time, one torch thread each)")
+        f.write(table + f"\n\n`{command}`: {when}.\n")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,15 @@ def test_table_pairs_every_gain_per_seed_and_against_the_gain_from_align():
     assert e["per_seed"] == pytest.approx([0.0, 1.0])
     assert "| align, λ = 0 | 46.0 ± 2.8 | 80.0 %, 50.0 | 48.5 ± 2.1 | +2.5 ± 0.7 | +3.0, +2.0 |" in text
     assert "| align (SPCL) | 47.5 ± 2.1 | 83.0 %, 59.0 | 49.0 ± 2.8 | +1.5 ± 0.7 | +1.0, +2.0 |" in text
+    assert out["gain_vs_start"]["slope"] == pytest.approx(-0.8)  # dx (−1, 1, −0.5, 0.5), dy (1, −1, 0, 0)
+    assert out["gain_vs_start"]["r"] == pytest.approx(-2 / 5 ** 0.5)
+    assert "4 (seed, start) pairs): slope -0.80 points per point, r = -0.89." in text
+
+
+def test_within_seed_fit_takes_each_seeds_own_means_out():
+    x = [[1.0, 2.0, 3.0], [10.0, 12.0, 14.0]]
+    y = [[3.0, 2.0, 1.0], [105.0, 104.0, 103.0]]  # seed 1 is 100 higher everywhere: a pooled fit would slope up
+    slope, r = sts.within_seed_fit(x, y)
+    assert slope == pytest.approx(-6 / 10)  # sxy = −1 − 1 − 2 − 2, sxx = 1 + 1 + 4 + 4
+    assert r == pytest.approx(-6 / (10 * 4) ** 0.5)
+    assert sts.within_seed_fit(y, x)[1] == pytest.approx(r)  # r is symmetric
