@@ -73,13 +73,9 @@ def run_seed(seed: int, out_root: str, base: list[str], starts: list[str]) -> di
     stage = {key: read_manifest(os.path.join(run_dir, f)) for key, f in
              zip(("warmup", "pl_warmup", "align", "pl_align", "self_train"), [folders[0], *folders[2:]])}
     if "lambda0" in starts and "lambda0" not in res:
-        handed = stage["align"]["inputs"]
-        inputs = ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
-                  "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
-                  "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
-        folder = os.path.join(out, "align_lambda=0")  # toy_adaptation.py's folder: its finished run is reused
-        al, _ = run_stage_once(ta.cfg_for(folder, seed, base + inputs + ["LOSS.CONTRAST.WEIGHT", "0.0"]), "align",
-                               folder)
+        folder = ta.align_folder(out, "align λ=0")  # toy_adaptation.py's folder: its finished run is reused
+        al, _ = run_stage_once(ta.cfg_for(folder, seed, base + ta.align_inputs(run_dir)
+                                          + ["LOSS.CONTRAST.WEIGHT", "0.0"]), "align", folder)
         ckpt = _path(folder, al, "checkpoint")
         pl_folder = os.path.join(out, "pseudo_labels_from_lambda0")
         pl, _ = run_stage_once(ta.cfg_for(pl_folder, seed, base + ["MODEL.WEIGHTS", ckpt]), "pseudo_labels", pl_folder)

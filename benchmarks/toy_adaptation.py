@@ -81,6 +81,20 @@ def _metrics(m: dict) -> dict:
     return {k: m[k] for k in ("mIoU", "mIoU_tail", "IoU") if k in m}
 
 
+def align_inputs(run_dir: str) -> list[str]:
+    """Config overrides that give a variant of align the pipeline's align inputs (warm-up checkpoint,
+    prototypes, first-round pseudo labels), read from the manifest of `run_dir`'s align stage."""
+    handed = json.load(open(os.path.join(run_dir, "3_align", "manifest.json")))["inputs"]
+    return ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
+            "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
+            "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
+
+
+def align_folder(seed_dir: str, name: str) -> str:
+    """The folder of the align variant `name` (e.g. "align λ=0" → <seed_dir>/align_lambda=0)."""
+    return os.path.join(seed_dir, name.replace(" ", "_").replace("λ", "lambda").replace("τ", "tau"))
+
+
 def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
     """All methods for one training seed → {method: metrics}."""
     from make_toy import prepare_toy_data
@@ -106,14 +120,11 @@ def run_seed(seed: int, out_root: str, base: list[str], sweep: bool) -> dict:
             res[name] = manifest["metrics"]
         res["align"].update(_grad_shares(os.path.join(run_dir, "3_align")))
         save()
-    handed = json.load(open(os.path.join(run_dir, "3_align", "manifest.json")))["inputs"]
-    inputs = ["MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
-              "PROTOTYPE.PATH", os.path.join(run_dir, handed["prototypes"]),
-              "DATASETS.PSEUDO_DIR", os.path.join(run_dir, handed["pseudo_dir"])]
+    inputs = align_inputs(run_dir)
 
     def run_align(name, opts):
         if name not in res:
-            d = os.path.join(out, name.replace(" ", "_").replace("λ", "lambda").replace("τ", "tau"))
+            d = align_folder(out, name)
             result = run_stage(cfg_for(d, seed, base + inputs + opts), "align", d)
             res[name] = {**_metrics(result["metrics"]), **_grad_shares(d)}
             save()

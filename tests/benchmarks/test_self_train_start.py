@@ -42,8 +42,11 @@ def fake_runs(tmp_path, monkeypatch):
     def run_pipeline(cfg):
         for folder in FOLDERS:
             outputs, metrics = PIPELINE.get(folder, ({}, {}))
-            manifests[os.path.join(cfg.OUTPUT_DIR, folder)] = {
-                "outputs": outputs, "metrics": metrics, "inputs": ALIGN_INPUTS if folder == "3_align" else {}}
+            manifest = {"outputs": outputs, "metrics": metrics, "inputs": ALIGN_INPUTS if folder == "3_align" else {}}
+            manifests[os.path.join(cfg.OUTPUT_DIR, folder)] = manifest
+            os.makedirs(os.path.join(cfg.OUTPUT_DIR, folder), exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, folder, "manifest.json"), "w") as f:
+                json.dump(manifest, f)
         return {"stages": [{"stage": f[2:], "folder": f} for f in FOLDERS]}
 
     calls = []
