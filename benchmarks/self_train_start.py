@@ -14,7 +14,8 @@ align, without the contrastive term. If self-training adds about as much after i
 the term overlaps with self-training; if about as much as after align, the room explains it. The rule,
 fixed before the first run: overlap when the gain from λ = 0 exceeds the gain from align by at least
 0.5 on average and on every seed; room when the two gains are within 0.5 on average; otherwise neither
-reading is supported by these seeds.
+reading is supported by these seeds. A second draw of the toy is read by the same rule, on its own and
+pooled with the first (--pool: every (draw, seed) pair, overlap needing every pair).
 
 Per training seed, through the ordinary pipeline code, in toy_adaptation.py's folders (same --config
 and --output reuse that benchmark's pipeline and λ = 0 checkpoints where they exist):
@@ -98,6 +99,16 @@ def run_seed(seed: int, out_root: str, base: list[str], starts: list[str]) -> di
     return res
 
 
+def reading(diffs: list[float], margin: float = 0.5) -> str:
+    """The rule fixed before the first run, on the per-seed (or per-run) differences gain from λ = 0 −
+    gain from align: "overlap" when their mean is at least `margin` and every one is; "room" when the
+    mean is within `margin` of zero; "neither" otherwise."""
+    m = sum(diffs) / len(diffs)
+    if m >= margin and all(d >= margin for d in diffs):
+        return "overlap"
+    return "room" if abs(m) < margin else "neither"
+
+
 def within_seed_fit(x: list[list[float]], y: list[list[float]]) -> tuple[float, float]:
     """Least-squares slope of y on x and their correlation, after subtracting each seed's own mean from
     its x and its y (x[i], y[i]: one seed's values over the starts), so that a seed that is better
@@ -146,6 +157,12 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
                 m, sd = ta.mean_std(vals)
                 summary[name] = {"mean": m, "std": sd, "per_seed": vals}
                 lines.append(f"| {name} | {m:+.1f} ± {sd:.1f} | {', '.join(f'{v:+.1f}' for v in vals)} |")
+        if "lambda0" in starts:
+            d = summary["gain from align, λ = 0 − gain from align"]["per_seed"]
+            summary["reading"] = reading(d)
+            lines += ["", f"Reading by the rule fixed before the first run (overlap: gain from λ = 0 − gain from "
+                      f"align ≥ 0.5 on average and on every seed; room: within 0.5 on average): "
+                      f"**{summary['reading']}**."]
     return "\n".join(lines), summary
 
 
@@ -164,8 +181,15 @@ def main():
     parser.add_argument("--output", default=None, help="runs (toy_adaptation.py's default)")
     parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
     parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
+    parser.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                        help="print one table over the seeds of several self_train_start.json files (other draws "
+                             "or machines), each seed still paired within its own run, and the rule's reading "
+                             "over all of them")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pool:
+        print(start_table(ta.pooled_results(args.pool), args.starts)[0])
+        return
     ta.CONFIG = os.path.abspath(args.config)
     args.output, results_dir = ta.default_folders(ta.CONFIG, args.output, args.results)
     out_root = args.output + ("_quick" if args.quick else "")

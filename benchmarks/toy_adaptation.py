@@ -257,8 +257,8 @@ def contribution_table(results: dict) -> tuple[str, dict]:
 
 
 def pooled_results(paths: list[str]) -> dict:
-    """The per-seed results of several toy_adaptation.json files (other runs, draws or machines of one
-    config) as one {"<folder>:<seed>": {method: metrics}}, each entry still paired within its own run."""
+    """The per-seed results of several toy_adaptation.json (or self_train_start.json) files (other runs,
+    draws or machines of one config) as one {"<folder>:<seed>": {method: metrics}}, each entry still paired within its own run."""
     labels = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
     if len(set(labels)) < len(labels):
         labels = [os.path.abspath(p) for p in paths]

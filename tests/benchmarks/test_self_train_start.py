@@ -136,3 +136,39 @@ def test_within_seed_fit_takes_each_seeds_own_means_out():
     assert slope == pytest.approx(-6 / 10)  # sxy = −1 − 1 − 2 − 2, sxx = 1 + 1 + 4 + 4
     assert r == pytest.approx(-6 / (10 * 4) ** 0.5)
     assert sts.within_seed_fit(y, x)[1] == pytest.approx(r)  # r is symmetric
+
+
+@pytest.mark.parametrize("diffs, expected", [
+    ([0.6, 0.5, 1.0], "overlap"),   # every seed at least 0.5
+    ([2.0, 2.0, 0.4], "neither"),   # mean 1.47 but one seed under 0.5
+    ([1.2, 0.1, -0.1], "room"),     # the first draw's seeds: mean 0.4
+    ([0.49, 0.49, 0.49], "room"),
+    ([-0.6, -0.5, -0.7], "neither"),  # align gains clearly more: not room either
+])
+def test_reading_follows_the_rule_fixed_before_the_run(diffs, expected):
+    assert sts.reading(diffs) == expected
+
+
+def test_table_states_the_reading_of_its_own_seeds():
+    results = {0: {"lambda0": _row(44.0, 47.0), "align": _row(46.0, 47.0)},     # λ = 0 gain 3, align gain 1
+               1: {"lambda0": _row(48.0, 50.5), "align": _row(49.0, 50.0)}}    # 2.5 against 1
+    text, out = sts.start_table(results, ["lambda0", "align"])
+    assert out["reading"] == "overlap" and "**overlap**" in text
+    results[1]["lambda0"] = _row(48.0, 49.0)  # now 1 against 1: mean (2 + 0) / 2 = 1, one seed under 0.5
+    assert sts.start_table(results, ["lambda0", "align"])[1]["reading"] == "neither"
+
+
+def test_pool_keeps_equal_seeds_of_two_draws_apart_and_pairs_each_within_its_run(tmp_path):
+    paths = []
+    for draw, (l0, al) in enumerate([((44.0, 47.0), (46.0, 47.0)), ((40.0, 41.0), (42.0, 44.0))]):
+        folder = tmp_path / f"toy_256_cpu_draw{draw}"
+        folder.mkdir()
+        path = folder / "self_train_start.json"
+        path.write_text(json.dumps({"results": {"0": {"lambda0": _row(*l0), "align": _row(*al)}}}))
+        paths.append(str(path))
+    pooled = ta.pooled_results(paths)
+    assert sorted(pooled) == ["toy_256_cpu_draw0:0", "toy_256_cpu_draw1:0"]
+    text, out = sts.start_table(pooled, ["lambda0", "align"])
+    d = out["gain from align, λ = 0 − gain from align"]
+    assert d["per_seed"] == pytest.approx([3.0 - 1.0, 1.0 - 2.0])  # never a λ = 0 of one draw against align of the other
+    assert out["reading"] == "neither"  # mean (2 − 1) / 2 = 0.5: not within 0.5, and one pair under 0.5
