@@ -158,11 +158,13 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
                 summary[name] = {"mean": m, "std": sd, "per_seed": vals}
                 lines.append(f"| {name} | {m:+.1f} ± {sd:.1f} | {', '.join(f'{v:+.1f}' for v in vals)} |")
         if "lambda0" in starts:
-            d = summary["gain from align, λ = 0 − gain from align"]["per_seed"]
-            summary["reading"] = reading(d)
+            d = summary["gain from align, λ = 0 − gain from align"]
+            summary["reading"] = reading(d["per_seed"])
+            d["se"] = d["std"] / len(d["per_seed"]) ** 0.5
             lines += ["", f"Reading by the rule fixed before the first run (overlap: gain from λ = 0 − gain from "
                       f"align ≥ 0.5 on average and on every seed; room: within 0.5 on average): "
-                      f"**{summary['reading']}**."]
+                      f"**{summary['reading']}** ({d['mean']:+.2f} ± {d['std']:.2f} over {len(d['per_seed'])}, "
+                      f"standard error {d['se']:.2f})."]
     return "\n".join(lines), summary
 
 
