@@ -112,3 +112,59 @@ def test_citation_pattern():
     found = [QUOTED.findall(m.group(1)) for m in CITATION.finditer(text)]
     assert found == [["Prototypes", "Contrastive loss", "Pseudo labels"], ["Model"]]
     assert _headings("# A\n```\n# not\n```\n## B ##\n") == {"A", "B"}
+
+
+# Markdown links to a heading: `[text](#anchor)` or `[text](path.md#anchor)`, relative to the linking file.
+LINK = re.compile(r"\]\(([^()\s]*?\.md)?#([^()\s]+)\)")
+# `docs/toy.md "Title"` or `docs/toy.md, "Title"`: the quoted text starts a heading of docs/toy.md (citations
+# in config comments may shorten a long title). Comment continuations are joined before matching.
+TOY = os.path.join("docs", "toy.md")
+TOY_CITATION = re.compile(r'docs/toy\.md,?\s*"([^"]+)"')
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, everything but letters, digits, `_`, `-` and spaces
+    dropped, spaces turned into hyphens."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+def test_github_slug():
+    assert github_slug("The control this raises: AdaBN") == "the-control-this-raises-adabn"
+    assert github_slug("What each stage contributes at the quick-start size (128×64), with the fix") == \
+        "what-each-stage-contributes-at-the-quick-start-size-12864-with-the-fix"
+    assert github_slug("The released self-training geometry loses 7–8 points") == \
+        "the-released-self-training-geometry-loses-78-points"
+
+
+def test_heading_links_resolve():
+    texts = _texts()
+    bad, count = [], 0
+    for rel, text in texts.items():
+        if not rel.endswith(".md"):
+            continue
+        for m in LINK.finditer(text):
+            target = rel if not m.group(1) else os.path.normpath(
+                os.path.join(os.path.dirname(rel), m.group(1))).replace(os.sep, "/")
+            count += 1
+            slugs = {github_slug(h) for h in _headings(texts.get(target, ""))}
+            if m.group(2) not in slugs:
+                lineno = text.count("\n", 0, m.start()) + 1
+                bad.append(f"{rel}:{lineno}: {target}#{m.group(2)}")
+    assert count > 0, "no heading links found (the pattern no longer matches?)"
+    assert not bad, "links to headings that do not exist:\n" + "\n".join(bad)
+
+
+def test_toy_doc_citations_name_existing_headings():
+    with open(os.path.join(REPO, TOY), encoding="utf-8") as f:
+        headings = _headings(f.read())
+    bad, count = [], 0
+    for rel, text in _texts().items():
+        joined = re.sub(r"\n\s*#\s*", " ", text)
+        for m in TOY_CITATION.finditer(joined):
+            count += 1
+            name = " ".join(m.group(1).split())
+            if not any(h.startswith(name) for h in headings):
+                bad.append(f'{rel}: "{name}"')
+    assert count > 0, "no docs/toy.md citations found (the pattern no longer matches?)"
+    assert not bad, f"citations of headings that {TOY} does not have:\n" + "\n".join(bad)
