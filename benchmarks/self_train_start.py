@@ -112,12 +112,37 @@ def reading(diffs: list[float], margin: float = 0.5) -> str:
 def within_seed_fit(x: list[list[float]], y: list[list[float]]) -> tuple[float, float]:
     """Least-squares slope of y on x and their correlation, after subtracting each seed's own mean from
     its x and its y (x[i], y[i]: one seed's values over the starts), so that a seed that is better
-    everywhere does not make the fit."""
+    everywhere does not make the fit. NaN for both when x or y does not vary within any seed."""
     dx = [v - sum(row) / len(row) for row in x for v in row]
     dy = [v - sum(row) / len(row) for row in y for v in row]
     sxy = sum(a * b for a, b in zip(dx, dy))
     sxx, syy = sum(a * a for a in dx), sum(b * b for b in dy)
+    if sxx == 0 or syy == 0:  # one of them does not vary within any seed: no line to fit
+        return float("nan"), float("nan")
     return sxy / sxx, sxy / (sxx * syy) ** 0.5
+
+
+def label_anchor(results: dict, seeds: list, starts: list[str], summary: dict) -> list[str]:
+    """Where self-training ends relative to the labels it trains on (a reading found after the first two
+    runs; benchmarks/results/toy_256_cpu_seeds345/PLAN.md): within-seed slopes of the pseudo labels'
+    kept-pixel mIoU on the start mIoU and of the self-trained mIoU on that label mIoU, and per start the
+    mean ± std of self-trained − label mIoU. Adds them to `summary`; returns the Markdown lines."""
+    def per_seed(key):
+        return [[results[s][st][key] for st in starts] for s in seeds]
+    labels_on_start = within_seed_fit(per_seed("start"), per_seed("pseudo_label_mIoU"))
+    final_on_labels = within_seed_fit(per_seed("pseudo_label_mIoU"), per_seed("self_train"))
+    offsets = {st: ta.mean_std([results[s][st]["self_train"] - results[s][st]["pseudo_label_mIoU"] for s in seeds])
+               for st in starts}
+    summary["labels_vs_start"] = dict(zip(("slope", "r"), labels_on_start))
+    summary["final_vs_labels"] = dict(zip(("slope", "r"), final_on_labels))
+    summary["final_minus_labels"] = {st: {"mean": m, "std": sd} for st, (m, sd) in offsets.items()}
+    spread = max(m for m, _ in offsets.values()) - min(m for m, _ in offsets.values())
+    summary["final_minus_labels"]["spread_of_means"] = spread
+    return [f"Within seed, the pseudo labels' kept-pixel mIoU rises {labels_on_start[0]:+.2f} per point of start "
+            f"mIoU (r = {labels_on_start[1]:+.2f}), and the self-trained mIoU {final_on_labels[0]:+.2f} per point "
+            f"of label mIoU (r = {final_on_labels[1]:+.2f}). Self-trained − label mIoU: "
+            + ", ".join(f"from {LABELS[st]} {m:+.1f} ± {sd:.1f}" for st, (m, sd) in offsets.items())
+            + f" (means {spread:.1f} apart)."]
 
 
 def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
@@ -145,6 +170,7 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
         summary["gain_vs_start"] = {"slope": slope, "r": r, "pairs": len(seeds) * len(starts)}
         lines += ["", f"Gain against start mIoU, each seed's own means taken out ({len(seeds) * len(starts)} "
                   f"(seed, start) pairs): slope {slope:+.2f} points per point, r = {r:+.2f}."]
+        lines += ["", *label_anchor(results, seeds, starts, summary)]
     if "align" in starts and len(starts) > 1:
         lines += ["", "| | paired mean ± std | per seed |", "|---|---|---|"]
         for st in starts:

@@ -136,6 +136,8 @@ def test_within_seed_fit_takes_each_seeds_own_means_out():
     assert slope == pytest.approx(-6 / 10)  # sxy = −1 − 1 − 2 − 2, sxx = 1 + 1 + 4 + 4
     assert r == pytest.approx(-6 / (10 * 4) ** 0.5)
     assert sts.within_seed_fit(y, x)[1] == pytest.approx(r)  # r is symmetric
+    flat = sts.within_seed_fit(x, [[5.0, 5.0, 5.0], [7.0, 7.0, 7.0]])  # y constant within each seed
+    assert all(v != v for v in flat)  # NaN, not a division error
 
 
 @pytest.mark.parametrize("diffs, expected", [
@@ -172,3 +174,25 @@ def test_pool_keeps_equal_seeds_of_two_draws_apart_and_pairs_each_within_its_run
     d = out["gain from align, λ = 0 − gain from align"]
     assert d["per_seed"] == pytest.approx([3.0 - 1.0, 1.0 - 2.0])  # never a λ = 0 of one draw against align of the other
     assert out["reading"] == "neither"  # mean (2 − 1) / 2 = 0.5: not within 0.5, and one pair under 0.5
+
+
+def test_label_anchor_fits_within_seed_and_offsets_per_start():
+    # seed 0: labels rise 0.5 per point of start, self-training ends 10 below its labels from both starts;
+    # seed 1 is 20 higher in labels and ends 12 below them: its own means are taken out of both fits
+    results = {0: {"lambda0": _row(40.0, 45.0, pl=55.0), "align": _row(44.0, 47.0, pl=57.0)},
+               1: {"lambda0": _row(42.0, 63.0, pl=75.0), "align": _row(46.0, 65.0, pl=77.0)}}
+    text, out = sts.start_table(results, ["lambda0", "align"])
+    assert out["labels_vs_start"]["slope"] == pytest.approx(0.5)
+    assert out["labels_vs_start"]["r"] == pytest.approx(1.0)
+    assert out["final_vs_labels"]["slope"] == pytest.approx(1.0)
+    off = out["final_minus_labels"]
+    assert off["lambda0"]["mean"] == pytest.approx(-11.0) and off["align"]["mean"] == pytest.approx(-11.0)
+    assert off["lambda0"]["std"] == pytest.approx(2 ** 0.5)
+    assert off["spread_of_means"] == pytest.approx(0.0)
+    assert "rises +0.50 per point of start mIoU (r = +1.00)" in text
+    assert "from align, λ = 0 -11.0 ± 1.4, from align (SPCL) -11.0 ± 1.4 (means 0.0 apart)." in text
+    results[1]["align"] = _row(46.0, 64.0, pl=78.0)  # labels up 3 for 4 points of start; ends 14 below
+    out = sts.start_table(results, ["lambda0", "align"])[1]
+    assert out["labels_vs_start"]["slope"] == pytest.approx(10 / 16)  # dx (−2, 2, −2, 2), dy (−1, 1, −1.5, 1.5)
+    assert out["final_minus_labels"]["align"]["mean"] == pytest.approx((-10.0 - 14.0) / 2)
+    assert out["final_minus_labels"]["spread_of_means"] == pytest.approx(1.0)
