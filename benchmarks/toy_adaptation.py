@@ -258,16 +258,39 @@ def contribution_table(results: dict) -> tuple[str, dict]:
 
 def pooled_results(paths: list[str]) -> dict:
     """The per-seed results of several toy_adaptation.json (or self_train_start.json) files (other runs,
-    draws or machines of one config) as one {"<folder>:<seed>": {method: metrics}}, each entry still paired within its own run."""
-    labels = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+    draws or machines of one config) as one {"<folder>:<seed>": {method: metrics}}, each entry still paired within its own run.
+    A results folder holds one run, so two files from one folder (its toy_adaptation.json and the
+    self_train_start.json that reused its seeds) would count those seeds twice: that is an error."""
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    for i, folder in enumerate(folders):
+        if folder in folders[:i]:
+            raise SystemExit(f"--pool: {paths[folders.index(folder)]} and {paths[i]} lie in one results folder, "
+                             "so their seeds are the same runs; pool one file per run")
+    labels = [os.path.basename(f) for f in folders]
     if len(set(labels)) < len(labels):
-        labels = [os.path.abspath(p) for p in paths]
+        labels = folders
     pooled = {}
     for path, label in zip(paths, labels):
         with open(path) as f:
             for seed, res in json.load(f)["results"].items():
                 pooled[f"{label}:{seed}"] = res
     return pooled
+
+
+START_STAGES = {"warmup": "adv_warmup", "lambda0": "align λ=0", "align": "align"}  # self_train_start.py's starts
+
+
+def as_stage_results(seed_results: dict) -> dict:
+    """One seed of a self_train_start.json ({start: row}) in this script's form ({method: {"mIoU": v}}):
+    each start's own mIoU under its stage's name, and the self-training from align as "self_train" (the
+    shipped pipeline's order). A seed already in this form comes back unchanged."""
+    rows = {k: v for k, v in seed_results.items() if isinstance(v, dict) and "gain" in v}
+    if not rows:
+        return seed_results
+    out = {START_STAGES[k]: {"mIoU": row["start"]} for k, row in rows.items()}
+    if "align" in rows:
+        out["self_train"] = {"mIoU": rows["align"]["self_train"]}
+    return out
 
 
 def pooled_table(results: dict) -> tuple[str, dict]:
@@ -394,7 +417,8 @@ def main():
     parser.add_argument("--prepare", action="store_true", help="only generate the datasets, then exit")
     parser.add_argument("--pool", nargs="+", default=None, metavar="JSON",
                         help="only print the tables over the seeds of several toy_adaptation.json files together "
-                             "(each comparison still paired within its own run); runs nothing, writes nothing")
+                             "(each comparison still paired within its own run; a self_train_start.json adds its "
+                             "warm-up, align λ = 0, align and self-train from align); runs nothing, writes nothing")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="runs (default output/toy_bench, or "
                         "output/toy_bench_<config name> for another config)")
@@ -405,7 +429,7 @@ def main():
                              "INPUT.SOURCE_SIZE [160,80] … (give its own --output, --results and DATASETS.DATA_DIR)")
     args = parser.parse_args()
     if args.pool:
-        pooled = pooled_results(args.pool)
+        pooled = {key: as_stage_results(res) for key, res in pooled_results(args.pool).items()}
         print("\n\n".join([pooled_table(pooled)[0], targets_table(pooled)[0]]))
         return
     from spcl.utils.logger import setup_logger

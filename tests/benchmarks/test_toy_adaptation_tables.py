@@ -153,3 +153,43 @@ def test_pooled_runs_keep_each_seed_paired_within_its_own_run(tmp_path, capsys, 
     monkeypatch.setattr("sys.argv", ["toy_adaptation.py", "--pool", *paths])
     ta.main()
     assert "| self_train − align | 4 | +1.50 ± 0.91 | 0.46 | +0.50 | +2.50 |" in capsys.readouterr().out
+
+
+def _start_row(start, self_train):
+    return {"start": start, "self_train": self_train, "gain": self_train - start, "kept_fraction": 0.8,
+            "pseudo_label_mIoU": 55.0}
+
+
+def test_pool_reads_a_self_train_start_run_as_its_stages(tmp_path, capsys, monkeypatch):
+    """A self_train_start.json seed enters --pool as warm-up, align λ = 0 and align at their own mIoU, and
+    self-train as the self-training from align (not from warm-up or λ = 0), paired within its run."""
+    bench = tmp_path / "toy_256_cpu"
+    starts = tmp_path / "toy_256_cpu_seeds345"
+    bench.mkdir()
+    starts.mkdir()
+    (bench / "toy_adaptation.json").write_text(json.dumps({"results": {
+        "0": _res(source_only=30.0, adv_warmup=40.0, align=46.0, self_train=47.0)}}))
+    seed = {"_config": "abc", "warmup": _start_row(41.0, 45.0), "lambda0": _start_row(44.0, 49.0),
+            "align": _start_row(45.0, 48.0)}
+    (starts / "self_train_start.json").write_text(json.dumps({"starts": ["warmup", "lambda0", "align"],
+                                                              "results": {"3": seed}}))
+    assert ta.as_stage_results(seed) == _res(adv_warmup=41.0, **{"align λ=0": 44.0}, align=45.0, self_train=48.0)
+    plain = _res(align=1.0, self_train=2.0)
+    assert ta.as_stage_results(plain) is plain
+    paths = [str(bench / "toy_adaptation.json"), str(starts / "self_train_start.json")]
+    monkeypatch.setattr("sys.argv", ["toy_adaptation.py", "--pool", *paths])
+    ta.main()
+    out = capsys.readouterr().out
+    assert "| self_train − align | 2 | +2.00 ± 1.41 | 1.00 | +1.00 | +3.00 |" in out  # 47 − 46 and 48 − 45
+    assert "| align − align λ=0 | 1 | +1.00 ± 0.00 | 0.00 | +1.00 | +1.00 |" in out
+    assert "| adv_warmup − source_only | 1 |" in out  # only the benchmark run has source-only
+
+
+def test_pool_refuses_two_files_of_one_run(tmp_path):
+    """toy_adaptation.json and self_train_start.json in one results folder hold the same seeds' runs:
+    pooling both would count them twice."""
+    (tmp_path / "toy_adaptation.json").write_text(json.dumps({"results": {"0": _res(align=1.0, self_train=2.0)}}))
+    (tmp_path / "self_train_start.json").write_text(json.dumps({"results": {"0": {"align": _start_row(1.0, 2.0)}}}))
+    a, b = str(tmp_path / "toy_adaptation.json"), str(tmp_path / "self_train_start.json")
+    with pytest.raises(SystemExit, match="one results folder"):
+        ta.pooled_results([a, b])
