@@ -23,7 +23,10 @@ and --output reuse that benchmark's pipeline and λ = 0 checkpoints where they e
 * the SPCL pipeline (warm-up → prototypes → pseudo labels → align → pseudo labels → self-train);
 * align with λ = 0 from the same inputs as align (toy_adaptation.py's `align_lambda=0`);
 * for each start in --starts: pseudo labels from that start's checkpoint (warm-up and align reuse the
-  pipeline's own), then self-training from it, with the config's self-training unchanged.
+  pipeline's own), then self-training from it, with the config's self-training unchanged;
+* with --label-opts KEY VALUE … (e.g. PSEUDO.THRESHOLD_CAP 1.0): every start, warm-up and align too,
+  writes its own pseudo labels with those overrides and self-trains on them; the pipeline and λ = 0
+  are the same runs as without.
 
 Writes self_train_start.{md,json} into the results folder of toy_adaptation.py: per start, its own
 mIoU, its pseudo labels (share kept, mIoU of the kept pixels), the self-trained mIoU and the gain,
@@ -56,45 +59,68 @@ def _row(start_miou: float, pl: dict, st: dict) -> dict:
             "gain": st["mIoU"] - start_miou}
 
 
-def run_seed(seed: int, out_root: str, base: list[str], starts: list[str]) -> dict:
+def label_tag(label_opts) -> str:
+    """The suffix of the folders and cache of a start comparison whose pseudo labels and self-training
+    take `label_opts` (KEY VALUE …): "" without any, else e.g. "_PSEUDO.THRESHOLD_CAP=1.0"."""
+    return "".join(f"_{k}={v}" for k, v in zip(label_opts[::2], label_opts[1::2]))
+
+
+def run_seed(seed: int, out_root: str, base: list[str], starts: list[str], label_opts=()) -> dict:
     """One seed: the pipeline, align λ = 0, then pseudo labels + self-training from every start →
-    {start: row}; cached in <out>/seed<s>/self_train_start.json."""
+    {start: row}; cached in <out>/seed<s>/self_train_start.json.
+
+    With `label_opts` (config overrides for the pseudo labels and self-training only, e.g. another
+    threshold cap), the pipeline and align λ = 0 are the same runs, but every start (warm-up and align
+    too) writes its own pseudo labels with them and self-trains on those, in folders and a cache named
+    with label_tag(label_opts)."""
     from make_toy import prepare_toy_data
     from spcl.engine.pipeline import read_manifest, run_pipeline, run_stage_once
     from spcl.utils.io import atomic_write_json
 
+    label_opts = list(label_opts)
+    tag = label_tag(label_opts)
     out = os.path.join(out_root, f"seed{seed}")
     run_dir = os.path.join(out, "spcl")
     cfg = ta.cfg_for(run_dir, seed, base)
-    cache = os.path.join(out, "self_train_start.json")
-    res = ta.load_cache(cache, ta.config_key(cfg))
+    cache = os.path.join(out, f"self_train_start{tag}.json")
+    res = ta.load_cache(cache, ta.config_key(ta.cfg_for(run_dir, seed, base + label_opts)))
     prepare_toy_data(cfg)
     summary = run_pipeline(cfg)  # finished stages are skipped (a benchmark run of the same config is reused)
     folders = [row["folder"] for row in summary["stages"]]  # 0_adv_warmup … 5_self_train
     stage = {key: read_manifest(os.path.join(run_dir, f)) for key, f in
              zip(("warmup", "pl_warmup", "align", "pl_align", "self_train"), [folders[0], *folders[2:]])}
+
+    def labels_and_self_train(name: str, ckpt: str, pl: dict | None = None) -> tuple[dict, dict]:
+        """Pseudo labels from `ckpt` (unless `pl`, a finished pseudo-label stage's manifest and folder, is
+        given), then self-training on them from `ckpt`."""
+        if pl is None:
+            pl_folder = os.path.join(out, f"pseudo_labels_from_{name}{tag}")
+            manifest, _ = run_stage_once(ta.cfg_for(pl_folder, seed, base + ["MODEL.WEIGHTS", ckpt, *label_opts]),
+                                         "pseudo_labels", pl_folder)
+            pl = (manifest, pl_folder)
+        folder = os.path.join(out, f"self_train_from_{name}{tag}")
+        st, _ = run_stage_once(ta.cfg_for(folder, seed, base + ["MODEL.WEIGHTS", ckpt, "DATASETS.PSEUDO_DIR",
+                                                                 _path(pl[1], pl[0], "pseudo_dir"), *label_opts]),
+                               "self_train", folder)
+        return pl[0]["metrics"], st["metrics"]
+
     if "lambda0" in starts and "lambda0" not in res:
         folder = ta.align_folder(out, "align λ=0")  # toy_adaptation.py's folder: its finished run is reused
         al, _ = run_stage_once(ta.cfg_for(folder, seed, base + ta.align_inputs(run_dir)
                                           + ["LOSS.CONTRAST.WEIGHT", "0.0"]), "align", folder)
-        ckpt = _path(folder, al, "checkpoint")
-        pl_folder = os.path.join(out, "pseudo_labels_from_lambda0")
-        pl, _ = run_stage_once(ta.cfg_for(pl_folder, seed, base + ["MODEL.WEIGHTS", ckpt]), "pseudo_labels", pl_folder)
-        folder = os.path.join(out, "self_train_from_lambda0")
-        st, _ = run_stage_once(ta.cfg_for(folder, seed, base + ["MODEL.WEIGHTS", ckpt, "DATASETS.PSEUDO_DIR",
-                                                                 _path(pl_folder, pl, "pseudo_dir")]), "self_train", folder)
-        res["lambda0"] = _row(al["metrics"]["mIoU"], pl["metrics"], st["metrics"])
+        res["lambda0"] = _row(al["metrics"]["mIoU"], *labels_and_self_train("lambda0", _path(folder, al, "checkpoint")))
         atomic_write_json(res, cache)
     if "warmup" in starts and "warmup" not in res:
-        folder = os.path.join(out, "self_train_from_warmup")
-        st, _ = run_stage_once(ta.cfg_for(folder, seed, base + [
-            "MODEL.WEIGHTS", _path(run_dir, stage["warmup"], "checkpoint"),
-            "DATASETS.PSEUDO_DIR", _path(run_dir, stage["pl_warmup"], "pseudo_dir")]), "self_train", folder)
-        res["warmup"] = _row(stage["warmup"]["metrics"]["mIoU"], stage["pl_warmup"]["metrics"], st["metrics"])
+        pl = None if label_opts else (stage["pl_warmup"], run_dir)  # the pipeline's own first-round labels
+        res["warmup"] = _row(stage["warmup"]["metrics"]["mIoU"], *labels_and_self_train(
+            "warmup", _path(run_dir, stage["warmup"], "checkpoint"), pl))
         atomic_write_json(res, cache)
     if "align" in starts and "align" not in res:
-        res["align"] = _row(stage["align"]["metrics"]["mIoU"], stage["pl_align"]["metrics"],
-                            stage["self_train"]["metrics"])
+        if label_opts:
+            row = labels_and_self_train("align", _path(run_dir, stage["align"], "checkpoint"))
+        else:  # the pipeline's own second-round labels and self-training
+            row = (stage["pl_align"]["metrics"], stage["self_train"]["metrics"])
+        res["align"] = _row(stage["align"]["metrics"]["mIoU"], *row)
         atomic_write_json(res, cache)
     return res
 
@@ -206,6 +232,10 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (toy_adaptation.py's --quick)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                         help="config overrides (toy_adaptation.py's --opts, e.g. another draw of the toy)")
+    parser.add_argument("--label-opts", nargs="+", default=[], metavar="KEY VALUE",
+                        help="config overrides for the pseudo labels and self-training of every start only, e.g. "
+                             "PSEUDO.THRESHOLD_CAP 1.0: the pipeline and align λ = 0 are reused, every start writes "
+                             "its own labels with them (folders and cache suffixed KEY=VALUE)")
     parser.add_argument("--output", default=None, help="runs (toy_adaptation.py's default)")
     parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
     parser.add_argument("--collect", action="store_true", help="only build the tables from the cached results")
@@ -215,6 +245,8 @@ def main():
                              "over all of them")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if len(args.label_opts) % 2:
+        parser.error(f"--label-opts takes KEY VALUE pairs, got {len(args.label_opts)} words: {args.label_opts}")
     if args.pool:
         print(start_table(ta.pooled_results(args.pool), args.starts)[0])
         return
@@ -228,7 +260,7 @@ def main():
         from spcl.utils.logger import setup_logger
         torch.set_num_threads(1)
         setup_logger()
-        run_seed(args.seed_worker, out_root, base, args.starts)
+        run_seed(args.seed_worker, out_root, base, args.starts, args.label_opts)
         return
     t0 = time.time()
     from make_toy import prepare_toy_data  # the dataset, once, before the seed processes share it
@@ -237,10 +269,12 @@ def main():
     def command(seed):
         cmd = [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
                "--output", args.output, "--starts", *args.starts]
-        return cmd + (["--quick"] if args.quick else []) + (["--opts", *args.opts] if args.opts else [])
+        return (cmd + (["--quick"] if args.quick else []) + (["--opts", *args.opts] if args.opts else [])
+                + (["--label-opts", *args.label_opts] if args.label_opts else []))
     ta.run_seed_processes([] if args.collect else args.seeds, command, lambda s: os.path.join(out_root, f"self_train_start_seed{s}.log"),
                           args.jobs)
-    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", "self_train_start.json"))) for s in args.seeds}
+    results = {s: json.load(open(os.path.join(out_root, f"seed{s}", f"self_train_start{label_tag(args.label_opts)}.json")))
+               for s in args.seeds}
     table, summary = start_table(results, args.starts)
     minutes = (time.time() - t0) / 60
     command = "python benchmarks/self_train_start.py " + " ".join(sys.argv[1:])

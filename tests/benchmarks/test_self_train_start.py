@@ -196,3 +196,34 @@ def test_label_anchor_fits_within_seed_and_offsets_per_start():
     assert out["labels_vs_start"]["slope"] == pytest.approx(10 / 16)  # dx (−2, 2, −2, 2), dy (−1, 1, −1.5, 1.5)
     assert out["final_minus_labels"]["align"]["mean"] == pytest.approx((-10.0 - 14.0) / 2)
     assert out["final_minus_labels"]["spread_of_means"] == pytest.approx(1.0)
+
+
+def test_label_opts_give_every_start_its_own_labels_and_leave_the_pipeline_and_lambda0_alone(fake_runs, monkeypatch):
+    """--label-opts PSEUDO.THRESHOLD_CAP 1.0: warm-up and align write new pseudo labels from their own
+    checkpoints with the override and self-train on them; align λ = 0 is the same run as without; the
+    folders and the cache carry the override's name, so the run without it is not overwritten."""
+    root, calls = fake_runs
+    tag = "_PSEUDO.THRESHOLD_CAP=1.0"
+    assert sts.label_tag(["PSEUDO.THRESHOLD_CAP", "1.0"]) == tag and sts.label_tag([]) == ""
+    for name, miou in (("warmup", 43.0), ("lambda0", 48.0), ("align", 49.0)):
+        monkeypatch.setitem(SELF_TRAIN, f"self_train_from_{name}{tag}", miou)
+    res = sts.run_seed(2, str(root), [], list(sts.STARTS), ["PSEUDO.THRESHOLD_CAP", "1.0"])
+    run = root / "seed2" / "spcl"
+    by = {(stage, folder): cfg for stage, folder, cfg in calls}
+    assert sorted(by) == sorted([("align", "align_lambda=0")] + [(stage, f"{stage}_from_{name}{tag}") for name in sts.STARTS
+                                                                 for stage in ("pseudo_labels", "self_train")])
+    assert by["align", "align_lambda=0"].PSEUDO.THRESHOLD_CAP == 0.9  # the λ = 0 run is not changed
+    ckpts = {"warmup": str(run / "0_adv_warmup/checkpoints/model_final.pth"),
+             "align": str(run / "3_align/checkpoints/model_final.pth"),
+             "lambda0": str(root / "seed2" / "align_lambda=0" / "checkpoints/model_final.pth")}
+    for name, ckpt in ckpts.items():
+        pl, st = by["pseudo_labels", f"pseudo_labels_from_{name}{tag}"], by["self_train", f"self_train_from_{name}{tag}"]
+        assert pl.MODEL.WEIGHTS == ckpt and pl.PSEUDO.THRESHOLD_CAP == 1.0
+        assert st.MODEL.WEIGHTS == ckpt and st.PSEUDO.THRESHOLD_CAP == 1.0
+        assert st.DATASETS.PSEUDO_DIR == str(root / "seed2" / f"pseudo_labels_from_{name}{tag}" / "labels")
+    # every start's labels are the new ones (STAGE_RESULT), not the pipeline's rounds (0.80 / 0.84)
+    assert res["align"] == {"start": 46.0, "kept_fraction": 0.83, "pseudo_label_mIoU": 58.0, "self_train": 49.0,
+                            "gain": pytest.approx(3.0)}
+    assert res["warmup"]["kept_fraction"] == 0.83 and res["warmup"]["gain"] == pytest.approx(3.0)
+    assert os.path.isfile(root / "seed2" / f"self_train_start{tag}.json")
+    assert not os.path.exists(root / "seed2" / "self_train_start.json")
