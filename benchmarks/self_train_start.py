@@ -220,6 +220,36 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
     return "\n".join(lines), summary
 
 
+COMPARED = (("kept_fraction", "kept share, points", 100.0), ("pseudo_label_mIoU", "label mIoU of kept", 1.0),
+            ("self_train", "after self-training", 1.0), ("gain", "gain", 1.0))
+
+
+def compare_runs(new: dict, old: dict, starts: list[str]) -> tuple[str, dict]:
+    """Two start comparisons of the same seeds and checkpoints that differ in their labels (e.g.
+    --label-opts against none), {seed: {start: row}} each → (markdown, summary): per start and quantity,
+    new − old paired per seed, mean ± std and the per-seed values; then the within-seed slope of label
+    mIoU on start mIoU in each run. Seeds missing from either run are left out."""
+    seeds = [s for s in new if s in old and all(st in new[s] and st in old[s] for st in starts)]
+    lines = [f"| from | quantity | new − old, paired mean ± std (seeds {', '.join(map(str, seeds))}) | per seed |",
+             "|---|---|---|---|"]
+    summary = {"seeds": seeds}
+    for st in starts:
+        for key, name, scale in COMPARED:
+            d = [scale * (new[s][st][key] - old[s][st][key]) for s in seeds]
+            m, sd = ta.mean_std(d)
+            summary[f"{st}: {key}"] = {"mean": m, "std": sd, "per_seed": d}
+            lines.append(f"| {LABELS[st]} | {name} | {m:+.2f} ± {sd:.2f} | {', '.join(f'{v:+.2f}' for v in d)} |")
+    if len(starts) > 1:
+        fits = {}
+        for label, res in (("new", new), ("old", old)):
+            fits[label] = within_seed_fit([[res[s][st]["start"] for st in starts] for s in seeds],
+                                          [[res[s][st]["pseudo_label_mIoU"] for st in starts] for s in seeds])
+            summary[f"labels_vs_start {label}"] = dict(zip(("slope", "r"), fits[label]))
+        lines += ["", "Label mIoU per point of start mIoU, within seed: new {:+.2f} (r = {:+.2f}), old {:+.2f} "
+                  "(r = {:+.2f}).".format(*fits["new"], *fits["old"])]
+    return "\n".join(lines), summary
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -243,10 +273,17 @@ def main():
                         help="print one table over the seeds of several self_train_start.json files (other draws "
                              "or machines), each seed still paired within its own run, and the rule's reading "
                              "over all of them")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("NEW", "OLD"),
+                        help="print NEW − OLD (two self_train_start.json files of the same seeds, e.g. with and "
+                             "without --label-opts) per start, paired per seed; runs nothing, writes nothing")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if len(args.label_opts) % 2:
         parser.error(f"--label-opts takes KEY VALUE pairs, got {len(args.label_opts)} words: {args.label_opts}")
+    if args.compare:
+        new, old = (json.load(open(p))["results"] for p in args.compare)
+        print(compare_runs(new, old, args.starts)[0])
+        return
     if args.pool:
         print(start_table(ta.pooled_results(args.pool), args.starts)[0])
         return

@@ -227,3 +227,30 @@ def test_label_opts_give_every_start_its_own_labels_and_leave_the_pipeline_and_l
     assert res["warmup"]["kept_fraction"] == 0.83 and res["warmup"]["gain"] == pytest.approx(3.0)
     assert os.path.isfile(root / "seed2" / f"self_train_start{tag}.json")
     assert not os.path.exists(root / "seed2" / "self_train_start.json")
+
+
+def test_compare_pairs_two_runs_of_the_same_seeds_per_start(tmp_path, capsys, monkeypatch):
+    """--compare NEW OLD: NEW − OLD per start and quantity, paired per seed (kept share in points); a
+    seed in only one run is left out; each run's own within-seed slope of labels on start."""
+    old = {"3": {"warmup": _row(40.0, 42.0, kept=0.80, pl=55.0), "align": _row(46.0, 48.0, kept=0.84, pl=59.0)},
+           "4": {"warmup": _row(42.0, 45.0, kept=0.78, pl=57.0), "align": _row(47.0, 49.0, kept=0.82, pl=60.0)}}
+    new = {"3": {"warmup": _row(40.0, 43.0, kept=0.50, pl=65.0), "align": _row(46.0, 50.0, kept=0.55, pl=71.0)},
+           "4": {"warmup": _row(42.0, 44.0, kept=0.52, pl=66.0), "align": _row(47.0, 49.5, kept=0.54, pl=70.0)},
+           "5": {"warmup": _row(1.0, 2.0), "align": _row(1.0, 2.0)}}
+    text, out = sts.compare_runs(new, old, ["warmup", "align"])
+    assert out["seeds"] == ["3", "4"]
+    assert out["warmup: kept_fraction"]["per_seed"] == pytest.approx([-30.0, -26.0])
+    assert out["align: pseudo_label_mIoU"]["per_seed"] == pytest.approx([12.0, 10.0])
+    assert out["align: self_train"]["mean"] == pytest.approx((2.0 + 0.5) / 2)
+    assert out["warmup: gain"]["per_seed"] == pytest.approx([1.0, -1.0])
+    # within seed, labels on start: old rises 4 and 3 over starts 6 and 5 apart → 19.5 / 30.5; new 6 and 4 → 28 / 30.5
+    assert out["labels_vs_start old"]["slope"] == pytest.approx((6 * 4 / 2 + 5 * 3 / 2) / (36 / 2 + 25 / 2))
+    assert out["labels_vs_start new"]["slope"] == pytest.approx((6 * 6 / 2 + 5 * 4 / 2) / (36 / 2 + 25 / 2))
+    paths = []
+    for name, res in (("new", new), ("old", old)):
+        paths.append(str(tmp_path / f"{name}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"results": res}, f)
+    monkeypatch.setattr("sys.argv", ["self_train_start.py", "--compare", *paths, "--starts", "warmup", "align"])
+    sts.main()
+    assert "| warm-up | kept share, points | -28.00 ± 2.83 | -30.00, -26.00 |" in capsys.readouterr().out
