@@ -90,9 +90,9 @@ def run_seed(seed: int, out_root: str, base: list[str], starts: list[str], label
     stage = {key: read_manifest(os.path.join(run_dir, f)) for key, f in
              zip(("warmup", "pl_warmup", "align", "pl_align", "self_train"), [folders[0], *folders[2:]])}
 
-    def labels_and_self_train(name: str, ckpt: str, pl: dict | None = None) -> tuple[dict, dict]:
-        """Pseudo labels from `ckpt` (unless `pl`, a finished pseudo-label stage's manifest and folder, is
-        given), then self-training on them from `ckpt`."""
+    def labels_and_self_train(name: str, ckpt: str, pl: tuple[dict, str] | None = None) -> tuple[dict, dict]:
+        """Pseudo labels from `ckpt` (unless `pl`, a finished pseudo-label stage's (manifest, folder), is
+        given), then self-training on them from `ckpt` → (label metrics, self-training metrics)."""
         if pl is None:
             pl_folder = os.path.join(out, f"pseudo_labels_from_{name}{tag}")
             manifest, _ = run_stage_once(ta.cfg_for(pl_folder, seed, base + ["MODEL.WEIGHTS", ckpt, *label_opts]),
