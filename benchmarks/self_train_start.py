@@ -148,15 +148,20 @@ def within_seed_fit(x: list[list[float]], y: list[list[float]]) -> tuple[float, 
     return sxy / sxx, sxy / (sxx * syy) ** 0.5
 
 
+def per_seed(results: dict, seeds: list, starts: list[str], key: str) -> list[list[float]]:
+    """results[seed][start][key] as one list over the starts per seed (within_seed_fit's x or y)."""
+    return [[results[s][st][key] for st in starts] for s in seeds]
+
+
 def label_anchor(results: dict, seeds: list, starts: list[str], summary: dict) -> list[str]:
     """Where self-training ends relative to the labels it trains on (a reading found after the first two
     runs; benchmarks/results/toy_256_cpu_seeds345/PLAN.md): within-seed slopes of the pseudo labels'
     kept-pixel mIoU on the start mIoU and of the self-trained mIoU on that label mIoU, and per start the
     mean ± std of self-trained − label mIoU. Adds them to `summary`; returns the Markdown lines."""
-    def per_seed(key):
-        return [[results[s][st][key] for st in starts] for s in seeds]
-    labels_on_start = within_seed_fit(per_seed("start"), per_seed("pseudo_label_mIoU"))
-    final_on_labels = within_seed_fit(per_seed("pseudo_label_mIoU"), per_seed("self_train"))
+    def column(key):
+        return per_seed(results, seeds, starts, key)
+    labels_on_start = within_seed_fit(column("start"), column("pseudo_label_mIoU"))
+    final_on_labels = within_seed_fit(column("pseudo_label_mIoU"), column("self_train"))
     offsets = {st: ta.mean_std([results[s][st]["self_train"] - results[s][st]["pseudo_label_mIoU"] for s in seeds])
                for st in starts}
     summary["labels_vs_start"] = dict(zip(("slope", "r"), labels_on_start))
@@ -191,8 +196,7 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
                      f"{col['gain'][0]:+.1f} ± {col['gain'][1]:.1f} | "
                      + ", ".join(f"{r['gain']:+.1f}" for r in rows) + " |")
     if len(starts) > 1 and len(seeds) > 1:
-        slope, r = within_seed_fit([[results[s][st]["start"] for st in starts] for s in seeds],
-                                   [[results[s][st]["gain"] for st in starts] for s in seeds])
+        slope, r = within_seed_fit(per_seed(results, seeds, starts, "start"), per_seed(results, seeds, starts, "gain"))
         summary["gain_vs_start"] = {"slope": slope, "r": r, "pairs": len(seeds) * len(starts)}
         lines += ["", f"Gain against start mIoU, each seed's own means taken out ({len(seeds) * len(starts)} "
                   f"(seed, start) pairs): slope {slope:+.2f} points per point, r = {r:+.2f}."]
@@ -242,8 +246,8 @@ def compare_runs(new: dict, old: dict, starts: list[str]) -> tuple[str, dict]:
     if len(starts) > 1:
         fits = {}
         for label, res in (("new", new), ("old", old)):
-            fits[label] = within_seed_fit([[res[s][st]["start"] for st in starts] for s in seeds],
-                                          [[res[s][st]["pseudo_label_mIoU"] for st in starts] for s in seeds])
+            fits[label] = within_seed_fit(per_seed(res, seeds, starts, "start"),
+                                          per_seed(res, seeds, starts, "pseudo_label_mIoU"))
             summary[f"labels_vs_start {label}"] = dict(zip(("slope", "r"), fits[label]))
         lines += ["", "Label mIoU per point of start mIoU, within seed: new {:+.2f} (r = {:+.2f}), old {:+.2f} "
                   "(r = {:+.2f}).".format(*fits["new"], *fits["old"])]
