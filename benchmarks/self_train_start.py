@@ -217,10 +217,11 @@ def start_table(results: dict, starts: list[str]) -> tuple[str, dict]:
             d = summary["gain from align, λ = 0 − gain from align"]
             summary["reading"] = reading(d["per_seed"])
             d["se"] = d["std"] / len(d["per_seed"]) ** 0.5
+            d["ci95"] = ta.interval95(d["per_seed"])
             lines += ["", f"Reading by the rule fixed before the first run (overlap: gain from λ = 0 − gain from "
                       f"align ≥ 0.5 on average and on every seed; room: within 0.5 on average): "
                       f"**{summary['reading']}** ({d['mean']:+.2f} ± {d['std']:.2f} over {len(d['per_seed'])}, "
-                      f"standard error {d['se']:.2f})."]
+                      f"standard error {d['se']:.2f}, 95 % t-interval {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f})."]
     return "\n".join(lines), summary
 
 

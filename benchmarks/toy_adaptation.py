@@ -212,6 +212,32 @@ def mean_std(values):
     return m, s
 
 
+def t_quantile(df: int, p: float = 0.975) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (2.306 for df 8 at 0.975: a 95 %
+    interval is mean ± this × standard error), by Simpson's rule on the density and bisection; no SciPy."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(x, n=2000):
+        h = x / n
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    lo, hi = 0.0, 1000.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def interval95(values) -> tuple[float, float]:
+    """The 95 % t-interval of the mean of `values` (mean ± t(n − 1) × std / √n); NaNs under two values."""
+    m, sd = mean_std(values)
+    n = len([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))])
+    if n < 2:
+        return float("nan"), float("nan")
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    return m - half, m + half
+
+
 CONTRIBUTIONS = [  # (row, method, compared with)
     ("source-only", "source_only", None),
     ("source-only + target BN statistics (AdaBN)", "source_only_adabn", "source_only"),
@@ -295,8 +321,9 @@ def as_stage_results(seed_results: dict) -> dict:
 
 def pooled_table(results: dict) -> tuple[str, dict]:
     """Each paired difference of CONTRIBUTIONS over all entries of `results`: n, mean ± std, its
-    standard error (std / √n), the smallest and the largest."""
-    lines = ["| paired difference | n | mean ± std | standard error | smallest | largest |", "|---|---|---|---|---|---|"]
+    standard error (std / √n), its 95 % t-interval, the smallest and the largest."""
+    lines = ["| paired difference | n | mean ± std | standard error | 95 % t-interval | smallest | largest |",
+             "|---|---|---|---|---|---|---|"]
     out = {}
     for row, method, ref in CONTRIBUTIONS:
         if not ref:
@@ -306,10 +333,12 @@ def pooled_table(results: dict) -> tuple[str, dict]:
             continue
         m, sd = mean_std(diffs)
         se = sd / math.sqrt(len(diffs))
-        out[f"{method} - {ref}"] = {"n": len(diffs), "mean": m, "std": sd, "se": se, "min": min(diffs),
+        ci = interval95(diffs)
+        out[f"{method} - {ref}"] = {"n": len(diffs), "mean": m, "std": sd, "se": se, "ci95": ci, "min": min(diffs),
                                     "max": max(diffs)}
-        lines.append(f"| {method} − {ref} | {len(diffs)} | {m:+.2f} ± {sd:.2f} | {se:.2f} | {min(diffs):+.2f} | "
-                     f"{max(diffs):+.2f} |")
+        ci_text = "–" if math.isnan(ci[0]) else f"{ci[0]:+.2f} to {ci[1]:+.2f}"
+        lines.append(f"| {method} − {ref} | {len(diffs)} | {m:+.2f} ± {sd:.2f} | {se:.2f} | {ci_text} | "
+                     f"{min(diffs):+.2f} | {max(diffs):+.2f} |")
     return "\n".join(lines), out
 
 

@@ -155,7 +155,8 @@ def test_table_states_the_reading_of_its_own_seeds():
     results = {0: {"lambda0": _row(44.0, 47.0), "align": _row(46.0, 47.0)},     # λ = 0 gain 3, align gain 1
                1: {"lambda0": _row(48.0, 50.5), "align": _row(49.0, 50.0)}}    # 2.5 against 1
     text, out = sts.start_table(results, ["lambda0", "align"])
-    assert out["reading"] == "overlap" and "**overlap** (+1.75 ± 0.35 over 2, standard error 0.25)." in text
+    assert out["reading"] == "overlap" and "**overlap** (+1.75 ± 0.35 over 2, standard error 0.25, 95 % t-interval -1.43 to +4.93)." in text
+    # the interval: 1.75 ± t(1 df) 12.706 × 0.25
     results[1]["lambda0"] = _row(48.0, 49.0)  # now 1 against 1: mean (2 + 0) / 2 = 1, one seed under 0.5
     assert sts.start_table(results, ["lambda0", "align"])[1]["reading"] == "neither"
 

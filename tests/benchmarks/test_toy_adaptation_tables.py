@@ -152,7 +152,8 @@ def test_pooled_runs_keep_each_seed_paired_within_its_own_run(tmp_path, capsys, 
     assert len(ta.pooled_results([paths[0], other])) == 4
     monkeypatch.setattr("sys.argv", ["toy_adaptation.py", "--pool", *paths])
     ta.main()
-    assert "| self_train − align | 4 | +1.50 ± 0.91 | 0.46 | +0.50 | +2.50 |" in capsys.readouterr().out
+    # 95 % interval: 1.5 ± t(3 df) 3.182 × 0.456
+    assert "| self_train − align | 4 | +1.50 ± 0.91 | 0.46 | +0.05 to +2.95 | +0.50 | +2.50 |" in capsys.readouterr().out
 
 
 def _start_row(start, self_train):
@@ -180,8 +181,8 @@ def test_pool_reads_a_self_train_start_run_as_its_stages(tmp_path, capsys, monke
     monkeypatch.setattr("sys.argv", ["toy_adaptation.py", "--pool", *paths])
     ta.main()
     out = capsys.readouterr().out
-    assert "| self_train − align | 2 | +2.00 ± 1.41 | 1.00 | +1.00 | +3.00 |" in out  # 47 − 46 and 48 − 45
-    assert "| align − align λ=0 | 1 | +1.00 ± 0.00 | 0.00 | +1.00 | +1.00 |" in out
+    assert "| self_train − align | 2 | +2.00 ± 1.41 | 1.00 | -10.71 to +14.71 | +1.00 | +3.00 |" in out  # 47 − 46, 48 − 45
+    assert "| align − align λ=0 | 1 | +1.00 ± 0.00 | 0.00 | – | +1.00 | +1.00 |" in out  # no interval from one
     assert "| adv_warmup − source_only | 1 |" in out  # only the benchmark run has source-only
 
 
@@ -193,3 +194,18 @@ def test_pool_refuses_two_files_of_one_run(tmp_path):
     a, b = str(tmp_path / "toy_adaptation.json"), str(tmp_path / "self_train_start.json")
     with pytest.raises(SystemExit, match="one results folder"):
         ta.pooled_results([a, b])
+
+
+@pytest.mark.parametrize("df, table", [(1, 12.706), (2, 4.303), (5, 2.571), (8, 2.306), (16, 2.120), (30, 2.042)])
+def test_t_quantile_matches_the_published_table(df, table):
+    """Two-sided 95 % critical values of Student's t (any statistics table) to three decimals."""
+    assert ta.t_quantile(df) == pytest.approx(table, abs=6e-4)
+
+
+def test_interval95_is_mean_plus_minus_t_times_standard_error():
+    vals = [1.0, 2.0, 0.5, 2.5]
+    sd = (sum((v - 1.5) ** 2 for v in vals) / 3) ** 0.5
+    lo, hi = ta.interval95(vals)
+    assert (lo + hi) / 2 == pytest.approx(1.5) and (hi - lo) / 2 == pytest.approx(ta.t_quantile(3) * sd / 2)
+    assert ta.t_quantile(3) == pytest.approx(3.182, abs=6e-4)
+    assert all(math.isnan(x) for x in ta.interval95([1.0]))
