@@ -10,7 +10,8 @@ Target-val mIoU every N iterations of the self_train stage, from the align check
 It reruns the self_train stage of each seed of benchmarks/toy_adaptation.py (same --config and
 --output) from that seed's align checkpoint and second-round pseudo labels, with SOLVER.EVAL_PERIOD
 --every, into <output>/seed<s>/self_train_curve[_<name>]; a finished run is read back, not rerun.
-Iteration 0 is the align checkpoint's own score from the benchmark cache. Evaluation does not change
+Iteration 0 is the align checkpoint's own score from the benchmark cache (results.json), or, for a seed
+that benchmarks/self_train_start.py ran instead, from its self_train_start.json. Evaluation does not change
 training, so the last point repeats the benchmark's self-train row up to the torch thread count.
 Writes self_train_curve[_<name>].{md,json} into the results folder of toy_adaptation.py.
 """
@@ -72,24 +73,41 @@ def _benchmark_manifest(out_root: str, seed: int) -> str:
     """The manifest of the benchmark's self_train stage of `seed` (its inputs are this curve's)."""
     manifest = os.path.join(out_root, f"seed{seed}", "spcl", "5_self_train", "manifest.json")
     if not os.path.isfile(manifest):
-        raise SystemExit(f"{manifest} is missing: run benchmarks/toy_adaptation.py with the same --config and "
-                         "--output first (this curve starts from its align checkpoint and pseudo labels)")
+        raise SystemExit(f"{manifest} is missing: run benchmarks/toy_adaptation.py (or self_train_start.py) with "
+                         "the same --config and --output first (this curve starts from its align checkpoint and "
+                         "pseudo labels)")
     return manifest
+
+
+def align_score(out_root: str, seed: int, bench_opts: list[str]) -> float:
+    """The target-val mIoU of `seed`'s align checkpoint, from the cache of the run that trained it:
+    toy_adaptation.py's results.json (row "align") or, where that is absent, self_train_start.py's
+    self_train_start.json (its "align" start). Both are stamped with the digest of the config they ran
+    with (`bench_opts` = their --opts); another config's cache stops here, naming --bench-opts."""
+    run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
+    bench = os.path.join(out_root, f"seed{seed}", "results.json")
+    start = os.path.join(out_root, f"seed{seed}", "self_train_start.json")
+    cache = bench if os.path.isfile(bench) or not os.path.isfile(start) else start
+    try:
+        res = ta.load_cache(cache, ta.config_key(ta.cfg_for(run_dir, seed, bench_opts)))
+    except SystemExit as e:
+        raise SystemExit(f"{e} (--bench-opts must repeat the --opts toy_adaptation.py or self_train_start.py "
+                         f"ran with; given: {' '.join(bench_opts) or 'none'})") from None
+    try:
+        return float(res["align"]["mIoU"] if cache == bench else res["align"]["start"])
+    except KeyError:
+        raise SystemExit(f"{cache} has no align score: finish the run that writes it "
+                         "(benchmarks/toy_adaptation.py, or self_train_start.py with the align start)") from None
 
 
 def curve_config(seed: int, out_root: str, every: int, name: str, opts: list[str], bench_opts: list[str]):
     """(config, folder) of one seed's curve run: the benchmark's config (`bench_opts` = the --opts
     toy_adaptation.py ran with) from that seed's align checkpoint and second-round pseudo labels,
     evaluated every `every` iterations, then the variant's `opts`. Stops, naming --bench-opts, when the
-    benchmark's cache was made with another config (toy_adaptation.py stamps it with the digest)."""
+    cache of the run that trained it was made with another config (align_score)."""
     run_dir = os.path.join(out_root, f"seed{seed}", "spcl")
     manifest = _benchmark_manifest(out_root, seed)
-    cache = os.path.join(out_root, f"seed{seed}", "results.json")
-    try:
-        ta.load_cache(cache, ta.config_key(ta.cfg_for(run_dir, seed, bench_opts)))
-    except SystemExit as e:
-        raise SystemExit(f"{e} (--bench-opts must repeat the --opts toy_adaptation.py ran with; given: "
-                         f"{' '.join(bench_opts) or 'none'})") from None
+    align_score(out_root, seed, bench_opts)
     handed = json.load(open(manifest))["inputs"]
     folder = os.path.join(out_root, f"seed{seed}", "self_train_curve" + (f"_{name}" if name else ""))
     cfg = ta.cfg_for(folder, seed, [*bench_opts, "MODEL.WEIGHTS", os.path.join(run_dir, handed["checkpoint"]),
@@ -147,7 +165,7 @@ def main():
     for s in args.seeds:
         folder = os.path.join(out_root, f"seed{s}", "self_train_curve" + suffix)
         curves[s] = read_curve(os.path.join(folder, "metrics.json"))
-        start[s] = json.load(open(os.path.join(out_root, f"seed{s}", "results.json")))["align"]["mIoU"]
+        start[s] = align_score(out_root, s, args.bench_opts)
     table, summary = curve_table(curves, start)
     minutes = (time.time() - t0) / 60
     command = "python benchmarks/self_train_curve.py " + " ".join(sys.argv[1:])

@@ -55,7 +55,7 @@ def _fake_benchmark_seed(root, seed, bench_opts):
     (run_dir / "5_self_train" / "manifest.json").write_text(json.dumps(
         {"inputs": {"checkpoint": "3_align/checkpoints/model_final.pth", "pseudo_dir": "4_pseudo_labels/labels"}}))
     key = ta.config_key(ta.cfg_for(str(run_dir), seed, bench_opts))
-    (root / f"seed{seed}" / "results.json").write_text(json.dumps({"_config": key}))
+    (root / f"seed{seed}" / "results.json").write_text(json.dumps({"_config": key, "align": {"mIoU": 45.0}}))
     return run_dir
 
 
@@ -77,3 +77,47 @@ def test_a_benchmark_run_with_opts_is_followed_only_with_the_same_bench_opts(tmp
     # the variant's opts come last: they may override what the benchmark ran with
     cfg, _ = stc.curve_config(2, str(tmp_path), 20, "v", ["DATASETS.TOY.SEED", "3"], draw)
     assert cfg.DATASETS.TOY.SEED == 3
+
+
+def _stamp(path, seed, run_dir, bench_opts, rows):
+    """Write a per-seed cache at `path` stamped with the digest of the config run with `bench_opts`."""
+    from benchmarks import toy_adaptation as ta
+
+    key = ta.config_key(ta.cfg_for(str(run_dir), seed, bench_opts))
+    path.write_text(json.dumps({"_config": key, **rows}))
+
+
+def test_the_align_score_comes_from_the_benchmark_cache_or_else_from_self_train_start(tmp_path, monkeypatch):
+    from benchmarks import toy_adaptation as ta
+
+    monkeypatch.setattr(ta, "CONFIG", os.path.join(ta.ROOT, "configs", "toy_256.yaml"))
+    seed_dir = tmp_path / "seed4"
+    run_dir = seed_dir / "spcl"
+    run_dir.mkdir(parents=True)
+    # a seed that self_train_start.py ran: its align start, not its self-trained or λ = 0 numbers
+    _stamp(seed_dir / "self_train_start.json", 4, run_dir, [],
+           {"align": {"start": 47.75, "self_train": 49.5}, "lambda0": {"start": 46.1}})
+    assert stc.align_score(str(tmp_path), 4, []) == pytest.approx(47.75)
+    # with the benchmark's own cache beside it, that one is read (its align row, not the λ = 0 one)
+    _stamp(seed_dir / "results.json", 4, run_dir, [], {"align": {"mIoU": 48.2}, "align λ=0": {"mIoU": 46.0}})
+    assert stc.align_score(str(tmp_path), 4, []) == pytest.approx(48.2)
+
+
+def test_a_self_train_start_cache_of_another_config_or_without_align_stops_with_its_name(tmp_path, monkeypatch):
+    from benchmarks import toy_adaptation as ta
+
+    monkeypatch.setattr(ta, "CONFIG", os.path.join(ta.ROOT, "configs", "toy_256.yaml"))
+    draw = ["DATASETS.TOY.SEED", "1", "DATASETS.DATA_DIR", "datasets/toy_256_draw1"]
+    seed_dir = tmp_path / "seed3"
+    run_dir = seed_dir / "spcl"
+    run_dir.mkdir(parents=True)
+    _stamp(seed_dir / "self_train_start.json", 3, run_dir, draw, {"align": {"start": 46.0}})
+    with pytest.raises(SystemExit, match=r"self_train_start.json holds results of another config.*given: none"):
+        stc.align_score(str(tmp_path), 3, [])
+    assert stc.align_score(str(tmp_path), 3, draw) == pytest.approx(46.0)
+    _stamp(seed_dir / "self_train_start.json", 3, run_dir, draw, {"warmup": {"start": 43.0}})  # --starts warmup
+    with pytest.raises(SystemExit, match=r"seed3/self_train_start.json has no align score"):
+        stc.align_score(str(tmp_path), 3, draw)
+    (seed_dir / "self_train_start.json").unlink()
+    with pytest.raises(SystemExit, match=r"seed3/results.json has no align score"):
+        stc.align_score(str(tmp_path), 3, draw)
