@@ -81,12 +81,30 @@ def git_describe() -> str:
         return "unknown"
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's name: the first `model name` line of `cpuinfo` (Linux), else what the platform
+    reports, else "unknown"."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def collect_env() -> str:
-    """A short text description of the software and hardware of this run."""
+    """A short text description of the software and hardware of this run. The CPU line names the
+    processor and the instruction set PyTorch picked its CPU kernels for (e.g. AVX2, AVX512): a CPU
+    run repeats to the last digit only with the same thread count, and two-thread runs of
+    configs/toy.yaml differed between an AVX2 and an AVX-512 machine (README, "What the toy run shows")."""
     lines = [
         f"python: {sys.version.split()[0]} ({platform.platform()})",
         f"torch: {torch.__version__}, cuda available: {torch.cuda.is_available()}",
         f"threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}",
+        f"cpu: {cpu_model()}, torch cpu capability: {torch.backends.cpu.get_cpu_capability()}",
         f"numpy: {np.__version__}",
         f"git: {git_describe()}",
         f"command: {' '.join(sys.argv)}",

@@ -60,3 +60,26 @@ def test_thread_change_warns_on_rerun(tmp_path, threads, spcl_log):
     assert str(tmp_path / "env.txt") in msg
     write_run_info(cfg, str(tmp_path))                        # compared with the latest record (2): silent
     assert spcl_log.text == msg
+
+
+def test_cpu_model_is_the_first_model_name_of_cpuinfo(tmp_path, monkeypatch):
+    from spcl.utils import env as env_mod
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 1234\n"
+                    "flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: Another CPU\n")
+    assert env_mod.cpu_model(str(info)) == "Intel(R) Xeon(R) Gold 1234"
+    # no such file, or no model name in it: what the platform says, else "unknown"
+    monkeypatch.setattr(env_mod.platform, "processor", lambda: "x86_64")
+    assert env_mod.cpu_model(str(tmp_path / "missing")) == "x86_64"
+    info.write_text("processor\t: 0\nmodel name\t:\n")
+    monkeypatch.setattr(env_mod.platform, "processor", lambda: "")
+    assert env_mod.cpu_model(str(info)) == "unknown"
+
+
+def test_the_record_names_the_cpu_and_the_kernels_torch_picked(tmp_path):
+    from spcl.utils.env import cpu_model
+
+    write_run_info(get_cfg(), str(tmp_path))
+    env = open(tmp_path / "env.txt").read()
+    assert f"cpu: {cpu_model()}, torch cpu capability: {torch.backends.cpu.get_cpu_capability()}\n" in env
