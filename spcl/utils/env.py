@@ -98,8 +98,9 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
 def collect_env() -> str:
     """A short text description of the software and hardware of this run. The CPU line names the
     processor and the instruction set PyTorch picked its CPU kernels for (e.g. AVX2, AVX512): a CPU
-    run repeats to the last digit only with the same thread count, and two-thread runs of
-    configs/toy.yaml differed between an AVX2 and an AVX-512 machine (README, "What the toy run shows")."""
+    run repeats to the last digit only with the same thread count on the same kind of CPU: runs of
+    configs/toy.yaml differed between an AVX2 and an AVX-512 machine at one thread and at two (README,
+    "What the toy run shows")."""
     lines = [
         f"python: {sys.version.split()[0]} ({platform.platform()})",
         f"torch: {torch.__version__}, cuda available: {torch.cuda.is_available()}",
