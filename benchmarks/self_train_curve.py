@@ -6,6 +6,7 @@ Target-val mIoU every N iterations of the self_train stage, from the align check
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --name warmup20 --opts KEY VALUE …
     python benchmarks/self_train_curve.py --config configs/toy_256.yaml --output output/toy_bench_draw1 \
         --bench-opts DATASETS.TOY.SEED 1 DATASETS.DATA_DIR datasets/toy_256_draw1   # a benchmark run with --opts
+    python benchmarks/self_train_curve.py --compare RESULTS/self_train_curve_it400.json RESULTS/self_train_curve_it200.json
 
 It reruns the self_train stage of each seed of benchmarks/toy_adaptation.py (same --config and
 --output) from that seed's align checkpoint and second-round pseudo labels, with SOLVER.EVAL_PERIOD
@@ -13,7 +14,10 @@ It reruns the self_train stage of each seed of benchmarks/toy_adaptation.py (sam
 Iteration 0 is the align checkpoint's own score from the benchmark cache (results.json), or, for a seed
 that benchmarks/self_train_start.py ran instead, from its self_train_start.json. Evaluation does not change
 training, so the last point repeats the benchmark's self-train row up to the torch thread count.
-Writes self_train_curve[_<name>].{md,json} into the results folder of toy_adaptation.py.
+Writes self_train_curve[_<name>].{md,json} into the results folder of toy_adaptation.py, with each
+seed's training loss on its pseudo labels at the end (the mean over the last SOLVER.LOG_PERIOD
+iterations). --collect rebuilds them from finished runs without training, keeping the recorded minutes;
+--compare NEW OLD prints the end of one variant minus another's, paired per seed.
 """
 from __future__ import annotations
 
@@ -40,6 +44,43 @@ def read_curve(metrics_path: str) -> dict[int, float]:
                 if "val/mIoU" in row:
                     curve[int(row["iteration"])] = float(row["val/mIoU"])
     return curve
+
+
+def last_loss(metrics_path: str, key: str = "loss_seg_tgt") -> float | None:
+    """The training loss `key` of the last training row of a stage's metrics.json (each row the mean over
+    one SOLVER.LOG_PERIOD window), or None when no row has it."""
+    found = None
+    with open(metrics_path) as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                if key in row:
+                    found = float(row[key])
+    return found
+
+
+def compare_curves(new: dict, old: dict) -> tuple[str, dict]:
+    """Two self_train_curve JSON files (variants from the same align checkpoints) → (markdown, summary):
+    per seed in both, the variant's last evaluation minus the other's (paired), and the same for the
+    final training loss where both recorded it. Seeds missing from either are left out."""
+    seeds = [s for s in new["curves"] if s in old["curves"]]
+
+    def end(res, s):
+        curve = res["curves"][s]
+        return curve[max(curve, key=int)]
+
+    d = [end(new, s) - end(old, s) for s in seeds]
+    m, sd = ta.mean_std(d)
+    summary = {"seeds": [int(s) for s in seeds], "end": {"mean": m, "std": sd, "per_seed": d}}
+    lines = [f"| new − old, paired (seeds {', '.join(seeds)}) | mean ± std | per seed |", "|---|---|---|",
+             f"| target-val mIoU at the end | {m:+.2f} ± {sd:.2f} | {', '.join(f'{v:+.2f}' for v in d)} |"]
+    if all(new.get("final_loss", {}).get(s) is not None and old.get("final_loss", {}).get(s) is not None
+           for s in seeds):
+        dl = [new["final_loss"][s] - old["final_loss"][s] for s in seeds]
+        ml, sdl = ta.mean_std(dl)
+        summary["final_loss"] = {"mean": ml, "std": sdl, "per_seed": dl}
+        lines.append(f"| training loss at the end | {ml:+.4f} ± {sdl:.4f} | {', '.join(f'{v:+.4f}' for v in dl)} |")
+    return "\n".join(lines), summary
 
 
 def curve_table(curves: dict, start: dict) -> tuple[str, dict]:
@@ -141,8 +182,17 @@ def main():
                         help="the --opts benchmarks/toy_adaptation.py ran with (e.g. another draw of the toy)")
     parser.add_argument("--output", default=None, help="the benchmark's runs (toy_adaptation.py's default)")
     parser.add_argument("--results", default=None, help="tables (toy_adaptation.py's default)")
+    parser.add_argument("--collect", action="store_true",
+                        help="only rebuild the tables from finished runs (the recorded minutes are kept)")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("NEW", "OLD"),
+                        help="print NEW − OLD (two self_train_curve_*.json of the same seeds) paired per seed; "
+                             "runs nothing, writes nothing")
     parser.add_argument("--seed-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        new, old = (json.load(open(p)) for p in args.compare)
+        print(compare_curves(new, old)[0])
+        return
     ta.CONFIG = os.path.abspath(args.config)
     out_root, results_dir = ta.default_folders(ta.CONFIG, args.output, args.results)
     if args.seed_worker is not None:
@@ -154,34 +204,46 @@ def main():
         curve_config(seed, out_root, args.every, args.name, args.opts, args.bench_opts)
     t0 = time.time()
     ta.run_seed_processes(
-        args.seeds,
+        [] if args.collect else args.seeds,
         lambda seed: [sys.executable, os.path.abspath(__file__), "--seed-worker", str(seed), "--config", ta.CONFIG,
                       "--output", out_root, "--every", str(args.every), "--name", args.name]
         + (["--opts", *args.opts] if args.opts else [])
         + (["--bench-opts", *args.bench_opts] if args.bench_opts else []),
         lambda seed: os.path.join(out_root, f"self_train_curve_seed{seed}.log"), args.jobs)
     suffix = f"_{args.name}" if args.name else ""
-    curves, start = {}, {}
+    curves, start, losses = {}, {}, {}
     for s in args.seeds:
         folder = os.path.join(out_root, f"seed{s}", "self_train_curve" + suffix)
         curves[s] = read_curve(os.path.join(folder, "metrics.json"))
+        losses[s] = last_loss(os.path.join(folder, "metrics.json"))
         start[s] = align_score(out_root, s, args.bench_opts)
     table, summary = curve_table(curves, start)
+    loss_mean, _ = ta.mean_std(list(losses.values()))
+    table += ("\n\nTraining loss on the pseudo labels at the end (mean over the last SOLVER.LOG_PERIOD "
+              f"iterations): {', '.join('n/a' if v is None else f'{v:.4f}' for v in losses.values())}; "
+              f"mean {loss_mean:.4f}.")
     minutes = (time.time() - t0) / 60
     command = "python benchmarks/self_train_curve.py " + " ".join(sys.argv[1:])
+    json_path = os.path.join(results_dir, f"self_train_curve{suffix}.json")
+    when = f"{minutes:.1f} min wall on {ta._machine()} ({args.jobs} seed(s) at a time, one torch thread each)"
+    if args.collect and os.path.isfile(json_path):  # keep what the run that trained them recorded
+        recorded = json.load(open(json_path))
+        minutes, command = recorded["minutes"], recorded["command"]
+        when = f"{minutes:.1f} min wall as recorded; tables rebuilt with --collect"
+    elif args.collect:
+        minutes, when = None, "collected from finished runs, no time recorded"
     print(table)
     if "lowest" in summary:
         print(f"\nlowest: iteration {summary['lowest']['iteration']}, {summary['lowest']['vs_align']:+.1f} against "
               f"align; last: iteration {summary['last']['iteration']}, {summary['last']['vs_align']:+.1f}")
-    print(f"{len(args.seeds)} seeds in {minutes:.1f} min")
+    print(f"{len(args.seeds)} seeds: {when}")
     os.makedirs(results_dir, exist_ok=True)
-    with open(os.path.join(results_dir, f"self_train_curve{suffix}.json"), "w") as f:
+    with open(json_path, "w") as f:
         json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "opts": args.opts,
-                   "bench_opts": args.bench_opts,
-                   "align": start, "curves": {str(s): c for s, c in curves.items()}, "summary": summary}, f, indent=1)
+                   "bench_opts": args.bench_opts, "align": start, "curves": {str(s): c for s, c in curves.items()},
+                   "final_loss": {str(s): v for s, v in losses.items()}, "summary": summary}, f, indent=1)
     with open(os.path.join(results_dir, f"self_train_curve{suffix}.md"), "w") as f:
-        f.write(table + f"\n\n`{command}`: {minutes:.1f} min wall on {ta._machine()} "
-                f"({args.jobs} seed(s) at a time, one torch thread each).\n")
+        f.write(table + f"\n\n`{command}`: {when}.\n")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,58 @@ def test_a_self_train_start_cache_of_another_config_or_without_align_stops_with_
     (seed_dir / "self_train_start.json").unlink()
     with pytest.raises(SystemExit, match=r"seed3/results.json has no align score"):
         stc.align_score(str(tmp_path), 3, draw)
+
+
+def test_last_loss_is_the_last_training_row_of_the_key(tmp_path):
+    rows = [{"iteration": 20, "loss_seg_tgt": 0.30}, {"iteration": 20, "val/mIoU": 40.0},
+            {"iteration": 40, "loss_seg_tgt": 0.25}, {"iteration": 40, "val/mIoU": 41.0, "loss_seg": 9.0}]
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert stc.last_loss(str(path)) == pytest.approx(0.25)
+    assert stc.last_loss(str(path), "loss_seg") == pytest.approx(9.0)
+    assert stc.last_loss(str(path), "loss_adv") is None
+
+
+def test_compare_pairs_each_seeds_last_evaluation_and_final_loss():
+    old = {"curves": {"3": {"100": 45.0, "200": 49.0}, "4": {"100": 47.0, "200": 51.0}},
+           "final_loss": {"3": 0.050, "4": 0.040}}
+    new = {"curves": {"3": {"200": 44.0, "400": 49.5}, "4": {"200": 52.0, "400": 49.0}, "5": {"400": 60.0}},
+           "final_loss": {"3": 0.045, "4": 0.020, "5": 0.01}}
+    text, out = stc.compare_curves(new, old)
+    assert out["seeds"] == [3, 4]                                 # seed 5 has no partner
+    assert out["end"]["per_seed"] == pytest.approx([0.5, -2.0])   # 49.5 − 49.0 (not 44.0 − 45.0), 49.0 − 51.0
+    assert out["end"]["mean"] == pytest.approx(-0.75)
+    assert out["end"]["std"] == pytest.approx(2.5 / 2 ** 0.5)
+    assert out["final_loss"]["per_seed"] == pytest.approx([-0.005, -0.020])
+    assert "| target-val mIoU at the end | -0.75 ± 1.77 | +0.50, -2.00 |" in text
+    del old["final_loss"]                                          # a file written before the loss was recorded
+    assert "final_loss" not in stc.compare_curves(new, old)[1]
+
+
+def test_collect_rebuilds_the_tables_from_finished_runs_and_keeps_the_recorded_time(tmp_path, monkeypatch):
+    import sys
+
+    from benchmarks import toy_adaptation as ta
+
+    config = os.path.join(ta.ROOT, "configs", "toy_256.yaml")
+    monkeypatch.setattr(ta, "CONFIG", config)
+    _fake_benchmark_seed(tmp_path, 1, [])                          # align 45.0 in its cache
+    folder = tmp_path / "seed1" / "self_train_curve_v"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("\n".join(json.dumps(r) for r in [
+        {"iteration": 100, "loss_seg_tgt": 0.07}, {"iteration": 100, "val/mIoU": 44.0},
+        {"iteration": 200, "loss_seg_tgt": 0.05}, {"iteration": 200, "val/mIoU": 47.5}]) + "\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "self_train_curve_v.json").write_text(json.dumps({"minutes": 12.5, "command": "the original"}))
+    monkeypatch.setattr(ta, "run_seed_processes", lambda seeds, *a: pytest.fail("--collect trained") if seeds else None)
+    monkeypatch.setattr(sys, "argv", ["self_train_curve.py", "--config", config, "--seeds", "1", "--name", "v",
+                                      "--output", str(tmp_path), "--results", str(results), "--collect"])
+    stc.main()
+    out = json.load(open(results / "self_train_curve_v.json"))
+    assert out["minutes"] == 12.5 and out["command"] == "the original"
+    assert out["final_loss"] == {"1": pytest.approx(0.05)}
+    assert out["summary"]["last"] == {"iteration": 200, "vs_align": pytest.approx(2.5)}
+    md = open(results / "self_train_curve_v.md").read()
+    assert "`the original`: 12.5 min wall as recorded; tables rebuilt with --collect." in md
+    assert "0.0500; mean 0.0500." in md
