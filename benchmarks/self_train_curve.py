@@ -33,30 +33,23 @@ sys.path.insert(0, ROOT)  # the benchmarks package (toy_adaptation adds tools/ i
 from benchmarks import toy_adaptation as ta  # noqa: E402
 
 
-def read_curve(metrics_path: str) -> dict[int, float]:
-    """{iteration: target-val mIoU} from a stage's metrics.json (JSON lines; rows without `val/mIoU`
-    are training logs and are skipped; a repeated iteration keeps its last value)."""
-    curve = {}
+def _rows(metrics_path: str):
+    """The rows of a stage's metrics.json (JSON lines, blank lines skipped), in order."""
     with open(metrics_path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                if "val/mIoU" in row:
-                    curve[int(row["iteration"])] = float(row["val/mIoU"])
-    return curve
+        yield from (json.loads(line) for line in f if line.strip())
+
+
+def read_curve(metrics_path: str) -> dict[int, float]:
+    """{iteration: target-val mIoU} from a stage's metrics.json (rows without `val/mIoU` are training
+    logs and are skipped; a repeated iteration keeps its last value)."""
+    return {int(row["iteration"]): float(row["val/mIoU"]) for row in _rows(metrics_path) if "val/mIoU" in row}
 
 
 def last_loss(metrics_path: str, key: str = "loss_seg_tgt") -> float | None:
     """The training loss `key` of the last training row of a stage's metrics.json (each row the mean over
     one SOLVER.LOG_PERIOD window), or None when no row has it."""
-    found = None
-    with open(metrics_path) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                if key in row:
-                    found = float(row[key])
-    return found
+    found = [float(row[key]) for row in _rows(metrics_path) if key in row]
+    return found[-1] if found else None
 
 
 def compare_curves(new: dict, old: dict) -> tuple[str, dict]:
