@@ -245,6 +245,17 @@ def test_unknown_dataset_name_raises(tmp_path):
                             "cityscapes_val", "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo"}
 
 
+def test_missing_relative_data_dir_names_the_directory_it_was_read_from(tmp_path, monkeypatch):
+    from spcl.data.datasets.base import list_images
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        list_images("datasets/nowhere", ".png")
+    assert f"datasets/nowhere, read relative to the current directory {tmp_path}" in str(err.value)
+    with pytest.raises(FileNotFoundError) as err:  # an absolute path needs no directory
+        list_images(str(tmp_path / "nowhere"), ".png")
+    assert "current directory" not in str(err.value)
+
+
 def test_test_loader_batches_in_order(tmp_path):
     make_cityscapes(tmp_path, "val", CITY_NAMES)
     cfg = cfg_for(tmp_path, "TEST.BATCH_SIZE", "2")

@@ -33,7 +33,9 @@ def read_list_file(list_file: str) -> list[str]:
 def list_images(folder: str, suffix: str) -> list[str]:
     """Paths relative to `folder` of every file ending in `suffix` below it, sorted."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"dataset folder not found: {folder} (see datasets/README.md for the layout)")
+        where = "" if os.path.isabs(folder) else f", read relative to the current directory {os.getcwd()}"
+        raise FileNotFoundError(
+            f"dataset folder not found: {folder}{where} (see datasets/README.md for the layout)")
     out = []
     for dirpath, _, files in os.walk(folder):
         for fn in files:
