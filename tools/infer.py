@@ -27,6 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import UsageError, config_parser, run_main, setup  # noqa: E402
+from spcl.utils.io import where_read  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
@@ -62,7 +63,8 @@ def collect_inputs(path: str) -> tuple[list[tuple[str, str]], list[str]]:
     elif os.path.isfile(path):
         files, root = [path], None
     else:
-        raise FileNotFoundError(f"input not found: {path} (an image, a folder, a glob or a text file of paths)")
+        raise FileNotFoundError(f"input not found: {path}{where_read(path)} "
+                                "(an image, a folder, a glob or a text file of paths)")
     images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
     skipped = [f for f in files if not f.lower().endswith(IMAGE_EXTENSIONS)]
     if root is None:
@@ -106,7 +108,8 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlays (0..1)")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint} (give a checkpoint file, e.g. "
+        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}{where_read(args.checkpoint)} "
+                                "(give a checkpoint file, e.g. "
                                 "…/checkpoints/model_final.pth)")
     if args.batch_size < 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")

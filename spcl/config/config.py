@@ -15,6 +15,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .defaults import _C
+from ..utils.io import where_read
 
 BASE_KEY = "_BASE_"
 
@@ -65,7 +66,7 @@ def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
     With `node`, each file's own keys are checked against it, so an unknown key names the file that
     holds it (not the file that inherits it)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"config file not found: {path}{where_read(path)}")
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..utils.io import where_read
+
 
 def sample_seed(seed: int, position: int) -> int:
     """Augmentation seed of the sample at global stream `position`."""
@@ -134,7 +136,8 @@ def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:
     matched on the image path relative to the image folder, then on its base name.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"class index not found: {path} (build it with tools/prepare_data.py, "
+        raise FileNotFoundError(f"class index not found: {path}{where_read(path)} "
+                                "(build it with tools/prepare_data.py, "
                                 "or set DATASETS.CLASS_BALANCE False)")
     opener = gzip.open if path.endswith(".gz") else open  # the released label info, re-encoded, is .json.gz
     try:

@@ -20,7 +20,7 @@ import torch
 from spcl.config import check_drift
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
-from spcl.utils.io import atomic_write_json, read_json
+from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
 
 from .stages import STAGES, TRAINERS
@@ -139,7 +139,7 @@ def check_inputs(cfg) -> None:
 
     missing = []
     if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}")
+        missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}{where_read(cfg.MODEL.WEIGHTS)}")
     for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST)):
         try:
             dataset_for_check(cfg, name)

@@ -14,6 +14,7 @@ import os
 import torch
 import torch.nn as nn
 
+from ..utils.io import where_read
 from .released import convert_released, find_released
 
 logger = logging.getLogger("spcl")
@@ -27,7 +28,7 @@ def strip_prefix(state: dict, prefix: str) -> dict:
 def read_checkpoint(path: str) -> dict:
     """`torch.load` of a local file to CPU with a clear error when missing or unreadable."""
     if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file not found: {path!r}")
+        raise FileNotFoundError(f"weights file not found: {path!r}{where_read(path)}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling error means an unusable file

@@ -10,6 +10,7 @@ import torch
 
 from spcl.data.labels import IGNORE_LABEL
 from spcl.utils import comm
+from spcl.utils.io import where_read
 
 from .ops import class_feature_sums, class_means, downsample_mask
 
@@ -74,7 +75,7 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
 def load_prototype_file(path: str) -> torch.Tensor:
     """K×C prototypes from a file written by the `prototypes` stage (config key PROTOTYPE.PATH)."""
     if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"prototype file not found: {path!r} (config key PROTOTYPE.PATH; the "
+        raise FileNotFoundError(f"prototype file not found: {path!r}{where_read(path)} (config key PROTOTYPE.PATH; the "
                                 "`prototypes` stage writes it)")
     data = torch.load(path, map_location="cpu", weights_only=True)
     return data["prototypes"] if isinstance(data, dict) else data

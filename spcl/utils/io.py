@@ -15,6 +15,14 @@ from typing import Callable
 import torch
 
 
+def where_read(path: str) -> str:
+    """`", read relative to the current directory DIR"` for a relative `path` ("" for an absolute or empty
+    one), for not-found errors: config and command-line paths are read from wherever a tool is run."""
+    if not path or os.path.isabs(path):
+        return ""
+    return f", read relative to the current directory {os.getcwd()}"
+
+
 def _umask_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -3,6 +3,7 @@ trainId decoding, listing order, list files, test-mode sizes, the pseudo-labelle
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -245,14 +246,41 @@ def test_unknown_dataset_name_raises(tmp_path):
                             "cityscapes_val", "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo"}
 
 
-def test_missing_relative_data_dir_names_the_directory_it_was_read_from(tmp_path, monkeypatch):
-    from spcl.data.datasets.base import list_images
+def _not_found_sites():
+    """Every library function that reports a missing path, called with that path."""
+    from spcl.config import load_config
+    from spcl.data.datasets.base import list_images, read_list_file
+    from spcl.data.datasets.cityscapes import CityscapesPseudoDataset
+    from spcl.data.datasets.folder import PseudoLabelDataset, find_images, id_map_lut
+    from spcl.data.samplers import load_class_index
+    from spcl.modeling.weights import read_checkpoint
+    from spcl.prototypes.extract import load_prototype_file
+    return {
+        "dataset folder": lambda p: list_images(p, ".png"),
+        "list file": read_list_file,
+        "image folder": find_images,
+        "id map": lambda p: id_map_lut(path=p),
+        "pseudo labels (cityscapes)": lambda p: CityscapesPseudoDataset(".", p, None),
+        "pseudo labels (folder)": lambda p: PseudoLabelDataset(None, p, None),
+        "class index": lambda p: load_class_index(p, []),
+        "weights": read_checkpoint,
+        "prototypes": load_prototype_file,
+        "config": load_config,
+    }
+
+
+@pytest.mark.parametrize("site", sorted(_not_found_sites()))
+def test_a_missing_relative_path_names_the_directory_it_was_read_from(tmp_path, monkeypatch, site):
+    """Config and command-line paths are read from the current directory, so a tool run outside the
+    repository root says where it looked; an absolute path needs no directory."""
+    call = _not_found_sites()[site]
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
-        list_images("datasets/nowhere", ".png")
-    assert f"datasets/nowhere, read relative to the current directory {tmp_path}" in str(err.value)
-    with pytest.raises(FileNotFoundError) as err:  # an absolute path needs no directory
-        list_images(str(tmp_path / "nowhere"), ".png")
+        call("nowhere/x")
+    hint = r"nowhere/x'?, read relative to the current directory " + re.escape(str(tmp_path))
+    assert re.search(hint, str(err.value)), str(err.value)
+    with pytest.raises(FileNotFoundError) as err:
+        call(str(tmp_path / "nowhere"))
     assert "current directory" not in str(err.value)
 
 

@@ -30,6 +30,30 @@ def test_missing_config_file(tmp_path):
                     "nope.yaml")
 
 
+def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_path):
+    """Config paths are read from the current directory; a tool run elsewhere says which directory that was,
+    for every missing input and only for relative paths."""
+    def run_here(*args, tool="train.py"):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    here = f"read relative to the current directory {tmp_path}"
+    _one_line_error(run_here("--config", "nope.yaml"), "config file not found: nope.yaml, " + here)
+    _one_line_error(run_here("--config", TOY, "--checkpoint", "m.pth", "--input", "x", tool="infer.py"),
+                    "checkpoint not found: m.pth, " + here)
+    proc = run_here("--config", TOY, "OUTPUT_DIR", "out", "DATASETS.TOY.GENERATE", "False",
+                    "MODEL.WEIGHTS", "w.pth")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    missing = [ln for ln in proc.stderr.splitlines() if ln.startswith("  - ")]
+    assert len(missing) == 4, proc.stderr  # the weights and the three datasets of the toy config
+    assert all(here in ln for ln in missing), missing
+    assert "MODEL.WEIGHTS = 'w.pth', " + here in missing[0]
+    absolute = str(tmp_path / "data")
+    proc = run_here("--config", TOY, "OUTPUT_DIR", "out", "DATASETS.TOY.GENERATE", "False",
+                    "DATASETS.DATA_DIR", absolute)
+    assert absolute in proc.stderr and "current directory" not in proc.stderr, proc.stderr
+
+
 def test_unknown_key_suggests_the_real_one(tmp_path):
     proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
     _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")

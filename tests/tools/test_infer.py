@@ -107,7 +107,7 @@ def test_infer_folder(tmp_path, tools):
     assert len([p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("infer_")]) == 2
 
 
-def test_infer_inputs_glob_and_list(tmp_path, tools):
+def test_infer_inputs_glob_and_list(tmp_path, tools, monkeypatch):
     infer, _ = tools
     make_inputs(tmp_path)
     photos = tmp_path / "photos"
@@ -125,8 +125,12 @@ def test_infer_inputs_glob_and_list(tmp_path, tools):
     (photos / "a.jpg").write_bytes((photos / "a.png").read_bytes())
     pairs, _ = infer.collect_inputs(str(photos))
     assert {"a_png", "a_jpg"} <= {s for _, s in pairs}  # same stem: the extension keeps them apart
-    with pytest.raises(FileNotFoundError, match="input not found"):
+    with pytest.raises(FileNotFoundError, match="input not found") as err:
         infer.collect_inputs(str(tmp_path / "nowhere"))
+    assert "current directory" not in str(err.value)  # absolute: nothing to add
+    monkeypatch.chdir(tmp_path)  # a relative input is read from where the tool runs, and the error says so
+    with pytest.raises(FileNotFoundError, match=f"nowhere, read relative to the current directory {tmp_path}"):
+        infer.collect_inputs("nowhere")
 
 
 def test_segment_image_api(tmp_path):

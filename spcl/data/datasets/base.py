@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ..io import read_image
 from ..labels import IGNORE_LABEL
+from ...utils.io import where_read
 
 Item = tuple[str, Optional[str]]
 
@@ -25,7 +26,7 @@ Item = tuple[str, Optional[str]]
 def read_list_file(list_file: str) -> list[str]:
     """Relative image paths, one a line (blank lines and `#` comments skipped)."""
     if not os.path.isfile(list_file):
-        raise FileNotFoundError(f"list file not found: {list_file}")
+        raise FileNotFoundError(f"list file not found: {list_file}{where_read(list_file)}")
     with open(list_file) as f:
         return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
 
@@ -33,9 +34,8 @@ def read_list_file(list_file: str) -> list[str]:
 def list_images(folder: str, suffix: str) -> list[str]:
     """Paths relative to `folder` of every file ending in `suffix` below it, sorted."""
     if not os.path.isdir(folder):
-        where = "" if os.path.isabs(folder) else f", read relative to the current directory {os.getcwd()}"
         raise FileNotFoundError(
-            f"dataset folder not found: {folder}{where} (see datasets/README.md for the layout)")
+            f"dataset folder not found: {folder}{where_read(folder)} (see datasets/README.md for the layout)")
     out = []
     for dirpath, _, files in os.walk(folder):
         for fn in files:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..io import read_label_indices
 from ..labels import labelid_to_trainid_lut
+from ...utils.io import where_read
 from .base import SegmentationDataset, list_images, read_list_file
 from .folder import ImageSizePlaceholder
 
@@ -59,7 +60,7 @@ class CityscapesPseudoDataset(SegmentationDataset):
     def __init__(self, root: str, pseudo_dir: str, transform, split: str = "train", list_file: str = "",
                  num_classes: int = 19):
         if not pseudo_dir or not os.path.isdir(pseudo_dir):
-            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r} "
+            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r}{where_read(pseudo_dir)} "
                                     "(config key DATASETS.PSEUDO_DIR; write it with tools/gen_pseudo.py)")
         names = cityscapes_images(root, split, list_file)
         image_dir = os.path.join(root, IMAGE_DIR, split)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..io import read_label_indices
 from ..labels import IGNORE_LABEL
+from ...utils.io import where_read
 from .base import SegmentationDataset, read_list_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -36,7 +37,8 @@ def is_image_name(name: str, suffix: str = "") -> bool:
 def find_images(folder: str, suffix: str = "") -> list[str]:
     """Paths relative to `folder` of every image below it (see `is_image_name`), sorted."""
     if not folder or not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder!r} (DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
+        raise FileNotFoundError(f"image folder not found: {folder!r}{where_read(folder)} "
+                                "(DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
     out = []
     for dirpath, dirs, files in os.walk(folder):
         dirs.sort()
@@ -70,7 +72,7 @@ def id_map_lut(pairs: Sequence = (), path: str = "") -> Optional[np.ndarray]:
     `path` ({"raw": train} or pairs; wins when set); ids not listed → 255. None when neither is given."""
     if path:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"id map file not found: {path} (DATASETS.FOLDER.ID_MAP_FILE)")
+            raise FileNotFoundError(f"id map file not found: {path}{where_read(path)} (DATASETS.FOLDER.ID_MAP_FILE)")
         with open(path) as f:
             data = json.load(f)
         pairs = list(data.items()) if isinstance(data, dict) else data
@@ -160,7 +162,7 @@ class PseudoLabelDataset(SegmentationDataset):
 
     def __init__(self, base: SegmentationDataset, pseudo_dir: str, transform, num_classes: int = 19):
         if not pseudo_dir or not os.path.isdir(pseudo_dir):
-            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r} "
+            raise FileNotFoundError(f"pseudo-label folder not found: {pseudo_dir!r}{where_read(pseudo_dir)} "
                                     "(config key DATASETS.PSEUDO_DIR; write it with tools/gen_pseudo.py)")
         self.names = list(getattr(base, "names", [os.path.basename(p) for p, _ in base.items]))
         items = [(img, os.path.join(pseudo_dir, n)) for (img, _), n in zip(base.items, self.names)]
