@@ -25,12 +25,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import UsageError, config_parser, run_main, setup  # noqa: E402
+from spcl.utils.io import where_read  # noqa: E402
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
     """(iteration, path) of every readable checkpoint at `path` (a file or a folder), by iteration."""
     import torch
 
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}{where_read(path)} "
+                                "(give a checkpoint file, or a folder of them)")
     files = [path] if os.path.isfile(path) else sorted(
         os.path.join(path, f) for f in os.listdir(path) if f.endswith((".pth", ".pt")))
     found = []
@@ -54,8 +58,6 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             hint = f"; {path} is a stage folder: did you mean {final}?"
         elif os.path.isfile(path) and os.path.basename(path) == "prototypes.pth":
             hint = "; prototypes.pth holds class prototypes, not a model: give a stage's checkpoints/model_final.pth"
-        elif not os.path.exists(path):
-            hint = " (no such file or folder)"
         raise FileNotFoundError(f"no model checkpoint found at {path}{hint}")
     return sorted(found)
 

@@ -41,6 +41,8 @@ def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_pat
     _one_line_error(run_here("--config", "nope.yaml"), "config file not found: nope.yaml, " + here)
     _one_line_error(run_here("--config", TOY, "--checkpoint", "m.pth", "--input", "x", tool="infer.py"),
                     "checkpoint not found: m.pth, " + here)
+    _one_line_error(run_here("--config", TOY, "--checkpoint", "m.pth", tool="test.py"),
+                    "checkpoint not found: m.pth, " + here)
     proc = run_here("--config", TOY, "OUTPUT_DIR", "out", "DATASETS.TOY.GENERATE", "False",
                     "MODEL.WEIGHTS", "w.pth")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
