@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import run_main  # noqa: E402  (also makes an uninstalled checkout importable)
 
 
 def main(argv=None) -> dict:
@@ -28,8 +29,8 @@ def main(argv=None) -> dict:
                    help="MODEL.BACKBONE of the file (default: resnet101 or vgg16, detected from the keys)")
     p.add_argument("--bn-eps", default="auto", choices=["auto", "compensate", "keep"],
                    help="store running_var − 1e-5 (compensate), unchanged (keep), or decide from the file (auto)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
-
 
     from spcl.modeling.backbones import build_backbone
     from spcl.modeling.aspp import ASPPClassifier
@@ -52,7 +53,7 @@ def main(argv=None) -> dict:
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     if bad or missing or unexpected:
-        raise SystemExit(f"{args.input} does not fit a {backbone} segmentor with {num_classes} classes:\n"
+        raise ValueError(f"{args.input} does not fit a {backbone} segmentor with {num_classes} classes:\n"
                          + "\n".join(["shape " + b for b in bad] + ["missing " + k for k in missing]
                                      + ["unexpected " + k for k in unexpected][:40]))
     model.load_state_dict(state, strict=False)
@@ -68,4 +69,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

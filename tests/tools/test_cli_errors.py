@@ -56,6 +56,14 @@ def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_pat
     assert absolute in proc.stderr and "current directory" not in proc.stderr, proc.stderr
 
 
+def test_convert_checkpoint_missing_or_unreadable_input(tmp_path):
+    _one_line_error(_run("tools/convert_checkpoint.py", "nope.pth", str(tmp_path / "o.pth")),
+                    "weights file not found: 'nope.pth'")
+    _one_line_error(_run("tools/convert_checkpoint.py", "README.md", str(tmp_path / "o.pth")),
+                    "cannot read weights file README.md")
+    assert not (tmp_path / "o.pth").exists()
+
+
 def test_unknown_key_suggests_the_real_one(tmp_path):
     proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
     _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")
