@@ -157,6 +157,8 @@ def validate(cfg: CN) -> None:
         section, name = key.split(".")
         if cfg[section][name] not in allowed:
             raise ValueError(f"config key {key} = {cfg[section][name]!r}; expected one of {allowed}")
+    if not cfg.TEST.SCALES or any(s <= 0 for s in cfg.TEST.SCALES):
+        raise ValueError(f"config key TEST.SCALES = {list(cfg.TEST.SCALES)}; expected positive factors of INPUT.TEST_SIZE")
     if cfg.MODEL.NUM_CLASSES not in (16, 19):
         raise ValueError(f"config key MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}; expected 16 or 19")
 

@@ -153,7 +153,7 @@ def test_dump_config_round_trip(tmp_path):
 @pytest.mark.parametrize("key,value", [
     ("PROTOTYPE.ABSENT", "forget"), ("PROTOTYPE.INIT", "median"), ("PROTOTYPE.SOURCE_MASK", "pred"),
     ("ALIGN.TARGET_MASK", "sometimes"), ("PIPELINE.HANDOFF", "first"), ("SOLVER.AMP", "fp8"),
-    ("MODEL.NUM_CLASSES", "13"),
+    ("MODEL.NUM_CLASSES", "13"), ("TEST.SCALES", "[1.0, 0.0]"), ("TEST.SCALES", "[-0.5]"), ("TEST.SCALES", "[]"),
 ])
 def test_validate_rejects_bad_choices(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -167,7 +167,7 @@ def test_validate_rejects_bad_choices(key, value):
 @pytest.mark.parametrize("key,value", [
     ("PROTOTYPE.ABSENT", "decay"), ("PROTOTYPE.INIT", "image_mean"), ("PROTOTYPE.SOURCE_MASK", "gt_and_pred"),
     ("ALIGN.TARGET_MASK", "online"), ("PIPELINE.HANDOFF", "best"), ("SOLVER.AMP", "fp16"),
-    ("MODEL.NUM_CLASSES", "16"),
+    ("MODEL.NUM_CLASSES", "16"), ("TEST.SCALES", "[0.5, 1.0, 1.75]"),
 ])
 def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])

@@ -200,6 +200,9 @@ def test_predict_probs_flip_and_scales_average_softmaxes():
     assert not torch.allclose(flipped, single)
     half = F.interpolate(x, size=(4, 6), mode="bilinear", align_corners=False)
     torch.testing.assert_close(predict_probs(model, x, out, scales=(0.5, 1.0)), (soft(half) + soft(x)) / 2)
+    for bad in ((1.0, 0.0), (-1.0,), ()):  # --scales 0 once ended in a traceback from F.interpolate
+        with pytest.raises(ValueError, match="scales must be positive"):
+            predict_probs(model, x, out, scales=bad)
 
 
 def test_batched_evaluation_with_labels_of_mixed_sizes_equals_one_image_at_a_time(toy_root, tmp_path):
