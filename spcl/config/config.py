@@ -157,10 +157,56 @@ def validate(cfg: CN) -> None:
         section, name = key.split(".")
         if cfg[section][name] not in allowed:
             raise ValueError(f"config key {key} = {cfg[section][name]!r}; expected one of {allowed}")
-    if not cfg.TEST.SCALES or any(s <= 0 for s in cfg.TEST.SCALES):
-        raise ValueError(f"config key TEST.SCALES = {list(cfg.TEST.SCALES)}; expected positive factors of INPUT.TEST_SIZE")
     if cfg.MODEL.NUM_CLASSES not in (16, 19):
         raise ValueError(f"config key MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}; expected 16 or 19")
+    for keys, ok, expected in _VALUE_RULES:
+        for key in keys:
+            value = _get(cfg, key)
+            if not ok(value):
+                raise ValueError(f"config key {key} = {value!r}; expected {expected}")
+
+
+def _get(cfg: CN, key: str):
+    for name in key.split("."):
+        cfg = cfg[name]
+    return cfg
+
+
+def _numbers(v, n: int = 0, positive: bool = False, integer: bool = False, non_negative: bool = False) -> bool:
+    """A list of numbers (exactly n of them when n > 0, at least one otherwise) with the given signs."""
+    return (isinstance(v, (list, tuple)) and (len(v) == n if n else len(v) > 0)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            and (not integer or all(isinstance(x, int) for x in v))
+            and (not positive or all(x > 0 for x in v)) and (not non_negative or all(x >= 0 for x in v)))
+
+
+_STAGES = ("SOURCE_ONLY", "ADV_WARMUP", "ALIGN", "SELF_TRAIN")
+# Values whose mistakes would otherwise end in a traceback far from the config (an IndexError in a
+# transform, a modulo by zero in the trainer) or in a silently wrong run (a negative temperature).
+_VALUE_RULES = (
+    (("INPUT.SOURCE_SIZE", "INPUT.TARGET_SIZE", "INPUT.TEST_SIZE", "INPUT.SELF_TRAIN_BASE_SIZE",
+      "INPUT.SELF_TRAIN_CROP", "DATASETS.TOY.SIZE", "TEST.WINDOW", "TEST.STRIDE"),
+     lambda v: _numbers(v, 2, positive=True, integer=True), "two positive integers [W, H]"),
+    (("INPUT.SELF_TRAIN_SCALE",), lambda v: _numbers(v, 2, positive=True) and v[0] <= v[1],
+     "two factors [min, max] with 0 < min <= max"),
+    (("INPUT.COLOR_JITTER",), lambda v: _numbers(v, 4, non_negative=True),
+     "four strengths >= 0 [brightness, contrast, saturation, hue]"),
+    (("INPUT.PIXEL_MEAN",), lambda v: _numbers(v, 3), "three numbers (R, G, B)"),
+    (("INPUT.PIXEL_STD",), lambda v: _numbers(v, 3, positive=True), "three positive numbers (R, G, B)"),
+    (("MODEL.ASPP_DILATIONS",), lambda v: _numbers(v, positive=True, integer=True),
+     "one or more positive integers"),
+    (("TEST.SCALES",), lambda v: _numbers(v, positive=True), "one or more positive factors of INPUT.TEST_SIZE"),
+    (("SOLVER.LOG_PERIOD",), lambda v: v >= 1, "at least 1 (iterations between log lines)"),
+    (("SOLVER.CHECKPOINT_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.KEEP_CHECKPOINTS"), lambda v: v >= 0,
+     "0 (off, or keep all) or a positive number"),
+    (("LOSS.SOURCE_TEMPERATURE", "LOSS.CONTRAST.TEMPERATURE"), lambda v: v > 0, "a positive temperature"),
+    (("PSEUDO.THRESHOLD_CAP",), lambda v: 0 < v <= 1, "a confidence in (0, 1]"),
+    (("PROTOTYPE.ALPHA",), lambda v: 0 <= v <= 1, "an EMA weight in [0, 1]"),
+    (tuple(f"{s}.BASE_LR" for s in _STAGES), lambda v: v >= 0, "a learning rate >= 0"),
+    (tuple(f"{s}.MAX_ITER" for s in _STAGES), lambda v: v >= 1, "at least 1 (the poly horizon)"),
+    (("SOURCE_ONLY.SOURCE_BATCH", "ADV_WARMUP.SOURCE_BATCH", "ADV_WARMUP.TARGET_BATCH", "ALIGN.SOURCE_BATCH",
+      "ALIGN.TARGET_BATCH", "SELF_TRAIN.TARGET_BATCH"), lambda v: v >= 1, "a global batch of at least 1"),
+)
 
 
 def dump_config(cfg: CN, output_dir: str, name: str = "config.yaml") -> str:

@@ -154,6 +154,15 @@ def test_dump_config_round_trip(tmp_path):
     ("PROTOTYPE.ABSENT", "forget"), ("PROTOTYPE.INIT", "median"), ("PROTOTYPE.SOURCE_MASK", "pred"),
     ("ALIGN.TARGET_MASK", "sometimes"), ("PIPELINE.HANDOFF", "first"), ("SOLVER.AMP", "fp8"),
     ("MODEL.NUM_CLASSES", "13"), ("TEST.SCALES", "[1.0, 0.0]"), ("TEST.SCALES", "[-0.5]"), ("TEST.SCALES", "[]"),
+    # values that used to end in a traceback far from the config, or in a silently wrong run
+    ("INPUT.SOURCE_SIZE", "[128]"), ("INPUT.TEST_SIZE", "[128.0, 64.0]"), ("TEST.WINDOW", "[0, 512]"),
+    ("DATASETS.TOY.SIZE", "[128, -64]"), ("INPUT.SELF_TRAIN_SCALE", "[1.25, 1.0]"),
+    ("INPUT.COLOR_JITTER", "[0.3, 0.3]"), ("INPUT.COLOR_JITTER", "[0.3, 0.3, 0.3, -0.1]"),
+    ("INPUT.PIXEL_STD", "[0.2, 0.0, 0.2]"), ("MODEL.ASPP_DILATIONS", "[]"), ("MODEL.ASPP_DILATIONS", "[1, 0]"),
+    ("SOLVER.LOG_PERIOD", "0"), ("SOLVER.EVAL_PERIOD", "-1"), ("LOSS.CONTRAST.TEMPERATURE", "0.0"),
+    ("LOSS.SOURCE_TEMPERATURE", "-1.8"), ("PSEUDO.THRESHOLD_CAP", "0.0"), ("PSEUDO.THRESHOLD_CAP", "1.5"),
+    ("PROTOTYPE.ALPHA", "1.5"), ("ALIGN.BASE_LR", "-0.1"), ("SELF_TRAIN.MAX_ITER", "0"),
+    ("ADV_WARMUP.SOURCE_BATCH", "0"), ("SELF_TRAIN.TARGET_BATCH", "0"),
 ])
 def test_validate_rejects_bad_choices(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -168,6 +177,10 @@ def test_validate_rejects_bad_choices(key, value):
     ("PROTOTYPE.ABSENT", "decay"), ("PROTOTYPE.INIT", "image_mean"), ("PROTOTYPE.SOURCE_MASK", "gt_and_pred"),
     ("ALIGN.TARGET_MASK", "online"), ("PIPELINE.HANDOFF", "best"), ("SOLVER.AMP", "fp16"),
     ("MODEL.NUM_CLASSES", "16"), ("TEST.SCALES", "[0.5, 1.0, 1.75]"),
+    # the edges of the value rules
+    ("PROTOTYPE.ALPHA", "1.0"), ("PROTOTYPE.ALPHA", "0.0"), ("PSEUDO.THRESHOLD_CAP", "1.0"),
+    ("SOLVER.KEEP_CHECKPOINTS", "0"), ("SOLVER.CHECKPOINT_PERIOD", "0"), ("INPUT.COLOR_JITTER", "[0.0, 0.0, 0.0, 0.0]"),
+    ("INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]"), ("ALIGN.BASE_LR", "0.0"), ("MODEL.ASPP_DILATIONS", "[1]"),
 ])
 def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])
