@@ -3,9 +3,10 @@ the backbone, a checkpoint/state dict of this project's segmentor, or a checkpoi
 released code (`{"feature_extractor", "classifier"}`, SPCL/FADA; mapped by `released.py`).
 
 A segmentation checkpoint (ours or released) must fill every model tensor: missing keys raise,
-listing them. An ImageNet file may leave only what ImageNet has no counterpart for missing (the
-ASPP head, VGG's fc6/fc7): logged. Unexpected keys are logged; a shape mismatch raises naming the
-key, both shapes and the file."""
+listing them, and must not hold tensors the model lacks: a ResNet-101 checkpoint loaded as a ResNet-50, or a
+four-branch ASPP head loaded as three, would otherwise run a silently truncated network. An ImageNet file
+may leave only what ImageNet has no counterpart for missing (the ASPP head, VGG's fc6/fc7) and hold only
+its classifier besides (logged). A shape mismatch raises naming the key, both shapes and the file."""
 from __future__ import annotations
 
 import logging
@@ -37,6 +38,8 @@ def read_checkpoint(path: str) -> dict:
 
 # what an ImageNet backbone file cannot provide (left at init, logged)
 IMAGENET_ABSENT = ("head.", "backbone.fc6.", "backbone.fc7.")
+# what an ImageNet file holds that the segmentor has no use for: its classifier (ignored, logged)
+IMAGENET_EXTRA = ("backbone.fc.", "backbone.classifier.")
 
 
 def segmentor_state_from(obj: dict) -> tuple[dict, str]:
@@ -78,6 +81,10 @@ def load_segmentor_weights(model: nn.Module, path: str) -> dict:
     if must_fill:
         raise ValueError(f"weights file {path} ({kind}) lacks {len(must_fill)} tensor(s) of the model: "
                          f"{_short(must_fill, 20)} (wrong MODEL.BACKBONE, or a truncated/partial checkpoint?)")
+    surplus = unexpected if kind != "imagenet" else [k for k in unexpected if not k.startswith(IMAGENET_EXTRA)]
+    if surplus:
+        raise ValueError(f"weights file {path} ({kind}) holds {len(surplus)} tensor(s) the model does not have: "
+                         f"{_short(surplus, 20)} (wrong MODEL.BACKBONE or MODEL.ASPP_DILATIONS?)")
     logger.info("loaded %s weights from %s: %d tensors", kind, path, loaded)
     if missing:
         logger.info("missing keys (%d, left at init): %s", len(missing), _short(missing))

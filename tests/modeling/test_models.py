@@ -121,6 +121,35 @@ def test_head_shape_mismatch_names_the_key(tmp_path):
     assert "head.convs.0.weight" in msg and path in msg and "(19, 512, 3, 3)" in msg and "(16, 512, 3, 3)" in msg
 
 
+def test_checkpoint_of_a_larger_model_is_refused_not_truncated(tmp_path):
+    """A ResNet-34 checkpoint holds every ResNet-18 tensor with the same shapes, plus more blocks; a 4-branch
+    ASPP head holds the 3-branch one. Loading either into the smaller model must not silently drop the rest."""
+    big = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet34"), load_weights=False)
+    path = str(tmp_path / "r34.pth")
+    torch.save({"model": big.state_dict(), "iteration": 1}, path)
+    small = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    with pytest.raises(ValueError, match=r"r34\.pth \(checkpoint\) holds \d+ tensor\(s\) the model does not have: "
+                                         r"backbone\.layer1\.2\.conv1\.weight"):
+        load_segmentor_weights(small, path)
+    four = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.ASPP_DILATIONS", "[1, 2, 3, 4]"),
+                           load_weights=False)
+    path = str(tmp_path / "aspp4.pth")
+    torch.save(four.state_dict(), path)
+    three = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.ASPP_DILATIONS", "[1, 2, 3]"),
+                            load_weights=False)
+    with pytest.raises(ValueError, match=r"2 tensor\(s\) the model does not have: head\.convs\.3\.weight, "
+                                         r"head\.convs\.3\.bias \(wrong MODEL\.BACKBONE or MODEL\.ASPP_DILATIONS\?\)"):
+        load_segmentor_weights(three, path)
+    # an ImageNet file of the larger backbone is refused too; its own classifier (fc) is not a surplus
+    imagenet = {k[len("backbone."):]: v for k, v in big.state_dict().items() if k.startswith("backbone.")}
+    imagenet.update({"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)})
+    path = str(tmp_path / "r34-imagenet.pth")
+    torch.save(imagenet, path)
+    with pytest.raises(ValueError, match=r"\(imagenet\) holds") as e:
+        load_segmentor_weights(small, path)
+    assert "layer1.2" in str(e.value) and "backbone.fc." not in str(e.value)
+
+
 def test_unusable_weight_files_raise(tmp_path):
     model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
