@@ -64,6 +64,14 @@ def test_convert_checkpoint_missing_or_unreadable_input(tmp_path):
     assert not (tmp_path / "o.pth").exists()
 
 
+def test_output_dir_that_is_a_file(tmp_path):
+    afile = tmp_path / "results"
+    afile.write_text("keep me")
+    _one_line_error(_run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(afile)),
+                    f"OUTPUT_DIR {afile} is a file, not a folder")
+    assert afile.read_text() == "keep me"
+
+
 def test_unknown_key_suggests_the_real_one(tmp_path):
     proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
     _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")
