@@ -1,4 +1,4 @@
-"""The README's "Python API" block, run as written (in a folder laid out like the repository, on a tiny
+"""The README's "Python API" block and its "From Python" example of using a trained model, run as written (in a folder laid out like the repository, on a tiny
 generated dataset and an untrained model), and what its comments promise checked on the values it leaves.
 
 The block names four tensors it does not build (`pred`, `label`, `feat`, `mask`): they are filled in here,
@@ -12,9 +12,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _python_api_block() -> str:
+def _python_block(after: str) -> str:
+    """The first ```python block of the README after the line `after`."""
     text = open(os.path.join(ROOT, "README.md")).read()
-    section = text.split("## Python API", 1)[1]
+    section = text.split(after, 1)[1]
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
@@ -54,7 +55,7 @@ def test_readme_python_api_runs_and_does_what_its_comments_say(repo_like):
     mask = torch.randint(0, 19, (2, 8, 16), generator=g)
     mask[0, 0] = 255
     ns = {"pred": label.clone(), "label": label, "feat": feat, "mask": mask}
-    exec(compile(_python_api_block(), "README.md (Python API)", "exec"), ns)
+    exec(compile(_python_block("## Python API"), "README.md (Python API)", "exec"), ns)
 
     item, probs = ns["item"], ns["probs"]
     assert item["image"].dtype == torch.float32 and item["image"].shape[0] == 3
@@ -72,3 +73,25 @@ def test_readme_python_api_runs_and_does_what_its_comments_say(repo_like):
     assert thresholds.shape == (19,) and bool(((thresholds >= 0) & (thresholds <= 0.9)).all())
     assert isinstance(ns["trainer"], AlignTrainer)
     assert not os.path.exists(os.path.join(repo_like, "output", "toy", "3_align"))  # "writes nothing"
+
+
+def test_readme_from_python_labels_an_image_at_its_own_size(repo_like):
+    """"Using a trained model", "From Python": with the toy config instead of gta5_r101.yaml (same code path,
+    a model small enough for a test), on a street.jpg of an odd size."""
+    import numpy as np
+    from PIL import Image
+
+    from spcl.data.labels import trainid_to_labelid_lut
+
+    block = _python_block("**From Python**")
+    assert 'load_config("configs/gta5_r101.yaml")' in block
+    rgb = np.random.default_rng(0).integers(0, 256, (71, 103, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(repo_like / "street.jpg")
+    ns = {}
+    exec(compile(block.replace("configs/gta5_r101.yaml", "configs/toy.yaml"), "README.md (From Python)", "exec"), ns)
+    labels = ns["labels"]
+    assert labels.shape == (71, 103) and labels.dtype == np.uint8 and labels.max() < 19
+    lut = trainid_to_labelid_lut(19)
+    np.testing.assert_array_equal(ns["ids"], lut[labels])
+    assert set(np.unique(ns["ids"])) <= set(lut[:19].tolist())
+    assert ns["colours"].shape == (71, 103, 3)
