@@ -126,7 +126,7 @@ class Checkpointer:
             try:
                 module.load_state_dict(data[name])
             except RuntimeError as e:
-                raise RuntimeError(f"checkpoint {path} does not match this stage's '{name}': {e}") from e
+                raise ValueError(f"checkpoint {path} does not match this stage's '{name}': {e}") from e
         for name, opt in self.optimizers.items():
             opt.load_state_dict(data["optimizers"][name])
         if self.scaler is not None and "scaler" in data:

@@ -82,6 +82,31 @@ def test_every_checkpoint_unreadable_names_them(toy_root, tmp_path):
         SourceOnlyTrainer(tiny_cfg(toy_root, out, *OPTS), out, torch.device("cpu"))
 
 
+def test_resume_from_another_stages_checkpoint_names_what_is_missing_or_mismatched(tmp_path):
+    """A checkpoint copied into the wrong stage folder: a state the stage needs is absent, or a module's
+    tensors do not fit; both stop with the file and the module named (user errors: one line from the tools)."""
+    import torch.nn as nn
+
+    from spcl.engine.checkpoint import Checkpointer
+
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = Checkpointer(str(tmp_path), {"model": model}, {"model": opt}).save("model_0000003", 3)
+    with_d = Checkpointer(None, {"model": nn.Linear(2, 2), "discriminator": nn.Linear(2, 1)}, {})
+    with pytest.raises(KeyError, match="has no 'discriminator' state; it was written by another stage"):
+        with_d.resume(path)
+    wider = Checkpointer(None, {"model": nn.Linear(3, 2)}, {})
+    with pytest.raises(ValueError, match=r"model_0000003\.pth does not match this stage's 'model'"):
+        wider.resume(path)
+    same = nn.Linear(2, 2)
+    assert Checkpointer(None, {"model": same}, {"model": torch.optim.SGD(same.parameters(), lr=0.1)}).resume(
+        path) == 3
+    assert torch.equal(same.weight, model.weight)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(OSError, match="cannot read checkpoint .*junk.pth"):
+        Checkpointer(None, {"model": nn.Linear(2, 2)}, {}).resume(str(tmp_path / "junk.pth"))
+
+
 def test_changed_key_on_resume_stops_and_names_it(toy_root, tmp_path, monkeypatch):
     out = str(tmp_path)
     _killed_run(toy_root, out, monkeypatch, 3)
