@@ -287,3 +287,25 @@ def test_fixture_cityscapes_list_file_order(shared_fixtures, tmp_path):
     ds_all = build_dataset(_cfg(tmp_path), "cityscapes_val", train=False)
     assert [os.path.relpath(p, str(tmp_path / "cityscapes" / "leftImg8bit" / "val")) for p, _ in ds_all.items] \
         == sorted(chosen + extra)
+
+
+def test_label_write_that_fails_half_way_leaves_no_partial_file_and_names_it(tmp_path, monkeypatch):
+    """A full disk while a pseudo label is written: a truncated PNG left behind would be read back later as a
+    wrong label, so it is removed, and the error names the file and the likely cause."""
+    import errno
+
+    path = tmp_path / "labels" / "a.png"
+    real_save = Image.Image.save
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG\r\n")  # the first bytes reach the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match=r"cannot write label file .*a\.png: No space left on device \(disk full"):
+        write_label_png(str(path), np.zeros((4, 6), np.uint8))
+    assert not path.exists()
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    write_label_png(str(path), np.full((4, 6), 7, np.uint8))  # and a retry writes the label
+    np.testing.assert_array_equal(read_label_indices(str(path)), np.full((4, 6), 7))
