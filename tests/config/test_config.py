@@ -163,6 +163,10 @@ def test_dump_config_round_trip(tmp_path):
     ("LOSS.SOURCE_TEMPERATURE", "-1.8"), ("PSEUDO.THRESHOLD_CAP", "0.0"), ("PSEUDO.THRESHOLD_CAP", "1.5"),
     ("PROTOTYPE.ALPHA", "1.5"), ("ALIGN.BASE_LR", "-0.1"), ("SELF_TRAIN.MAX_ITER", "0"),
     ("ADV_WARMUP.SOURCE_BATCH", "0"), ("SELF_TRAIN.TARGET_BATCH", "0"),
+    # would have stopped only when the stage that reads them starts, after the training before it
+    ("PSEUDO.NUM_BINS", "0"), ("PSEUDO.NUM_BINS", "65537"), ("TEST.BATCH_SIZE", "0"), ("SOLVER.ACCUM_STEPS", "0"),
+    ("PROTOTYPE.NUM_IMAGES", "-3"), ("TEST.NUM_IMAGES", "-1"), ("DATALOADER.NUM_WORKERS", "-1"),
+    ("DATALOADER.PREFETCH_FACTOR", "0"), ("SOLVER.LR_POWER", "-1.0"),
 ])
 def test_validate_rejects_bad_choices(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -181,6 +185,7 @@ def test_validate_rejects_bad_choices(key, value):
     ("PROTOTYPE.ALPHA", "1.0"), ("PROTOTYPE.ALPHA", "0.0"), ("PSEUDO.THRESHOLD_CAP", "1.0"),
     ("SOLVER.KEEP_CHECKPOINTS", "0"), ("SOLVER.CHECKPOINT_PERIOD", "0"), ("INPUT.COLOR_JITTER", "[0.0, 0.0, 0.0, 0.0]"),
     ("INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]"), ("ALIGN.BASE_LR", "0.0"), ("MODEL.ASPP_DILATIONS", "[1]"),
+    ("PSEUDO.NUM_BINS", "65536"), ("PSEUDO.NUM_BINS", "1"), ("PROTOTYPE.NUM_IMAGES", "0"), ("SOLVER.LR_POWER", "0.0"),
 ])
 def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])
