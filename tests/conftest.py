@@ -49,6 +49,30 @@ def tiny_cfg(toy_root: str, output_dir: str, *opts):
     return load_config(base, overrides + list(opts))
 
 
+@pytest.fixture(scope="module")
+def prototypes(tmp_path_factory):
+    """A K×C prototype file (unit rows, 19 × 512: the toy's ResNet-18) for the align stage."""
+    path = str(tmp_path_factory.mktemp("protos") / "p.pth")
+    g = torch.Generator().manual_seed(0)
+    torch.save({"prototypes": torch.nn.functional.normalize(torch.randn(19, 512, generator=g), dim=1)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pseudo_dir(toy_root, tmp_path_factory):
+    """Pseudo labels for the tiny toy's target train images = their ground truth in trainIds (enough
+    for a stage step)."""
+    from spcl.data import build_dataset
+    from spcl.data.io import write_label_png
+
+    out = tmp_path_factory.mktemp("pseudo")
+    ds = build_dataset(tiny_cfg(toy_root, str(out)), "cityscapes_train", train=False, labels="required")
+    for i in range(len(ds)):
+        item = ds[i]
+        write_label_png(str(out / item["name"]), item["label"].numpy().astype(np.uint8))
+    return str(out)
+
+
 def load_tool(name: str):
     """tools/<name>.py imported as a module (the tools are scripts, not a package)."""
     import importlib.util

@@ -3,35 +3,11 @@ keeps the losses and the prototype bank in fp32 (docs/method.md "Schedules"), an
 close to the fp32 one. fp16 goes through a gradient scaler whose state is checkpointed."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_cfg
 from spcl.engine.stages import TRAINERS
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def prototypes(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("protos") / "p.pth")
-    g = torch.Generator().manual_seed(0)
-    torch.save({"prototypes": F.normalize(torch.randn(19, 512, generator=g), dim=1)}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def pseudo_dir(toy_root, tmp_path_factory):
-    import numpy as np
-
-    from spcl.data import build_dataset
-    from spcl.data.io import write_label_png
-
-    out = tmp_path_factory.mktemp("pseudo")
-    ds = build_dataset(tiny_cfg(toy_root, str(out)), "cityscapes_train", train=False, labels="required")
-    for i in range(len(ds)):
-        item = ds[i]
-        write_label_png(str(out / item["name"]), item["label"].numpy().astype(np.uint8))
-    return str(out)
 
 
 def _step(stage, toy_root, out, prototypes, pseudo_dir, amp, monkeypatch=None, seen=None):

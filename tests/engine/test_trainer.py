@@ -15,28 +15,6 @@ from spcl.engine.stages import TRAINERS, AdvWarmupTrainer, AlignTrainer, SelfTra
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def prototypes(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("protos") / "p.pth")
-    g = torch.Generator().manual_seed(0)
-    torch.save({"prototypes": torch.nn.functional.normalize(torch.randn(19, 512, generator=g), dim=1)}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def pseudo_dir(toy_root, tmp_path_factory):
-    """Pseudo labels = the target ground truth in trainIds (enough for one step)."""
-    from spcl.data import build_dataset
-    from spcl.data.io import write_label_png
-
-    out = tmp_path_factory.mktemp("pseudo")
-    ds = build_dataset(tiny_cfg(toy_root, str(out)), "cityscapes_train", train=False, labels="required")
-    for i in range(len(ds)):
-        item = ds[i]
-        write_label_png(str(out / item["name"]), item["label"].numpy().astype(np.uint8))
-    return str(out)
-
-
 def _batch(trainer):
     return {k: trainer._to_device(next(iter(v))) for k, v in trainer.build_loaders(0).items()}
 
