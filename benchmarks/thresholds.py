@@ -108,7 +108,7 @@ def main():
                       "no_slower_than_reference": res["speedup"] >= 1.0,
                       "thresholds_within_1e-4": res["max_threshold_diff"] <= 1e-4}
     n0, n1 = size["memory_maps"][0], size["memory_maps"][-1]
-    headers = ["implementation", f"s ({size['maps']} maps)", f"maps/s"] + \
+    headers = ["implementation", f"s ({size['maps']} maps)", "maps/s"] + \
         [f"peak MB @{n}" for n in size["memory_maps"]] + [f"growth {n0}→{n1} MB", f"peak MB @{size['maps']}"]
     rows = [[impl, r["seconds"], size["maps"] / r["seconds"], *r["memory_by_maps"].values(), r["growth_mb"], r["peak_mb"]]
             for impl, r in res["impl"].items()]

@@ -8,7 +8,6 @@ without pool4/pool5 + fc6/fc7 in one Sequential under IntermediateLayerGetter; A
 with conv2d_list.{0..3}."""
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
