@@ -1,5 +1,6 @@
-"""The README's "Python API" block and its "From Python" example of using a trained model, run as written (in a folder laid out like the repository, on a tiny
-generated dataset and an untrained model), and what its comments promise checked on the values it leaves.
+"""The README's "Python API" block and its "From Python" example of using a trained model, run as written
+(in a folder laid out like the repository, on a tiny generated dataset and an untrained model), and what
+their comments promise checked on the values they leave.
 
 The block names four tensors it does not build (`pred`, `label`, `feat`, `mask`): they are filled in here,
 `pred` equal to `label` so the evaluator's answer is known (a perfect prediction: 100 mIoU)."""
@@ -40,7 +41,8 @@ def repo_like(tmp_path, toy_root, monkeypatch):
     torch.save(state, tmp_path / "model_final.pth")
     protos = tmp_path / "output" / "toy" / "1_prototypes" / "prototypes.pth"
     protos.parent.mkdir(parents=True)
-    torch.save({"prototypes": torch.nn.functional.normalize(torch.randn(19, model.backbone.out_channels), dim=1)}, protos)
+    unit = torch.nn.functional.normalize(torch.randn(19, model.backbone.out_channels), dim=1)
+    torch.save({"prototypes": unit}, protos)
     return tmp_path
 
 

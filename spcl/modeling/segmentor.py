@@ -28,7 +28,8 @@ def predict_probs(model: nn.Module, images: torch.Tensor, out_size: Optional[tup
     `model(x)["logits"]`; `spcl.evaluation.sliding.sliding_window(...)` gives sliding-window logits);
     they are upsampled bilinearly to `out_size`."""
     if not len(scales) or any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be positive factors of the input size (TEST.SCALES, --scales), got {list(scales)}")
+        raise ValueError(f"scales must be positive factors of the input size (TEST.SCALES, --scales), "
+                         f"got {list(scales)}")
     logits_fn = logits_fn or whole_image_logits
     out_size = tuple(out_size or images.shape[-2:])
     total, count = None, 0
