@@ -113,6 +113,8 @@ def main(argv=None):
                                 "…/checkpoints/model_final.pth)")
     if args.batch_size < 0:
         raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha is the colour weight of the overlays, between 0 and 1; got {args.alpha}")
     inputs, skipped = collect_inputs(args.input)
 
     import numpy as np

@@ -108,6 +108,8 @@ def cityscapes_labelid_palette() -> list[int]:
 def overlay(image: np.ndarray, label: np.ndarray, num_classes: int = 19, alpha: float = 0.5) -> np.ndarray:
     """`image` H×W×3 uint8 blended with the colours of the train-label map `label` H×W:
     (1 − alpha)·image + alpha·colour, rounded; ignored pixels (255) keep the image."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay: alpha is the colour weight, between 0 and 1; got {alpha}")
     image = np.asarray(image, dtype=np.uint8)
     label = np.asarray(label, dtype=np.uint8)
     if image.shape[:2] != label.shape:

@@ -107,6 +107,15 @@ def test_infer_folder(tmp_path, tools):
     assert len([p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("infer_")]) == 2
 
 
+def test_infer_rejects_bad_numbers_before_loading_anything(tmp_path, tools):
+    infer, _ = tools
+    _, ckpt = make_checkpoint(tmp_path)
+    for flags, message in ((["--alpha", "3"], "--alpha is the colour weight"),
+                           (["--batch-size", "-1"], "--batch-size must be positive")):
+        with pytest.raises(ValueError, match=message):  # UsageError: one line from the command line
+            infer.main(["--checkpoint", ckpt, "--input", str(tmp_path / "nowhere")] + flags + OPTS)
+
+
 def test_infer_inputs_glob_and_list(tmp_path, tools, monkeypatch):
     infer, _ = tools
     make_inputs(tmp_path)
@@ -280,6 +289,12 @@ def test_overlay_and_legend_helpers():
     np.testing.assert_array_equal(out[0, 1], image[0, 1])  # ignored pixels keep the image
     with pytest.raises(ValueError, match="differ"):
         overlay(image, label.T, 19)
+    for alpha in (0.0, 1.0):  # the ends: the image alone, the colours alone
+        expected = image[0, 0] if alpha == 0.0 else road
+        np.testing.assert_array_equal(overlay(image, label, 19, alpha=alpha)[0, 0], expected)
+    for alpha in (-0.1, 3.0):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            overlay(image, label, 19, alpha=alpha)
     lg = legend(16, row_height=10)
     assert lg.shape == (160, 160, 3)
     np.testing.assert_array_equal(lg[5, 5], [128, 64, 128])  # first swatch: road
