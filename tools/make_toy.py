@@ -123,6 +123,8 @@ def prepare_toy_data(cfg) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Generates the dataset (and optionally a preview) and prints what was written."""
     args = parse_args(argv)
+    if args.preview and args.preview_rows < 1:
+        raise ValueError(f"--preview-rows must be at least 1, got {args.preview_rows}")
     info = generate_toy_dataset(args.root, seed=args.seed, num_source=args.num_source,
                                 num_target_train=args.num_target_train, num_target_val=args.num_target_val,
                                 size=tuple(args.size), overwrite=args.overwrite)

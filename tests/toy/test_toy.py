@@ -154,6 +154,9 @@ def test_make_toy_cli(tmp_path, capsys):
     check_preview(tmp_path / "preview.png", rows=2, size=(64, 32))
     assert not make_toy.main(args)["generated"]
     assert "up to date" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--preview-rows must be at least 1, got 0"):  # before any work
+        make_toy.main(["--root", str(tmp_path / "other"), "--preview", str(tmp_path / "p.png"), "--preview-rows", "0"])
+    assert not (tmp_path / "other").exists()
 
 
 def check_preview(path, rows: int, size: tuple):
