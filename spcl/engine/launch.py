@@ -24,7 +24,7 @@ def init_distributed(backend: Optional[str] = None) -> bool:
     if backend == "nccl":
         local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
         if local_rank >= gpus:
-            raise RuntimeError(
+            raise ValueError(
                 f"process LOCAL_RANK={local_rank} has no GPU of its own: {gpus} CUDA device(s) visible, and NCCL "
                 f"needs one per process. Start at most {gpus} process(es) per node (torchrun --nproc_per_node="
                 f"{gpus}), or run on the CPU with gloo (CUDA_VISIBLE_DEVICES='' torchrun ...)")
