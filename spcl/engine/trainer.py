@@ -273,6 +273,14 @@ class StageTrainer:
             last = self.checkpointer.last_checkpoint()
             raise KeyboardInterrupt(f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
                                     f"{last or 'none yet'})") from None
+        except torch.cuda.OutOfMemoryError as e:
+            last = self.checkpointer.last_checkpoint()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "CUDA out of memory"
+            raise OutOfMemory(
+                f"out of GPU memory at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
+                f"{last or 'none yet'}): {first} Lower the per-process batch ({self.NODE}.*_BATCH, or more "
+                "processes), split it with SOLVER.ACCUM_STEPS k, or use SOLVER.AMP bf16 and MODEL.CHANNELS_LAST "
+                "True; then rerun the same command with --allow-config-change to resume") from e
         self.check_finite_weights(stop)
         final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
         metrics = self.evaluate_and_log(stop)
@@ -360,6 +368,10 @@ class StageTrainer:
 
 class DivergenceError(RuntimeError):
     """A training stage produced a non-finite loss or non-finite weights."""
+
+
+class OutOfMemory(RuntimeError):
+    """A training stage ran out of GPU memory; the message says where and what to change."""
 
 
 def summary_metrics(metrics: dict) -> dict:

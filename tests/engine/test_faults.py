@@ -120,6 +120,36 @@ def test_changed_key_on_resume_stops_and_names_it(toy_root, tmp_path, monkeypatc
     assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
 
 
+def test_out_of_gpu_memory_names_the_iteration_the_checkpoint_and_what_to_change(toy_root, tmp_path, monkeypatch):
+    """CUDA OOM inside a stage (faked on the CPU): one user error that says where it stopped, from which
+    checkpoint a rerun resumes, and which keys lower the memory; then a rerun with a smaller batch resumes."""
+    from conftest import load_tool
+    from spcl.engine.trainer import OutOfMemory
+
+    out = str(tmp_path)
+    original = SourceOnlyTrainer.run_step
+
+    def run_step(self, batch):
+        if self.iteration == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                                              "capacity of 79.19 GiB\nof which 1.2 GiB is free.")
+        return original(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", run_step)
+    with pytest.raises(OutOfMemory) as err:
+        run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
+    msg = str(err.value)
+    assert msg.startswith("out of GPU memory at iteration 3 of stage source_only (last checkpoint: ")
+    assert "model_0000002.pth" in msg and "Tried to allocate 2.00 GiB" in msg and "of which" not in msg
+    assert all(k in msg for k in ("SOURCE_ONLY.*_BATCH", "SOLVER.ACCUM_STEPS", "SOLVER.AMP bf16",
+                                  "--allow-config-change"))
+    assert OutOfMemory in load_tool("_common").user_errors()  # printed as one line by the tools
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.SOURCE_BATCH", "1", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
+              "source_only", out)
+    assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
+
+
 def test_changed_key_with_explicit_permission_resumes(toy_root, tmp_path, monkeypatch):
     out = str(tmp_path)
     _killed_run(toy_root, out, monkeypatch, 3)
