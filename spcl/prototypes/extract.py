@@ -72,10 +72,24 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
     return {"prototypes": class_means(total, counts).cpu(), "counts": counts.cpu()}
 
 
-def load_prototype_file(path: str) -> torch.Tensor:
-    """K×C prototypes from a file written by the `prototypes` stage (config key PROTOTYPE.PATH)."""
+def load_prototype_file(path: str, shape: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """K×C prototypes from a file written by the `prototypes` stage (config key PROTOTYPE.PATH): a tensor,
+    or a dict holding it under "prototypes". With `shape` (K, C) the file must match it; every error names
+    the file."""
     if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"prototype file not found: {path!r}{where_read(path)} (config key PROTOTYPE.PATH; the "
-                                "`prototypes` stage writes it)")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return data["prototypes"] if isinstance(data, dict) else data
+        raise FileNotFoundError(f"prototype file not found: {path!r}{where_read(path)} (config key PROTOTYPE.PATH; "
+                                "the `prototypes` stage writes it)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling error means an unusable file
+        raise IOError(f"cannot read prototype file {path}: {e}") from e
+    protos = data.get("prototypes") if isinstance(data, dict) else data
+    if not isinstance(protos, torch.Tensor) or protos.dim() != 2:
+        what = f"a dict with keys {sorted(data)[:8]}" if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"prototype file {path} holds {what}; expected a K×C tensor, or a dict with one under "
+                         "'prototypes' (as the `prototypes` stage and tools/gen_pseudo.py --prototypes write)")
+    if shape is not None and tuple(protos.shape) != tuple(shape):
+        raise ValueError(f"prototype file {path} holds {tuple(protos.shape)} prototypes; this model needs "
+                         f"{tuple(shape)} (MODEL.NUM_CLASSES × the backbone's feature channels): written for "
+                         "another backbone or class setting?")
+    return protos

@@ -203,3 +203,11 @@ def test_two_domain_stages_leave_bn_running_statistics_to_the_target_pass(cls, m
     for (m1, v1), (m2, v2) in zip(got, expected):
         assert torch.allclose(m1, m2, atol=1e-5) and torch.allclose(v1, v2, atol=1e-5, rtol=1e-4)
 
+
+
+def test_align_refuses_prototypes_of_another_shape_before_training(toy_root, tmp_path):
+    """Prototypes written for another backbone (here 256 channels against the ResNet-18's 512)."""
+    path = str(tmp_path / "p256.pth")
+    torch.save({"prototypes": torch.randn(19, 256)}, path)
+    with pytest.raises(ValueError, match=r"p256\.pth holds \(19, 256\) prototypes; this model needs \(19, 512\)"):
+        AlignTrainer(tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", path), None, CPU)

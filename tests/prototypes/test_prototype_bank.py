@@ -127,3 +127,26 @@ def test_class_sums_equal_the_plain_one_hot_product(dtype):
     assert counts.tolist() == onehot.sum(0).tolist()
     means = class_means(sums, counts)
     assert torch.equal(means[4], torch.zeros(40, dtype=dtype))  # class 4 never seen: zero row
+
+
+def test_prototype_file_forms_and_mistakes_name_the_file(tmp_path):
+    """What the `prototypes` stage writes (a dict) and a bare K×C tensor both load; a file of another shape,
+    of something else, or not a torch file at all stops naming it (align checks the shape before training)."""
+    from spcl.prototypes import load_prototype_file
+
+    p = torch.randn(19, 8)
+    torch.save({"prototypes": p, "counts": torch.ones(19)}, tmp_path / "stage.pth")
+    torch.save(p, tmp_path / "bare.pth")
+    for name in ("stage.pth", "bare.pth"):
+        assert torch.equal(load_prototype_file(str(tmp_path / name), (19, 8)), p)
+    with pytest.raises(ValueError, match=r"bare\.pth holds \(19, 8\) prototypes; this model needs \(19, 512\)"):
+        load_prototype_file(str(tmp_path / "bare.pth"), (19, 512))
+    torch.save({"foo": 1}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other\.pth holds a dict with keys \['foo'\]; expected a K×C tensor"):
+        load_prototype_file(str(tmp_path / "other.pth"))
+    torch.save(torch.randn(19), tmp_path / "flat.pth")
+    with pytest.raises(ValueError, match=r"flat\.pth holds Tensor"):
+        load_prototype_file(str(tmp_path / "flat.pth"))
+    (tmp_path / "junk.pth").write_text("junk")
+    with pytest.raises(OSError, match=r"cannot read prototype file .*junk\.pth"):
+        load_prototype_file(str(tmp_path / "junk.pth"))

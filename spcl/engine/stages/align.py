@@ -41,7 +41,7 @@ class AlignTrainer(StageTrainer):
                              cfg.PROTOTYPE.ALPHA, cfg.PROTOTYPE.ABSENT).to(self.device)
         self.bank = self.register_module("prototype_bank", bank)
         if self.resume_from is None:  # a resumed bank comes from the checkpoint
-            bank.set(load_prototype_file(cfg.PROTOTYPE.PATH).to(self.device))
+            bank.set(load_prototype_file(cfg.PROTOTYPE.PATH, (bank.num_classes, bank.dim)).to(self.device))
         c = cfg.LOSS.CONTRAST
         self.contrast = PrototypeContrastiveLoss(c.TEMPERATURE, normalize_prototypes=c.NORMALIZE_PROTOTYPES)
         self.online = ClassThresholds(cfg.MODEL.NUM_CLASSES, cfg.PSEUDO.THRESHOLD_CAP, 1000)
