@@ -128,6 +128,9 @@ class Checkpointer:
             except RuntimeError as e:
                 raise ValueError(f"checkpoint {path} does not match this stage's '{name}': {e}") from e
         for name, opt in self.optimizers.items():
+            if name not in data.get("optimizers", {}):
+                raise KeyError(f"checkpoint {path} has no optimiser state for '{name}': a model-only file (e.g. a "
+                               "converted or released checkpoint) cannot be resumed from; give it as MODEL.WEIGHTS")
             opt.load_state_dict(data["optimizers"][name])
         if self.scaler is not None and "scaler" in data:
             self.scaler.load_state_dict(data["scaler"])

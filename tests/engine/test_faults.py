@@ -102,6 +102,11 @@ def test_resume_from_another_stages_checkpoint_names_what_is_missing_or_mismatch
     assert Checkpointer(None, {"model": same}, {"model": torch.optim.SGD(same.parameters(), lr=0.1)}).resume(
         path) == 3
     assert torch.equal(same.weight, model.weight)
+    torch.save({"model": model.state_dict(), "iteration": 5}, tmp_path / "model_only.pth")  # e.g. converted
+    fresh = nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="model_only.pth has no optimiser state for 'model'"):
+        Checkpointer(None, {"model": fresh}, {"model": torch.optim.SGD(fresh.parameters(), lr=0.1)}).resume(
+            str(tmp_path / "model_only.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(OSError, match="cannot read checkpoint .*junk.pth"):
         Checkpointer(None, {"model": nn.Linear(2, 2)}, {}).resume(str(tmp_path / "junk.pth"))
