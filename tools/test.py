@@ -19,6 +19,7 @@ TEST.STRIDE over the resized image.
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import os
 import sys
@@ -26,6 +27,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import UsageError, config_parser, run_main, setup  # noqa: E402
 from spcl.utils.io import where_read  # noqa: E402
+
+
+def _stage_index(folder: str) -> int:
+    """The position of a pipeline stage folder `<i>_<stage>` (-1 for another name)."""
+    head = folder.split("_", 1)[0]
+    return int(head) if head.isdigit() else -1
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
@@ -54,8 +61,12 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
     if not found:
         hint = ""
         final = os.path.join(path, "checkpoints", "model_final.pth")
+        stages = sorted(glob.glob(os.path.join(path, "*", "checkpoints", "model_final.pth")),
+                        key=lambda f: _stage_index(os.path.basename(os.path.dirname(os.path.dirname(f)))))
         if os.path.isdir(path) and os.path.isfile(final):
             hint = f"; {path} is a stage folder: did you mean {final}?"
+        elif os.path.isdir(path) and stages:
+            hint = f"; {path} is a run folder: give one stage's checkpoint, e.g. the last stage's {stages[-1]}"
         elif os.path.isfile(path) and os.path.basename(path) == "prototypes.pth":
             hint = "; prototypes.pth holds class prototypes, not a model: give a stage's checkpoints/model_final.pth"
         raise FileNotFoundError(f"no model checkpoint found at {path}{hint}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -151,6 +152,15 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
     (empty / "junk.pth").write_bytes(b"junk")
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         test_tool.find_checkpoints(str(empty))
+    # a whole run folder: the hint names the last stage's final checkpoint (stage 10 after stage 3, not before)
+    run = tmp_path / "run"
+    for stage in ("3_align", "10_self_train"):
+        (run / stage / "checkpoints").mkdir(parents=True)
+        (run / stage / "checkpoints" / "model_final.pth").write_bytes(b"x")
+    last = os.path.join(str(run), "10_self_train", "checkpoints", "model_final.pth")
+    with pytest.raises(FileNotFoundError, match=f"is a run folder: give one stage's checkpoint, e.g. the last "
+                                                f"stage's {re.escape(last)}$"):
+        test_tool.find_checkpoints(str(run))
 
 
 def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path, test_tool):
