@@ -28,6 +28,10 @@ def strip_prefix(state: dict, prefix: str) -> dict:
 
 def read_checkpoint(path: str) -> dict:
     """`torch.load` of a local file to CPU with a clear error when missing or unreadable."""
+    if path and os.path.isdir(path):
+        final = os.path.join(path, "checkpoints", "model_final.pth")
+        hint = f": did you mean {final}?" if os.path.isfile(final) else "; give a checkpoint or weights file"
+        raise IsADirectoryError(f"weights file {path!r} is a folder{hint}")
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}{where_read(path)}")
     try:

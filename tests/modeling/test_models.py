@@ -162,6 +162,14 @@ def test_unusable_weight_files_raise(tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, other)
     with pytest.raises(ValueError, match="none of its"):
         load_segmentor_weights(model, str(other))
+    # a folder: a stage folder gets its final checkpoint suggested, any other folder a plain hint
+    stage = tmp_path / "3_align"
+    (stage / "checkpoints").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match=r"3_align' is a folder; give a checkpoint or weights file"):
+        load_segmentor_weights(model, str(stage))
+    (stage / "checkpoints" / "model_final.pth").write_bytes(b"x")
+    with pytest.raises(IsADirectoryError, match=r"is a folder: did you mean .*3_align/checkpoints/model_final\.pth\?"):
+        load_segmentor_weights(model, str(stage))
 
 
 def test_frozen_or_trainable_bn_by_config():
