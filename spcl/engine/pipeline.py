@@ -24,6 +24,7 @@ from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
 
 from .stages import STAGES, TRAINERS
+from .trainer import OutOfMemory
 
 logger = logging.getLogger("spcl")
 MANIFEST = "manifest.json"
@@ -60,7 +61,12 @@ def run_stage(cfg, stage: str, output_dir: str, device: Optional[torch.device] =
     if stage in TRAINERS and cfg.PIPELINE.HANDOFF == "best":
         best = KeepBestCheckpoint()
         runner.hooks.append(best)
-    result = runner.run()
+    try:
+        result = runner.run()
+    except torch.cuda.OutOfMemoryError as e:  # outside a training loop: evaluation, prototypes, pseudo labels
+        raise OutOfMemory.of(e, f"in stage {stage} ({output_dir})",
+                             "Lower TEST.BATCH_SIZE (images per forward pass) or use SOLVER.AMP bf16 (--allow-"
+                             "config-change); TEST.* keys may change on a rerun, which resumes the stage") from e
     if best is not None and best.path:
         result["outputs"]["checkpoint"] = best.path
         result["oracle"] = True

@@ -275,12 +275,11 @@ class StageTrainer:
                                     f"{last or 'none yet'})") from None
         except torch.cuda.OutOfMemoryError as e:
             last = self.checkpointer.last_checkpoint()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "CUDA out of memory"
-            raise OutOfMemory(
-                f"out of GPU memory at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
-                f"{last or 'none yet'}): {first} Lower the per-process batch ({self.NODE}.*_BATCH, or more "
-                "processes), split it with SOLVER.ACCUM_STEPS k, or use SOLVER.AMP bf16 and MODEL.CHANNELS_LAST "
-                "True; then rerun the same command with --allow-config-change to resume") from e
+            raise OutOfMemory.of(
+                e, f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: {last or 'none yet'})",
+                f"Lower the per-process batch ({self.NODE}.*_BATCH, or more processes), split it with "
+                "SOLVER.ACCUM_STEPS k, or use SOLVER.AMP bf16 and MODEL.CHANNELS_LAST True; then rerun the same "
+                "command with --allow-config-change to resume") from e
         self.check_finite_weights(stop)
         final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
         metrics = self.evaluate_and_log(stop)
@@ -371,7 +370,13 @@ class DivergenceError(RuntimeError):
 
 
 class OutOfMemory(RuntimeError):
-    """A training stage ran out of GPU memory; the message says where and what to change."""
+    """A stage ran out of GPU memory; the message says where and what to change."""
+
+    @classmethod
+    def of(cls, error: BaseException, where: str, what_to_change: str) -> "OutOfMemory":
+        """From PyTorch's error: where it happened, PyTorch's first line (the allocation), what to change."""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
+        return cls(f"out of GPU memory {where}: {first} {what_to_change}")
 
 
 def summary_metrics(metrics: dict) -> dict:

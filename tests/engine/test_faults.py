@@ -150,8 +150,20 @@ def test_out_of_gpu_memory_names_the_iteration_the_checkpoint_and_what_to_change
                                   "--allow-config-change"))
     assert OutOfMemory in load_tool("_common").user_errors()  # printed as one line by the tools
     monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
-    run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.SOURCE_BATCH", "1", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
-              "source_only", out)
+    # outside the training loop (here the stage's closing evaluation): the stage is named, with the
+    # inference keys to change
+    real_eval = SourceOnlyTrainer.evaluate_and_log
+
+    def evaluate_oom(self, iteration):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB.")
+
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", evaluate_oom)
+    cfg = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.SOURCE_BATCH", "1", "PIPELINE.ALLOW_CONFIG_CHANGE", "True")
+    with pytest.raises(OutOfMemory, match=r"out of GPU memory in stage source_only \(.*\): CUDA out of memory\. "
+                                          r"Tried to allocate 1\.50 GiB\. Lower TEST\.BATCH_SIZE"):
+        run_stage(cfg, "source_only", out)
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", real_eval)
+    run_stage(cfg, "source_only", out)
     assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
 
 
