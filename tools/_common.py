@@ -57,10 +57,12 @@ class UsageError(ValueError):
 def user_errors() -> tuple:
     """Exceptions that are a user's to fix: printed as one line (the traceback with --debug)."""
     from spcl.config import ConfigDriftError
+    import torch
+
     from spcl.engine.trainer import DivergenceError, OutOfMemory
 
     return (FileNotFoundError, KeyError, ValueError, OSError, ConfigDriftError, DivergenceError, OutOfMemory,
-            UsageError)
+            UsageError, torch.cuda.OutOfMemoryError)
 
 
 def run_main(main, argv=None) -> None:
@@ -82,6 +84,12 @@ def run_main(main, argv=None) -> None:
         if debug:
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        import torch
+
+        if isinstance(e, torch.cuda.OutOfMemoryError):  # PyTorch's, outside a stage (test.py, infer.py, …)
+            from spcl.engine.trainer import OutOfMemory
+            message = str(OutOfMemory.of(e, "", "Lower the batch (TEST.BATCH_SIZE, --batch-size) or use "
+                                                "SOLVER.AMP bf16"))
         print(f"{name}: error: {message}\n(run with --debug for the full traceback)", file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

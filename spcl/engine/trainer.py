@@ -376,7 +376,7 @@ class OutOfMemory(RuntimeError):
     def of(cls, error: BaseException, where: str, what_to_change: str) -> "OutOfMemory":
         """From PyTorch's error: where it happened, PyTorch's first line (the allocation), what to change."""
         first = str(error).strip().splitlines()[0] if str(error).strip() else "CUDA out of memory"
-        return cls(f"out of GPU memory {where}: {first} {what_to_change}")
+        return cls(f"out of GPU memory{' ' + where if where else ''}: {first} {what_to_change}")
 
 
 def summary_metrics(metrics: dict) -> dict:

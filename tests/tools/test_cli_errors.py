@@ -120,3 +120,30 @@ def test_ctrl_c_says_how_to_resume(capsys):
     assert info.value.code == 130
     err = capsys.readouterr().err
     assert "interrupted at iteration 12 of stage align" in err and "rerun the same command to resume" in err
+
+
+def test_out_of_gpu_memory_in_a_tool_is_one_line(capsys):
+    """PyTorch's CUDA OOM outside a stage (test.py, infer.py, analyze.py): its first line and what to
+    lower; a stage's own OutOfMemory keeps its message (where it stopped, what to change)."""
+    import torch
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import run_main
+    from spcl.engine.trainer import OutOfMemory
+
+    def oom(argv):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB.\nGPU 0 has a total …")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(oom, [])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: out of GPU memory: CUDA out of memory. Tried to allocate 3.00 GiB. Lower the batch " \
+           "(TEST.BATCH_SIZE, --batch-size) or use SOLVER.AMP bf16\n" in err and "GPU 0 has" not in err
+
+    def stage_oom(argv):
+        raise OutOfMemory("out of GPU memory at iteration 7 of stage align (…): …")
+
+    with pytest.raises(SystemExit):
+        run_main(stage_oom, [])
+    assert "error: out of GPU memory at iteration 7 of stage align" in capsys.readouterr().err
