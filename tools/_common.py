@@ -56,9 +56,9 @@ class UsageError(ValueError):
 
 def user_errors() -> tuple:
     """Exceptions that are a user's to fix: printed as one line (the traceback with --debug)."""
-    from spcl.config import ConfigDriftError
     import torch
 
+    from spcl.config import ConfigDriftError
     from spcl.engine.trainer import DivergenceError, OutOfMemory
 
     return (FileNotFoundError, KeyError, ValueError, OSError, ConfigDriftError, DivergenceError, OutOfMemory,
