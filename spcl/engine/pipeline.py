@@ -138,15 +138,15 @@ def read_manifest(folder: str) -> Optional[dict]:
     return data if data.get("status") == "done" else None
 
 
-def check_inputs(cfg) -> None:
-    """Before anything runs: every missing input of the run (initial weights, dataset folders and list
-    files) in one FileNotFoundError, rather than one at a time, stage after stage."""
+def check_inputs(cfg, datasets: bool = True) -> None:
+    """Before anything runs: every missing input of the run (initial weights, and with `datasets` the
+    dataset folders and list files) in one FileNotFoundError, rather than one at a time, stage after stage."""
     from spcl.data.check import dataset_for_check
 
     missing = []
     if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}{where_read(cfg.MODEL.WEIGHTS)}")
-    for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST)):
+    for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST) if datasets else ()):
         try:
             dataset_for_check(cfg, name)
         except FileNotFoundError as e:
@@ -155,18 +155,25 @@ def check_inputs(cfg) -> None:
         raise FileNotFoundError(f"{len(missing)} input(s) of this run are missing:\n  - " + "\n  - ".join(missing))
 
 
+def check_run(cfg, datasets: bool = True) -> None:
+    """What a pipeline run checks before it writes anything (also `tools/train.py --check`): known stages,
+    every input present (`check_inputs`), and for a rerun the config the run folder was made with
+    (ConfigDriftError unless PIPELINE.ALLOW_CONFIG_CHANGE): a rerun must not mix two configs."""
+    for stage in cfg.PIPELINE.STAGES:
+        if stage not in STAGES:
+            raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    check_inputs(cfg, datasets)
+    recorded = recorded_config(cfg.OUTPUT_DIR)
+    if recorded is not None:
+        check_drift(recorded, cfg, f"the run in {cfg.OUTPUT_DIR}")
+
+
 def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     """Run PIPELINE.STAGES in order, skipping finished stages; returns the per-stage summary, also
     written to OUTPUT_DIR/summary.json."""
     device = device or default_device()
-    for stage in cfg.PIPELINE.STAGES:
-        if stage not in STAGES:
-            raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
-    check_inputs(cfg)
+    check_run(cfg)
     root = cfg.OUTPUT_DIR
-    recorded = recorded_config(root)
-    if recorded is not None:  # before anything is written: a rerun must not mix two configs
-        check_drift(recorded, cfg, f"the run in {root}")
     setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     if comm.is_main_process():
         write_run_info(cfg, root)
