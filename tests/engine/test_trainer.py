@@ -204,7 +204,6 @@ def test_two_domain_stages_leave_bn_running_statistics_to_the_target_pass(cls, m
         assert torch.allclose(m1, m2, atol=1e-5) and torch.allclose(v1, v2, atol=1e-5, rtol=1e-4)
 
 
-
 def test_align_refuses_prototypes_of_another_shape_before_training(toy_root, tmp_path):
     """Prototypes written for another backbone (here 256 channels against the ResNet-18's 512)."""
     path = str(tmp_path / "p256.pth")

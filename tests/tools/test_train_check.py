@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import load_tool, restored_spcl_logger, tiny_cfg
+from conftest import load_tool, restored_spcl_logger
 from spcl.config import ConfigDriftError
 
 TOY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "toy.yaml")
@@ -17,9 +17,8 @@ def train():
 
 
 def _tiny_opts(toy_root, out):
-    cfg = tiny_cfg(toy_root, out)
-    return ["OUTPUT_DIR", out, "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False",
-            "INPUT.TEST_SIZE", str(list(cfg.INPUT.TEST_SIZE))]
+    """The toy config on the tiny generated dataset, into `out`."""
+    return ["OUTPUT_DIR", out, "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False"]
 
 
 def test_check_passes_a_runnable_config_and_writes_nothing(train, toy_root, tmp_path, capsys):
