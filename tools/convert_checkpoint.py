@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     from spcl.modeling.aspp import ASPPClassifier
     from spcl.modeling.released import convert_released, find_released
     from spcl.modeling.segmentor import Segmentor
-    from spcl.modeling.weights import read_checkpoint
+    from spcl.modeling.weights import load_state, read_checkpoint
     from spcl.utils.io import atomic_torch_save
 
     obj = read_checkpoint(args.input)
@@ -47,16 +47,7 @@ def main(argv=None) -> dict:
     dilations = [6, 12, 18, 24][: len([k for k in state if k.startswith("head.convs.") and k.endswith(".weight")])]
     net = build_backbone(backbone, frozen_bn=True)
     model = Segmentor(net, ASPPClassifier(net.out_channels, num_classes, dilations))
-    own = model.state_dict()
-    bad = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
-           if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    if bad or missing or unexpected:
-        raise ValueError(f"{args.input} does not fit a {backbone} segmentor with {num_classes} classes:\n"
-                         + "\n".join(["shape " + b for b in bad] + ["missing " + k for k in missing]
-                                     + ["unexpected " + k for k in unexpected][:40]))
-    model.load_state_dict(state, strict=False)
+    load_state(model, state, args.input, "released")  # the keys and shapes must fit, or nothing is written
     iteration = find_released(obj).get("iteration")
     out = {"model": model.state_dict(), "iteration": iteration if isinstance(iteration, int) else 0,
            "converted_from": {"path": os.path.abspath(args.input), "format": "released SPCL/FADA",

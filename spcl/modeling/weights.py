@@ -69,15 +69,22 @@ def segmentor_state_from(obj: dict) -> tuple[dict, str]:
 def load_segmentor_weights(model: nn.Module, path: str) -> dict:
     """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}."""
     state, kind = segmentor_state_from(read_checkpoint(path))
+    return load_state(model, state, path, kind)
+
+
+def load_state(model: nn.Module, state: dict, path: str, kind: str) -> dict:
+    """Load a segmentor state dict (`kind` as from `segmentor_state_from`, read from `path`) into `model`
+    once it fits: every shape equal, no tensor missing and none left over, except what an ImageNet file
+    cannot provide (IMAGENET_ABSENT) or holds besides (IMAGENET_EXTRA). Nothing is loaded otherwise, and
+    the error names the file and the keys. Returns {"missing", "unexpected", "kind"}."""
     own = model.state_dict()
     for key, value in state.items():
         if key in own and hasattr(value, "shape") and own[key].shape != value.shape:
             raise ValueError(f"weights file {path}: key '{key}' has shape {tuple(value.shape)}, the model "
                              f"expects {tuple(own[key].shape)} (wrong MODEL.BACKBONE or MODEL.NUM_CLASSES?)")
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
-    loaded = len(state) - len(result.unexpected_keys)
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
+    loaded = sum(k in own for k in state)
     if loaded == 0:
         raise ValueError(f"weights file {path}: none of its {len(state)} keys match the model "
                          f"(first key '{next(iter(state), '')}')")
@@ -89,6 +96,7 @@ def load_segmentor_weights(model: nn.Module, path: str) -> dict:
     if surplus:
         raise ValueError(f"weights file {path} ({kind}) holds {len(surplus)} tensor(s) the model does not have: "
                          f"{_short(surplus, 20)} (wrong MODEL.BACKBONE or MODEL.ASPP_DILATIONS?)")
+    model.load_state_dict(state, strict=False)
     logger.info("loaded %s weights from %s: %d tensors", kind, path, loaded)
     if missing:
         logger.info("missing keys (%d, left at init): %s", len(missing), _short(missing))

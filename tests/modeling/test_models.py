@@ -128,9 +128,11 @@ def test_checkpoint_of_a_larger_model_is_refused_not_truncated(tmp_path):
     path = str(tmp_path / "r34.pth")
     torch.save({"model": big.state_dict(), "iteration": 1}, path)
     small = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    before = {k: v.clone() for k, v in small.state_dict().items()}
     with pytest.raises(ValueError, match=r"r34\.pth \(checkpoint\) holds \d+ tensor\(s\) the model does not have: "
                                          r"backbone\.layer1\.2\.conv1\.weight"):
         load_segmentor_weights(small, path)
+    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())  # refused: nothing loaded
     four = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.ASPP_DILATIONS", "[1, 2, 3, 4]"),
                            load_weights=False)
     path = str(tmp_path / "aspp4.pth")
