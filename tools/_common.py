@@ -67,12 +67,20 @@ def user_errors() -> tuple:
 
 def run_main(main, argv=None) -> None:
     """Run a tool's `main(argv)`: known user errors print one line and exit 2, Ctrl-C exits 130 with
-    how to resume; `--debug` shows tracebacks instead."""
+    how to resume, a stage stopped by a signal (SOLVER.STOP_SIGNALS) exits 128 + its number, as if the
+    signal had ended the process, with where it saved; `--debug` shows tracebacks instead."""
+    from spcl.utils.signals import Preempted
+
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     name = os.path.basename(sys.argv[0]) or "spcl"
     try:
         code = main(argv)
+    except Preempted as e:
+        if debug:
+            raise
+        print(f"{name}: {e}; rerun the same command to resume from there", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt as e:
         if debug:
             raise

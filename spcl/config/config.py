@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 
 from .defaults import _C
 from ..utils.io import where_read
+from ..utils.signals import signal_numbers
 
 BASE_KEY = "_BASE_"
 
@@ -164,6 +165,10 @@ def validate(cfg: CN) -> None:
             value = _get(cfg, key)
             if not ok(value):
                 raise ValueError(f"config key {key} = {value!r}; expected {expected}")
+    try:
+        signal_numbers(cfg.SOLVER.STOP_SIGNALS)
+    except ValueError as e:
+        raise ValueError(f"config key SOLVER.STOP_SIGNALS = {list(cfg.SOLVER.STOP_SIGNALS)!r}: {e}") from None
 
 
 def _get(cfg: CN, key: str):

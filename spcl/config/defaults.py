@@ -122,6 +122,11 @@ _C.SOLVER.LR_POWER = 0.9  # poly: base * (1 - it / MAX_ITER) ** power
 _C.SOLVER.HEAD_LR_FACTOR = 10.0  # ASPP classifier lr = 10x backbone lr
 _C.SOLVER.CHECKPOINT_PERIOD = 2000  # iterations between checkpoints (resume points)
 _C.SOLVER.KEEP_CHECKPOINTS = 2  # periodic checkpoints kept on disk (the final one always stays)
+# Signals on which a training stage saves a checkpoint at the end of its current iteration and stops
+# (exit status 128 + the signal's number); a rerun resumes there. SIGTERM is what schedulers and torchrun
+# send before they kill a job; SIGUSR1 is a common advance warning (Slurm: --signal=USR1@120).
+# [] = off (the signals keep their usual effect: a checkpoint is lost back to the last periodic one).
+_C.SOLVER.STOP_SIGNALS = ["SIGTERM", "SIGUSR1"]
 _C.SOLVER.LOG_PERIOD = 20  # iterations between log lines
 # Iterations between target-val evaluations (0 = only at the end). The paper configs set 2000
 # (configs/_base_/schedule_paper.yaml): a learning curve, not a single point after 40k iterations.

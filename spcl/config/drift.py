@@ -11,8 +11,9 @@ from yacs.config import CfgNode as CN
 
 # Keys that cannot change what a stage computes: they may differ on resume.
 SAFE_KEYS = ("OUTPUT_DIR", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.CHECKPOINT_PERIOD",
-             "SOLVER.KEEP_CHECKPOINTS", "DATASETS.DATA_DIR", "DATASETS.FOLDER.TRAIN_DIR", "DATASETS.FOLDER.VAL_DIR",
-             "DATASETS.FOLDER.VAL_LABEL_DIR", "DATASETS.PREFLIGHT", "PIPELINE.ALLOW_CONFIG_CHANGE")
+             "SOLVER.KEEP_CHECKPOINTS", "SOLVER.STOP_SIGNALS", "DATASETS.DATA_DIR", "DATASETS.FOLDER.TRAIN_DIR",
+             "DATASETS.FOLDER.VAL_DIR", "DATASETS.FOLDER.VAL_LABEL_DIR", "DATASETS.PREFLIGHT",
+             "PIPELINE.ALLOW_CONFIG_CHANGE")
 SAFE_SECTIONS = ("TEST.", "DATALOADER.")  # evaluation options; workers, pinning, prefetch (never the data)
 # Hand-off paths, set by the pipeline under OUTPUT_DIR: compared relative to it (a moved run folder
 # is the same run).

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from spcl.utils import comm
+from spcl.utils.signals import ignore_stop_signals, signal_numbers
 
 from . import transforms as T
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, FolderDataset, GTA5Dataset, PseudoLabelDataset,
@@ -170,7 +171,13 @@ def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, sta
     extra = {"prefetch_factor": cfg.DATALOADER.PREFETCH_FACTOR} if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch // accum, sampler=sampler, num_workers=workers, drop_last=True,
                       persistent_workers=bool(cfg.DATALOADER.PERSISTENT_WORKERS) and workers > 0, pin_memory=pin,
-                      **extra)
+                      worker_init_fn=_worker_init(cfg), **extra)
+
+
+def _worker_init(cfg):
+    """Workers ignore SOLVER.STOP_SIGNALS: the main process stops the stage cleanly on them (a signal sent
+    to every process of a job would otherwise kill the workers and fail the loader mid-iteration)."""
+    return ignore_stop_signals(signal_numbers(cfg.SOLVER.STOP_SIGNALS))
 
 
 def collate_mixed_labels(items: list[dict]) -> dict:
@@ -192,4 +199,5 @@ def build_test_loader(cfg, dataset: SegmentationDataset, batch_size: Optional[in
     if shard:
         indices = indices[comm.get_rank()::comm.get_world_size()]
     return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE, sampler=indices,
-                      num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False, collate_fn=collate_mixed_labels)
+                      num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False, collate_fn=collate_mixed_labels,
+                      worker_init_fn=_worker_init(cfg))

@@ -1,6 +1,7 @@
 """The one training loop every training stage shares: seeding, DDP wrapping, poly lr, mixed
-precision, logging (text, metrics.json, TensorBoard), periodic checkpoints, exact resume and
-target-val evaluation. Stages (engine/stages/) differ only in `build`, `build_loaders` and `run_step`.
+precision, logging (text, metrics.json, TensorBoard), periodic checkpoints, exact resume, a clean
+stop at an iteration boundary on SOLVER.STOP_SIGNALS (spcl.utils.signals) and target-val evaluation.
+Stages (engine/stages/) differ only in `build`, `build_loaders` and `run_step`.
 
 Set-up runs one way: the constructor seeds, creates the Checkpointer, decides whether the stage
 resumes (`resume_from`), then calls the subclass's `build()`. It writes nothing to disk, and it
@@ -15,6 +16,7 @@ import datetime
 import logging
 import math
 import os
+import signal
 import time
 from typing import Optional
 
@@ -31,6 +33,7 @@ from spcl.modeling import build_segmentor
 from spcl.modeling.batchnorm import running_stats_frozen
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
+from spcl.utils.signals import Preempted, StopOnSignal, signal_numbers
 
 from .checkpoint import Checkpointer
 from .events import EventWriter
@@ -268,8 +271,13 @@ class StageTrainer:
         for model in self.modules.values():
             model.train()
         try:
-            self._loop(start, stop, iters)
+            with StopOnSignal(signal_numbers(cfg.SOLVER.STOP_SIGNALS)) as signals:
+                self._loop(start, stop, iters, signals)
+        except Preempted:
+            self.events.close()  # TensorBoard's buffered scalars reach the disk before the process ends
+            raise
         except KeyboardInterrupt:
+            self.events.close()
             last = self.checkpointer.last_checkpoint()
             raise KeyboardInterrupt(f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
                                     f"{last or 'none yet'})") from None
@@ -286,8 +294,9 @@ class StageTrainer:
         self.events.close()
         return {"outputs": {"checkpoint": final}, "metrics": summary_metrics(metrics), "iteration": stop}
 
-    def _loop(self, start: int, stop: int, iters: dict) -> None:
-        """Iterations start … stop-1: step, check, log, checkpoint, evaluate."""
+    def _loop(self, start: int, stop: int, iters: dict, signals: Optional[StopOnSignal] = None) -> None:
+        """Iterations start … stop-1: step, check, log, checkpoint, evaluate; after any of them, save and
+        raise Preempted when `signals` reports a stop request."""
         cfg, sol = self.cfg, self.cfg.SOLVER
         t0, timed, meter = time.perf_counter(), 0, {}
         for it in range(start, stop):
@@ -305,11 +314,27 @@ class StageTrainer:
                 self.check_finite_weights(done)
                 self._log(done, stop, meter, (time.perf_counter() - t0) / timed)
                 meter = {}
+            saved = None
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
                 self.check_finite_weights(done)
-                self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": cfg.dump()})
+                saved = self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": cfg.dump()})
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
                 self.evaluate_and_log(done)
+            signum = signals.requested() if signals is not None else 0
+            if signum:
+                raise self._preempted(signum, done, saved)
+
+    def _preempted(self, signum: int, done: int, saved: Optional[str]) -> Preempted:
+        """Save the state after `done` iterations (unless the periodic save of this iteration did: `saved`)
+        and say so. Every process takes the same branch (the save is a collective)."""
+        path = saved
+        if path is None:
+            self.check_finite_weights(done)
+            path = self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump()})
+        name = signal.Signals(signum).name
+        logger.info("stage %s: %s received; stopped after iteration %d, saved %s", self.NAME, name, done, path)
+        return Preempted(f"stage {self.NAME} stopped on {name} after iteration {done}; saved {path}", signum, done,
+                         path)
 
     def _divergence(self, what: str, iteration: int) -> "DivergenceError":
         last = self.checkpointer.last_checkpoint()

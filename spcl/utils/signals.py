@@ -1,0 +1,104 @@
+"""Stopping a training stage cleanly on a signal (a scheduler's preemption or time-limit warning).
+
+The handler only records the signal. The training loop asks `requested()` after each iteration, saves
+a checkpoint at that iteration boundary and raises `Preempted`; a rerun of the same command resumes
+there exactly. Under several processes the request is max-reduced over them every iteration, so all
+stop after the same iteration: a process that left early would leave the others waiting in a collective.
+DataLoader workers ignore these signals (`ignore_stop_signals`) and leave when their main process
+does; otherwise a signal sent to every process of a job would kill them and fail the loader mid-step.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+from typing import Sequence
+
+import torch
+
+from spcl.utils import comm
+
+
+def signal_numbers(names: Sequence[str]) -> list:
+    """`["SIGTERM", "SIGUSR1"]` → the signals; an unknown name is a ValueError naming it."""
+    out = []
+    for name in names:
+        if not isinstance(name, str) or not isinstance(getattr(signal, name, None), signal.Signals):
+            raise ValueError(f"{name!r} is not a signal name of this system (e.g. SIGTERM, SIGUSR1)")
+        out.append(getattr(signal, name))
+    return out
+
+
+class Preempted(Exception):
+    """A stage stopped on a signal after saving its checkpoint.
+
+    Attributes: signum (the signal), iteration (iterations done), checkpoint (the file a rerun resumes from).
+    """
+
+    def __init__(self, message: str, signum: int, iteration: int, checkpoint: str):
+        super().__init__(message)
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+
+
+class StopOnSignal:
+    """Context manager: while active, the given signals are recorded instead of ending the process.
+
+    Handlers can only be set from the main thread; elsewhere (a stage run inside a thread) the signals
+    keep their previous handling and `requested()` reports only what other processes received.
+
+    Args:
+        signals: signal numbers (e.g. `signal_numbers(cfg.SOLVER.STOP_SIGNALS)`); empty = off.
+    """
+
+    def __init__(self, signals: Sequence[int]):
+        self.signals = list(signals)
+        self.received = 0
+        self._previous: dict = {}
+
+    def _record(self, signum, frame) -> None:
+        self.received = self.received or int(signum)
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def requested(self) -> int:
+        """The signal that asks this run to stop (the largest number among the processes' requests), or 0.
+        A collective under several processes: every process must call it at the same iteration."""
+        if not comm.is_dist():
+            return self.received
+        flag = torch.tensor([self.received], dtype=torch.int64, device=comm.reduce_device())
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+
+def _wait_for_signals(signals: tuple, parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo(signals)
+        if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+            os._exit(0)  # the DataLoader, or multiprocessing at exit, ends its worker (torch's own rule)
+
+
+def _ignore(signals: tuple, worker_id: int) -> None:
+    # Blocked in every thread (threads started later inherit the mask) and taken by one waiting thread,
+    # which alone sees who sent each: a plain SIG_IGN would also ignore the parent's terminate(), and
+    # multiprocessing's exit, which joins its children after terminating them, would then wait forever.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    threading.Thread(target=_wait_for_signals, args=(signals, os.getppid()), daemon=True,
+                     name="spcl-stop-signals").start()
+
+
+def ignore_stop_signals(signals: Sequence[int]):
+    """A DataLoader `worker_init_fn` (picklable; None for no signals) under which workers ignore `signals`
+    sent by anyone but their main process, which decides when the run stops. A SIGTERM from the main
+    process (the loader shutting its workers down) still ends the worker, as torch's handler does."""
+    signals = tuple(int(s) for s in signals)
+    return functools.partial(_ignore, signals) if signals else None
