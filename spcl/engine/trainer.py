@@ -274,7 +274,7 @@ class StageTrainer:
             with StopOnSignal(signal_numbers(cfg.SOLVER.STOP_SIGNALS)) as signals:
                 self._loop(start, stop, iters, signals)
         except Preempted:
-            self.events.close()  # TensorBoard's buffered scalars reach the disk before the process ends
+            self.events.close()  # flush TensorBoard before the process ends
             raise
         except KeyboardInterrupt:
             self.events.close()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import load_tool, tiny_cfg
+from engine.test_events import tb_scalars
 from spcl.config import load_config
 from spcl.engine import launch, run_stage
 from spcl.engine.stages import SourceOnlyTrainer
@@ -72,6 +73,8 @@ def test_a_signal_saves_after_the_current_iteration_and_the_rerun_ends_as_if_uni
         assert f.read() == os.path.basename(ckpt)
     assert not os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
     assert signal.getsignal(signum) == before  # the handler is the stage's only while it trains
+    # TensorBoard holds every iteration's loss (LOG_PERIOD 1) up to the stop
+    assert len(tb_scalars(os.path.join(out, "tb"))["source_only/loss_seg"]) == done
     monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
     run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
     final = _weights(os.path.join(out, "checkpoints", "model_final.pth"))["model"]
