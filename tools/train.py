@@ -13,6 +13,10 @@ the result equals an uninterrupted run. A rerun whose config differs from the on
 was made with stops and names the differing keys (--allow-config-change goes on anyway and records
 the new config beside the old one).
 
+Stop: SIGTERM or SIGUSR1 (a scheduler's preemption or time-limit warning; SOLVER.STOP_SIGNALS) makes a
+training stage finish its iteration, save a checkpoint there and exit with 128 + the signal's number;
+the same command resumes from it.
+
 Start afresh: use a new OUTPUT_DIR (e.g. `OUTPUT_DIR output/run2`), or delete the run folder, or
 delete one stage folder (`OUTPUT_DIR/<i>_<stage>`) to rerun that stage and the ones after it.
 
