@@ -20,13 +20,20 @@ import torch
 from spcl.utils import comm
 
 
+# POSIX signals some systems lack (Windows has no SIGUSR1): skipped there, so one config runs everywhere.
+_POSIX = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGQUIT", "SIGALRM", "SIGXCPU")
+
+
 def signal_numbers(names: Sequence[str]) -> list:
-    """`["SIGTERM", "SIGUSR1"]` → the signals; an unknown name is a ValueError naming it."""
+    """`["SIGTERM", "SIGUSR1"]` → the signals of this system; a POSIX name this system lacks is skipped,
+    any other unknown name is a ValueError naming it."""
     out = []
     for name in names:
-        if not isinstance(name, str) or not isinstance(getattr(signal, name, None), signal.Signals):
-            raise ValueError(f"{name!r} is not a signal name of this system (e.g. SIGTERM, SIGUSR1)")
-        out.append(getattr(signal, name))
+        number = getattr(signal, name, None) if isinstance(name, str) else None
+        if isinstance(number, signal.Signals):
+            out.append(number)
+        elif name not in _POSIX:
+            raise ValueError(f"{name!r} is not a signal name (e.g. SIGTERM, SIGUSR1)")
     return out
 
 
@@ -101,4 +108,6 @@ def ignore_stop_signals(signals: Sequence[int]):
     sent by anyone but their main process, which decides when the run stops. A SIGTERM from the main
     process (the loader shutting its workers down) still ends the worker, as torch's handler does."""
     signals = tuple(int(s) for s in signals)
-    return functools.partial(_ignore, signals) if signals else None
+    if not signals or not hasattr(signal, "sigwaitinfo"):  # macOS has no sigwaitinfo: torch's handler stays
+        return None
+    return functools.partial(_ignore, signals)

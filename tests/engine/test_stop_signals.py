@@ -210,6 +210,17 @@ def test_an_unknown_signal_name_is_a_config_error():
         load_config("", ["SOLVER.STOP_SIGNALS", "['SIG_IGN']"])  # a name in `signal`, not a signal
 
 
+def test_the_default_signals_work_where_a_system_lacks_one(monkeypatch):
+    """Windows has no SIGUSR1, macOS no sigwaitinfo: the default config still loads and trains there."""
+    monkeypatch.delattr(signal, "SIGUSR1")
+    assert signal_numbers(["SIGTERM", "SIGUSR1"]) == [signal.SIGTERM]
+    load_config("", [])
+    with pytest.raises(ValueError, match="'SIGUSR3' is not a signal name"):
+        signal_numbers(["SIGUSR3"])
+    monkeypatch.delattr(signal, "sigwaitinfo")
+    assert ignore_stop_signals([signal.SIGTERM]) is None  # DataLoader workers keep torch's own handler
+
+
 def test_the_tools_exit_with_128_plus_the_signal_and_say_where_to_resume(capsys):
     common = load_tool("_common")
 
