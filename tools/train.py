@@ -15,7 +15,8 @@ the new config beside the old one).
 
 Stop: SIGTERM or SIGUSR1 (a scheduler's preemption or time-limit warning; SOLVER.STOP_SIGNALS) makes a
 training stage finish its iteration, save a checkpoint there and exit with 128 + the signal's number;
-the same command resumes from it.
+the same command resumes from it. One run at a time per OUTPUT_DIR: a second one into a folder in use
+stops before writing and names the first (OUTPUT_DIR/.lock).
 
 Start afresh: use a new OUTPUT_DIR (e.g. `OUTPUT_DIR output/run2`), or delete the run folder, or
 delete one stage folder (`OUTPUT_DIR/<i>_<stage>`) to rerun that stage and the ones after it.
@@ -55,11 +56,13 @@ def main(argv=None):
     from spcl.engine import run_pipeline
     from spcl.engine.pipeline import format_summary, run_stage_once
     from spcl.utils import comm
+    from spcl.utils.run_lock import run_lock
 
     prepare_toy_data(cfg)  # configs/toy.yaml: the generated demo data, written on first use
     if args.stage:
         folder = os.path.join(cfg.OUTPUT_DIR, args.stage)
-        done, ran = run_stage_once(cfg, args.stage, folder)
+        with run_lock(cfg.OUTPUT_DIR):  # one run per folder, as run_pipeline
+            done, ran = run_stage_once(cfg, args.stage, folder)
         if comm.is_main_process():
             if not ran:
                 print(f"stage {args.stage} already finished in {folder} (delete the folder to run it again):")

@@ -22,6 +22,7 @@ from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
+from spcl.utils.run_lock import run_lock
 
 from .stages import STAGES, TRAINERS
 from .trainer import OutOfMemory
@@ -173,6 +174,11 @@ def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:
     written to OUTPUT_DIR/summary.json."""
     device = device or default_device()
     check_run(cfg)
+    with run_lock(cfg.OUTPUT_DIR):  # one run per folder
+        return _run_stages(cfg, device)
+
+
+def _run_stages(cfg, device: torch.device) -> dict:
     root = cfg.OUTPUT_DIR
     setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     if comm.is_main_process():

@@ -1,0 +1,78 @@
+"""One run per output folder: an advisory lock (flock) on OUTPUT_DIR/.lock while a run writes there.
+
+Two runs in one folder (a job submitted twice, a requeued job whose first copy still runs) would
+interleave their checkpoints, labels and manifests; the second now stops before it writes anything and
+names the first. The kernel drops the lock when the holding process ends, however it ends, so a crashed
+or killed run leaves nothing to clean up (the file stays, and only says who held it last).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import socket
+from typing import Iterator, Optional
+
+import torch
+
+from spcl.utils import comm
+
+logger = logging.getLogger("spcl")
+LOCK = ".lock"
+
+
+class RunInUse(ValueError):
+    """Another process holds the output folder's lock."""
+
+
+def _acquire(folder: str) -> tuple[Optional[object], str]:
+    """(open locked file, "") or (None, who holds it); (None, "") where locks are unavailable."""
+    path = os.path.join(folder, LOCK)
+    unguarded = "cannot lock %s (%s): nothing stops a second run from writing into this folder"
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        logger.warning(unguarded, path, "no flock on this system")
+        return None, ""
+    os.makedirs(folder, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        return None, holder
+    except OSError as e:  # a file system without flock (some network mounts)
+        logger.warning(unguarded, path, e)
+        handle.close()
+        return None, ""
+    handle.seek(0)
+    handle.truncate()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+    handle.flush()
+    return handle, ""
+
+
+@contextlib.contextmanager
+def run_lock(folder: str) -> Iterator[None]:
+    """Hold `folder`/.lock for the block (the main process takes it; under several processes all stop
+    when it is taken). Raises RunInUse naming the holder (pid, host, start time)."""
+    handle, holder = _acquire(folder) if comm.is_main_process() else (None, "")
+    if comm.is_dist():
+        shared = [holder]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        holder = shared[0]
+    if holder:
+        raise RunInUse(f"OUTPUT_DIR {folder} is in use by another run ({holder}): two runs writing one folder "
+                       "would mix their checkpoints. Wait for it to end, or choose another OUTPUT_DIR")
+    try:
+        yield
+    finally:
+        if handle is not None:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()

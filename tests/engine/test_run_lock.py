@@ -1,0 +1,115 @@
+"""One run per output folder: a second run into a folder in use stops before writing and names the
+first (pid, host), in every process of a multi-process run and through tools/train.py; a holder that
+dies, however it dies, leaves the folder free."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from spcl.engine import launch, run_pipeline
+from spcl.utils.run_lock import LOCK, RunInUse, run_lock
+
+pytestmark = pytest.mark.usefixtures("on_the_cpu")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOLD = ("import sys; from spcl.utils.run_lock import run_lock\n"
+        "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
+
+
+def test_a_pipeline_into_a_folder_in_use_stops_before_writing_and_names_the_holder(toy_root, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = tiny_cfg(toy_root, out, "PIPELINE.STAGES", "['source_only']", "SOURCE_ONLY.STOP_ITER", "1")
+    with run_lock(out):
+        with pytest.raises(RunInUse, match=rf"OUTPUT_DIR {out} is in use by another run \(pid {os.getpid()} on "
+                                            rf"{socket.gethostname()} since .* UTC\)"):
+            run_pipeline(cfg)
+        assert os.listdir(out) == [LOCK]  # nothing else written
+    run_pipeline(cfg)  # released: the run goes ahead
+    assert os.path.exists(os.path.join(out, "summary.json"))
+
+
+def test_an_error_inside_releases_the_folder(tmp_path):
+    with pytest.raises(KeyError):
+        with run_lock(str(tmp_path)):
+            raise KeyError("boom")
+    with run_lock(str(tmp_path)):
+        pass
+
+
+def test_another_process_holds_the_folder_until_it_dies_even_by_sigkill(tmp_path):
+    folder = str(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunInUse, match=f"pid {holder.pid} on "):
+            with run_lock(folder):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(folder):  # no stale lock to clean up
+        with open(os.path.join(folder, LOCK)) as f:
+            assert f.read().startswith(f"pid {os.getpid()} on ")
+
+
+def _enter(folder, result):
+    from spcl.utils import comm
+
+    try:
+        with run_lock(folder):
+            outcome = "entered"
+    except RunInUse as e:
+        outcome = str(e)
+    torch.save(outcome, result.format(rank=comm.get_rank()))
+
+
+def test_every_process_of_a_run_stops_when_its_folder_is_in_use(tmp_path):
+    folder, result = str(tmp_path / "run"), str(tmp_path / "rank{rank}.pt")
+    with run_lock(folder):
+        launch(_enter, num_processes=2, args=(folder, result), backend="gloo")
+    r0, r1 = (torch.load(result.format(rank=r)) for r in (0, 1))
+    assert r0 == r1 and f"pid {os.getpid()} on " in r0
+    launch(_enter, num_processes=2, args=(folder, result), backend="gloo")  # free now: both go ahead
+    assert [torch.load(result.format(rank=r)) for r in (0, 1)] == ["entered", "entered"]
+
+
+def test_train_py_into_a_folder_in_use_prints_one_line(toy_root, tmp_path):
+    out = str(tmp_path / "run")
+    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"),
+            "--config", os.path.join(ROOT, "configs", "toy.yaml"), "OUTPUT_DIR", out,
+            "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False"]
+    with run_lock(out):
+        for stage in ([], ["--stage", "source_only"]):
+            proc = subprocess.run(args[:2] + stage + args[2:], capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 2, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert f"error: OUTPUT_DIR {out} is in use by another run (pid {os.getpid()} on " in lines[-2]
+            assert lines[-1] == "(run with --debug for the full traceback)"
+        assert os.listdir(out) == [LOCK]
+
+
+def test_a_file_system_without_flock_warns_and_runs_unguarded(tmp_path, monkeypatch):
+    import fcntl
+    import logging
+
+    def no_locks(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    seen = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("spcl").addHandler(handler)
+    try:
+        with run_lock(str(tmp_path)):
+            pass
+    finally:
+        logging.getLogger("spcl").removeHandler(handler)
+    assert seen == [f"cannot lock {tmp_path / LOCK} ([Errno 37] No locks available): nothing stops a second run "
+                    "from writing into this folder"]
