@@ -4,8 +4,8 @@ The handler only records the signal. The training loop asks `requested()` after 
 a checkpoint at that iteration boundary and raises `Preempted`; a rerun of the same command resumes
 there exactly. Under several processes the request is max-reduced over them every iteration, so all
 stop after the same iteration: a process that left early would leave the others waiting in a collective.
-DataLoader workers ignore these signals (`ignore_stop_signals`) and leave when their main process
-does; otherwise a signal sent to every process of a job would kill them and fail the loader mid-step.
+DataLoader workers ignore these signals unless their main process sends them (`ignore_stop_signals`):
+a signal sent to every process of a job would otherwise kill them and fail the loader mid-iteration.
 """
 from __future__ import annotations
 
