@@ -125,12 +125,21 @@ def test_dataloader_workers_survive_a_signal_sent_to_every_process(toy_root, tmp
     """As when a scheduler signals the whole job: the workers too. They ignore it, the main process
     stops cleanly, and the stage resumes from where it stopped."""
     out = str(tmp_path)
-    workers = lambda: [p.pid for p in multiprocessing.active_children()]  # noqa: E731
-    _signal_at(monkeypatch, 2, signal.SIGTERM, also_to=workers)
+    others = {p.pid for p in multiprocessing.active_children()}  # children of earlier tests are left alone
+    signalled = []
+
+    def workers():
+        signalled.extend(p.pid for p in multiprocessing.active_children() if p.pid not in others)
+        return signalled
+
+    original = _signal_at(monkeypatch, 2, signal.SIGTERM, also_to=workers)
     opts = (*OPTS, "DATALOADER.NUM_WORKERS", "1")
     with pytest.raises(Preempted) as stopped:
         run_stage(tiny_cfg(toy_root, out, *opts), "source_only", out)
-    assert stopped.value.iteration == 3
+    assert stopped.value.iteration == 3 and signalled  # the stage's loader workers were signalled too
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", original)
+    run_stage(tiny_cfg(toy_root, out, *opts), "source_only", out)
+    assert _weights(os.path.join(out, "checkpoints", "model_final.pth"))["iteration"] == 5
 
 
 def _worker(conn):
