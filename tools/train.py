@@ -75,7 +75,11 @@ def main(argv=None):
 def check(cfg, config: str, stage: str) -> int:
     """--check: what a run checks before writing anything, without running it."""
     from spcl.engine.pipeline import check_inputs, check_run
+    from spcl.utils.run_lock import held_by, in_use_error
 
+    holder = held_by(cfg.OUTPUT_DIR)  # a run writing there now: submitting this one would be refused
+    if holder:
+        raise in_use_error(cfg.OUTPUT_DIR, holder)
     generated = bool(cfg.DATASETS.TOY.GENERATE)  # the toy's data are written by the run itself
     if stage:
         check_inputs(cfg, datasets=not generated)

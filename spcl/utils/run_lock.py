@@ -56,6 +56,27 @@ def _acquire(folder: str) -> tuple[Optional[object], str]:
     return handle, ""
 
 
+def held_by(folder: str) -> str:
+    """Who holds `folder`/.lock now ("" when nobody, or locks are unavailable); creates nothing."""
+    path = os.path.join(folder, LOCK)
+    try:
+        import fcntl
+
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+    except (ImportError, OSError):  # no flock here, no lock file, or a file system without locks
+        pass
+    return ""
+
+
+def in_use_error(folder: str, holder: str) -> RunInUse:
+    return RunInUse(f"OUTPUT_DIR {folder} is in use by another run ({holder}): two runs writing one folder "
+                    "would mix their checkpoints. Wait for it to end, or choose another OUTPUT_DIR")
+
+
 @contextlib.contextmanager
 def run_lock(folder: str) -> Iterator[None]:
     """Hold `folder`/.lock for the block (the main process takes it; under several processes all stop
@@ -66,8 +87,7 @@ def run_lock(folder: str) -> Iterator[None]:
         torch.distributed.broadcast_object_list(shared, src=0)
         holder = shared[0]
     if holder:
-        raise RunInUse(f"OUTPUT_DIR {folder} is in use by another run ({holder}): two runs writing one folder "
-                       "would mix their checkpoints. Wait for it to end, or choose another OUTPUT_DIR")
+        raise in_use_error(folder, holder)
     try:
         yield
     finally:

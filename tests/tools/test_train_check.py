@@ -49,3 +49,17 @@ def test_check_lists_every_missing_input_and_a_changed_config(train, toy_root, t
     with pytest.raises(ConfigDriftError, match=r"1 key\(s\) differ:\n  SEED: 0 then, 3 now"):
         train.main(["--check"] + opts + ["SEED", "3"])
     assert os.listdir(out) == ["config.yaml"]
+
+
+def test_check_names_a_run_writing_into_the_folder_now(train, toy_root, tmp_path):
+    """The login-node case: the job is already running there (it holds OUTPUT_DIR/.lock)."""
+    from spcl.utils.run_lock import LOCK, RunInUse, run_lock
+
+    out = str(tmp_path / "run")
+    opts = ["--check", "--config", TOY] + _tiny_opts(toy_root, out)
+    with run_lock(out):
+        for stage in ([], ["--stage", "align"]):
+            with pytest.raises(RunInUse, match=rf"OUTPUT_DIR {out} is in use by another run \(pid {os.getpid()} on "):
+                train.main(stage + opts)
+    assert train.main(opts) == 0  # a lock file left by a run that ended holds nothing
+    assert os.listdir(out) == [LOCK]
