@@ -87,27 +87,31 @@ class StopOnSignal:
         return int(flag.item())
 
 
-def _wait_for_signals(signals: tuple, parent: int) -> None:
+def _wait_for_signals(signals: tuple, main: int) -> None:
     while True:
         info = signal.sigwaitinfo(signals)
-        if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+        if info.si_signo == signal.SIGTERM and info.si_pid == main:
             os._exit(0)  # the DataLoader, or multiprocessing at exit, ends its worker (torch's own rule)
 
 
-def _ignore(signals: tuple, worker_id: int) -> None:
+def _ignore(signals: tuple, main: int, worker_id: int) -> None:
     # Blocked in every thread (threads started later inherit the mask) and taken by one waiting thread,
-    # which alone sees who sent each: a plain SIG_IGN would also ignore the parent's terminate(), and
-    # multiprocessing's exit, which joins its children after terminating them, would then wait forever.
+    # which alone sees who sent each: a plain SIG_IGN would also ignore the main process's terminate(),
+    # and multiprocessing's exit, which joins its children after terminating them, would wait forever.
+    # `main` is the process that built the loader, not os.getppid() (under forkserver, the fork server).
+    # This protects workers started by fork (Linux's default up to Python 3.13). Under spawn or forkserver
+    # the worker imports torch before this runs, which starts a thread with the signals unblocked: they
+    # reach it and torch's own handler as before (a worker signalled by a scheduler may then still die).
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    threading.Thread(target=_wait_for_signals, args=(signals, os.getppid()), daemon=True,
-                     name="spcl-stop-signals").start()
+    threading.Thread(target=_wait_for_signals, args=(signals, main), daemon=True, name="spcl-stop-signals").start()
 
 
 def ignore_stop_signals(signals: Sequence[int]):
     """A DataLoader `worker_init_fn` (picklable; None for no signals) under which workers ignore `signals`
-    sent by anyone but their main process, which decides when the run stops. A SIGTERM from the main
-    process (the loader shutting its workers down) still ends the worker, as torch's handler does."""
+    sent by anyone but their main process (the one calling this), which decides when the run stops. A
+    SIGTERM from the main process (the loader shutting its workers down) still ends the worker, as torch's
+    handler does."""
     signals = tuple(int(s) for s in signals)
     if not signals or not hasattr(signal, "sigwaitinfo"):  # macOS has no sigwaitinfo: torch's handler stays
         return None
-    return functools.partial(_ignore, signals)
+    return functools.partial(_ignore, signals, os.getpid())

@@ -142,8 +142,8 @@ def test_dataloader_workers_survive_a_signal_sent_to_every_process(toy_root, tmp
     assert _weights(os.path.join(out, "checkpoints", "model_final.pth"))["iteration"] == 5
 
 
-def _worker(conn):
-    ignore_stop_signals([signal.SIGTERM, signal.SIGUSR1])(0)
+def _worker(conn, init):
+    init(0)
     conn.send("ready")
     while True:
         conn.send(conn.recv())  # answers while it lives
@@ -155,7 +155,8 @@ def test_a_worker_ignores_stop_signals_from_others_and_ends_on_its_main_process_
     then joins it) ends it at once with status 0, as torch's own worker handler does."""
     assert ignore_stop_signals([]) is None
     ours, theirs = multiprocessing.Pipe()
-    worker = multiprocessing.get_context("fork").Process(target=_worker, args=(theirs,), daemon=True)
+    init = ignore_stop_signals([signal.SIGTERM, signal.SIGUSR1])  # built in the main process, as a loader's
+    worker = multiprocessing.get_context("fork").Process(target=_worker, args=(theirs, init), daemon=True)
     worker.start()
     try:
         assert ours.poll(30) and ours.recv() == "ready"
