@@ -73,6 +73,15 @@ def pseudo_dir(toy_root, tmp_path_factory):
     return str(out)
 
 
+def tb_scalars(folder):
+    """{tag: [values]} of the TensorBoard events under `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(folder, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 def load_tool(name: str):
     """tools/<name>.py imported as a module (the tools are scripts, not a package)."""
     import importlib.util

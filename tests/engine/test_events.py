@@ -12,20 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import tb_scalars, tiny_cfg
 from spcl.data.labels import CLASSES_16, CLASSES_19
 from spcl.engine.events import EventWriter, scalar_tags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tb_scalars(folder):
-    """{tag: [values]} of the TensorBoard events under `folder`."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(folder, size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import load_tool, tiny_cfg
-from engine.test_events import tb_scalars
+from conftest import load_tool, tb_scalars, tiny_cfg
 from spcl.config import load_config
 from spcl.engine import launch, run_stage
 from spcl.engine.stages import SourceOnlyTrainer
