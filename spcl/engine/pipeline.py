@@ -149,9 +149,15 @@ def check_inputs(cfg, datasets: bool = True) -> None:
         missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}{where_read(cfg.MODEL.WEIGHTS)}")
     for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST) if datasets else ()):
         try:
-            dataset_for_check(cfg, name)
+            dataset = dataset_for_check(cfg, name)
         except FileNotFoundError as e:
             missing.append(f"{name}: {e}")
+            continue
+        if name == cfg.DATASETS.TARGET and cfg.PSEUDO.ORACLE:  # the diagnostic writes the target's ground truth
+            unlabelled = [image for image, label in dataset.items if not label or not os.path.isfile(label)]
+            if unlabelled:
+                missing.append(f"{name}: {len(unlabelled)} of {len(dataset.items)} images have no label file (e.g. "
+                               f"{unlabelled[0]}), and PSEUDO.ORACLE {cfg.PSEUDO.ORACLE!r} writes their ground truth")
     if missing:
         raise FileNotFoundError(f"{len(missing)} input(s) of this run are missing:\n  - " + "\n  - ".join(missing))
 

@@ -314,3 +314,24 @@ def test_every_missing_input_is_listed_before_the_run_starts(tmp_path):
     text = str(info.value)
     assert "4 input(s)" in text and "resnet.pth" in text and "cityscapes_train" in text and "gta5_train" in text and "cityscapes_val" in text
     assert not os.path.exists(out)
+
+
+def test_oracle_pseudo_labels_on_a_target_without_labels_are_refused_before_the_run(toy_root, tmp_path):
+    """PSEUDO.ORACLE writes the target's ground truth: a target training image without a label file is
+    named before warm-up runs, not when the pseudo-label stage reaches it."""
+    import glob
+    import shutil
+
+    from spcl.engine.pipeline import check_inputs
+
+    root = str(tmp_path / "toy")
+    shutil.copytree(toy_root, root)
+    label = sorted(glob.glob(os.path.join(root, "cityscapes", "gtFine", "train", "*", "*_labelIds.png")))[3]
+    os.remove(label)
+    out = str(tmp_path / "run")
+    check_inputs(tiny_cfg(root, out, *OPTS))  # without the oracle the target's labels are optional
+    with pytest.raises(FileNotFoundError, match=r"1 input\(s\) of this run are missing:\n  - cityscapes_train: 1 of 8 "
+                                                r"images have no label file \(e\.g\. .*_leftImg8bit\.png\), and "
+                                                r"PSEUDO\.ORACLE 'kept' writes their ground truth"):
+        run_pipeline(tiny_cfg(root, out, *OPTS, "PSEUDO.ORACLE", "kept"))
+    assert not os.path.exists(out)
