@@ -297,7 +297,7 @@ class StageTrainer:
     def _loop(self, start: int, stop: int, iters: dict, signals: Optional[StopOnSignal] = None) -> None:
         """Iterations start … stop-1: step, check, log, checkpoint, evaluate; after any of them, save and
         raise Preempted when `signals` reports a stop request."""
-        cfg, sol = self.cfg, self.cfg.SOLVER
+        sol = self.cfg.SOLVER
         t0, timed, meter = time.perf_counter(), 0, {}
         for it in range(start, stop):
             self.iteration = it
@@ -316,21 +316,22 @@ class StageTrainer:
                 meter = {}
             saved = None
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
-                self.check_finite_weights(done)
-                saved = self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": cfg.dump()})
+                saved = self._save_resume_point(done)
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
                 self.evaluate_and_log(done)
             signum = signals.requested() if signals is not None else 0
             if signum:
                 raise self._preempted(signum, done, saved)
 
+    def _save_resume_point(self, done: int) -> str:
+        """`model_<done>.pth` (never with non-finite weights), the checkpoint a rerun resumes from."""
+        self.check_finite_weights(done)
+        return self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump()})
+
     def _preempted(self, signum: int, done: int, saved: Optional[str]) -> Preempted:
         """Save the state after `done` iterations (unless the periodic save of this iteration did: `saved`)
         and say so. Every process takes the same branch (the save is a collective)."""
-        path = saved
-        if path is None:
-            self.check_finite_weights(done)
-            path = self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump()})
+        path = saved if saved is not None else self._save_resume_point(done)
         name = signal.Signals(signum).name
         logger.info("stage %s: %s received; stopped after iteration %d, saved %s", self.NAME, name, done, path)
         return Preempted(f"stage {self.NAME} stopped on {name} after iteration {done}; saved {path}", signum, done,
