@@ -30,9 +30,10 @@ from spcl.utils.io import where_read  # noqa: E402
 
 
 def _stage_index(folder: str) -> int:
-    """The position of a pipeline stage folder `<i>_<stage>` (-1 for another name)."""
+    """The position of a pipeline stage folder `<i>_<stage>` (-1 for another name, and for a stage folder
+    set aside as `<i>_<stage>.stale-<time>`)."""
     head = folder.split("_", 1)[0]
-    return int(head) if head.isdigit() else -1
+    return int(head) if head.isdigit() and ".stale-" not in folder else -1
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:

@@ -10,9 +10,11 @@ Pipeline policy lives here, not in the training loop: which checkpoint a stage h
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
+import uuid
 from typing import Optional
 
 import torch
@@ -29,6 +31,7 @@ from .trainer import OutOfMemory
 
 logger = logging.getLogger("spcl")
 MANIFEST = "manifest.json"
+UPSTREAM = "upstream.json"  # written when a pipeline stage starts: the ids of the stages it was made after
 HANDED_KEYS = {"checkpoint": ("MODEL", "WEIGHTS"), "prototypes": ("PROTOTYPE", "PATH"),
                "pseudo_dir": ("DATASETS", "PSEUDO_DIR")}  # hand-off name → config key it fills
 
@@ -108,12 +111,13 @@ def recorded_config(folder: str) -> Optional[str]:
 
 
 def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] = None, inputs: Optional[dict] = None,
-                   root: str = "") -> tuple[dict, bool]:
+                   root: str = "", after: Optional[dict] = None) -> tuple[dict, bool]:
     """Run a stage into `folder` unless its manifest says it finished; returns (manifest, ran).
 
     A finished stage is checked against the config it ran with (ConfigDriftError unless
     PIPELINE.ALLOW_CONFIG_CHANGE) and not run again. Output paths in the manifest are relative to
-    `root` (OUTPUT_DIR for the pipeline, the stage folder for a single stage)."""
+    `root` (OUTPUT_DIR for the pipeline, the stage folder for a single stage). The manifest gets a new
+    random `id`, and `after`: the ids of the earlier stages it was made from (`upstream_ids`)."""
     done = read_manifest(folder)
     if done is not None:
         recorded = recorded_config(folder)
@@ -123,11 +127,74 @@ def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] 
     root = root or folder
     result = run_stage(cfg, stage, folder, device)
     result["outputs"] = _relative(root, result["outputs"])
-    done = {"stage": stage, "status": "done", "inputs": dict(inputs or {}), **result}
+    done = {"stage": stage, "status": "done", "id": uuid.uuid4().hex, "after": dict(after or {}),
+            "inputs": dict(inputs or {}), **result}
     if comm.is_main_process():
         atomic_write_json(done, os.path.join(folder, MANIFEST))
     comm.synchronize()
     return done, True
+
+
+def upstream_ids(made: dict) -> dict:
+    """The ids of the earlier stages' manifests (those that have one: runs before ids have none)."""
+    return {name: run_id for name, run_id in made.items() if run_id}
+
+
+def made_after(folder: str) -> Optional[dict]:
+    """The ids of the stages `folder` was made after (from its manifest, else from the `upstream.json`
+    written when it started; {} for a folder from before ids), or None when there is no folder."""
+    if not os.path.isdir(folder):
+        return None
+    done = read_manifest(folder)
+    if done is not None:
+        return dict(done.get("after") or {})
+    path = os.path.join(folder, UPSTREAM)
+    return dict(read_json(path).get("after") or {}) if os.path.isfile(path) else {}
+
+
+def set_aside_if_stale(folder: str, after: dict) -> Optional[str]:
+    """Move `folder` aside (to `<folder>.stale-<time>`, nothing deleted) when it was made after other
+    versions of the earlier stages than those of this run: an earlier stage was rerun since (its folder
+    deleted to run it again), so this stage's checkpoints, labels or partial progress come from outputs that
+    no longer exist. Returns the new path, or None when the folder is absent or current."""
+    recorded = made_after(folder)
+    stale = recorded is not None and recorded != after
+    comm.synchronize()  # every process has read the folder before it moves
+    if not stale:
+        return None
+    moved = [None]
+    if comm.is_main_process():
+        base = moved[0] = f"{folder}.stale-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        n = 1
+        while os.path.exists(moved[0]):  # set aside twice within a second
+            n += 1
+            moved[0] = f"{base}~{n}"
+        os.replace(folder, moved[0])
+        changed = sorted(k for k in set(recorded) | set(after) if recorded.get(k) != after.get(k))
+        logger.warning("%s was made from earlier outputs of %s, rerun since; it is moved to %s (delete it "
+                       "when you no longer need it) and the stage runs again", folder, ", ".join(changed), moved[0])
+    if comm.is_dist():  # the name rank 0 chose; the others wait here until it has moved the folder
+        torch.distributed.broadcast_object_list(moved, src=0)
+    return moved[0]
+
+
+def stage_plan(cfg) -> list[tuple[str, str]]:
+    """What a rerun of the pipeline in cfg.OUTPUT_DIR would do with each stage folder, without doing it:
+    (folder name, one of "finished", "resumes", "runs", "set aside and run again"), by the rule of
+    `set_aside_if_stale` (a stage after one that runs is made from new outputs)."""
+    plan, made, later_are_stale = [], {}, False
+    for i, stage in enumerate(cfg.PIPELINE.STAGES):
+        name = f"{i}_{stage}"
+        folder = os.path.join(cfg.OUTPUT_DIR, name)
+        recorded, done = made_after(folder), read_manifest(folder)
+        if recorded is not None and (later_are_stale or recorded != upstream_ids(made)):
+            what = "set aside and run again"
+        else:
+            what = "runs" if recorded is None else "finished" if done is not None else "resumes"
+        later_are_stale = later_are_stale or what != "finished"
+        made[name] = done.get("id") if what == "finished" else None
+        plan.append((name, what))
+    return plan
 
 
 def read_manifest(folder: str) -> Optional[dict]:
@@ -191,11 +258,18 @@ def _run_stages(cfg, device: torch.device) -> dict:
         write_run_info(cfg, root)
     handed: dict = {}
     summary = []
+    made: dict = {}  # stage folder name → id of its finished manifest, for every stage so far
     for i, stage in enumerate(cfg.PIPELINE.STAGES):
         folder = os.path.join(root, f"{i}_{stage}")
+        after = upstream_ids(made)
+        set_aside_if_stale(folder, after)
         if read_manifest(folder) is None:
             logger.info("=== stage %d/%d: %s → %s", i + 1, len(cfg.PIPELINE.STAGES), stage, folder)
-        done, ran = run_stage_once(stage_config(cfg, handed), stage, folder, device, inputs=handed, root=root)
+            if comm.is_main_process():
+                atomic_write_json({"after": after}, os.path.join(folder, UPSTREAM))
+        done, ran = run_stage_once(stage_config(cfg, handed), stage, folder, device, inputs=handed, root=root,
+                                   after=after)
+        made[os.path.basename(folder)] = done.get("id")
         if not ran:
             logger.info("=== stage %d/%d: %s already finished in %s, skipped", i + 1, len(cfg.PIPELINE.STAGES),
                         stage, folder)

@@ -8,6 +8,7 @@ import torch
 
 from conftest import tiny_cfg
 from spcl.engine import run_pipeline
+from spcl.engine.pipeline import stage_plan
 from spcl.engine.stages import AlignTrainer
 
 # On the CPU also where a GPU is present: a resumed run must equal an uninterrupted one bit for bit,
@@ -80,6 +81,10 @@ def test_killed_in_align_resumes_to_identical_weights(uninterrupted, toy_root, t
     with pytest.raises(Killed):
         run_pipeline(tiny_cfg(toy_root, out, *_opts()))
     assert not os.path.exists(os.path.join(out, "3_align", "manifest.json"))
+    # the unfinished stage says what it was started after, so a later rerun of an earlier stage sets it aside
+    started = json.load(open(os.path.join(out, "3_align", "upstream.json")))["after"]
+    assert started == {d: _manifest(os.path.join(out, d))["id"] for d in STAGE_DIRS[:3]}
+    assert stage_plan(tiny_cfg(toy_root, out)) == list(zip(STAGE_DIRS, ["finished"] * 3 + ["resumes"] + ["runs"] * 2))
     ckpts = os.path.join(out, "3_align", "checkpoints")
     assert open(os.path.join(ckpts, "last_checkpoint")).read() == "model_0000002.pth"
     warm_mtime = os.path.getmtime(os.path.join(out, "0_adv_warmup", "manifest.json"))
@@ -114,3 +119,126 @@ def test_summary_shows_each_training_stage_gain():
     assert lines[5].endswith("(+3.25 vs align)")
     assert lines[-1] == "self_train vs adv_warmup: +4.50 mIoU"
     assert len(format_summary(rows[:1]).splitlines()) == 1
+
+
+def _manifest(folder):
+    return json.load(open(os.path.join(folder, "manifest.json")))
+
+
+def test_a_deleted_stage_reruns_with_every_stage_after_it(uninterrupted, toy_root, tmp_path):
+    """README: delete a stage folder to rerun it and the stages after it. Align is rerun with another
+    length (--allow-config-change); the stages after it must follow it, not keep what the old align made:
+    the final weights equal those of a fresh run with the new length, and the old folders are kept aside."""
+    import shutil
+
+    full_out, _ = uninterrupted
+    out = str(tmp_path / "run")
+    shutil.copytree(full_out, out)
+    ids = {d: _manifest(os.path.join(out, d))["id"] for d in STAGE_DIRS}
+    shutil.rmtree(os.path.join(out, "3_align"))
+    shorter = ["ALIGN.STOP_ITER", "4", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"]
+    assert [what for _, what in stage_plan(tiny_cfg(toy_root, out))] == (  # what --check says a rerun will do
+        ["finished"] * 3 + ["runs"] + ["set aside and run again"] * 2)
+    run_pipeline(tiny_cfg(toy_root, out, *_opts(), *shorter))
+    assert [what for _, what in stage_plan(tiny_cfg(toy_root, out))] == ["finished"] * 6
+    fresh = str(tmp_path / "fresh")
+    run_pipeline(tiny_cfg(toy_root, fresh, *_opts(), *shorter))
+
+    rerun, new = _final_state(out), _final_state(fresh)
+    assert any(not torch.equal(rerun[k], _final_state(full_out)[k]) for k in rerun)  # the old final differs
+    for k in new:
+        assert torch.equal(rerun[k], new[k]), k
+    now = {d: _manifest(os.path.join(out, d))["id"] for d in STAGE_DIRS}
+    assert [now[d] == ids[d] for d in STAGE_DIRS] == [True, True, True, False, False, False]
+    assert _manifest(os.path.join(out, "5_self_train"))["after"] == {d: now[d] for d in STAGE_DIRS[:5]}
+    aside = sorted(f for f in os.listdir(out) if ".stale-" in f)
+    assert [f.split(".stale-")[0] for f in aside] == ["4_pseudo_labels", "5_self_train"]
+    assert [_manifest(os.path.join(out, f))["id"] for f in aside] == [ids["4_pseudo_labels"], ids["5_self_train"]]
+
+
+def test_a_run_from_before_stage_ids_resumes_without_rerunning_anything(uninterrupted, toy_root, tmp_path):
+    import shutil
+
+    full_out, _ = uninterrupted
+    out = str(tmp_path / "run")
+    shutil.copytree(full_out, out)
+    for d in STAGE_DIRS:
+        os.remove(os.path.join(out, d, "upstream.json"))
+        manifest = _manifest(os.path.join(out, d))
+        del manifest["id"], manifest["after"]
+        json.dump(manifest, open(os.path.join(out, d, "manifest.json"), "w"))
+    before = {d: open(os.path.join(out, d, "manifest.json")).read() for d in STAGE_DIRS}
+    run_pipeline(tiny_cfg(toy_root, out, *_opts()))
+    assert {d: open(os.path.join(out, d, "manifest.json")).read() for d in STAGE_DIRS} == before
+    assert not [f for f in os.listdir(out) if ".stale-" in f]
+
+
+def _stage_folder(root, name, manifest=None, upstream=None):
+    folder = os.path.join(root, name)
+    os.makedirs(os.path.join(folder, "checkpoints"))
+    open(os.path.join(folder, "checkpoints", "model_0000002.pth"), "w").write("progress")
+    if manifest is not None:
+        json.dump({"stage": "x", "status": "done", **manifest}, open(os.path.join(folder, "manifest.json"), "w"))
+    if upstream is not None:
+        json.dump({"after": upstream}, open(os.path.join(folder, "upstream.json"), "w"))
+    return folder
+
+
+@pytest.mark.parametrize("manifest, upstream, after, stale", [
+    ({"id": "c", "after": {"0_a": "a", "1_b": "b"}}, None, {"0_a": "a", "1_b": "b"}, False),  # current
+    ({"id": "c", "after": {"0_a": "a", "1_b": "b"}}, None, {"0_a": "a", "1_b": "B"}, True),  # 1_b rerun since
+    ({"id": "c", "after": {"0_a": "a"}}, None, {"0_a": "a", "1_b": "b"}, True),  # made before 1_b existed
+    (None, {"0_a": "a"}, {"0_a": "a"}, False),  # started, not finished: resumes
+    (None, {"0_a": "a"}, {"0_a": "A"}, True),  # started after an earlier version of 0_a
+    ({"status": "done"}, None, {}, False),  # a run from before ids: nothing to compare
+    (None, None, {}, False),
+    ({"status": "done"}, None, {"0_a": "a"}, True),  # no ids, yet an earlier stage has one: rerun since
+    (None, None, {"0_a": "a"}, True),
+])
+def test_a_stage_made_from_other_earlier_outputs_is_set_aside(tmp_path, manifest, upstream, after, stale):
+    from spcl.engine.pipeline import set_aside_if_stale
+
+    folder = _stage_folder(str(tmp_path), "2_c", manifest, upstream)
+    moved = set_aside_if_stale(folder, after)
+    assert (moved is not None) == stale
+    kept = moved or folder
+    assert open(os.path.join(kept, "checkpoints", "model_0000002.pth")).read() == "progress"  # nothing deleted
+    assert os.path.exists(folder) != stale
+    assert set_aside_if_stale(str(tmp_path / "absent"), after) is None
+
+
+def test_setting_aside_twice_within_a_second_keeps_both(tmp_path, monkeypatch):
+    import datetime
+
+    from spcl.engine import pipeline
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(pipeline.datetime, "datetime", Frozen)
+    root = str(tmp_path)
+    first = pipeline.set_aside_if_stale(_stage_folder(root, "2_c", upstream={"0_a": "a"}), {"0_a": "A"})
+    second = pipeline.set_aside_if_stale(_stage_folder(root, "2_c", upstream={"0_a": "a"}), {"0_a": "A"})
+    third = pipeline.set_aside_if_stale(_stage_folder(root, "2_c", upstream={"0_a": "a"}), {"0_a": "A"})
+    assert [os.path.basename(p) for p in (first, second, third)] == [
+        "2_c.stale-20260102-030405", "2_c.stale-20260102-030405~2", "2_c.stale-20260102-030405~3"]
+
+
+def _set_aside(root, after, result):
+    from spcl.engine.pipeline import set_aside_if_stale
+    from spcl.utils import comm
+
+    torch.save(set_aside_if_stale(os.path.join(root, "2_c"), after), result.format(rank=comm.get_rank()))
+
+
+def test_every_process_agrees_and_the_folder_moves_once(tmp_path):
+    from spcl.engine import launch
+
+    root, result = str(tmp_path / "run"), str(tmp_path / "rank{rank}.pt")
+    _stage_folder(root, "2_c", upstream={"0_a": "a"})
+    launch(_set_aside, num_processes=2, args=(root, {"0_a": "A"}, result), backend="gloo")
+    r0, r1 = (torch.load(result.format(rank=r)) for r in (0, 1))
+    assert r0 == r1 and os.path.isdir(r0) and not os.path.exists(os.path.join(root, "2_c"))
+    assert os.listdir(root) == [os.path.basename(r0)]

@@ -152,9 +152,10 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
     (empty / "junk.pth").write_bytes(b"junk")
     with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         test_tool.find_checkpoints(str(empty))
-    # a whole run folder: the hint names the last stage's final checkpoint (stage 10 after stage 3, not before)
+    # a whole run folder: the hint names the last stage's final checkpoint (stage 10 after stage 3, not before;
+    # not a stage folder a rerun set aside)
     run = tmp_path / "run"
-    for stage in ("3_align", "10_self_train"):
+    for stage in ("3_align", "10_self_train", "11_self_train.stale-20260101-000000"):
         (run / stage / "checkpoints").mkdir(parents=True)
         (run / stage / "checkpoints" / "model_final.pth").write_bytes(b"x")
     last = os.path.join(str(run), "10_self_train", "checkpoints", "model_final.pth")

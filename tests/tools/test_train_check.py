@@ -51,6 +51,51 @@ def test_check_lists_every_missing_input_and_a_changed_config(train, toy_root, t
     assert os.listdir(out) == ["config.yaml"]
 
 
+def _run_folder(out, config_opts, stages):
+    """A run folder as a pipeline leaves it: config.yaml, and per stage folder a manifest (`manifest`) and/or
+    the ids it was started after (`after`); without writing any model."""
+    import json
+
+    from spcl.config import load_config
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.yaml"), "w") as f:
+        f.write(load_config(TOY, config_opts).dump())
+    for name, manifest, after in stages:
+        os.makedirs(os.path.join(out, name))
+        if manifest is not None:
+            json.dump({"status": "done", **manifest}, open(os.path.join(out, name, "manifest.json"), "w"))
+        if after is not None:
+            json.dump({"after": after}, open(os.path.join(out, name, "upstream.json"), "w"))
+
+
+def test_check_says_what_a_rerun_does_with_each_stage_folder(train, toy_root, tmp_path, capsys):
+    """Finished stages are skipped, an unfinished one resumes, and a stage made after another version of
+    an earlier one (that stage was deleted and rerun since) is set aside; the stages after one that runs
+    are set aside too, since they were made from outputs it replaces."""
+    def plan(out, stages):
+        opts = _tiny_opts(toy_root, out)
+        _run_folder(out, opts, stages)
+        assert train.main(["--check", "--config", TOY] + opts) == 0
+        assert sorted(os.listdir(out)) == sorted(["config.yaml"] + [s[0] for s in stages])  # nothing moved
+        return capsys.readouterr().out.splitlines()[-1]
+
+    a, b = {"0_adv_warmup": "a"}, {"0_adv_warmup": "a", "1_prototypes": "b"}
+    warmup = ("0_adv_warmup", {"id": "a", "after": {}}, None)
+    stages = [warmup, ("1_prototypes", {"id": "b", "after": a}, None), ("2_pseudo_labels", None, b),
+              ("4_pseudo_labels", {"id": "d", "after": {}}, None)]
+    assert plan(str(tmp_path / "run"), stages) == (
+        "a rerun: 0_adv_warmup finished; 1_prototypes finished; 2_pseudo_labels resumes; 3_align runs; "
+        "4_pseudo_labels set aside and run again; 5_self_train runs")
+    # the prototypes were rerun after the pseudo labels had started
+    stages = [warmup, ("1_prototypes", {"id": "B", "after": a}, None), ("2_pseudo_labels", None, b)]
+    assert plan(str(tmp_path / "rerun"), stages).startswith(
+        "a rerun: 0_adv_warmup finished; 1_prototypes finished; 2_pseudo_labels set aside and run again; ")
+    # a run from before stage ids, its prototypes folder deleted: what follows is made from old outputs
+    assert plan(str(tmp_path / "old"), [("0_adv_warmup", {}, None), ("2_pseudo_labels", {}, None)]).startswith(
+        "a rerun: 0_adv_warmup finished; 1_prototypes runs; 2_pseudo_labels set aside and run again; ")
+
+
 def test_check_names_a_run_writing_into_the_folder_now(train, toy_root, tmp_path):
     """The login-node case: the job is already running there (it holds OUTPUT_DIR/.lock)."""
     from spcl.utils.run_lock import LOCK, RunInUse, run_lock
