@@ -26,8 +26,10 @@ def main(argv=None):
     cfg = setup(args, output_dir_override=args.output)
     from spcl.engine import run_stage
     from spcl.utils import comm
+    from spcl.utils.run_lock import run_lock
 
-    result = run_stage(cfg, "prototypes" if args.prototypes else "pseudo_labels", args.output)
+    with run_lock(args.output):  # one writer per folder: two runs would mix their label files
+        result = run_stage(cfg, "prototypes" if args.prototypes else "pseudo_labels", args.output)
     if comm.is_main_process():
         print(format_prototypes(result) if args.prototypes else format_pseudo_labels(result))
     return 0

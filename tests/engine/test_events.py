@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -243,6 +244,17 @@ def test_gen_pseudo_prints_a_readable_summary(toy_root, untrained_checkpoint, tm
                 assert len(rows[name]) == 4, name  # class, threshold, kept, IoU kept: nothing more
     else:
         assert "quality: not measured" in text
+
+
+def test_gen_pseudo_into_a_folder_in_use_writes_nothing(toy_root, untrained_checkpoint, tmp_path, restore_logger):
+    """Two label runs into one folder would mix their label files: the second stops, naming the first."""
+    from spcl.utils.run_lock import LOCK, RunInUse, run_lock
+
+    out = str(tmp_path / "pseudo")
+    with run_lock(out):
+        with pytest.raises(RunInUse, match=f"OUTPUT_DIR {re.escape(out)} is in use by another run \\(pid "):
+            _gen_pseudo(toy_root, untrained_checkpoint, out)
+        assert os.listdir(out) == [LOCK]
 
 
 def test_gen_pseudo_prototypes_summary(toy_root, untrained_checkpoint, tmp_path, capsys, restore_logger):
