@@ -98,16 +98,28 @@ def _relative(root: str, outputs: dict) -> dict:
     return {k: os.path.relpath(v, root) for k, v in outputs.items()}
 
 
-def recorded_config(folder: str) -> Optional[str]:
-    """The newest config recorded in a run or stage folder (config.yaml or config_<time>.yaml)."""
+def recorded_config(folder: str, way_out: str = "choose a new OUTPUT_DIR") -> Optional[dict]:
+    """The newest config recorded in a run or stage folder (config.yaml or config_<time>.yaml), as a
+    nested dict; a damaged file is a ValueError that names it and `way_out`."""
+    import yaml
+
     if not os.path.isdir(folder):
         return None
     files = [f for f in os.listdir(folder) if f == "config.yaml" or (f.startswith("config_") and f.endswith(".yaml"))]
     if not files:
         return None
-    newest = max(files, key=lambda f: (os.path.getmtime(os.path.join(folder, f)), f))
-    with open(os.path.join(folder, newest)) as f:
-        return f.read()
+    path = os.path.join(folder, max(files, key=lambda f: (os.path.getmtime(os.path.join(folder, f)), f)))
+    with open(path) as f:
+        try:
+            recorded = yaml.safe_load(f)
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: bytes that are not UTF-8
+            recorded = e
+    if not isinstance(recorded, dict):
+        what = (f"not valid YAML ({' '.join(str(recorded).split())})" if isinstance(recorded, Exception) else
+                "empty" if recorded is None else f"a YAML {type(recorded).__name__}, not a config")
+        raise ValueError(f"{path} is {what}: the config this folder was made with cannot be compared with this "
+                         f"run's; restore the file, or {way_out}")
+    return recorded
 
 
 def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] = None, inputs: Optional[dict] = None,
@@ -120,7 +132,7 @@ def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] 
     random `id`, and `after`: the ids of the earlier stages it was made from (`upstream_ids`)."""
     done = read_manifest(folder)
     if done is not None:
-        recorded = recorded_config(folder)
+        recorded = recorded_config(folder, f"delete {folder} to run that stage and the stages after it again")
         if recorded is not None:
             check_drift(recorded, cfg, f"finished stage {stage} in {folder}")
         return done, False
@@ -149,7 +161,7 @@ def made_after(folder: str) -> Optional[dict]:
     if done is not None:
         return dict(done.get("after") or {})
     path = os.path.join(folder, UPSTREAM)
-    return dict(read_json(path).get("after") or {}) if os.path.isfile(path) else {}
+    return dict(_read_stage_file(path).get("after") or {}) if os.path.isfile(path) else {}
 
 
 def set_aside_if_stale(folder: str, after: dict) -> Optional[str]:
@@ -202,8 +214,22 @@ def read_manifest(folder: str) -> Optional[dict]:
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         return None
-    data = read_json(path)
+    data = _read_stage_file(path)
     return data if data.get("status") == "done" else None
+
+
+def _read_stage_file(path: str) -> dict:
+    """A stage folder's manifest.json or upstream.json; a damaged one names the way out."""
+    try:
+        data = read_json(path)
+    except ValueError as e:
+        folder = os.path.dirname(path)
+        raise ValueError(f"{e}: whether the stage in {folder} finished, and from what, cannot be read; restore "
+                         f"the file, or delete {folder} to run that stage and the stages after it again") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not the object a stage writes; restore the "
+                         f"file, or delete {os.path.dirname(path)} to run that stage and the stages after it again")
+    return data
 
 
 def check_inputs(cfg, datasets: bool = True) -> None:

@@ -85,5 +85,9 @@ def _json_default(o):
 
 
 def read_json(path: str):
+    """The JSON in `path`; a damaged file is a ValueError that names it."""
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except ValueError as e:  # not JSON, or bytes that are not UTF-8
+            raise ValueError(f"{path} is not valid JSON ({e})") from e

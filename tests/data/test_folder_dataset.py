@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -107,6 +108,15 @@ def test_id_map_lut():
     assert id_map_lut([]) is None
     with pytest.raises(ValueError, match="pair"):
         id_map_lut([[1, 2, 3]])
+
+
+def test_a_damaged_id_map_file_is_named(tmp_path):
+    path = tmp_path / "ids.json"
+    path.write_text('{"7": 0, "26": 13}')
+    assert id_map_lut(path=str(path))[26] == 13
+    path.write_text('{"7": 0, "26": 1')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))} is not valid JSON \\(Expecting"):
+        id_map_lut(path=str(path))
 
 
 def test_folder_val_without_labels_predicts_at_image_size(tmp_path):

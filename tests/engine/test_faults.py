@@ -335,3 +335,48 @@ def test_oracle_pseudo_labels_on_a_target_without_labels_are_refused_before_the_
                                                 r"PSEUDO\.ORACLE 'kept' writes their ground truth"):
         run_pipeline(tiny_cfg(root, out, *OPTS, "PSEUDO.ORACLE", "kept"))
     assert not os.path.exists(out)
+
+
+@pytest.fixture(scope="module")
+def finished_run(toy_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("finished"))
+    run_pipeline(tiny_cfg(toy_root, out, *TWO_STAGES))
+    return out
+
+
+TWO_STAGES = ("SOURCE_ONLY.STOP_ITER", "2", "PIPELINE.STAGES", "['source_only', 'prototypes']")
+
+
+@pytest.mark.parametrize("damaged, content, says", [
+    ("0_source_only/manifest.json", b'{"stage": "source_only", "sta', "is not valid JSON (Unterminated string"),
+    ("1_prototypes/manifest.json", b"[1, 2]", "holds a JSON list, not the object a stage writes"),
+    ("1_prototypes/upstream.json", b"", "is not valid JSON (Expecting value: line 1 column 1"),
+    ("config.yaml", b"MODEL:\n  BACKBONE: [\n", "is not valid YAML (while parsing a flow node"),
+    ("config.yaml", b"", "is empty"),
+    ("0_source_only/config.yaml", b"\xff\xfe\x00", "is not valid YAML ("),
+])
+def test_a_damaged_run_record_is_named_and_left_as_it_is(finished_run, toy_root, tmp_path, damaged, content, says):
+    """A manifest, upstream.json or recorded config damaged outside the run (a copy cut short, an edit):
+    one error naming the file and the way out, and nothing rewritten; restored, the rerun skips as before."""
+    import shutil
+
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run, out)
+    path = os.path.join(out, damaged)
+    original = open(path, "rb").read() if os.path.exists(path) else None
+    if damaged.endswith("upstream.json"):  # an unfinished stage: its record of what it started after
+        os.remove(os.path.join(out, "1_prototypes", "manifest.json"))
+    with open(path, "wb") as f:
+        f.write(content)
+    with pytest.raises(ValueError) as err:
+        run_pipeline(tiny_cfg(toy_root, out, *TWO_STAGES))
+    message = str(err.value)
+    assert message.startswith(f"{path} {says}"), message
+    folder = os.path.dirname(path)
+    assert (f"delete {folder} to run that stage" if folder != out else "choose a new OUTPUT_DIR") in message
+    assert open(path, "rb").read() == content and not [f for f in os.listdir(out) if ".stale-" in f]
+    if original is not None:
+        with open(path, "wb") as f:
+            f.write(original)
+        summary = run_pipeline(tiny_cfg(toy_root, out, *TWO_STAGES))
+        assert summary == json.load(open(os.path.join(finished_run, "summary.json")))

@@ -13,7 +13,6 @@ Two images that would get one name (`x.jpg` and `x.png` side by side) stop with 
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -23,7 +22,7 @@ from PIL import Image
 
 from ..io import read_label_indices
 from ..labels import IGNORE_LABEL
-from ...utils.io import where_read
+from ...utils.io import read_json, where_read
 from .base import SegmentationDataset, read_list_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -73,8 +72,7 @@ def id_map_lut(pairs: Sequence = (), path: str = "") -> Optional[np.ndarray]:
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"id map file not found: {path}{where_read(path)} (DATASETS.FOLDER.ID_MAP_FILE)")
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
         pairs = list(data.items()) if isinstance(data, dict) else data
     if not pairs:
         return None
