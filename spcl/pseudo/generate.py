@@ -51,7 +51,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         raise ValueError(f"oracle = {oracle!r}; expected '', 'kept' or 'all'")
     model.eval()
     os.makedirs(output_dir, exist_ok=True)
-    cache_dir = os.path.join(output_dir, ".cache")
+    cache_root = os.path.join(output_dir, ".cache")
+    cache_dir = os.path.join(cache_root, f"rank{comm.get_rank()}")  # one per process: each removes only its own
     stats = ClassThresholds(num_classes, cap, num_bins)
     names_seen = []
 
@@ -102,7 +103,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
             gt = torch.from_numpy(data["gt"].astype(np.int64)) if "gt" in data else None
             write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)),
                   gt)
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(cache_dir, ignore_errors=True)  # not cache_root: other processes may still read theirs
     else:
         passes = 2
         for batch in _iterate(loader, "pseudo labels: write", enabled=progress):
@@ -136,6 +137,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     if comm.is_main_process():
         atomic_write_json(summary, os.path.join(output_dir, "thresholds.json"))
     comm.synchronize()
+    if cache and comm.is_main_process():
+        shutil.rmtree(cache_root, ignore_errors=True)  # every process has removed its own folder by now
     return summary
 
 

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -144,3 +145,35 @@ def test_oracle_labels_need_ground_truth(tmp_path):
     with pytest.raises(ValueError, match="img_0_leftImg8bit.png has no ground truth"):
         generate_pseudo_labels(CountingModel(3), _Loader(_loader(2)), str(tmp_path), 3, torch.device("cpu"),
                                oracle="kept")
+
+
+def _generate_on_a_shard(root, shards, summary_path):
+    """One process of a multi-process label run: its own shard of the images, one shared output folder."""
+    from spcl.utils import comm
+
+    batches = _loader(sum(shards))
+    start = sum(shards[:comm.get_rank()])
+    mine = _Loader(batches[start:start + shards[comm.get_rank()]])
+    summary = generate_pseudo_labels(CountingModel(4), mine, root, 4, torch.device("cpu"))
+    torch.save(summary, summary_path.format(rank=comm.get_rank()))
+
+
+def test_several_processes_write_the_labels_of_one_process(tmp_path):
+    """Each process caches its own shard and writes its labels: together the labels and summary of one process
+    over all images (thresholds from the summed histograms), and no process removes a cache another still
+    reads. Uneven shards (1 and 7 images): the process with one image finishes first."""
+    from spcl.engine import launch
+
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    one = generate_pseudo_labels(CountingModel(4), _Loader(_loader(8)), str(single), 4, torch.device("cpu"))
+    result = str(tmp_path / "summary{rank}.pt")
+    launch(_generate_on_a_shard, num_processes=2, args=(str(multi), [1, 7], result), backend="gloo")
+    for rank in (0, 1):
+        summary = torch.load(result.format(rank=rank))
+        assert summary["thresholds"] == one["thresholds"]
+        assert summary["kept_fraction"] == pytest.approx(one["kept_fraction"], abs=1e-12)
+        assert summary["num_images"] == 8
+    assert sorted(os.listdir(multi)) == sorted(os.listdir(single))  # the labels, thresholds.json, no .cache
+    for name in os.listdir(single):
+        if name.endswith(".png"):
+            assert (np.array(Image.open(multi / name)) == np.array(Image.open(single / name))).all(), name
