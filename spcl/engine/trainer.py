@@ -372,7 +372,9 @@ class StageTrainer:
         self.events.write(done, {**means, **lrs, "sec_per_iter": sec_per_it, "peak_mem_mb": mem})
 
     def evaluate(self) -> dict:
-        """mIoU of the current model on DATASETS.TEST (target val), over all processes."""
+        """mIoU of the current model on DATASETS.TEST (target val), over all processes, every process with
+        the BatchNorm statistics of process 0 (those its checkpoints hold)."""
+        comm.broadcast_buffers(self.model_without_ddp)
         if self._test_loader is None:
             dataset = build_dataset(self.cfg, self.cfg.DATASETS.TEST, train=False)
             self._test_loader = build_test_loader(self.cfg, dataset)

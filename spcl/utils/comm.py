@@ -55,3 +55,12 @@ def reduce_mean_dict(values: dict[str, float]) -> dict[str, float]:
     all_reduce_sum(t)
     t /= get_world_size()
     return {k: v.item() for k, v in zip(keys, t)}
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer of `module` (BatchNorm running statistics) from process `src` to all the others; a
+    no-op in one process. Without SyncBatchNorm (trainable BatchNorm on the CPU) each process's last forward
+    leaves its own running statistics; process 0's are the ones its checkpoints hold."""
+    if is_dist() and get_world_size() > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf.data, src)
