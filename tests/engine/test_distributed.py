@@ -90,7 +90,6 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     assert set_device == [] and not torch.distributed.is_initialized()
 
 
-
 def _pipeline(cfg):
     from spcl.engine import run_pipeline
 
