@@ -1,13 +1,16 @@
 """Two gloo processes on the CPU: one align step on halves of a global batch gives the same weights
 (hence gradients) and prototype bank as one process on the whole batch, every rank holds the same
 bank, and logged values are averaged over processes."""
+import copy
 import os
 
+import pytest
 import torch
 
 from spcl.config import load_config
 from spcl.engine import launch
 from spcl.engine.stages import AlignTrainer
+from spcl.losses import segmentation_ce
 from spcl.utils import comm
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toy.yaml")
@@ -16,7 +19,8 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toy.yam
 def _cfg(out, protos):
     return load_config(CONFIG, [
         "OUTPUT_DIR", out, "MODEL.FREEZE_BN", "True", "PROTOTYPE.PATH", protos, "ALIGN.SOURCE_BATCH", "4",
-        "ALIGN.TARGET_BATCH", "4", "DATASETS.TOY.GENERATE", "False", "SOLVER.OPTIMIZER", "sgd"])
+        "ALIGN.TARGET_BATCH", "4", "DATASETS.TOY.GENERATE", "False", "SOLVER.OPTIMIZER", "sgd",
+        "SOLVER.LOG_PERIOD", "1"])
 
 
 def _step(out, protos, batch_file, result_file):
@@ -28,10 +32,15 @@ def _step(out, protos, batch_file, result_file):
     batch = torch.load(batch_file)
     share = 4 // world
     part = {dom: {k: v[rank * share:(rank + 1) * share] for k, v in d.items()} for dom, d in batch.items()}
+    head = copy.deepcopy(trainer.model_without_ddp.head)  # the classifier as it is during the step
+    feats = []
+    trainer.model_without_ddp.backbone.register_forward_hook(lambda m, i, o: feats.append(o.detach().clone()))
     logs = trainer.run_step(part)
+    f = feats[0].requires_grad_(True)  # this process's source feature map
+    (g_seg,) = torch.autograd.grad(segmentation_ce(head(f), part["source"]["label"], trainer.cfg.LOSS.SOURCE_TEMPERATURE), f)
     mean = comm.reduce_mean_dict({"rank": float(rank), **logs})
     torch.save({"model": trainer.model_without_ddp.state_dict(), "bank": trainer.bank.prototypes.clone(), "logs": logs,
-                "mean": mean}, result_file.format(rank=rank))
+                "mean": mean, "grad_feat_seg": g_seg.norm().item()}, result_file.format(rank=rank))
 
 
 def test_two_processes_match_one(tmp_path):
@@ -63,6 +72,10 @@ def test_two_processes_match_one(tmp_path):
     for k, v in fresh.model.state_dict().items():
         changed += int(not torch.equal(v, one["model"][k]))
     assert changed > 0
+    # the gradient L_seg sends to each process's feature map, also through DDP's output node (it was 0)
+    for r in (one, r0, r1):
+        assert r["logs"]["grad_feat_seg"] == pytest.approx(r["grad_feat_seg"], rel=1e-4)
+        assert 0 < r["logs"]["grad_ratio_src"] < 1 and 0 < r["logs"]["grad_ratio_tgt"] < 1
     # logged values are averaged over processes
     assert r0["mean"]["rank"] == r1["mean"]["rank"] == 0.5
     assert abs(r0["mean"]["loss_seg"] - (r0["logs"]["loss_seg"] + r1["logs"]["loss_seg"]) / 2) < 1e-6

@@ -18,6 +18,8 @@ unit-temperature CE).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -74,7 +76,7 @@ class AlignTrainer(StageTrainer):
         lam = cfg.LOSS.CONTRAST.WEIGHT
         measure = self.measure_gradients()
         self.zero_grad()
-        with self.autocast(), self.source_bn_stats():
+        with self.autocast(), self.source_bn_stats(), backbone_output(self.model_without_ddp, measure) as feat_s:
             out_s = self.model(src["image"])
         loss_seg = segmentation_ce(out_s["logits"], src["label"], cfg.LOSS.SOURCE_TEMPERATURE)
         mask_s = source_mask(src["label"], out_s["logits"].detach(), cfg.PROTOTYPE.SOURCE_MASK)  # B×h×w
@@ -83,23 +85,23 @@ class AlignTrainer(StageTrainer):
         drift = (self.bank.prototypes - before).norm(dim=1).mean().item()
         logs = {"loss_seg": loss_seg.item(), "proto_drift": drift}
         if measure:
-            logs["grad_feat_seg"] = feature_grad_norm(loss_seg, out_s["feat"])
+            logs["grad_feat_seg"] = feature_grad_norm(loss_seg, feat_s[0])
         loss = loss_seg
         if cfg.LOSS.CONTRAST.SOURCE:
             loss_cl_s = self.contrast(out_s["feat"], mask_s, self.bank.prototypes)
             loss = loss + lam * loss_cl_s
             logs["loss_cl_src"] = loss_cl_s.item()
             if measure:
-                logs["grad_feat_cl_src"] = feature_grad_norm(lam * loss_cl_s, out_s["feat"])
+                logs["grad_feat_cl_src"] = feature_grad_norm(lam * loss_cl_s, feat_s[0])
         self.backward(loss)
         if cfg.LOSS.CONTRAST.TARGET:
             tgt = batch["target"]
-            with self.autocast():
+            with self.autocast(), backbone_output(self.model_without_ddp, measure) as feat_t:
                 out_t = self.model(tgt["image"])
             mask_t = self.target_mask(tgt, out_t["logits"])  # B×h×w
             loss_cl_t = self.contrast(out_t["feat"], mask_t, self.bank.prototypes)
             if measure:
-                logs["grad_feat_cl_tgt"] = feature_grad_norm(lam * loss_cl_t, out_t["feat"])
+                logs["grad_feat_cl_tgt"] = feature_grad_norm(lam * loss_cl_t, feat_t[0])
             self.backward(lam * loss_cl_t)
             logs["loss_cl_tgt"] = loss_cl_t.item()
             logs["target_kept"] = (mask_t != IGNORE_LABEL).float().mean().item()
@@ -109,6 +111,22 @@ class AlignTrainer(StageTrainer):
                 if f"grad_feat_cl_{term}" in logs:
                     logs[f"grad_ratio_{term}"] = logs[f"grad_feat_cl_{term}"] / max(logs["grad_feat_seg"], 1e-20)
         return logs
+
+
+@contextlib.contextmanager
+def backbone_output(model: torch.nn.Module, enabled: bool = True):
+    """Inside the block, the list it yields receives the feature map F (B×C×h×w) that `model.backbone`
+    computes, as a tensor of the model's own graph. The gradient norms must be taken on this tensor, not on
+    the model's `feat` output: DDP with find_unused_parameters passes its outputs through an autograd node
+    of its own (_DDPSink), so under several processes the logits no longer depend on that `feat`, and
+    ∂L_seg/∂feat came out 0 (grad_ratio ~1e16)."""
+    seen: list = []
+    handle = model.backbone.register_forward_hook(lambda m, i, out: seen.append(out)) if enabled else None
+    try:
+        yield seen
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def feature_grad_norm(loss: torch.Tensor, feat: torch.Tensor) -> float:
