@@ -37,7 +37,8 @@ def _step(out, protos, batch_file, result_file):
     trainer.model_without_ddp.backbone.register_forward_hook(lambda m, i, o: feats.append(o.detach().clone()))
     logs = trainer.run_step(part)
     f = feats[0].requires_grad_(True)  # this process's source feature map
-    (g_seg,) = torch.autograd.grad(segmentation_ce(head(f), part["source"]["label"], trainer.cfg.LOSS.SOURCE_TEMPERATURE), f)
+    loss_seg = segmentation_ce(head(f), part["source"]["label"], trainer.cfg.LOSS.SOURCE_TEMPERATURE)
+    (g_seg,) = torch.autograd.grad(loss_seg, f)
     mean = comm.reduce_mean_dict({"rank": float(rank), **logs})
     torch.save({"model": trainer.model_without_ddp.state_dict(), "bank": trainer.bank.prototypes.clone(), "logs": logs,
                 "mean": mean, "grad_feat_seg": g_seg.norm().item()}, result_file.format(rank=rank))
