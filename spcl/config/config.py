@@ -15,7 +15,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .defaults import _C
-from ..utils.io import where_read
+from ..utils.io import atomic_write, where_read
 from ..utils.signals import signal_numbers
 
 BASE_KEY = "_BASE_"
@@ -220,9 +220,10 @@ _VALUE_RULES = (
 
 
 def dump_config(cfg: CN, output_dir: str, name: str = "config.yaml") -> str:
-    """Write the merged config into `output_dir` (created) and return the file path."""
-    os.makedirs(output_dir, exist_ok=True)
+    """Write the merged config into `output_dir` (created) atomically, and return the file path. A run's
+    config.yaml is what a rerun is checked against: a write cut short (killed, disk full) must leave no
+    partial file there, which would read as a changed config."""
     path = os.path.join(output_dir, name)
-    with open(path, "w") as f:
-        f.write(cfg.dump())
+    text = cfg.dump()
+    atomic_write(path, lambda f: f.write(text), binary=False, what="config")
     return path

@@ -136,6 +136,27 @@ def test_merge_helpers_on_unfrozen_cfg(tmp_path):
     assert cfg.SEED == 9 and cfg.MODEL.NUM_CLASSES == 16 and not cfg.is_frozen()
 
 
+def test_dump_config_cut_short_leaves_the_recorded_config_intact(tmp_path, monkeypatch):
+    """A run's config.yaml is what its rerun is checked against: a write that fails half way (disk full,
+    killed) must leave the earlier file as it was and no partial file beside it."""
+    import errno
+
+    out = str(tmp_path / "run")
+    first = dump_config(load_config("", ["SEED", "1"]), out)
+    with open(first) as f:
+        before = f.read()
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match=r"cannot write config .*config\.yaml: No space left"):
+        dump_config(load_config("", ["SEED", "2"]), out)
+    with open(first) as f:
+        assert f.read() == before
+    assert os.listdir(out) == ["config.yaml"]
+
+
 def test_dump_config_round_trip(tmp_path):
     cfg = load_config("", ["SEED", "11", "MODEL.BACKBONE", "vgg16", "INPUT.TEST_SIZE", "[64, 32]",
                            "PIPELINE.STAGES", "['source_only']", "DATASETS.TOY.SIZE", "[32, 16]",
