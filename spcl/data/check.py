@@ -37,13 +37,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-import numpy as np
 from PIL import Image
 
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
                        SynscapesDataset, SynthiaDataset)
-from .io import read_label_indices, read_png16_first_channel
-from .labels import IGNORE_LABEL
 
 logger = logging.getLogger("spcl")
 
@@ -51,13 +48,6 @@ CHECK_VERSION = 1  # part of the cache key: a change of the checks re-checks eve
 # Published sizes of the full datasets (a list file of another length is a warning, not an error).
 KNOWN_SIZES = {"gta5_train": 24966, "synthia_train": 9400, "synscapes_train": 25000,
                "cityscapes_train": 2975, "cityscapes_val": 500, "cityscapes_pseudo": 2975}
-# Raw ids a label file of each format may hold (checked before the id→trainId table hides them as 255).
-LABELID_MAX = 33  # Cityscapes labelIds 0..33 (GTA5 palette indices, Synscapes, Cityscapes gtFine)
-SYNTHIA_ID_MAX = 22  # SYNTHIA-RAND-CITYSCAPES class ids 0..22
-_RAW_READERS = {GTA5Dataset: (read_label_indices, LABELID_MAX),
-                SynscapesDataset: (read_label_indices, LABELID_MAX),
-                CityscapesDataset: (read_label_indices, LABELID_MAX),
-                SynthiaDataset: (read_png16_first_channel, SYNTHIA_ID_MAX)}
 MAX_NAMED = 10  # bad files named in a DataError message
 
 
@@ -133,27 +123,6 @@ def _reason(e: BaseException, path: str = "") -> str:
     return msg
 
 
-def _decode_label(dataset: SegmentationDataset, path: str) -> np.ndarray:
-    """Train labels of `path` with the dataset's own reader and table; raises ValueError on ids the
-    format cannot hold or train labels outside [0, K) ∪ {255}."""
-    reader = _RAW_READERS.get(type(dataset))
-    if reader is None or not hasattr(dataset, "lut"):
-        return dataset.load_label(path)  # the class's own decode and range check
-    read, max_id = reader
-    raw = read(path)
-    top = int(raw.max()) if raw.size else 0
-    low = int(raw.min()) if raw.size else 0
-    if low < 0 or top > max_id:
-        bad = np.unique(raw[(raw < 0) | (raw > max_id)])[:5].tolist()
-        raise ValueError(f"label id out of range: holds ids {bad} outside 0..{max_id}")
-    label = dataset.lut[raw]
-    bad = (label >= dataset.num_classes) & (label != IGNORE_LABEL)
-    if bad.any():
-        raise ValueError(f"label id out of range: train labels {sorted(np.unique(label[bad]).tolist())[:5]} "
-                         f"outside [0, {dataset.num_classes}) and 255")
-    return label
-
-
 def check_item(dataset: SegmentationDataset, image_path: str, label_path: Optional[str]
                ) -> tuple[int, list[tuple[str, str]]]:
     """(files checked, [(path, reason)] of its bad files) of one item of `dataset`."""
@@ -175,7 +144,7 @@ def check_item(dataset: SegmentationDataset, image_path: str, label_path: Option
         return n, bad
     n += 1
     try:
-        label = _decode_label(dataset, label_path)
+        label = dataset.load_label(label_path)  # its own decode and range checks
     except OSError as e:
         bad.append((label_path, f"unreadable or truncated label: {_reason(e, label_path)}"))
         return n, bad

@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 IGNORE_LABEL = 255
+# Raw ids a label file of each format may hold; an id outside would be hidden as 255 by the id→trainId table.
+LABELID_MAX = 33  # Cityscapes labelIds 0..33 (GTA5 palette indices, Synscapes, Cityscapes gtFine)
+SYNTHIA_ID_MAX = 22  # SYNTHIA-RAND-CITYSCAPES class ids 0..22
 
 # The 19 Cityscapes training classes, in trainId order.
 CLASSES_19 = (

@@ -326,3 +326,37 @@ def test_gta5_label_of_another_size_names_the_file(tmp_path):
     lab.save(tmp_path / "gta5" / "labels" / "00001.png")
     with pytest.raises(ValueError, match="00001.png"):
         build_dataset(cfg_for(tmp_path), "gta5_train", train=False)[0]
+
+
+@pytest.mark.parametrize("name, top", [("gta5_train", 33), ("synscapes_train", 33), ("cityscapes_val", 33),
+                                       ("synthia_train", 22)])
+def test_a_raw_id_outside_the_format_stops_the_read_naming_the_file(tmp_path, name, top):
+    # The id → trainId table maps an id it does not know to 255, so a damaged label file would be read
+    # as ignored pixels: test.py scored such a file instead of stopping as training does. Every reader
+    # refuses ids above its format's largest (labelIds 33, SYNTHIA 22) and reads the largest itself.
+    make = {"gta5_train": lambda: make_gta5(tmp_path, ["00001"]),
+            "synscapes_train": lambda: make_synscapes(tmp_path, ["1"]),
+            "synthia_train": lambda: make_synthia(tmp_path, ["0000001"]),
+            "cityscapes_val": lambda: make_cityscapes(tmp_path, "val", ["a/a_000000_000001_leftImg8bit.png"])}
+    make[name]()
+    ds = build_dataset(cfg_for(tmp_path), name, train=False)
+    path = ds.items[0][1]
+    raw = np.asarray(Image.open(path)) if name != "synthia_train" else None
+    for value, ok in ((top, True), (top + 1, False), (200, False)):
+        if name == "synthia_train":
+            ids = np.full((H, W), 3, np.uint16)
+            ids[1, 2] = value
+            write_png16(path, np.stack([ids, ids, ids], -1))
+        else:
+            ids = raw.copy()
+            ids[1, 2] = value
+            lab = Image.fromarray(ids, mode="P")
+            lab.putpalette([0] * 768)
+            lab.save(path)
+        if ok:  # the largest id is read through the table
+            lut = synthia_to_trainid_lut(ds.num_classes) if name == "synthia_train" else labelid_to_trainid_lut(19)
+            assert ds[0]["label"][1, 2].item() == lut[top]
+        else:
+            message = rf"label file {re.escape(path)} holds ids \[{value}\] outside 0\.\.{top}"
+            with pytest.raises(ValueError, match=message):
+                ds[0]

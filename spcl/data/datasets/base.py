@@ -76,6 +76,15 @@ class SegmentationDataset(Dataset):
         """H×W uint8 train labels of a label file; subclasses override."""
         raise NotImplementedError
 
+    def to_train_ids(self, raw: np.ndarray, path: str, max_id: int) -> np.ndarray:
+        """`self.lut[raw]` (H×W uint8 train labels) once every raw id of label file `path` is in 0..max_id:
+        the table maps an id it does not know to 255, which would hide a damaged file as ignored pixels."""
+        low, top = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+        if low < 0 or top > max_id:
+            bad = np.unique(raw[(raw < 0) | (raw > max_id)])[:5].tolist()
+            raise ValueError(f"label file {path} holds ids {bad} outside 0..{max_id}")
+        return self.lut[raw]
+
     def load_label(self, path: Optional[str]) -> Optional[np.ndarray]:
         if self.labels == "none" or path is None:
             return None

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from ..io import read_label_indices
-from ..labels import labelid_to_trainid_lut
+from ..labels import LABELID_MAX, labelid_to_trainid_lut
 from .base import SegmentationDataset, list_images, read_list_file
 
 
@@ -23,4 +23,4 @@ class SynscapesDataset(SegmentationDataset):
         self.lut = labelid_to_trainid_lut(num_classes)
 
     def decode_label(self, path: str) -> np.ndarray:
-        return self.lut[read_label_indices(path)]
+        return self.to_train_ids(read_label_indices(path), path, LABELID_MAX)

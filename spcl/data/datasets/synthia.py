@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from ..io import read_png16_first_channel
-from ..labels import synthia_to_trainid_lut
+from ..labels import SYNTHIA_ID_MAX, synthia_to_trainid_lut
 from .base import SegmentationDataset, list_images, read_list_file
 
 
@@ -24,7 +24,4 @@ class SynthiaDataset(SegmentationDataset):
         self.lut = synthia_to_trainid_lut(num_classes)
 
     def decode_label(self, path: str) -> np.ndarray:
-        ids = read_png16_first_channel(path)
-        if ids.min() < 0 or ids.max() >= len(self.lut):
-            raise ValueError(f"label file {path} holds class ids outside [0, 65535]")
-        return self.lut[ids]
+        return self.to_train_ids(read_png16_first_channel(path), path, SYNTHIA_ID_MAX)
