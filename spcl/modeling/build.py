@@ -47,5 +47,5 @@ def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None
     if not path:
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
     model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
-    load_segmentor_weights(model, path)
+    load_segmentor_weights(model, path, trained=True)
     return model.to(device or torch.device("cpu")).eval()

@@ -35,6 +35,9 @@ def predict_probs(model: nn.Module, images: torch.Tensor, out_size: Optional[tup
     total, count = None, 0
     h, w = images.shape[-2:]
     for s in scales:
+        if min(round(h * s), round(w * s)) < 1:
+            raise ValueError(f"scale {s} of a {w}×{h} input leaves no pixel (TEST.SCALES, --scales); use a "
+                             "larger factor")
         x = images if s == 1.0 else F.interpolate(images, size=(round(h * s), round(w * s)), mode="bilinear",
                                                   align_corners=False)
         for flipped in ((False, True) if flip else (False,)):

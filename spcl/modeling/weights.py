@@ -46,9 +46,27 @@ IMAGENET_ABSENT = ("head.", "backbone.fc6.", "backbone.fc7.")
 IMAGENET_EXTRA = ("backbone.fc.", "backbone.classifier.")
 
 
+def weights_kind(obj) -> str | None:
+    """What a loaded file holds: 'checkpoint' (this project's, or a segmentor state dict), 'released' (the
+    authors'), 'imagenet' (a backbone state dict: no segmentation head), or None (no state dict at all)."""
+    if not isinstance(obj, dict):
+        return None
+    if find_released(obj) is not None:
+        return "released"
+    if isinstance(obj.get("model"), dict):
+        return "checkpoint"
+    state = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
+    if any(isinstance(k, str) and k.removeprefix("module.").startswith("backbone.") for k in state):
+        return "checkpoint"
+    return "imagenet" if any(hasattr(v, "shape") for v in state.values()) else None
+
+
 def segmentor_state_from(obj: dict) -> tuple[dict, str]:
     """The segmentor state dict in a loaded file, and its kind ('checkpoint' | 'released' | 'imagenet')."""
-    if find_released(obj) is not None:
+    kind = weights_kind(obj)
+    if kind is None:
+        raise ValueError(f"holds a {type(obj).__name__} without tensors, not a checkpoint or a state dict")
+    if kind == "released":
         state, info = convert_released(obj)
         logger.info("released SPCL/FADA checkpoint (%s feature extractor)%s", info["backbone"],
                     ": BN running_var − 1e-5 (their FrozenBatchNorm2d has no eps)" if info["bn_eps_compensated"] else "")
@@ -56,19 +74,24 @@ def segmentor_state_from(obj: dict) -> tuple[dict, str]:
             logger.warning("%d BN channels have running_var below 1e-5: not representable with eps, clamped",
                            info["bn_channels_below_eps"])
         return state, "released"
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        return strip_prefix(obj["model"], "module."), "checkpoint"
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    state = strip_prefix(obj, "module.")
-    if any(k.startswith("backbone.") for k in state):
-        return state, "checkpoint"
-    return {"backbone." + k: v for k, v in state.items()}, "imagenet"
+    if isinstance(obj.get("model"), dict):
+        return strip_prefix(obj["model"], "module."), kind
+    state = strip_prefix(obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj, "module.")
+    return (state, kind) if kind == "checkpoint" else ({"backbone." + k: v for k, v in state.items()}, kind)
 
 
-def load_segmentor_weights(model: nn.Module, path: str) -> dict:
-    """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}."""
-    state, kind = segmentor_state_from(read_checkpoint(path))
+def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False) -> dict:
+    """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}.
+    `trained`: the file must be a trained segmentor (a checkpoint, ours or released), not an ImageNet
+    backbone file, whose head would be left at its random init."""
+    try:
+        state, kind = segmentor_state_from(read_checkpoint(path))
+    except ValueError as e:
+        raise ValueError(f"weights file {path} {e}") from e
+    if trained and kind == "imagenet":
+        raise ValueError(f"weights file {path} holds backbone weights only (an ImageNet file: no segmentation "
+                         "head), and a trained model is needed: give a checkpoint, e.g. a stage's "
+                         "checkpoints/model_final.pth")
     return load_state(model, state, path, kind)
 
 

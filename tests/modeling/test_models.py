@@ -10,7 +10,9 @@ import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from spcl.config import load_config
-from spcl.modeling import ASPPClassifier, build_discriminator, build_segmentor, load_segmentor_weights
+from spcl.modeling import (ASPPClassifier, build_discriminator, build_segmentor, load_segmentor_weights,
+                           load_trained_segmentor, predict_probs)
+from spcl.modeling.weights import weights_kind
 
 
 def cfg_of(*opts):
@@ -164,6 +166,11 @@ def test_unusable_weight_files_raise(tmp_path):
     torch.save({"foo.weight": torch.zeros(3)}, other)
     with pytest.raises(ValueError, match="none of its"):
         load_segmentor_weights(model, str(other))
+    for obj in ([1, 2, 3], torch.zeros(3), {"note": "no tensors"}):  # pickled, but no state dict in it
+        listed = tmp_path / "not_a_state.pth"
+        torch.save(obj, listed)
+        with pytest.raises(ValueError, match=rf"weights file {listed} holds a {type(obj).__name__} without tensors"):
+            load_segmentor_weights(model, str(listed))
     # a folder: a stage folder gets its final checkpoint suggested, any other folder a plain hint
     stage = tmp_path / "3_align"
     (stage / "checkpoints").mkdir(parents=True)
@@ -252,3 +259,37 @@ def test_param_groups_head_lr_factor():
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(
         p.numel() for p in model.parameters() if p.requires_grad)
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.head.parameters()}
+
+
+def test_what_a_weights_file_holds():
+    state = {"conv1.weight": torch.zeros(1)}
+    assert weights_kind(state) == "imagenet"
+    assert weights_kind({"backbone.conv1.weight": torch.zeros(1)}) == "checkpoint"
+    assert weights_kind({"state_dict": {"module.backbone.conv1.weight": torch.zeros(1)}}) == "checkpoint"
+    assert weights_kind({"model": state, "iteration": 3}) == "checkpoint"
+    assert weights_kind({"run": {"feature_extractor": state, "classifier": state}}) == "released"
+    assert weights_kind({"optimizer": {}}) is None and weights_kind([state]) is None
+
+
+def test_a_trained_model_is_needed_where_one_is_evaluated(tmp_path):
+    """infer.py, gen_pseudo.py, analyze.py and the offline stages load through load_trained_segmentor: an
+    ImageNet backbone file there would predict with a random head, so it is refused; as MODEL.WEIGHTS, the
+    start of training, it loads (test_torchvision_state_dict_loads_into_the_backbone)."""
+    cfg = cfg_of("MODEL.BACKBONE", "resnet18")
+    imagenet = str(tmp_path / "resnet18-imagenet.pth")
+    torch.save(_randomised_tv_resnet18().state_dict(), imagenet)
+    with pytest.raises(ValueError, match=rf"{imagenet} holds backbone weights only .* a trained model is needed"):
+        load_trained_segmentor(cfg, imagenet)
+    trained = build_segmentor(cfg, load_weights=False)
+    path = str(tmp_path / "model_final.pth")
+    torch.save({"model": trained.state_dict(), "iteration": 5}, path)
+    loaded = load_trained_segmentor(cfg, path)
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_a_scale_that_leaves_no_pixel_is_refused():
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False).eval()
+    images = torch.randn(1, 3, 32, 64)
+    assert predict_probs(model, images, scales=[1 / 32]).shape == (1, 19, 32, 64)  # one row is enough
+    with pytest.raises(ValueError, match=r"scale 0\.01 of a 64×32 input leaves no pixel"):
+        predict_probs(model, images, scales=[1.0, 0.01])
