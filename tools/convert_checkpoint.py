@@ -39,6 +39,8 @@ def main(argv=None) -> dict:
     from spcl.modeling.weights import load_state, read_checkpoint
     from spcl.utils.io import atomic_torch_save
 
+    if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+        raise ValueError(f"OUT is IN ({args.output}): give another path, the original file is kept as it is")
     obj = read_checkpoint(args.input)
     compensate = {"auto": None, "compensate": True, "keep": False}[args.bn_eps]
     state, info = convert_released(obj, args.backbone, compensate)

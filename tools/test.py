@@ -37,8 +37,11 @@ def _stage_index(folder: str) -> int:
 
 
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
-    """(iteration, path) of every readable checkpoint at `path` (a file or a folder), by iteration."""
+    """(iteration, path) of every readable checkpoint at `path` (a file or a folder), by iteration: ours,
+    the authors' released ones, or a segmentor state dict (iteration -1 where the file has none)."""
     import torch
+
+    from spcl.modeling.weights import weights_kind
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}{where_read(path)} "
@@ -55,10 +58,13 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
         except Exception as e:  # noqa: BLE001
             logging.getLogger("spcl").warning("skipping %s: not a readable checkpoint (%s)", f, e)
             continue
-        if not isinstance(data, dict) or "model" not in data:
-            logging.getLogger("spcl").warning("skipping %s: no 'model' state in it", f)
+        kind = weights_kind(data)
+        if kind not in ("checkpoint", "released"):
+            why = "backbone weights only (an ImageNet file: no segmentation head)" if kind else "no model state"
+            logging.getLogger("spcl").warning("skipping %s: %s in it", f, why)
             continue
-        found.append((int(data.get("iteration", -1)), f))
+        iteration = data.get("iteration", -1)
+        found.append((iteration if isinstance(iteration, int) else -1, f))
     if not found:
         hint = ""
         final = os.path.join(path, "checkpoints", "model_final.pth")
@@ -72,6 +78,23 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             hint = "; prototypes.pth holds class prototypes, not a model: give a stage's checkpoints/model_final.pth"
         raise FileNotFoundError(f"no model checkpoint found at {path}{hint}")
     return sorted(found)
+
+
+def write_results(out_dir: str, results: dict, rows: list, extra: list) -> None:
+    """`metrics.json` (one checkpoint's metrics, or {path: metrics}) and, for several checkpoints,
+    `results.csv` (a row each), both atomically."""
+    from spcl.utils.io import atomic_write, atomic_write_json
+
+    atomic_write_json(results if len(results) > 1 else next(iter(results.values())),
+                      os.path.join(out_dir, "metrics.json"))
+    if len(rows) > 1:
+        names = next(iter(results.values()))["class_names"]
+
+        def write(f):
+            w = csv.writer(f)
+            w.writerow(["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] + extra + list(names))
+            w.writerows(rows)
+        atomic_write(os.path.join(out_dir, "results.csv"), write, binary=False, what="results")
 
 
 def main(argv=None):
@@ -112,7 +135,6 @@ def main(argv=None):
     from spcl.evaluation import evaluate_checkpoint, format_table
     from spcl.utils import comm
     from spcl.utils.env import write_run_info
-    from spcl.utils.io import atomic_write_json
 
     from spcl.data.build import UNLABELLED
 
@@ -156,15 +178,10 @@ def main(argv=None):
         extra = [k for k in ("mIoU_tail", "mIoU_13") if k in metrics]
         rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
                     + [metrics[k] for k in extra] + metrics["IoU"])
+        if comm.is_main_process() and not single:  # after each one: an error at a later checkpoint keeps these
+            write_results(out_dir, results, rows, extra)
     if comm.is_main_process():
-        atomic_write_json(results if len(results) > 1 else next(iter(results.values())),
-                          os.path.join(out_dir, "metrics.json"))
-        if len(rows) > 1:
-            names = results[checkpoints[0][1]]["class_names"]
-            with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["iteration", "checkpoint", "mIoU", "mAcc", "aAcc"] + extra + list(names))
-                w.writerows(rows)
+        write_results(out_dir, results, rows, extra)
         print(f"results in {out_dir}")
 
 

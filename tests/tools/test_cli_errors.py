@@ -64,6 +64,14 @@ def test_convert_checkpoint_missing_or_unreadable_input(tmp_path):
     assert not (tmp_path / "o.pth").exists()
 
 
+def test_convert_checkpoint_into_its_own_input_is_refused(tmp_path):
+    original = tmp_path / "released.pth"
+    original.write_bytes(b"the authors' file")
+    for out in (str(original), os.path.join(str(tmp_path), ".", "released.pth")):
+        _one_line_error(_run("tools/convert_checkpoint.py", str(original), out), "OUT is IN", "kept as it is")
+    assert original.read_bytes() == b"the authors' file"
+
+
 def test_output_dir_that_is_a_file(tmp_path):
     afile = tmp_path / "results"
     afile.write_text("keep me")

@@ -164,6 +164,49 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
         test_tool.find_checkpoints(str(run))
 
 
+def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, caplog):
+    """Ours and bare segmentor state dicts (iteration -1) are models; an ImageNet backbone file, which has no
+    head, and a pickled list are skipped with the reason."""
+    cfg = load_config("", opts_for(tmp_path))
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    ours = str(folder / "ours.pth")
+    save_checkpoint(cfg, ours, 7, seed=0)
+    state = torch.load(ours)["model"]
+    bare = str(folder / "bare.pth")
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, bare)
+    torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")},
+               str(folder / "imagenet.pth"))
+    torch.save([1, 2], str(folder / "list.pth"))
+    with caplog.at_level("WARNING", logger="spcl"):
+        assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
+    assert "imagenet.pth: backbone weights only" in caplog.text and "list.pth: no model state" in caplog.text
+
+
+def test_a_later_checkpoint_that_fails_keeps_the_results_before_it(tmp_path, test_tool):
+    """A folder whose last checkpoint does not fit the config (16 classes under a 19-class config): the
+    tool stops on it with the error, and metrics.json / results.csv hold the checkpoints evaluated before."""
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    first, second = str(ckpts / "a.pth"), str(ckpts / "b.pth")
+    save_checkpoint(cfg, first, 10, seed=1)
+    save_checkpoint(cfg, second, 20, seed=2)
+    save_checkpoint(load_config("", opts_for(root) + ["MODEL.NUM_CLASSES", "16"]), str(ckpts / "c.pth"), 30, seed=3)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"c\.pth: key 'head\.convs\.0\.weight' has shape"):
+        test_tool.main(["--checkpoint", str(ckpts), "--output", str(out)] + opts_for(root))
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert set(metrics) == {first, second}
+    with open(out / "results.csv") as f:
+        body = list(csv.reader(f))[1:]
+    assert [r[1] for r in body] == [first, second]
+    assert float(body[1][2]) == pytest.approx(reference_metrics(cfg, second)[0]["mIoU"], abs=1e-9)
+
+
 def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path, test_tool):
     """--bn-stats-from: the checkpoint's BN running statistics are replaced by those of the named images
     before testing, also when the config freezes BN (the model is then built with trainable BN);
