@@ -264,8 +264,20 @@ def check_run(cfg, datasets: bool = True) -> None:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
     check_inputs(cfg, datasets)
     recorded = recorded_config(cfg.OUTPUT_DIR)
-    if recorded is not None:
+    if recorded is not None and made_anything(cfg.OUTPUT_DIR):
         check_drift(recorded, cfg, f"the run in {cfg.OUTPUT_DIR}")
+
+
+def made_anything(root: str) -> bool:
+    """Whether a folder of the run in `root` holds a checkpoint or a finished stage's manifest. A run that
+    stopped before either (bad data, unreadable weights) made nothing with its recorded config, so a rerun
+    with the fix in the config is not refused as a change: the new config is recorded beside the old one."""
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        folder = os.path.join(root, name)
+        checkpoints = os.path.join(folder, "checkpoints")
+        if os.path.isfile(os.path.join(folder, MANIFEST)) or (os.path.isdir(checkpoints) and os.listdir(checkpoints)):
+            return True
+    return False
 
 
 def run_pipeline(cfg, device: Optional[torch.device] = None) -> dict:

@@ -283,6 +283,40 @@ def test_a_bad_file_stops_the_stage_before_its_first_iteration(tmp_path):
         run_pipeline(tiny_cfg(str(root), out, *OPTS))
     assert "check_data.py" in str(info.value)
     assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints"))  # no iteration ran
+    # the fix the message points to, a list without the file, is a rerun with another config: the stopped
+    # run made nothing with its recorded one, so the rerun goes on and records its config beside it
+    clean = tmp_path / "clean.txt"
+    clean.write_text("".join(f"{n}\n" for n in sorted(os.listdir(root / "gta5" / "images")) if n != "00004.png"))
+    run_pipeline(tiny_cfg(str(root), out, *OPTS, "DATASETS.SOURCE_LIST", str(clean)))
+    assert os.path.isfile(os.path.join(out, "0_source_only", "manifest.json"))
+    assert len([f for f in os.listdir(out) if f.startswith("config_") and f.endswith(".yaml")]) == 1
+    with pytest.raises(ConfigDriftError, match="SOURCE_LIST"):  # now it has made something, which is protected
+        run_pipeline(tiny_cfg(str(root), out, *OPTS))
+
+
+@pytest.mark.parametrize("made", [None, "checkpoints/model_0000002.pth", "checkpoints/last_checkpoint",
+                                  "manifest.json"])
+def test_the_recorded_config_is_protected_once_the_run_has_made_something(toy_root, tmp_path, made):
+    """check_run, before anything is written: a changed config is refused as soon as a folder of the run
+    holds a checkpoint or a finished stage's manifest, and not while it holds only the records of a run
+    that stopped before its first iteration (config.yaml, env.txt, log.txt, upstream.json)."""
+    from spcl.engine.pipeline import check_run
+    from spcl.utils.env import write_run_info
+
+    out = str(tmp_path / "run")
+    write_run_info(tiny_cfg(toy_root, out, *OPTS), out)
+    write_run_info(tiny_cfg(toy_root, out, *OPTS), os.path.join(out, "0_source_only"))
+    for record in ("log.txt", "upstream.json"):
+        open(os.path.join(out, "0_source_only", record), "w").close()
+    os.makedirs(os.path.join(out, "0_source_only", "checkpoints"))
+    if made:
+        open(os.path.join(out, "0_source_only", made), "w").close()
+    changed = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "0.0123")
+    if made:
+        with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
+            check_run(changed, datasets=False)
+    else:
+        check_run(changed, datasets=False)
 
 
 def test_a_copied_run_folder_hands_on_its_own_files(toy_root, tmp_path):
