@@ -75,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_overrides(args) -> None:
-    """`--checkpoint a b KEY VALUE`: argparse gives KEY VALUE to --checkpoint; move them to opts."""
+    """`--checkpoint a b KEY VALUE`: argparse gives KEY VALUE to --checkpoint; move them to opts. A key
+    is dotted (`DATASETS.DATA_DIR`, a typo included, which the config then names) or a top-level key of
+    the config (`SEED`): a label such as `SPCL` stays a label."""
+    from spcl.config import get_cfg
+
+    top_level = {k for k, v in get_cfg().items() if not isinstance(v, dict)}
     for attr in ("checkpoint", "labels"):
         values = getattr(args, attr) or []
         for i, v in enumerate(values):
-            if _CONFIG_KEY.match(v) and not os.path.exists(v):
+            if _CONFIG_KEY.match(v) and ("." in v or v in top_level) and not os.path.exists(v):
                 setattr(args, attr, values[:i])
                 args.opts = values[i:] + list(args.opts)
                 break

@@ -151,3 +151,20 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, capsys, toy_root, c
         load_tool().main(["ccd", "--checkpoint", checkpoints[0], "--output", str(tmp_path), *overrides(toy_root)])
     assert exc.value.code == 2
     assert 'pip install -e ".[analysis]"' in capsys.readouterr().err
+
+
+def test_labels_in_capitals_stay_labels_and_keys_go_to_the_overrides():
+    """argparse hands `KEY VALUE …` after --checkpoint or --labels to that option: dotted keys and the
+    config's top-level keys (SEED, OUTPUT_DIR) start the overrides; names like SPCL or FADA are labels."""
+    import argparse
+
+    split = load_tool()._split_overrides
+    args = argparse.Namespace(checkpoint=["a.pth", "b.pth", "DATASETS.DATA_DIR", "/x", "SEED", "1"],
+                              labels=["SPCL", "FADA"], opts=[])
+    split(args)
+    assert (args.checkpoint, args.labels, args.opts) == (["a.pth", "b.pth"], ["SPCL", "FADA"],
+                                                         ["DATASETS.DATA_DIR", "/x", "SEED", "1"])
+    args = argparse.Namespace(checkpoint=["a.pth"], labels=["SPCL", "OUTPUT_DIR", "/o", "MODEL.BACKBONE", "vgg16"],
+                              opts=[])
+    split(args)
+    assert (args.labels, args.opts) == (["SPCL"], ["OUTPUT_DIR", "/o", "MODEL.BACKBONE", "vgg16"])
