@@ -257,6 +257,25 @@ def test_gen_pseudo_into_a_folder_in_use_writes_nothing(toy_root, untrained_chec
         assert os.listdir(out) == [LOCK]
 
 
+@pytest.mark.parametrize("record", ["manifest.json", "upstream.json"])
+def test_gen_pseudo_into_a_pipeline_stage_folder_is_refused(toy_root, untrained_checkpoint, tmp_path, restore_logger,
+                                                            record):
+    """A pipeline stage folder (finished, or started) holds the labels its later stages were made from:
+    the tool refuses it and leaves it as it was; its own output folder it may write again."""
+    stage = tmp_path / "run" / "2_pseudo_labels"
+    (stage / "labels").mkdir(parents=True)
+    (stage / record).write_text("{}")
+    (stage / "labels" / "a.png").write_bytes(b"the run's label")
+    with pytest.raises(ValueError, match=f"--output {re.escape(str(stage))} is a stage folder of a pipeline run "
+                                         f"\\(it holds {record}\\)"):
+        _gen_pseudo(toy_root, untrained_checkpoint, str(stage))
+    assert sorted(os.listdir(stage)) == sorted(["labels", record])
+    assert os.listdir(stage / "labels") == ["a.png"] and (stage / "labels" / "a.png").read_bytes() == b"the run's label"
+    out = str(tmp_path / "pseudo")
+    assert _gen_pseudo(toy_root, untrained_checkpoint, out) == 0
+    assert _gen_pseudo(toy_root, untrained_checkpoint, out) == 0
+
+
 def test_gen_pseudo_prototypes_summary(toy_root, untrained_checkpoint, tmp_path, capsys, restore_logger):
     out = str(tmp_path / "protos")
     assert _gen_pseudo(toy_root, untrained_checkpoint, out, "--prototypes") == 0
