@@ -38,17 +38,20 @@ def test_check_lists_every_missing_input_and_a_changed_config(train, toy_root, t
                     "DATASETS.DATA_DIR", str(tmp_path / "no_data"), "MODEL.WEIGHTS", str(tmp_path / "w.pth")])
     assert all(k in str(err.value) for k in ("w.pth", "gta5_train", "cityscapes_train", "cityscapes_val"))
     assert not os.path.exists(out)
-    # a run folder made with this config: the same command passes, SEED 3 is named as the one change
+    # a run folder made with this config, which has saved a checkpoint: the same command passes, SEED 3 is
+    # named as the one change (before the run has made anything, its config is not held against a rerun)
     from spcl.config import load_config
 
     opts = ["--config", TOY] + _tiny_opts(toy_root, out)
-    os.makedirs(out)
+    os.makedirs(os.path.join(out, "0_adv_warmup", "checkpoints"))
     with open(os.path.join(out, "config.yaml"), "w") as f:
         f.write(load_config(TOY, opts[2:]).dump())
+    assert train.main(["--check"] + opts + ["SEED", "3"]) == 0
+    open(os.path.join(out, "0_adv_warmup", "checkpoints", "model_0000010.pth"), "w").close()
     assert train.main(["--check"] + opts) == 0
     with pytest.raises(ConfigDriftError, match=r"1 key\(s\) differ:\n  SEED: 0 then, 3 now"):
         train.main(["--check"] + opts + ["SEED", "3"])
-    assert os.listdir(out) == ["config.yaml"]
+    assert sorted(os.listdir(out)) == ["0_adv_warmup", "config.yaml"]
 
 
 def _run_folder(out, config_opts, stages):
@@ -108,3 +111,26 @@ def test_check_names_a_run_writing_into_the_folder_now(train, toy_root, tmp_path
                 train.main(stage + opts)
     assert train.main(opts) == 0  # a lock file left by a run that ended holds nothing
     assert os.listdir(out) == [LOCK]
+
+
+def test_check_loads_the_weights_it_names(train, toy_root, tmp_path, capsys):
+    """MODEL.WEIGHTS must read and fit the model, not only exist; a stage that needs a trained model
+    refuses an ImageNet backbone file."""
+    import torch
+    import torchvision
+
+    out = str(tmp_path / "run")
+    imagenet = str(tmp_path / "resnet18-imagenet.pth")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), imagenet)
+    opts = ["--config", TOY] + _tiny_opts(toy_root, out) + ["MODEL.BACKBONE", "resnet18"]
+    assert train.main(["--check"] + opts + ["MODEL.WEIGHTS", imagenet]) == 0
+    assert "config and inputs OK" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="holds backbone weights only"):
+        train.main(["--check", "--stage", "pseudo_labels"] + opts + ["MODEL.WEIGHTS", imagenet])
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(open(imagenet, "rb").read()[:1000])
+    with pytest.raises(IOError, match=f"cannot read weights file {torn}"):
+        train.main(["--check"] + opts + ["MODEL.WEIGHTS", str(torn)])
+    with pytest.raises(ValueError, match=r"key 'backbone\.layer1\.0\.conv1\.weight' has shape"):
+        train.main(["--check"] + opts + ["MODEL.WEIGHTS", imagenet, "MODEL.BACKBONE", "resnet50"])
+    assert not os.path.exists(out)
