@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..utils.io import space_hint
+
 
 def _open(path: str) -> Image.Image:
     if not os.path.isfile(path):
@@ -69,7 +71,6 @@ def write_label_png(path: str, label: np.ndarray) -> None:
     try:
         Image.fromarray(np.asarray(label, dtype=np.uint8), mode="L").save(path)
     except OSError as e:
-        if os.path.exists(path):  # a partial label file would be read back as a wrong label
+        if os.path.isfile(path):  # a partial label file would be read back as a wrong label
             os.remove(path)
-        raise OSError(e.errno, f"cannot write label file {path}: {e.strerror or e} (disk full or quota "
-                               "reached?)") from e
+        raise OSError(e.errno, f"cannot write label file {path}: {e.strerror or e}{space_hint(e.errno)}") from e

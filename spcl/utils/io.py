@@ -7,6 +7,7 @@ labmates on a shared cluster could not read checkpoints and results).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -47,9 +48,15 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
         cause = _os_error_in_chain(e)
         if cause is not None:
             reason = cause.strerror or str(cause)
-            raise OSError(cause.errno, f"cannot write {what} {path}: {reason} (disk full or quota reached?); "
+            raise OSError(cause.errno, f"cannot write {what} {path}: {reason}{space_hint(cause.errno)}; "
                                        "the previous file there, if any, is intact") from e
         raise
+
+
+def space_hint(code) -> str:
+    """' (disk full or quota reached?)' for the errors that mean it, else '' (a folder in the way, a
+    permission: the hint would mislead)."""
+    return " (disk full or quota reached?)" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
 
 
 def _os_error_in_chain(e: BaseException):

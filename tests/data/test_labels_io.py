@@ -309,3 +309,20 @@ def test_label_write_that_fails_half_way_leaves_no_partial_file_and_names_it(tmp
     monkeypatch.setattr(Image.Image, "save", real_save)
     write_label_png(str(path), np.full((4, 6), 7, np.uint8))  # and a retry writes the label
     np.testing.assert_array_equal(read_label_indices(str(path)), np.full((4, 6), 7))
+
+
+def test_a_write_error_hints_at_a_full_disk_only_when_the_disk_is_full(tmp_path):
+    """A folder where the file should go is not a full disk: the message gives the system's reason alone."""
+    from spcl.utils.io import atomic_torch_save
+
+    folder = tmp_path / "model.pth"
+    folder.mkdir()
+    with pytest.raises(OSError) as info:
+        atomic_torch_save({"x": 1}, str(folder))
+    assert f"cannot write checkpoint {folder}: Is a directory;" in str(info.value)
+    assert "disk full" not in str(info.value) and os.listdir(folder) == [] and os.listdir(tmp_path) == ["model.pth"]
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.png").mkdir()
+    with pytest.raises(OSError) as info:
+        write_label_png(str(tmp_path / "labels" / "a.png"), np.zeros((4, 6), np.uint8))
+    assert "cannot write label file" in str(info.value) and "disk full" not in str(info.value)
