@@ -98,8 +98,8 @@ def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False) -
 def load_state(model: nn.Module, state: dict, path: str, kind: str) -> dict:
     """Load a segmentor state dict (`kind` as from `segmentor_state_from`, read from `path`) into `model`
     once it fits: every shape equal, no tensor missing and none left over, except what an ImageNet file
-    cannot provide (IMAGENET_ABSENT) or holds besides (IMAGENET_EXTRA). Nothing is loaded otherwise, and
-    the error names the file and the keys. Returns {"missing", "unexpected", "kind"}."""
+    cannot provide (IMAGENET_ABSENT) or holds besides (IMAGENET_EXTRA), and every value finite. Nothing is
+    loaded otherwise, and the error names the file and the keys. Returns {"missing", "unexpected", "kind"}."""
     own = model.state_dict()
     for key, value in state.items():
         if key in own and hasattr(value, "shape") and own[key].shape != value.shape:
@@ -119,6 +119,11 @@ def load_state(model: nn.Module, state: dict, path: str, kind: str) -> dict:
     if surplus:
         raise ValueError(f"weights file {path} ({kind}) holds {len(surplus)} tensor(s) the model does not have: "
                          f"{_short(surplus, 20)} (wrong MODEL.BACKBONE or MODEL.ASPP_DILATIONS?)")
+    broken = [k for k, v in state.items() if k in own and torch.is_tensor(v) and v.is_floating_point()
+              and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"weights file {path} ({kind}) holds NaN or infinite values in {len(broken)} tensor(s): "
+                         f"{_short(broken)}; a model with them predicts nothing meaningful")
     model.load_state_dict(state, strict=False)
     logger.info("loaded %s weights from %s: %d tensors", kind, path, loaded)
     if missing:

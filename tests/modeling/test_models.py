@@ -261,6 +261,23 @@ def test_param_groups_head_lr_factor():
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.head.parameters()}
 
 
+def test_a_file_with_nan_weights_is_refused(tmp_path):
+    """A NaN in a checkpoint (a diverged run of other code) makes every prediction meaningless: it is an
+    error naming the tensor, and nothing is loaded."""
+    src = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    state = src.state_dict()
+    state["head.convs.1.weight"][0, 0, 0, 0] = float("nan")
+    state["backbone.layer2.0.bn1.running_var"][3] = float("inf")
+    path = str(tmp_path / "nan.pth")
+    torch.save({"model": state}, path)
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), load_weights=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"nan\.pth \(checkpoint\) holds NaN or infinite values in 2 tensor\(s\): "
+                                         r"backbone\.layer2\.0\.bn1\.running_var, head\.convs\.1\.weight"):
+        load_segmentor_weights(model, path)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_what_a_weights_file_holds():
     state = {"conv1.weight": torch.zeros(1)}
     assert weights_kind(state) == "imagenet"
