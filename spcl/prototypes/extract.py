@@ -82,7 +82,12 @@ def load_prototype_file(path: str, shape: Optional[tuple[int, int]] = None) -> t
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling error means an unusable file
-        raise IOError(f"cannot read prototype file {path}: {e}") from e
+        text = str(e).strip()
+        if "Weights only load failed" in text:  # torch's many lines: objects a tensor file does not hold
+            raise IOError(f"cannot read prototype file {path}: it holds Python objects besides tensors, as a model "
+                          "checkpoint does; PROTOTYPE.PATH takes the prototypes.pth the `prototypes` stage (or "
+                          "tools/gen_pseudo.py --prototypes) writes") from e
+        raise IOError(f"cannot read prototype file {path}: {text.splitlines()[0] if text else type(e).__name__}") from e
     protos = data.get("prototypes") if isinstance(data, dict) else data
     if not isinstance(protos, torch.Tensor) or protos.dim() != 2:
         what = f"a dict with keys {sorted(data)[:8]}" if isinstance(data, dict) else type(data).__name__

@@ -150,3 +150,11 @@ def test_prototype_file_forms_and_mistakes_name_the_file(tmp_path):
     (tmp_path / "junk.pth").write_text("junk")
     with pytest.raises(OSError, match=r"cannot read prototype file .*junk\.pth"):
         load_prototype_file(str(tmp_path / "junk.pth"))
+    # a model checkpoint (it pickles Python objects: the numpy random state) is named as such, in one line
+    import numpy as np
+
+    torch.save({"model": {"head.w": torch.zeros(1)}, "rng": np.random.get_state()}, tmp_path / "model_final.pth")
+    with pytest.raises(OSError) as info:
+        load_prototype_file(str(tmp_path / "model_final.pth"))
+    assert "\n" not in str(info.value) and "model_final.pth: it holds Python objects besides tensors, as a model " \
+                                           "checkpoint does; PROTOTYPE.PATH takes the prototypes.pth" in str(info.value)
