@@ -164,7 +164,7 @@ def test_no_checkpoint_raises(tmp_path, test_tool):
         test_tool.find_checkpoints(str(run))
 
 
-def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, caplog):
+def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, spcl_log):
     """Ours and bare segmentor state dicts (iteration -1) are models; an ImageNet backbone file, which has no
     head, and a pickled list are skipped with the reason."""
     cfg = load_config("", opts_for(tmp_path))
@@ -178,9 +178,8 @@ def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, caplog):
     torch.save({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")},
                str(folder / "imagenet.pth"))
     torch.save([1, 2], str(folder / "list.pth"))
-    with caplog.at_level("WARNING", logger="spcl"):
-        assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
-    assert "imagenet.pth: backbone weights only" in caplog.text and "list.pth: no model state" in caplog.text
+    assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
+    assert "imagenet.pth: backbone weights only" in spcl_log.text and "list.pth: no model state" in spcl_log.text
 
 
 def test_a_later_checkpoint_that_fails_keeps_the_results_before_it(tmp_path, test_tool):
