@@ -136,12 +136,11 @@ def main(argv=None):
     from spcl.utils import comm
     from spcl.utils.env import write_run_info
 
-    from spcl.data.build import UNLABELLED
+    from spcl.data.build import is_unlabelled
 
     logger = logging.getLogger("spcl")
     test_set = cfg.DATASETS.TEST
-    if not args.format_only and (test_set in UNLABELLED or (test_set == "folder_val" and
-                                                            not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)):
+    if not args.format_only and is_unlabelled(cfg, test_set):
         if len(checkpoints) > 1:
             raise UsageError(f"{test_set} has no labels to score {len(checkpoints)} checkpoints with; give one "
                              "checkpoint to write its predictions")

@@ -29,6 +29,11 @@ logger = logging.getLogger("spcl")
 CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train", "cityscapes_val",
            "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo")
 UNLABELLED = ("cityscapes_test", "folder_train")  # sets without labels (labels `none` by default)
+
+
+def is_unlabelled(cfg, name: str) -> bool:
+    """Whether dataset `name` has no labels under `cfg` (also folder_val without DATASETS.FOLDER.VAL_LABEL_DIR)."""
+    return name in UNLABELLED or (name == "folder_val" and not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)
 ROLES = ("source", "target", "self_train", "test", "source_eval")
 
 
@@ -83,7 +88,7 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         else:
             role = "source" if name == cfg.DATASETS.SOURCE else "target"
     if labels is None:
-        unlabelled = name in UNLABELLED or (name == "folder_val" and not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)
+        unlabelled = is_unlabelled(cfg, name)
         labels = "none" if unlabelled or (train and role == "target" and name != "cityscapes_pseudo") else "required"
     dataset = _build(cfg, name, build_transform(cfg, role), labels)
     if role == "test" and labels == "none":

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from spcl.config import check_drift
+from spcl.data.build import is_unlabelled
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
@@ -27,7 +28,7 @@ from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
 
 from .stages import STAGES, TRAINERS
-from .trainer import OutOfMemory
+from .trainer import OutOfMemory, summary_metrics
 
 logger = logging.getLogger("spcl")
 MANIFEST = "manifest.json"
@@ -38,15 +39,24 @@ HANDED_KEYS = {"checkpoint": ("MODEL", "WEIGHTS"), "prototypes": ("PROTOTYPE", "
 
 class KeepBestCheckpoint:
     """Hook for PIPELINE.HANDOFF best: after each target-val evaluation, save `model_best.pth` when
-    the mIoU improves. It uses target labels, so the choice is an ORACLE one."""
+    the mIoU improves. It uses target labels, so the choice is an ORACLE one. A resumed stage starts from
+    the best its `checkpoints_dir` already holds (the file records its metrics), so that an interruption
+    does not change the choice."""
 
-    def __init__(self):
-        self.mIoU, self.iteration, self.path = -math.inf, None, None
+    def __init__(self, checkpoints_dir: str = ""):
+        self.mIoU, self.iteration, self.path, self.metrics = -math.inf, None, None, None
+        path = os.path.join(checkpoints_dir, "model_best.pth") if checkpoints_dir else ""
+        if path and os.path.isfile(path):
+            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            if isinstance(saved.get("metrics"), dict):  # files from before the metrics were recorded: start anew
+                self.mIoU, self.iteration, self.path = saved["metrics"]["mIoU"], saved["iteration"], path
+                self.metrics = saved["metrics"]
 
     def after_evaluation(self, trainer, iteration: int, metrics: dict) -> None:
         if metrics["mIoU"] > self.mIoU:
-            self.mIoU, self.iteration = metrics["mIoU"], iteration
-            self.path = trainer.checkpointer.save("model_best", iteration, {"stage": trainer.NAME, "oracle": True},
+            self.mIoU, self.iteration, self.metrics = metrics["mIoU"], iteration, summary_metrics(metrics)
+            self.path = trainer.checkpointer.save("model_best", iteration, {"stage": trainer.NAME, "oracle": True,
+                                                                             "metrics": self.metrics},
                                                   periodic=False, pointer=False)
 
     def describe(self) -> str:
@@ -63,7 +73,7 @@ def run_stage(cfg, stage: str, output_dir: str, device: Optional[torch.device] =
     runner = STAGES[stage](cfg, output_dir, device or default_device())
     best = None
     if stage in TRAINERS and cfg.PIPELINE.HANDOFF == "best":
-        best = KeepBestCheckpoint()
+        best = KeepBestCheckpoint(runner.checkpointer.folder)
         runner.hooks.append(best)
     try:
         result = runner.run()
@@ -71,10 +81,11 @@ def run_stage(cfg, stage: str, output_dir: str, device: Optional[torch.device] =
         raise OutOfMemory.of(e, f"in stage {stage} ({output_dir})",
                              "Lower TEST.BATCH_SIZE (images per forward pass) or use SOLVER.AMP bf16 (--allow-"
                              "config-change); TEST.* keys may change on a rerun, which resumes the stage") from e
-    if best is not None and best.path:
+    if best is not None and best.path:  # what is handed on is reported: the best checkpoint's metrics
         result["outputs"]["checkpoint"] = best.path
         result["oracle"] = True
         result["handoff"] = best.describe()
+        result["last_metrics"], result["metrics"] = result["metrics"], best.metrics
     return result
 
 
@@ -262,6 +273,9 @@ def check_run(cfg, datasets: bool = True) -> None:
     for stage in cfg.PIPELINE.STAGES:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    if cfg.PIPELINE.HANDOFF == "best" and is_unlabelled(cfg, cfg.DATASETS.TEST):
+        raise ValueError(f"PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, and "
+                         f"{cfg.DATASETS.TEST} has no labels: use PIPELINE.HANDOFF last, or a labelled test set")
     check_inputs(cfg, datasets)
     recorded = recorded_config(cfg.OUTPUT_DIR)
     if recorded is not None and made_anything(cfg.OUTPUT_DIR):
@@ -331,6 +345,9 @@ def format_summary(rows: list[dict]) -> str:
     for r in rows:
         if "mIoU" in r:
             extra = "".join(f"  {k} {r[k]:.2f}" for k in ("mIoU_tail", "mIoU_13") if k in r)
+            if r["mIoU"] != r["mIoU"]:  # NaN: a test set without labels scores nothing
+                lines.append(f"{r['stage']:<14} trained (the test set has no labels: no mIoU)")
+                continue
             gain = f"  ({r['mIoU'] - trained[-1]['mIoU']:+.2f} vs {trained[-1]['stage']})" if trained else ""
             trained.append(r)
             lines.append(f"{r['stage']:<14} target mIoU {r['mIoU']:6.2f}{extra}{gain}"

@@ -119,6 +119,21 @@ def test_summary_shows_each_training_stage_gain():
     assert lines[5].endswith("(+3.25 vs align)")
     assert lines[-1] == "self_train vs adv_warmup: +4.50 mIoU"
     assert len(format_summary(rows[:1]).splitlines()) == 1
+    # a test set without labels (folder_val without VAL_LABEL_DIR) scores NaN: said in words, no 'nan' gains
+    text = format_summary([{"stage": "adv_warmup", "mIoU": float("nan")}, {"stage": "align", "mIoU": float("nan")}])
+    assert text.splitlines() == ["adv_warmup     trained (the test set has no labels: no mIoU)",
+                                 "align          trained (the test set has no labels: no mIoU)"]
+
+
+def test_best_handoff_on_a_test_set_without_labels_is_refused_before_the_run(toy_root, tmp_path):
+    from spcl.engine.pipeline import check_run
+
+    opts = ("DATASETS.TEST", "folder_val", "DATASETS.FOLDER.VAL_DIR", toy_root, "PIPELINE.HANDOFF", "best")
+    with pytest.raises(ValueError, match="PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, "
+                                         "and folder_val has no labels"):
+        check_run(tiny_cfg(toy_root, str(tmp_path / "run"), *opts), datasets=False)
+    check_run(tiny_cfg(toy_root, str(tmp_path / "run"), *opts, "DATASETS.FOLDER.VAL_LABEL_DIR", toy_root),
+              datasets=False)
 
 
 def _manifest(folder):

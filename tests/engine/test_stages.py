@@ -126,11 +126,46 @@ def test_align_without_prototype_file_names_the_key(toy_root, tmp_path):
 
 
 def test_best_handoff_is_marked_as_oracle(toy_root, tmp_path):
-    cfg = tiny_cfg(toy_root, str(tmp_path), "PIPELINE.HANDOFF", "best", "SOLVER.EVAL_PERIOD", "2")
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PIPELINE.HANDOFF", "best", "SOLVER.EVAL_PERIOD", "1")
     result = run_stage(cfg, "source_only", str(tmp_path))
     assert result["oracle"] is True and "ORACLE" in result["handoff"]
     assert os.path.isfile(result["outputs"]["checkpoint"])
     assert result["outputs"]["checkpoint"].endswith("model_best.pth")
+    # the stage reports what it hands on: the best evaluation's metrics, and the last one's beside them
+    with open(os.path.join(str(tmp_path), "metrics.json")) as f:
+        evals = [r for r in map(json.loads, f) if "val/mIoU" in r]
+    best = max(evals, key=lambda r: r["val/mIoU"])
+    assert len(evals) == 3 and result["metrics"]["mIoU"] == best["val/mIoU"] == max(r["val/mIoU"] for r in evals)
+    assert result["last_metrics"]["mIoU"] == evals[-1]["val/mIoU"]
+    assert f"iteration {best['iteration']}," in result["handoff"]
+
+
+def test_best_handoff_survives_a_resume(tmp_path):
+    """A resumed stage keeps the best its folder already holds: evaluations 5, 9, 7, then a restart and
+    6, 8 hand on the checkpoint of the 9 (the restart used to start from -inf and keep the 8)."""
+    from spcl.engine.pipeline import KeepBestCheckpoint
+    from spcl.utils.io import atomic_torch_save
+
+    class Saver:
+        folder = str(tmp_path)
+
+        def save(self, name, iteration, extra, periodic, pointer):
+            path = os.path.join(self.folder, name + ".pth")
+            atomic_torch_save({"iteration": iteration, "weights": torch.full((2,), float(iteration)), **extra}, path)
+            return path
+
+    class Trainer:
+        NAME, checkpointer = "align", Saver()
+
+    hook = KeepBestCheckpoint(str(tmp_path))
+    for it, miou in ((2, 5.0), (4, 9.0), (6, 7.0)):
+        hook.after_evaluation(Trainer, it, {"mIoU": miou, "IoU": [miou]})
+    resumed = KeepBestCheckpoint(str(tmp_path))
+    for it, miou in ((8, 6.0), (10, 8.0)):
+        resumed.after_evaluation(Trainer, it, {"mIoU": miou, "IoU": [miou]})
+    saved = torch.load(resumed.path, weights_only=False)
+    assert (resumed.iteration, resumed.mIoU, saved["iteration"]) == (4, 9.0, 4) and resumed.metrics["IoU"] == [9.0]
+    assert "iteration 4, mIoU 9.00" in resumed.describe()
 
 
 def test_evaluation_with_target_bn_statistics_reads_the_named_images_without_labels(warmup, monkeypatch):
