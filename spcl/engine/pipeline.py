@@ -352,6 +352,9 @@ def format_summary(rows: list[dict]) -> str:
             trained.append(r)
             lines.append(f"{r['stage']:<14} target mIoU {r['mIoU']:6.2f}{extra}{gain}"
                          + ("  [ORACLE checkpoint choice]" if "handoff" in r else ""))
+        elif "oracle" in r and "labelled_fraction" in r:  # PSEUDO.ORACLE: the labels are ground truth
+            lines.append(f"{r['stage']:<14} {100 * r['labelled_fraction']:.1f}% of target pixels labelled  "
+                         f"[ORACLE labels: ground truth on {r['oracle']} pixels]")
         elif "kept_fraction" in r:
             q = f", mIoU of kept pixels {r['pseudo_label_mIoU']:.2f}" if "pseudo_label_mIoU" in r else ""
             lines.append(f"{r['stage']:<14} {100 * r['kept_fraction']:.1f}% of target pixels labelled{q}")

@@ -81,6 +81,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     kept = torch.zeros(num_classes, dtype=torch.float64)
     predicted = torch.zeros(num_classes, dtype=torch.float64)
     gt_pixels = torch.zeros(num_classes, dtype=torch.float64)  # every labelled gt pixel, kept or dropped
+    written = torch.zeros(2, dtype=torch.float64)  # labelled pixels in the written files, all their pixels
 
     def write(name, bins, pred, gt):
         """Label one image; `gt` (same size, or None) measures the labels' quality on kept pixels."""
@@ -93,6 +94,7 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
                                  "pixels); the oracle labels need the target training set's labels")
             label = gt.clone() if oracle == "all" else torch.where(label != IGNORE_LABEL, gt, IGNORE_LABEL)
         write_label_png(os.path.join(output_dir, name), label.numpy().astype(np.uint8))
+        written.add_(torch.tensor([float((label != IGNORE_LABEL).sum()), float(label.numel())], dtype=torch.float64))
         if gt is not None and quality is not None:
             quality.process(label[None], torch.where(label[None] == IGNORE_LABEL, IGNORE_LABEL, gt[None]))
             gt_pixels.add_(torch.bincount(gt[(gt >= 0) & (gt < num_classes)], minlength=num_classes).double())
@@ -114,16 +116,21 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
     kept = comm.all_reduce_sum(kept)
     predicted = comm.all_reduce_sum(predicted)
+    written = comm.all_reduce_sum(written)
     summary = {
         "thresholds": thresholds.tolist(),
         "class_names": list(class_names(num_classes)) if num_classes in (16, 19) else None,
         "kept_fraction": (kept.sum() / predicted.sum().clamp_min(1)).item(),
         "kept_fraction_per_class": (kept / predicted.clamp_min(1)).tolist(),
+        # what the label files hold: the kept fraction, except under an oracle (ground truth written)
+        "labelled_fraction": (written[0] / written[1].clamp_min(1)).item(),
         "num_images": comm.all_reduce_sum(torch.tensor(len(names_seen), dtype=torch.float64)).item(),
         "model_passes": passes,
         "cap": cap,
         "num_bins": num_bins,
     }
+    if oracle:
+        summary["oracle"] = oracle
     if quality is not None and (quality.confusion.sum() > 0 or comm.get_world_size() > 1):
         q = quality.evaluate()
         if q["num_pixels"] > 0:

@@ -119,6 +119,10 @@ def test_summary_shows_each_training_stage_gain():
     assert lines[5].endswith("(+3.25 vs align)")
     assert lines[-1] == "self_train vs adv_warmup: +4.50 mIoU"
     assert len(format_summary(rows[:1]).splitlines()) == 1
+    # PSEUDO.ORACLE: the labelled share of the files written, marked as ground truth
+    oracle = format_summary([{"stage": "pseudo_labels", "kept_fraction": 0.5, "labelled_fraction": 0.941,
+                              "oracle": "all", "pseudo_label_mIoU": 100.0}])
+    assert oracle == "pseudo_labels  94.1% of target pixels labelled  [ORACLE labels: ground truth on all pixels]"
     # a test set without labels (folder_val without VAL_LABEL_DIR) scores NaN: said in words, no 'nan' gains
     text = format_summary([{"stage": "adv_warmup", "mIoU": float("nan")}, {"stage": "align", "mIoU": float("nan")}])
     assert text.splitlines() == ["adv_warmup     trained (the test set has no labels: no mIoU)",

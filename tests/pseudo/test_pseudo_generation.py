@@ -130,12 +130,20 @@ def test_oracle_labels_put_ground_truth_on_the_kept_pixels_or_everywhere(tmp_pat
             s = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(out), K, torch.device("cpu"),
                                        cache=cache, oracle=oracle)
             assert s["kept_fraction"] == ref["kept_fraction"]  # still the thresholds' statistic
+            assert s["oracle"] == oracle and "oracle" not in ref
+            files = []
             for b in batches:
                 name = b["name"][0]
                 plain = np.array(Image.open(tmp_path / "plain" / name))
                 gt = b["label"][0].numpy()
                 expected = gt if oracle == "all" else np.where(plain != 255, gt, 255)
-                assert (np.array(Image.open(out / name)) == expected).all(), (oracle, cache, name)
+                files.append(np.array(Image.open(out / name)))
+                assert (files[-1] == expected).all(), (oracle, cache, name)
+            # the share of labelled pixels is the written files' (kept ∩ labelled ground truth, or all labelled)
+            assert s["labelled_fraction"] == np.mean(np.concatenate([f.ravel() for f in files]) != 255)
+            assert s["labelled_fraction"] != ref["kept_fraction"]
+    plain_files = [np.array(Image.open(tmp_path / "plain" / b["name"][0])) for b in batches]
+    assert ref["labelled_fraction"] == ref["kept_fraction"] == np.mean(np.concatenate(plain_files) != 255)
     assert ((plain != 255) & (plain != gt)).any() and (plain == 255).any()  # the check can tell them apart
 
 

@@ -46,6 +46,8 @@ class PseudoLabelsStage(InferenceStage):
                     100 * summary["kept_fraction"],
                     f", mIoU on kept pixels {quality['mIoU']:.2f}" if quality else "")
         metrics = {"kept_fraction": summary["kept_fraction"], "thresholds": summary["thresholds"]}
+        if cfg.PSEUDO.ORACLE:  # the files hold ground truth: their labelled share, and the mark, go with the results
+            metrics.update(oracle=cfg.PSEUDO.ORACLE, labelled_fraction=summary["labelled_fraction"])
         if quality:
             metrics["pseudo_label_mIoU"] = quality["mIoU"]
             metrics["labelled_correctly"] = summary["labelled_correctly"]
