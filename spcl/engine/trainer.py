@@ -376,10 +376,10 @@ class StageTrainer:
         the BatchNorm statistics of process 0 (those its checkpoints hold)."""
         comm.broadcast_buffers(self.model_without_ddp)
         if self._test_loader is None:
-            dataset = build_dataset(self.cfg, self.cfg.DATASETS.TEST, train=False)
+            dataset = build_dataset(self.cfg, self.cfg.DATASETS.TEST, train=False).first(self.cfg.TEST.NUM_IMAGES)
             self._test_loader = build_test_loader(self.cfg, dataset)
         return run_inference(self.model_without_ddp, self._test_loader, self.cfg.MODEL.NUM_CLASSES, self.device,
-                             self.cfg.TEST.SCALES, self.cfg.TEST.FLIP, max_images=self.cfg.TEST.NUM_IMAGES,
+                             self.cfg.TEST.SCALES, self.cfg.TEST.FLIP,
                              amp_dtype=self.amp_dtype, logits_fn=sliding_from_cfg(self.cfg))
 
     def evaluate_and_log(self, iteration: int) -> dict:

@@ -104,7 +104,7 @@ def _item_image(loader, index: int) -> Optional[np.ndarray]:
 @torch.no_grad()
 def run_inference(model, loader, num_classes: int, device: torch.device, scales: Sequence[float] = (1.0,),
                   flip: bool = False, color_dir: Optional[str] = None, labelid_dir: Optional[str] = None,
-                  max_images: int = 0, progress: bool = False, amp_dtype: Optional[torch.dtype] = None,
+                  progress: bool = False, amp_dtype: Optional[torch.dtype] = None,
                   logits_fn=None, evaluate: bool = True) -> dict:
     """Evaluate `model` (not DDP-wrapped) on `loader` (items with `image`, `label` at its own size, `name`).
 
@@ -142,8 +142,6 @@ def run_inference(model, loader, num_classes: int, device: torch.device, scales:
                 image = _item_image(loader, batch["index"][j]) if color_dir else None
                 save_prediction(p, prediction_stem(name), num_classes, labelid_dir, color_dir, image)
         seen += len(batch["name"])
-        if max_images and seen >= max_images:
-            break
     model.train(was_training)
     if not evaluate:
         return {"num_images": int(comm.all_reduce_sum(torch.tensor(float(seen))).item())}
@@ -171,11 +169,12 @@ def evaluate_checkpoint(cfg, path: str, device: Optional[torch.device] = None, d
         images = build_dataset(cfg, bn_stats_from, train=False, labels="none")
         reestimate_running_stats(model, build_test_loader(cfg, images, shard=False), device)
     ds = build_dataset(cfg, dataset or cfg.DATASETS.TEST, train=False, labels="none" if format_only else None)
+    ds = ds.first(cfg.TEST.NUM_IMAGES)
     loader = build_test_loader(cfg, ds)
     return run_inference(model, loader, cfg.MODEL.NUM_CLASSES, device,
                          list(cfg.TEST.SCALES) if scales is None else scales,
                          cfg.TEST.FLIP if flip is None else flip, color_dir=color_dir, labelid_dir=labelid_dir,
-                         max_images=cfg.TEST.NUM_IMAGES, progress=progress, amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP],
+                         progress=progress, amp_dtype=AMP_DTYPES[cfg.SOLVER.AMP],
                          logits_fn=sliding_from_cfg(cfg, sliding), evaluate=not format_only)
 
 

@@ -36,7 +36,7 @@ def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str =
 
 @torch.no_grad()
 def compute_source_prototypes(model, loader, num_classes: int, device: torch.device, init: str = "pixel_mean",
-                              mask_mode: str = "gt", max_images: int = 0) -> dict:
+                              mask_mode: str = "gt") -> dict:
     """Initial prototypes from a source loader (items with `image`, `label`).
 
     Returns:
@@ -46,7 +46,7 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
     if init not in ("pixel_mean", "image_mean"):
         raise ValueError(f"PROTOTYPE.INIT must be pixel_mean or image_mean, got {init!r}")
     model.eval()
-    total, counts, seen = None, None, 0
+    total, counts = None, None
     for batch in loader:
         out = model(batch["image"].to(device))
         feat, logits = out["feat"].float(), out["logits"]
@@ -62,9 +62,6 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
                 cnt += (c > 0).float()
         total = sums if total is None else total + sums
         counts = cnt if counts is None else counts + cnt
-        seen += feat.shape[0]
-        if max_images and seen >= max_images:
-            break
     if total is None:
         raise ValueError("no source images to compute prototypes from")
     packed = comm.all_reduce_sum(torch.cat([total, counts[:, None]], dim=1))

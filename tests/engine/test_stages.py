@@ -194,3 +194,17 @@ def test_evaluation_with_target_bn_statistics_reads_the_named_images_without_lab
     assert len(seen) == len(set(seen)) == 8
     assert adapted["mIoU"] != plain["mIoU"] or adapted["aAcc"] != plain["aAcc"]
     assert open(path, "rb").read() == before
+
+
+def test_prototype_num_images_is_exact_whatever_the_batch(warmup, tmp_path):
+    """PROTOTYPE.NUM_IMAGES 1 uses the first source image alone, with batches of 1 as of 4 (whole batches
+    used to be counted)."""
+    cfg, result = warmup
+    counts = []
+    for batch in ("1", "4"):
+        out = str(tmp_path / batch)
+        stage = tiny_cfg(cfg.DATASETS.DATA_DIR, out, "MODEL.WEIGHTS", result["outputs"]["checkpoint"],
+                         "PROTOTYPE.NUM_IMAGES", "1", "TEST.BATCH_SIZE", batch)
+        protos = run_stage(stage, "prototypes", out)["outputs"]["prototypes"]
+        counts.append(torch.load(protos, weights_only=False)["counts"])
+    assert torch.equal(counts[0], counts[1]) and 0 < counts[0].sum() <= 4 * 8  # one 32×64 image at stride 8

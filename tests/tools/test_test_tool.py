@@ -233,3 +233,24 @@ def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path
     plain, _ = reference_metrics(cfg, path)
     np.testing.assert_allclose(np.array(metrics["IoU"], dtype=float), np.array(ref["IoU"], dtype=float))
     assert metrics["mIoU"] != pytest.approx(plain["mIoU"], abs=1e-6)
+
+
+def test_test_num_images_is_exact_whatever_the_batch(tmp_path):
+    """TEST.NUM_IMAGES 1 with batches of 3 scores the first image alone (it used to count whole batches,
+    and per process): the same pixels and mIoU as a set that holds only that image."""
+    from spcl.evaluation import evaluate_checkpoint
+
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root) + ["TEST.NUM_IMAGES", "1", "TEST.BATCH_SIZE", "3"])
+    path = str(tmp_path / "c.pth")
+    save_checkpoint(cfg, path, 1, seed=4)
+    one = evaluate_checkpoint(cfg, path)
+    val = build_dataset(cfg, "cityscapes_val", train=False)
+    assert one["num_pixels"] == int((val[0]["label"] != 255).sum())
+    listed = tmp_path / "first.txt"
+    listed.write_text(os.path.relpath(val.items[0][0], root / "cityscapes" / "leftImg8bit" / "val") + "\n")
+    alone = evaluate_checkpoint(load_config("", opts_for(root) + ["DATASETS.TEST_LIST", str(listed)]), path)
+    assert one["mIoU"] == alone["mIoU"] and one["num_pixels"] == alone["num_pixels"]
+    whole = evaluate_checkpoint(load_config("", opts_for(root) + ["TEST.BATCH_SIZE", "3"]), path)
+    assert whole["num_pixels"] > one["num_pixels"]

@@ -7,6 +7,7 @@ training samplers so each sample's augmentation is fixed by its position in the 
 """
 from __future__ import annotations
 
+import copy
 import os
 import random
 from typing import Callable, Optional, Sequence
@@ -71,6 +72,16 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def first(self, n: int) -> "SegmentationDataset":
+        """This dataset cut to its first `n` items (n ≤ 0 or ≥ its length: itself), as a shallow copy. Cut
+        before the loader (TEST.NUM_IMAGES, PROTOTYPE.NUM_IMAGES), the count is exact whatever the batch
+        size, and over the whole set, not per process."""
+        if n <= 0 or n >= len(self.items):
+            return self
+        cut = copy.copy(self)
+        cut.items = self.items[:n]
+        return cut
 
     def decode_label(self, path: str) -> np.ndarray:
         """H×W uint8 train labels of a label file; subclasses override."""

@@ -28,9 +28,10 @@ class PrototypesStage(InferenceStage):
     def compute(self) -> dict:
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="source_eval")
+        dataset = dataset.first(cfg.PROTOTYPE.NUM_IMAGES)
         loader = progress(build_test_loader(cfg, dataset), "prototypes")
         result = compute_source_prototypes(self.model, loader, cfg.MODEL.NUM_CLASSES, self.device,
-                                           cfg.PROTOTYPE.INIT, cfg.PROTOTYPE.SOURCE_MASK, cfg.PROTOTYPE.NUM_IMAGES)
+                                           cfg.PROTOTYPE.INIT, cfg.PROTOTYPE.SOURCE_MASK)
         path = os.path.join(self.output_dir, "prototypes.pth")
         if comm.is_main_process():
             atomic_torch_save({"prototypes": result["prototypes"], "counts": result["counts"],
