@@ -166,7 +166,7 @@ def build_train_loader(cfg, dataset: SegmentationDataset, global_batch: int, sta
         if not os.path.isfile(index_path):  # built once, on first use
             from .class_index import write_class_index
             write_class_index(dataset, index_path, cfg.MODEL.NUM_CLASSES, cfg.DATASETS.SOURCE)
-        file_classes = load_class_index(index_path, names)
+        file_classes = load_class_index(index_path, names, cfg.MODEL.NUM_CLASSES)
         sampler = ClassBalancedSampler(file_classes, cfg.MODEL.NUM_CLASSES,
                                        block=cfg.DATASETS.CLASS_BALANCE_BLOCK, **kwargs)
     else:

@@ -11,7 +11,7 @@ import gzip
 import itertools
 import json
 import os
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -128,12 +128,15 @@ class ClassBalancedSampler(_ShardedStream):
             yield index
 
 
-def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:
+def load_class_index(path: str, image_names: Sequence[str],
+                     num_classes: Optional[int] = None) -> list[list[int]]:
     """Per-image class lists, in dataset order, from a class-index JSON.
 
     Accepts `{"files": {name: [labels]}}` (tools/prepare_data.py) or a plain `{name: [labels]}`
     map (the released code's label info), either optionally gzip-compressed (`*.gz`). Names are
-    matched on the image path relative to the image folder, then on its base name.
+    matched on the image path relative to the image folder, then on its base name. With `num_classes`
+    (MODEL.NUM_CLASSES), an index built for another class setting is refused: its train labels would
+    name other classes (a 19-class index read with 16 classes balances the wrong ones).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class index not found: {path}{where_read(path)} "
@@ -155,4 +158,11 @@ def load_class_index(path: str, image_names: Sequence[str]) -> list[list[int]]:
             raise KeyError(f"class index {path} has no entry for image '{name}'; rebuild it with "
                            "tools/prepare_data.py")
         out.append([int(c) for c in classes])
+    built = data.get("num_classes") if "files" in data else None
+    top = max((c for cs in out for c in cs), default=-1)
+    if num_classes is not None and (built not in (None, num_classes) or top >= num_classes):
+        what = f"was built for {built} classes" if built not in (None, num_classes) else f"holds train label {top}"
+        raise ValueError(f"class index {path} {what}, and this run has MODEL.NUM_CLASSES {num_classes}: delete "
+                         f"it (it is rebuilt on first use), or set DATASETS.CLASS_INDEX to an index of "
+                         f"{num_classes} classes (tools/prepare_data.py)")
     return out

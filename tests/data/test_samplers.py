@@ -227,6 +227,12 @@ def test_class_balanced_loader_builds_its_index(tmp_path):
     again = build_train_loader(cfg, ds, global_batch=2, start_iter=5, class_balanced=True)
     resumed = [n for b in itertools.islice(iter(again), 15) for n in b["name"]]
     assert resumed == names[10:]
+    # the same index under a 16-class run is refused, not read as other classes
+    cfg16 = load_config("", ["DATASETS.DATA_DIR", str(root), "DATASETS.CLASS_INDEX", str(index),
+                             "DATASETS.CLASS_BALANCE", "True", "DATALOADER.NUM_WORKERS", "0", "MODEL.NUM_CLASSES", "16",
+                             "INPUT.SOURCE_SIZE", "[8, 4]", "INPUT.SOURCE_JITTER", "False"])
+    with pytest.raises(ValueError, match="was built for 19 classes, and this run has MODEL.NUM_CLASSES 16"):
+        build_train_loader(cfg16, build_dataset(cfg16, "gta5_train", train=True), global_batch=2, class_balanced=True)
 
 
 def test_prepare_data_tool_writes_the_index(tmp_path):
@@ -301,3 +307,21 @@ def test_class_balanced_stream_follows_the_released_counts():
         for c in set(files[index]):
             if 0 <= c < 6:
                 counts[c] += 1
+
+
+def test_a_class_index_of_another_class_setting_is_refused(tmp_path):
+    """A 19-class index read by a 16-class run names other classes (train label 15 is bus in one and bicycle
+    in the other; 16-18 do not exist): refused, by its recorded class count or by a label it holds."""
+    names = ["a.png", "b.png"]
+    built = tmp_path / "built.json"
+    built.write_text(json.dumps({"num_classes": 19, "dataset": "gta5_train", "files": {"a.png": [1], "b.png": [0]}}))
+    assert load_class_index(str(built), names, 19) == [[1], [0]]
+    with pytest.raises(ValueError, match=r"built\.json was built for 19 classes, and this run has "
+                                         r"MODEL\.NUM_CLASSES 16: delete it"):
+        load_class_index(str(built), names, 16)
+    released = tmp_path / "released.json"  # the released label info records no class count
+    released.write_text(json.dumps({"a.png": [0, 15], "b.png": [18]}))
+    assert load_class_index(str(released), names, 19) == [[0, 15], [18]]
+    with pytest.raises(ValueError, match=r"released\.json holds train label 18, and this run has "
+                                         r"MODEL\.NUM_CLASSES 16"):
+        load_class_index(str(released), names, 16)
