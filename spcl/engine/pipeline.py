@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from spcl.config import check_drift
+from spcl.config import check_drift, get_cfg
 from spcl.data.build import is_unlabelled
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
@@ -273,6 +273,7 @@ def check_run(cfg, datasets: bool = True) -> None:
     for stage in cfg.PIPELINE.STAGES:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    check_stage_plan(cfg)
     if cfg.PIPELINE.HANDOFF == "best" and is_unlabelled(cfg, cfg.DATASETS.TEST):
         raise ValueError(f"PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, and "
                          f"{cfg.DATASETS.TEST} has no labels: use PIPELINE.HANDOFF last, or a labelled test set")
@@ -280,6 +281,52 @@ def check_run(cfg, datasets: bool = True) -> None:
     recorded = recorded_config(cfg.OUTPUT_DIR)
     if recorded is not None and made_anything(cfg.OUTPUT_DIR):
         check_drift(recorded, cfg, f"the run in {cfg.OUTPUT_DIR}")
+
+
+# what each stage reads from an earlier stage (hand-off name → the config key that may give it instead)
+PRODUCES = {"adv_warmup": "checkpoint", "source_only": "checkpoint", "align": "checkpoint", "self_train": "checkpoint",
+            "prototypes": "prototypes", "pseudo_labels": "pseudo_dir"}
+# the global batches of each training stage (config keys), which must split over processes and accumulation
+BATCHES = {"adv_warmup": ("ADV_WARMUP.SOURCE_BATCH", "ADV_WARMUP.TARGET_BATCH"),
+           "source_only": ("SOURCE_ONLY.SOURCE_BATCH",), "align": ("ALIGN.SOURCE_BATCH", "ALIGN.TARGET_BATCH"),
+           "self_train": ("SELF_TRAIN.TARGET_BATCH",)}
+
+
+def stage_needs(cfg, stage: str) -> tuple[str, ...]:
+    """The hand-offs `stage` reads: align the prototypes (and the pseudo labels for an offline target
+    mask), self-training the pseudo labels, the offline stages a trained model."""
+    if stage == "align":
+        offline = cfg.LOSS.CONTRAST.TARGET and cfg.ALIGN.TARGET_MASK == "offline"
+        return ("prototypes", "pseudo_dir") if offline else ("prototypes",)
+    needs = {"self_train": ("pseudo_dir",), "prototypes": ("checkpoint",), "pseudo_labels": ("checkpoint",)}
+    return needs.get(stage, ())
+
+
+def check_stage_plan(cfg) -> None:
+    """Before any stage runs: PIPELINE.STAGES is not empty, every stage's input comes from an earlier stage
+    or from its config key, and every training batch splits over the processes and SOLVER.ACCUM_STEPS. Each
+    of these used to stop the run only when the stage came, after the stages before it had trained."""
+    stages = list(cfg.PIPELINE.STAGES)
+    if not stages:
+        raise ValueError(f"PIPELINE.STAGES is empty: nothing to run; the default is {list(get_cfg().PIPELINE.STAGES)}")
+    made: set = set()
+    for i, stage in enumerate(stages):
+        for need in stage_needs(cfg, stage):
+            section, key = HANDED_KEYS[need]
+            if need not in made and not cfg[section][key]:
+                before = f"no stage before it makes it ({stages[:i]})" if i else "it is the first stage"
+                raise ValueError(f"stage {i} of PIPELINE.STAGES, {stage}, reads {need.replace('_', ' ')}, and "
+                                 f"{before}: add the stage that makes it earlier, or set {section}.{key}")
+        made.add(PRODUCES[stage])
+        world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
+        for name in BATCHES.get(stage, ()):
+            if name == "ALIGN.TARGET_BATCH" and not cfg.LOSS.CONTRAST.TARGET:
+                continue
+            node, key = name.split(".")
+            batch = int(cfg[node][key])
+            if batch % world or (batch // world) % accum:
+                raise ValueError(f"{name} {batch} does not split into {world} process(es) × SOLVER.ACCUM_STEPS "
+                                 f"{accum} equal parts (stage {stage}): make it a multiple of {world * accum}")
 
 
 def made_anything(root: str) -> bool:

@@ -414,3 +414,38 @@ def test_a_damaged_run_record_is_named_and_left_as_it_is(finished_run, toy_root,
             f.write(original)
         summary = run_pipeline(tiny_cfg(toy_root, out, *TWO_STAGES))
         assert summary == json.load(open(os.path.join(finished_run, "summary.json")))
+
+
+@pytest.mark.parametrize("stages, opts, says", [
+    ("[]", (), "PIPELINE.STAGES is empty"),
+    ("['adv_warmup', 'align']", (), "stage 1 of PIPELINE.STAGES, align, reads prototypes, and no stage before it "
+                                    "makes it (['adv_warmup']): add the stage that makes it earlier, or set "
+                                    "PROTOTYPE.PATH"),
+    ("['adv_warmup', 'prototypes', 'align']", (), "align, reads pseudo dir, and no stage before it makes it"),
+    ("['prototypes']", (), "prototypes, reads checkpoint, and it is the first stage: add the stage that makes it "
+                           "earlier, or set MODEL.WEIGHTS"),
+    ("['source_only', 'self_train']", (), "self_train, reads pseudo dir"),
+    ("['source_only', 'pseudo_labels', 'self_train']", ("SOLVER.ACCUM_STEPS", "2", "SELF_TRAIN.TARGET_BATCH", "3"),
+     "SELF_TRAIN.TARGET_BATCH 3 does not split into 1 process(es) × SOLVER.ACCUM_STEPS 2 equal parts (stage "
+     "self_train): make it a multiple of 2"),
+])
+def test_a_plan_that_cannot_run_is_refused_before_the_first_stage(toy_root, tmp_path, stages, opts, says):
+    """Stage inputs missing from the plan, and batches that do not split, used to stop the run only when
+    their stage came, after the stages before it had trained."""
+    from spcl.engine.pipeline import check_run
+
+    with pytest.raises(ValueError) as info:
+        check_run(tiny_cfg(toy_root, str(tmp_path), "PIPELINE.STAGES", stages, *opts), datasets=False)
+    assert says in str(info.value)
+
+
+@pytest.mark.parametrize("stages, opts", [
+    ("['adv_warmup', 'align']", ("PROTOTYPE.PATH", "p.pth", "LOSS.CONTRAST.TARGET", "False")),
+    ("['adv_warmup', 'prototypes', 'align']", ("ALIGN.TARGET_MASK", "online")),
+    ("['prototypes', 'pseudo_labels', 'self_train']", ("MODEL.WEIGHTS", "w.pth")),
+    ("['source_only', 'self_train']", ("DATASETS.PSEUDO_DIR", "labels", "SOLVER.ACCUM_STEPS", "2")),
+])
+def test_a_plan_whose_inputs_come_from_the_config_passes(toy_root, tmp_path, stages, opts):
+    from spcl.engine.pipeline import check_stage_plan
+
+    check_stage_plan(tiny_cfg(toy_root, str(tmp_path), "PIPELINE.STAGES", stages, *opts))
