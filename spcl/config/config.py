@@ -165,6 +165,11 @@ def validate(cfg: CN) -> None:
             value = _get(cfg, key)
             if not ok(value):
                 raise ValueError(f"config key {key} = {value!r}; expected {expected}")
+    for stage in _STAGES:  # the trainer would clamp it to the horizon: a run shorter than the config says
+        stop, horizon = cfg[stage].STOP_ITER, cfg[stage].MAX_ITER
+        if stop > horizon:
+            raise ValueError(f"config key {stage}.STOP_ITER = {stop!r}; expected at most "
+                             f"{stage}.MAX_ITER = {horizon!r} (the poly horizon, where the learning rate reaches 0)")
     try:
         signal_numbers(cfg.SOLVER.STOP_SIGNALS)
     except ValueError as e:
@@ -194,12 +199,16 @@ _VALUE_RULES = (
      lambda v: _numbers(v, 2, positive=True, integer=True), "two positive integers [W, H]"),
     (("INPUT.SELF_TRAIN_SCALE",), lambda v: _numbers(v, 2, positive=True) and v[0] <= v[1],
      "two factors [min, max] with 0 < min <= max"),
-    (("INPUT.COLOR_JITTER",), lambda v: _numbers(v, 4, non_negative=True),
-     "four strengths >= 0 [brightness, contrast, saturation, hue]"),
+    (("INPUT.COLOR_JITTER",), lambda v: _numbers(v, 4, non_negative=True) and v[3] <= 0.5,
+     "four strengths >= 0 [brightness, contrast, saturation, hue], hue at most 0.5 (torchvision's range)"),
+    (("INPUT.FLIP_PROB", "INPUT.SELF_TRAIN_FLIP_PROB"), lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     (("INPUT.PIXEL_MEAN",), lambda v: _numbers(v, 3), "three numbers (R, G, B)"),
     (("INPUT.PIXEL_STD",), lambda v: _numbers(v, 3, positive=True), "three positive numbers (R, G, B)"),
     (("MODEL.ASPP_DILATIONS",), lambda v: _numbers(v, positive=True, integer=True),
      "one or more positive integers"),
+    (("MODEL.HEAD_INIT_STD",), lambda v: v > 0, "a positive standard deviation (ASPP weights ~ N(0, std))"),
+    (("MODEL.DISC_CHANNELS",), lambda v: v >= 1, "at least 1 (the discriminator's first width)"),
+    (("DATASETS.CLASS_BALANCE_BLOCK",), lambda v: v >= 1, "at least 1 (draws per block of the class counter)"),
     (("TEST.SCALES",), lambda v: _numbers(v, positive=True), "one or more positive factors of INPUT.TEST_SIZE"),
     (("SOLVER.LOG_PERIOD",), lambda v: v >= 1, "at least 1 (iterations between log lines)"),
     (("SOLVER.ACCUM_STEPS", "TEST.BATCH_SIZE", "DATALOADER.PREFETCH_FACTOR"), lambda v: v >= 1, "at least 1"),
@@ -207,13 +216,21 @@ _VALUE_RULES = (
     (("PROTOTYPE.NUM_IMAGES", "TEST.NUM_IMAGES", "DATALOADER.NUM_WORKERS"), lambda v: v >= 0,
      "0 (all images / no worker processes) or a positive number"),
     (("SOLVER.LR_POWER",), lambda v: v >= 0, "a poly exponent >= 0"),
+    (("SOLVER.MOMENTUM",), lambda v: 0 <= v < 1, "a value in [0, 1) (SGD momentum, or AdamW's beta1)"),
+    (("SOLVER.WEIGHT_DECAY",), lambda v: v >= 0, "a weight decay >= 0"),
+    (("SOLVER.HEAD_LR_FACTOR",), lambda v: v >= 0, "a learning-rate factor >= 0"),
     (("SOLVER.CHECKPOINT_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.KEEP_CHECKPOINTS"), lambda v: v >= 0,
      "0 (off, or keep all) or a positive number"),
     (("LOSS.SOURCE_TEMPERATURE", "LOSS.CONTRAST.TEMPERATURE"), lambda v: v > 0, "a positive temperature"),
     (("PSEUDO.THRESHOLD_CAP",), lambda v: 0 < v <= 1, "a confidence in (0, 1]"),
     (("PROTOTYPE.ALPHA",), lambda v: 0 <= v <= 1, "an EMA weight in [0, 1]"),
-    (tuple(f"{s}.BASE_LR" for s in _STAGES), lambda v: v >= 0, "a learning rate >= 0"),
+    (tuple(f"{s}.BASE_LR" for s in _STAGES) + ("ADV_WARMUP.DISC_LR",), lambda v: v >= 0, "a learning rate >= 0"),
     (tuple(f"{s}.MAX_ITER" for s in _STAGES), lambda v: v >= 1, "at least 1 (the poly horizon)"),
+    (tuple(f"{s}.STOP_ITER" for s in _STAGES), lambda v: v >= 1,
+     "at least 1 (the iteration the stage stops at, at most its MAX_ITER)"),
+    (("ADV_WARMUP.DISC_BETAS",), lambda v: _numbers(v, 2, non_negative=True) and all(x < 1 for x in v),
+     "two Adam betas [beta1, beta2], each in [0, 1)"),
+    (("ADV_WARMUP.ADV_WEIGHT", "LOSS.CONTRAST.WEIGHT"), lambda v: v >= 0, "a loss weight >= 0"),
     (("SOURCE_ONLY.SOURCE_BATCH", "ADV_WARMUP.SOURCE_BATCH", "ADV_WARMUP.TARGET_BATCH", "ALIGN.SOURCE_BATCH",
       "ALIGN.TARGET_BATCH", "SELF_TRAIN.TARGET_BATCH"), lambda v: v >= 1, "a global batch of at least 1"),
 )

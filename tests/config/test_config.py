@@ -38,13 +38,14 @@ def test_get_cfg_returns_a_fresh_copy():
 def test_base_chain_override_order(tmp_path):
     # grand.yaml <- base.yaml <- child.yaml: the nearer file wins, untouched keys come from further up.
     (tmp_path / "sub").mkdir()
-    _write(tmp_path / "sub" / "grand.yaml", "SEED: 1\nALIGN:\n  BASE_LR: 0.1\n  MAX_ITER: 11\n"
+    # (horizons above the default ALIGN.STOP_ITER 40000: a shorter one is refused by validation)
+    _write(tmp_path / "sub" / "grand.yaml", "SEED: 1\nALIGN:\n  BASE_LR: 0.1\n  MAX_ITER: 40011\n"
            "MODEL:\n  BACKBONE: vgg16\n")
-    _write(tmp_path / "sub" / "base.yaml", "_BASE_: grand.yaml\nSEED: 2\nALIGN:\n  MAX_ITER: 22\n")
+    _write(tmp_path / "sub" / "base.yaml", "_BASE_: grand.yaml\nSEED: 2\nALIGN:\n  MAX_ITER: 40022\n")
     child = _write(tmp_path / "child.yaml", "_BASE_: sub/base.yaml\nSEED: 3\n")
     cfg = load_config(child)
     assert cfg.SEED == 3  # child over base over grand
-    assert cfg.ALIGN.MAX_ITER == 22  # base over grand
+    assert cfg.ALIGN.MAX_ITER == 40022  # base over grand
     assert cfg.ALIGN.BASE_LR == 0.1  # only in grand (deep merge keeps it)
     assert cfg.MODEL.BACKBONE == "vgg16"
     assert cfg.ALIGN.STOP_ITER == get_cfg().ALIGN.STOP_ITER  # untouched default
@@ -188,6 +189,22 @@ def test_dump_config_round_trip(tmp_path):
     ("PSEUDO.NUM_BINS", "0"), ("PSEUDO.NUM_BINS", "65537"), ("TEST.BATCH_SIZE", "0"), ("SOLVER.ACCUM_STEPS", "0"),
     ("PROTOTYPE.NUM_IMAGES", "-3"), ("TEST.NUM_IMAGES", "-1"), ("DATALOADER.NUM_WORKERS", "-1"),
     ("DATALOADER.PREFETCH_FACTOR", "0"), ("SOLVER.LR_POWER", "-1.0"),
+    # used to end in a traceback (torchvision's hue range, Adam's betas, a conv of width 0, a modulo by zero, the
+    # normal init, the optimisers' own range checks) that does not name the key
+    ("INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.51]"), ("INPUT.COLOR_JITTER", "[]"),
+    ("ADV_WARMUP.DISC_BETAS", "[0.9]"), ("ADV_WARMUP.DISC_BETAS", "[0.9, 0.99, 0.999]"),
+    ("ADV_WARMUP.DISC_BETAS", "[1.0, 0.99]"), ("ADV_WARMUP.DISC_BETAS", "[0.9, -0.1]"),
+    ("MODEL.DISC_CHANNELS", "0"), ("DATASETS.CLASS_BALANCE_BLOCK", "0"), ("MODEL.HEAD_INIT_STD", "-1.0"),
+    ("MODEL.HEAD_INIT_STD", "0.0"), ("SOLVER.MOMENTUM", "1.5"), ("SOLVER.MOMENTUM", "1.0"),
+    ("SOLVER.MOMENTUM", "-0.1"), ("SOLVER.WEIGHT_DECAY", "-0.0005"), ("SOLVER.HEAD_LR_FACTOR", "-10.0"),
+    ("SOURCE_ONLY.BASE_LR", "-1.0"), ("ADV_WARMUP.BASE_LR", "-1.0"), ("SELF_TRAIN.BASE_LR", "-1.0"),
+    ("ADV_WARMUP.DISC_LR", "-1.0"),
+    # used to be accepted silently, though meaningless
+    ("INPUT.FLIP_PROB", "1.5"), ("INPUT.FLIP_PROB", "-0.5"), ("INPUT.SELF_TRAIN_FLIP_PROB", "1.01"),
+    ("ADV_WARMUP.ADV_WEIGHT", "-5.0"), ("LOSS.CONTRAST.WEIGHT", "-1.0"),
+    ("SOURCE_ONLY.STOP_ITER", "0"), ("ADV_WARMUP.STOP_ITER", "0"), ("ALIGN.STOP_ITER", "-1"),
+    ("SELF_TRAIN.STOP_ITER", "0"), ("ALIGN.MAX_ITER", "0"), ("SOURCE_ONLY.MAX_ITER", "0"),
+    ("ADV_WARMUP.MAX_ITER", "0"),
 ])
 def test_validate_rejects_bad_choices(key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -207,11 +224,49 @@ def test_validate_rejects_bad_choices(key, value):
     ("SOLVER.KEEP_CHECKPOINTS", "0"), ("SOLVER.CHECKPOINT_PERIOD", "0"), ("INPUT.COLOR_JITTER", "[0.0, 0.0, 0.0, 0.0]"),
     ("INPUT.SELF_TRAIN_SCALE", "[1.0, 1.0]"), ("ALIGN.BASE_LR", "0.0"), ("MODEL.ASPP_DILATIONS", "[1]"),
     ("PSEUDO.NUM_BINS", "65536"), ("PSEUDO.NUM_BINS", "1"), ("PROTOTYPE.NUM_IMAGES", "0"), ("SOLVER.LR_POWER", "0.0"),
+    ("INPUT.COLOR_JITTER", "[2.0, 2.0, 2.0, 0.5]"), ("ADV_WARMUP.DISC_BETAS", "[0.0, 0.0]"),
+    ("ADV_WARMUP.DISC_BETAS", "[0.999, 0.9999]"), ("MODEL.DISC_CHANNELS", "1"), ("DATASETS.CLASS_BALANCE_BLOCK", "1"),
+    ("MODEL.HEAD_INIT_STD", "1e-06"), ("SOLVER.MOMENTUM", "0.0"), ("SOLVER.MOMENTUM", "0.999"),
+    ("SOLVER.WEIGHT_DECAY", "0.0"), ("SOLVER.HEAD_LR_FACTOR", "0.0"), ("SOURCE_ONLY.BASE_LR", "0.0"),
+    ("ADV_WARMUP.DISC_LR", "0.0"), ("INPUT.FLIP_PROB", "1.0"), ("INPUT.FLIP_PROB", "0.0"),
+    ("INPUT.SELF_TRAIN_FLIP_PROB", "1.0"), ("ADV_WARMUP.ADV_WEIGHT", "0.0"), ("LOSS.CONTRAST.WEIGHT", "0.0"),
+    ("ALIGN.STOP_ITER", "1"), ("SELF_TRAIN.STOP_ITER", "31250"),  # SELF_TRAIN.MAX_ITER (default)
 ])
 def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])
-    section, name = key.split(".")
-    assert str(cfg[section][name]) == value
+    node = cfg
+    for name in key.split("."):
+        node = node[name]
+    assert str(node) == value
+
+
+@pytest.mark.parametrize("stage", ["SOURCE_ONLY", "ADV_WARMUP", "ALIGN", "SELF_TRAIN"])
+def test_stop_iter_beyond_max_iter_names_both_keys(stage):
+    """The trainer used to clamp STOP_ITER to MAX_ITER silently: a run shorter than its config says."""
+    with pytest.raises(ValueError) as e:
+        load_config("", [f"{stage}.MAX_ITER", "100", f"{stage}.STOP_ITER", "101"])
+    assert f"{stage}.STOP_ITER = 101" in str(e.value) and f"{stage}.MAX_ITER = 100" in str(e.value)
+    with pytest.raises(ValueError, match=f"{stage}.STOP_ITER"):  # a horizon lowered under the default STOP_ITER
+        load_config("", [f"{stage}.MAX_ITER", "100"])
+    cfg = load_config("", [f"{stage}.MAX_ITER", "100", f"{stage}.STOP_ITER", "100"])  # the edge: run to the horizon
+    assert (cfg[stage].STOP_ITER, cfg[stage].MAX_ITER) == (100, 100)
+    cfg = load_config("", [f"{stage}.MAX_ITER", "1", f"{stage}.STOP_ITER", "1"])
+    assert (cfg[stage].STOP_ITER, cfg[stage].MAX_ITER) == (1, 1)
+    with pytest.raises(ValueError, match=rf"^config key {stage}[.]MAX_ITER = 0; expected at least 1"):
+        load_config("", [f"{stage}.MAX_ITER", "0", f"{stage}.STOP_ITER", "0"])  # the horizon's own rule
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.51]", "hue at most 0.5"),
+    ("ADV_WARMUP.DISC_BETAS", "[0.9]", "two Adam betas"),
+    ("SOLVER.MOMENTUM", "1.5", r"in \[0, 1\)"),
+    ("INPUT.FLIP_PROB", "1.5", r"probability in \[0, 1\]"),
+    ("ADV_WARMUP.DISC_LR", "-1.0", "learning rate >= 0"),
+    ("MODEL.HEAD_INIT_STD", "-1.0", "positive standard deviation"),
+])
+def test_a_bad_value_names_the_key_and_what_was_expected(key, value, expected):
+    with pytest.raises(ValueError, match=rf"^config key {key.replace('.', r'[.]')} = .*; expected .*{expected}"):
+        load_config("", [key, value])
 
 
 # ------------------------------------------------------ get_cfg().merge_from_file follows _BASE_ ---
