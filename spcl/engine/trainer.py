@@ -265,6 +265,10 @@ class StageTrainer:
         self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
+        if start > stop:  # the checkpoint has trained further than this config asks: its weights are not that stage
+            raise ValueError(f"stage {self.NAME} in {self.output_dir} resumes from iteration {start} "
+                             f"({self.resume_from}), past {self.NODE}.STOP_ITER {stop}: give STOP_ITER >= {start}, or "
+                             "delete the stage folder to train it again to the new length")
         iters = {k: iter(v) for k, v in self.build_loaders(start).items()}
         logger.info("stage %s: iterations %d → %d (poly horizon %d) on %s, %d process(es)", self.NAME, start, stop,
                     scfg.MAX_ITER, self.device, comm.get_world_size())

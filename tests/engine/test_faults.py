@@ -449,3 +449,16 @@ def test_a_plan_whose_inputs_come_from_the_config_passes(toy_root, tmp_path, sta
     from spcl.engine.pipeline import check_stage_plan
 
     check_stage_plan(tiny_cfg(toy_root, str(tmp_path), "PIPELINE.STAGES", stages, *opts))
+
+
+def test_a_resume_past_a_lowered_stop_iter_is_refused(toy_root, tmp_path, monkeypatch):
+    """A stage stopped at iteration 4 (checkpoint at 4), rerun with STOP_ITER 3: its weights have trained
+    further than the config says, so it stops naming both numbers instead of recording a 4-iteration model
+    as a 3-iteration stage."""
+    out = str(tmp_path)
+    _killed_run(toy_root, out, monkeypatch, 4)
+    with pytest.raises(ValueError, match=r"resumes from iteration 4 \(.*model_0000004\.pth\), past "
+                                         r"SOURCE_ONLY\.STOP_ITER 3: give STOP_ITER >= 4"):
+        run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.STOP_ITER", "3", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
+                  "source_only", out)
+    assert not os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
