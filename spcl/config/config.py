@@ -170,6 +170,10 @@ def validate(cfg: CN) -> None:
         if stop > horizon:
             raise ValueError(f"config key {stage}.STOP_ITER = {stop!r}; expected at most "
                              f"{stage}.MAX_ITER = {horizon!r} (the poly horizon, where the learning rate reaches 0)")
+    if any(s > w for s, w in zip(cfg.TEST.STRIDE, cfg.TEST.WINDOW)):  # checked here, not at the first evaluation
+        raise ValueError(f"config key TEST.STRIDE = {list(cfg.TEST.STRIDE)!r}; expected at most TEST.WINDOW = "
+                         f"{list(cfg.TEST.WINDOW)!r} in each of (W, H): pixels between sliding windows would never "
+                         "be predicted")
     try:
         signal_numbers(cfg.SOLVER.STOP_SIGNALS)
     except ValueError as e:

@@ -376,3 +376,11 @@ def test_a_bad_choice_names_the_key(key, value, expected):
     cfg.merge_from_list([key, value])
     with pytest.raises(ValueError, match=f"{key}.*{expected}"):
         validate(cfg)
+
+
+def test_a_sliding_stride_beyond_its_window_is_refused_when_the_config_loads():
+    """It used to stop the run at its first evaluation, after a whole stage had trained."""
+    with pytest.raises(ValueError, match=r"config key TEST\.STRIDE = \[30, 30\]; expected at most TEST\.WINDOW = "
+                                         r"\[40, 20\] in each of \(W, H\)"):
+        load_config("", ["TEST.WINDOW", "[40, 20]", "TEST.STRIDE", "[30, 30]"])
+    assert list(load_config("", ["TEST.WINDOW", "[40, 20]", "TEST.STRIDE", "[40, 20]"]).TEST.STRIDE) == [40, 20]
