@@ -12,6 +12,8 @@ import os
 import re
 from typing import Optional, Sequence
 
+from spcl.utils.io import atomic_write
+
 
 def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]] = None) -> list[str]:
     """The TensorBoard tag suffix of each entry of a list logged under `key`: `key/<class name>` for a
@@ -43,21 +45,37 @@ class EventWriter:
         tensorboard: also write TensorBoard events.
         class_names: names of the per-class entries of list scalars (default: Cityscapes names for
             lists of 19 or 16 entries).
+        resumed_at: the iteration a resumed stage continues from. What was logged after it (the
+            iterations between the checkpoint and the interruption, which the resume runs again) is dropped
+            from `metrics.json` and hidden in TensorBoard (`purge_step`), so that each iteration has one record.
     """
 
     def __init__(self, folder: str, stage: str, enabled: bool = True, tensorboard: bool = True,
-                 class_names: Optional[Sequence[str]] = None):
+                 class_names: Optional[Sequence[str]] = None, resumed_at: Optional[int] = None):
         self.folder, self.stage, self.enabled = folder, stage, enabled
         self.class_names = list(class_names) if class_names is not None else None
         self.tb = None
         if enabled:
             os.makedirs(folder, exist_ok=True)
+            if resumed_at is not None:
+                self._drop_after(resumed_at)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
-                    self.tb = SummaryWriter(os.path.join(folder, "tb"))
+                    purge = {} if resumed_at is None else {"purge_step": resumed_at + 1}
+                    self.tb = SummaryWriter(os.path.join(folder, "tb"), **purge)
                 except ImportError:  # pragma: no cover - tensorboard is a dependency
                     self.tb = None
+
+    def _drop_after(self, iteration: int) -> None:
+        path = os.path.join(self.folder, "metrics.json")
+        if not os.path.isfile(path):
+            return
+        with open(path) as f:
+            lines = [ln for ln in f if ln.strip()]
+        kept = [ln for ln in lines if _iteration_of(ln) <= iteration]
+        if len(kept) < len(lines):
+            atomic_write(path, lambda f: f.writelines(kept), binary=False, what="metrics file")
 
     def write(self, iteration: int, scalars: dict, prefix: str = "") -> None:
         if not self.enabled:
@@ -78,3 +96,12 @@ class EventWriter:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
+
+
+def _iteration_of(line: str) -> float:
+    """The iteration of a metrics.json line; a line that does not parse (cut short by a kill) counts as past
+    every iteration, so it is dropped with the lines after the checkpoint."""
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")

@@ -262,8 +262,9 @@ class StageTrainer:
             write_run_info(cfg, self.output_dir)
         if cfg.DATASETS.PREFLIGHT:
             preflight(cfg, self.data_names() + [cfg.DATASETS.TEST], default_cache_dir(cfg))
-        self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
+        self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process(),
+                                  resumed_at=start if self.resume_from else None)
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
         if start > stop:  # the checkpoint has trained further than this config asks: its weights are not that stage
             raise ValueError(f"stage {self.NAME} in {self.output_dir} resumes from iteration {start} "

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import tb_scalars, tiny_cfg
 from spcl.engine import run_pipeline
 from spcl.engine.pipeline import stage_plan
 from spcl.engine.stages import AlignTrainer
@@ -102,6 +102,16 @@ def test_killed_in_align_resumes_to_identical_weights(uninterrupted, toy_root, t
     align_r = torch.load(os.path.join(out, "3_align", "checkpoints", "model_final.pth"), weights_only=False)
     align_f = torch.load(os.path.join(full_out, "3_align", "checkpoints", "model_final.pth"), weights_only=False)
     assert torch.equal(align_r["prototype_bank"]["prototypes"], align_f["prototype_bank"]["prototypes"])
+    # one record per iteration, as in the uninterrupted run: iteration 3, logged before the crash and run
+    # again after the resume from 2, is not in metrics.json (nor TensorBoard) twice
+    def records(run):
+        with open(os.path.join(run, "3_align", "metrics.json")) as f:
+            return [json.loads(line) for line in f]
+    r, f = records(out), records(full_out)
+    assert [x["iteration"] for x in r] == [x["iteration"] for x in f]
+    assert [x.get("loss_seg") for x in r] == [x.get("loss_seg") for x in f]
+    tb_r, tb_f = tb_scalars(os.path.join(out, "3_align", "tb")), tb_scalars(os.path.join(full_out, "3_align", "tb"))
+    assert tb_r["align/loss_seg"] == tb_f["align/loss_seg"]
 
 
 def test_summary_shows_each_training_stage_gain():
