@@ -47,7 +47,11 @@ class KeepBestCheckpoint:
         self.mIoU, self.iteration, self.path, self.metrics = -math.inf, None, None, None
         path = os.path.join(checkpoints_dir, "model_best.pth") if checkpoints_dir else ""
         if path and os.path.isfile(path):
-            saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            except Exception as e:  # noqa: BLE001 - unreadable: the next evaluation writes a new one
+                logger.warning("%s is not readable (%s): the best checkpoint is chosen anew", path, e)
+                saved = {}
             if isinstance(saved.get("metrics"), dict):  # files from before the metrics were recorded: start anew
                 self.mIoU, self.iteration, self.path = saved["metrics"]["mIoU"], saved["iteration"], path
                 self.metrics = saved["metrics"]

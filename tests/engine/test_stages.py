@@ -166,6 +166,10 @@ def test_best_handoff_survives_a_resume(tmp_path):
     saved = torch.load(resumed.path, weights_only=False)
     assert (resumed.iteration, resumed.mIoU, saved["iteration"]) == (4, 9.0, 4) and resumed.metrics["IoU"] == [9.0]
     assert "iteration 4, mIoU 9.00" in resumed.describe()
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "model_best.pth").write_bytes(b"cut short")
+    assert KeepBestCheckpoint(str(torn)).mIoU == -math.inf  # unreadable: chosen anew, not a crash at the start
 
 
 def test_evaluation_with_target_bn_statistics_reads_the_named_images_without_labels(warmup, monkeypatch):
