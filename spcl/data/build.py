@@ -29,12 +29,12 @@ logger = logging.getLogger("spcl")
 CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train", "cityscapes_val",
            "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo")
 UNLABELLED = ("cityscapes_test", "folder_train")  # sets without labels (labels `none` by default)
+ROLES = ("source", "target", "self_train", "test", "source_eval")
 
 
 def is_unlabelled(cfg, name: str) -> bool:
     """Whether dataset `name` has no labels under `cfg` (also folder_val without DATASETS.FOLDER.VAL_LABEL_DIR)."""
     return name in UNLABELLED or (name == "folder_val" and not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)
-ROLES = ("source", "target", "self_train", "test", "source_eval")
 
 
 def build_transform(cfg, role: str) -> T.Compose:

@@ -77,7 +77,8 @@ def run_stage(cfg, stage: str, output_dir: str, device: Optional[torch.device] =
     runner = STAGES[stage](cfg, output_dir, device or default_device())
     best = None
     if stage in TRAINERS and cfg.PIPELINE.HANDOFF == "best":
-        best = KeepBestCheckpoint(runner.checkpointer.folder)
+        # a stage that resumes keeps the best it had; one that starts anew (no checkpoint) chooses anew
+        best = KeepBestCheckpoint(runner.checkpointer.folder if runner.resume_from else "")
         runner.hooks.append(best)
     try:
         result = runner.run()
@@ -287,7 +288,7 @@ def check_run(cfg, datasets: bool = True) -> None:
         check_drift(recorded, cfg, f"the run in {cfg.OUTPUT_DIR}")
 
 
-# what each stage reads from an earlier stage (hand-off name → the config key that may give it instead)
+# what each stage hands on to the stages after it (a name of HANDED_KEYS)
 PRODUCES = {"adv_warmup": "checkpoint", "source_only": "checkpoint", "align": "checkpoint", "self_train": "checkpoint",
             "prototypes": "prototypes", "pseudo_labels": "pseudo_dir"}
 # the global batches of each training stage (config keys), which must split over processes and accumulation

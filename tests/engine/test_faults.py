@@ -462,3 +462,37 @@ def test_a_resume_past_a_lowered_stop_iter_is_refused(toy_root, tmp_path, monkey
         run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.STOP_ITER", "3", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"),
                   "source_only", out)
     assert not os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
+
+
+def test_best_handoff_of_a_resumed_stage_is_the_uninterrupted_runs(toy_root, tmp_path, monkeypatch):
+    """PIPELINE.HANDOFF best with scripted target-val scores 5, 9, 7, 6 | 8 (iterations 1-5): killed after
+    iteration 4 and resumed, the stage hands on iteration 2's checkpoint, as the uninterrupted run does (the
+    resumed hook used to start from nothing and hand on iteration 5's)."""
+    script = {1: 5.0, 2: 9.0, 3: 7.0, 4: 6.0, 5: 8.0}
+    real = SourceOnlyTrainer.evaluate
+
+    def scripted(self):
+        metrics = real(self)
+        metrics["mIoU"] = script[self.iteration + 1]
+        return metrics
+
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate", scripted)
+    opts = ("PIPELINE.HANDOFF", "best", "SOLVER.EVAL_PERIOD", "1")
+    full = str(tmp_path / "full")
+    whole = run_stage(tiny_cfg(toy_root, full, *OPTS, *opts), "source_only", full)
+    out = str(tmp_path / "resumed")
+    _killed_run(toy_root, out, monkeypatch, 4, *opts)
+    resumed = run_stage(tiny_cfg(toy_root, out, *OPTS, *opts), "source_only", out)
+    for result in (whole, resumed):
+        assert "iteration 2, mIoU 9.00" in result["handoff"] and result["metrics"]["mIoU"] == 9.0
+        assert result["last_metrics"]["mIoU"] == 8.0
+    assert torch.equal(torch.load(resumed["outputs"]["checkpoint"], weights_only=False)["model"]["head.convs.0.weight"],
+                       torch.load(whole["outputs"]["checkpoint"], weights_only=False)["model"]["head.convs.0.weight"])
+    # a stage that starts anew (nothing to resume) does not keep a best left in its folder by another attempt
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoints").mkdir(parents=True)
+    stale = torch.load(whole["outputs"]["checkpoint"], weights_only=False)
+    stale["metrics"]["mIoU"] = 99.0
+    torch.save(stale, fresh / "checkpoints" / "model_best.pth")
+    again = run_stage(tiny_cfg(toy_root, str(fresh), *OPTS, *opts), "source_only", str(fresh))
+    assert "iteration 2, mIoU 9.00" in again["handoff"]
