@@ -75,6 +75,10 @@ def format_pseudo_labels(result: dict) -> str:
              f"  thresholds and kept shares: {path}",
              f"  kept: {_percent(summary['kept_fraction']).strip()} of the target pixels "
              f"(255 = ignored below the class threshold; threshold cap {summary.get('cap')})"]
+    if summary.get("oracle"):  # the files hold ground truth, on other pixels than the thresholds keep
+        lines.append(f"  ORACLE (PSEUDO.ORACLE {summary['oracle']}): the files hold the ground truth, "
+                     f"{_percent(summary['labelled_fraction']).strip()} of their pixels labelled; a diagnostic, "
+                     "not pseudo labels")
     if quality:
         lines.append(f"  quality of the kept pixels against the target ground truth: mIoU {quality['mIoU']:.2f}, "
                      f"pixel accuracy {quality['aAcc']:.2f}")

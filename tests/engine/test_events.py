@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import tb_scalars, tiny_cfg
 from spcl.data.labels import CLASSES_16, CLASSES_19
@@ -255,6 +256,19 @@ def test_gen_pseudo_into_a_folder_in_use_writes_nothing(toy_root, untrained_chec
         with pytest.raises(RunInUse, match=f"OUTPUT_DIR {re.escape(out)} is in use by another run \\(pid "):
             _gen_pseudo(toy_root, untrained_checkpoint, out)
         assert os.listdir(out) == [LOCK]
+
+
+def test_gen_pseudo_says_when_its_files_hold_ground_truth(toy_root, untrained_checkpoint, tmp_path, capsys,
+                                                          restore_logger):
+    out = str(tmp_path / "oracle")
+    assert _gen_pseudo(toy_root, untrained_checkpoint, out, "PSEUDO.ORACLE", "all") == 0
+    text = capsys.readouterr().out
+    summary = json.load(open(os.path.join(out, "labels", "thresholds.json")))
+    labelled = np.mean([np.array(Image.open(os.path.join(out, "labels", n))) != 255
+                        for n in sorted(os.listdir(os.path.join(out, "labels"))) if n.endswith(".png")])
+    assert summary["labelled_fraction"] == pytest.approx(labelled) and summary["oracle"] == "all"
+    assert (f"ORACLE (PSEUDO.ORACLE all): the files hold the ground truth, {100 * labelled:.1f}% of their pixels "
+            "labelled") in text
 
 
 @pytest.mark.parametrize("record", ["manifest.json", "upstream.json"])
