@@ -171,16 +171,15 @@ def main(argv=None):
                              **metrics}
             logger.info("%s: %d labelId PNGs of %s in %s", path, metrics["num_images"], cfg.DATASETS.TEST,
                         os.path.join(out_dir, "labelIds"))
-            continue
-        logger.info("%s (iteration %d):\n%s", path, iteration, format_table(metrics))
-        results[path] = {"iteration": iteration, **protocol, **metrics}
-        extra = [k for k in ("mIoU_tail", "mIoU_13") if k in metrics]
-        rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
-                    + [metrics[k] for k in extra] + metrics["IoU"])
-        if comm.is_main_process() and not single:  # after each one: an error at a later checkpoint keeps these
+        else:
+            logger.info("%s (iteration %d):\n%s", path, iteration, format_table(metrics))
+            results[path] = {"iteration": iteration, **protocol, **metrics}
+            extra = [k for k in ("mIoU_tail", "mIoU_13") if k in metrics]
+            rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
+                        + [metrics[k] for k in extra] + metrics["IoU"])
+        if comm.is_main_process():  # after each one: an error at a later checkpoint keeps these
             write_results(out_dir, results, rows, extra)
     if comm.is_main_process():
-        write_results(out_dir, results, rows, extra)
         print(f"results in {out_dir}")
 
 

@@ -89,7 +89,7 @@ def check(cfg, config: str, stage: str) -> int:
         check_inputs(cfg, datasets=not generated)
     else:
         check_run(cfg, datasets=not generated)
-    if cfg.MODEL.WEIGHTS:  # readable, and fits MODEL.BACKBONE / NUM_CLASSES / ASPP_DILATIONS (a few seconds)
+    if cfg.MODEL.WEIGHTS:  # readable, and fits MODEL.BACKBONE / NUM_CLASSES / ASPP_DILATIONS (< 1 s for ResNet-101)
         from spcl.modeling import build_segmentor, load_trained_segmentor
 
         if stage in ("prototypes", "pseudo_labels"):  # these need a trained model

@@ -315,6 +315,7 @@ def check_stage_plan(cfg) -> None:
     if not stages:
         raise ValueError(f"PIPELINE.STAGES is empty: nothing to run; the default is {list(get_cfg().PIPELINE.STAGES)}")
     made: set = set()
+    world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
     for i, stage in enumerate(stages):
         for need in stage_needs(cfg, stage):
             section, key = HANDED_KEYS[need]
@@ -323,7 +324,6 @@ def check_stage_plan(cfg) -> None:
                 raise ValueError(f"stage {i} of PIPELINE.STAGES, {stage}, reads {need.replace('_', ' ')}, and "
                                  f"{before}: add the stage that makes it earlier, or set {section}.{key}")
         made.add(PRODUCES[stage])
-        world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
         for name in BATCHES.get(stage, ()):
             if name == "ALIGN.TARGET_BATCH" and not cfg.LOSS.CONTRAST.TARGET:
                 continue
