@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 try:
@@ -65,15 +66,57 @@ def user_errors() -> tuple:
             UsageError, torch.cuda.OutOfMemoryError)
 
 
+# What gloo, NCCL and the TCP store raise in a process whose peer has died: its own error says nothing.
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing", "Broken pipe",
+             "remote process exited")
+
+
+def process_of() -> tuple:
+    """(rank, world size) of this process, from the environment torchrun sets; (0, 1) without it."""
+    return int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def lost_a_peer(e: BaseException) -> bool:
+    """Whether `e` is a collective failing because another process of the run died (several processes only)."""
+    import torch.distributed as dist
+
+    if process_of()[1] < 2 or not isinstance(e, RuntimeError):
+        return False
+    return isinstance(e, getattr(dist, "DistNetworkError", ())) or any(s in str(e) for s in PEER_GONE)
+
+
+def tell_torchrun(message: str) -> None:
+    """Write `message` to torchrun's error file for this process (TORCHELASTIC_ERROR_FILE), so that its
+    closing "Root Cause" report shows the error instead of "error_file: <N/A>"."""
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    record = {"message": message, "extraInfo": {"py_callstack": message, "timestamp": str(int(time.time()))}}
+    try:
+        with open(path, "w") as f:  # the layout of torch.distributed.elastic's own ErrorHandler.record_exception
+            json.dump({"message": record}, f)
+    except OSError:
+        pass  # the report loses its text, the error itself is printed anyway
+
+
 def run_main(main, argv=None) -> None:
     """Run a tool's `main(argv)`: known user errors print one line and exit 2, Ctrl-C exits 130 with
     how to resume, a stage stopped by a signal (SOLVER.STOP_SIGNALS) exits 128 + its number, as if the
-    signal had ended the process, with where it saved; `--debug` shows tracebacks instead."""
+    signal had ended the process, with where it saved; `--debug` shows tracebacks instead.
+
+    Under torchrun an error names its process, goes into torchrun's closing report too, and a process
+    that only lost a peer (its collective failed because another process died) says so in one line
+    (exit 1) instead of a traceback that would bury the first process's error."""
     from spcl.utils.signals import Preempted
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     name = os.path.basename(sys.argv[0]) or "spcl"
+    rank, world = process_of()
+    who = f" (process {rank} of {world})" if world > 1 else ""
     try:
         code = main(argv)
     except Preempted as e:
@@ -98,6 +141,20 @@ def run_main(main, argv=None) -> None:
             from spcl.engine.trainer import OutOfMemory
             message = str(OutOfMemory.of(e, "", "Lower the batch (TEST.BATCH_SIZE, --batch-size) or use "
                                                 "SOLVER.AMP bf16"))
-        print(f"{name}: error: {message}\n(run with --debug for the full traceback)", file=sys.stderr)
+        print(f"{name}: error{who}: {message}\n(run with --debug for the full traceback)", file=sys.stderr)
+        tell_torchrun(f"{name}: error{who}: {message}")
         sys.exit(2)
+    except Exception as e:
+        if lost_a_peer(e) and not debug:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo: "[pair.cc:561] Connection …. This …"
+            print(f"{name}: process {rank} of {world} stopped because another process of the run failed "
+                  f"({first}); that process's error is above and in torchrun's \"Root Cause\" report "
+                  "(--debug shows this traceback)", file=sys.stderr)
+            sys.exit(1)
+        if world > 1 and not lost_a_peer(e):
+            import traceback
+
+            tell_torchrun(f"{name}: process {rank} of {world} failed:\n" + traceback.format_exc())
+        raise
     sys.exit(code if isinstance(code, int) else 0)

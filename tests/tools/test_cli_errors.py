@@ -155,3 +155,133 @@ def test_out_of_gpu_memory_in_a_tool_is_one_line(capsys):
     with pytest.raises(SystemExit):
         run_main(stage_oom, [])
     assert "error: out of GPU memory at iteration 7 of stage align" in capsys.readouterr().err
+
+
+GLOO_PEER_GONE = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by "
+                  "peer [127.0.0.1]:50833. This is typically caused by a remote worker crashing. Check the logs of "
+                  "the remote worker before reporting an error.")
+
+
+@pytest.fixture
+def under_torchrun(monkeypatch, tmp_path):
+    """The environment torchrun gives process 1 of 2; returns the path of its error file."""
+    error_file = str(tmp_path / "error.json")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", error_file)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    return error_file
+
+
+def _torchrun_report(error_file: str) -> str:
+    """What torchrun's closing report shows for a process that exited 2 with this error file (its own reader)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    failure = ProcessFailure(local_rank=1, pid=1, exitcode=2, error_file=error_file)
+    return ChildFailedError("train.py", {1: failure}).format_msg()
+
+
+def test_under_torchrun_an_error_names_its_process_and_reaches_torchruns_report(under_torchrun, capsys):
+    from _common import run_main
+
+    def missing(argv):
+        raise FileNotFoundError("image not found: data/x.png")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(missing, [])
+    assert info.value.code == 2
+    assert "error (process 1 of 2): image not found: data/x.png\n" in capsys.readouterr().err
+    report = _torchrun_report(under_torchrun)
+    assert "traceback : spcl: error (process 1 of 2): image not found: data/x.png" in report.replace(
+        os.path.basename(sys.argv[0]) or "spcl", "spcl"), report
+
+
+def test_a_process_that_lost_a_peer_says_so_in_one_line_and_leaves_the_report_to_the_peer(under_torchrun, capsys):
+    from _common import run_main
+
+    def peer_gone(argv):
+        raise RuntimeError(GLOO_PEER_GONE)
+
+    with pytest.raises(SystemExit) as info:
+        run_main(peer_gone, [])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "process 1 of 2 stopped because another process of the run failed (Connection closed by peer " \
+           "[127.0.0.1]:50833)" in err
+    assert not os.path.exists(under_torchrun)  # the report's root cause stays the process that failed first
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        run_main(peer_gone, ["--debug"])
+
+
+def test_the_same_error_in_a_single_process_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import run_main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+    def peer_gone(argv):
+        raise RuntimeError(GLOO_PEER_GONE)
+
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):
+        run_main(peer_gone, [])
+
+
+def test_an_unexpected_error_under_torchrun_reaches_its_report_with_the_traceback(under_torchrun):
+    from _common import run_main
+
+    def bug(argv):
+        return 1 // 0
+
+    with pytest.raises(ZeroDivisionError):
+        run_main(bug, [])
+    report = _torchrun_report(under_torchrun)
+    assert "process 1 of 2 failed:" in report and "ZeroDivisionError" in report and "1 // 0" in report, report
+
+
+PEER_SCRIPT = '''
+import os, signal, sys
+sys.path.insert(0, {tools!r})
+import torch.distributed as dist
+from _common import run_main
+
+def main(argv):
+    dist.init_process_group("gloo")
+    if dist.get_rank() == 0:
+        raise FileNotFoundError("image not found: data/x.png")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # reach the collective's error before torchrun stops us
+    dist.barrier()
+
+run_main(main)
+'''
+
+
+def test_torchrun_shows_the_failing_processs_error_and_no_traceback_from_the_others(tmp_path):
+    """Two real processes under torchrun (gloo): process 0 fails with a user error while process 1 waits in a
+    collective. The output holds process 0's line, process 1's one-line note, and torchrun's report
+    naming process 0's error; no traceback from process 1."""
+    import shutil
+    import socket
+
+    try:
+        import torch.distributed.run  # noqa: F401
+    except ImportError:
+        pytest.skip("torch.distributed.run (torchrun) is not available in this torch build")
+    script = tmp_path / "peer.py"
+    script.write_text(PEER_SCRIPT.format(tools=os.path.join(ROOT, "tools")))
+    exe = shutil.which("torchrun")
+    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([*launcher, "--nproc_per_node=2", f"--master_port={port}", str(script)],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "peer.py: error (process 0 of 2): image not found: data/x.png" in out, out
+    assert "peer.py: process 1 of 2 stopped because another process of the run failed (Connection" in out, out
+    assert "Traceback" not in out.split("ChildFailedError")[0].replace("Traceback (most recent call last):\n  File "
+                                                                        f"\"{exe}\"", ""), out
+    root_cause = out.split("Root Cause")[-1]
+    assert "traceback : peer.py: error (process 0 of 2): image not found: data/x.png" in root_cause, out
