@@ -78,15 +78,13 @@ def collect_inputs(path: str) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 def read_input_image(path: str):
-    """An RGB PIL image (EXIF orientation applied, any mode converted), or None with a warning."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """An RGB PIL image as training and test.py read it (spcl.data.io.read_image: EXIF orientation
+    applied, any mode converted), or None with a warning."""
+    from spcl.data.io import read_image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return read_image(path)
+    except OSError as e:
         logger.warning("skipping %s: not a readable image (%s)", path, e)
         return None
 

@@ -41,10 +41,11 @@ from PIL import Image
 
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
                        SynscapesDataset, SynthiaDataset)
+from .io import displayed_size
 
 logger = logging.getLogger("spcl")
 
-CHECK_VERSION = 1  # part of the cache key: a change of the checks re-checks every dataset
+CHECK_VERSION = 2  # part of the cache key: a change of the checks re-checks every dataset
 # Published sizes of the full datasets (a list file of another length is a warning, not an error).
 KNOWN_SIZES = {"gta5_train": 24966, "synthia_train": 9400, "synscapes_train": 25000,
                "cityscapes_train": 2975, "cityscapes_val": 500, "cityscapes_pseudo": 2975}
@@ -101,15 +102,16 @@ class CheckResult:
 
 # ------------------------------------------------------------------------------ one file / item
 def _image_size(path: str) -> tuple[int, int]:
-    """(W, H) of an image file from its header; the whole file is read (CRCs for PNG, a decode for
-    other formats) so truncated files fail here. Raises OSError/ValueError with the cause."""
+    """(W, H) of an image file from its header, as the datasets read it (turned by its EXIF
+    orientation); the whole file is read (CRCs for PNG, a decode for other formats) so truncated files
+    fail here. Raises OSError/ValueError with the cause."""
     with Image.open(path) as img:
-        size, fmt = img.size, img.format
-        if fmt == "PNG":
-            img.verify()  # every chunk to IEND with its CRC, no pixel decoding
-        else:
+        if img.format != "PNG":
             img.load()
-    return size
+            return displayed_size(img)
+        img.verify()  # every chunk to IEND with its CRC, no pixel decoding (and nothing else before it)
+    with Image.open(path) as img:
+        return displayed_size(img)
 
 
 def _reason(e: BaseException, path: str = "") -> str:

@@ -11,9 +11,12 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..utils.io import space_hint
+
+
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _open(path: str) -> Image.Image:
@@ -27,9 +30,27 @@ def _open(path: str) -> Image.Image:
     return img
 
 
+def displayed_size(img: Image.Image) -> tuple:
+    """(W, H) of an opened image as `to_rgb` returns it: its header's size, swapped when its EXIF
+    orientation turns it by 90° (orientations 5–8). Reads no pixels."""
+    w, h = img.size
+    return (h, w) if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """`img` as an 8-bit RGB image, as a viewer shows it: turned by its EXIF orientation (a phone's
+    portrait JPEG), 16-bit greyscale scaled to 8 bits (Pillow's own conversion clips it to white),
+    palette, CMYK, greyscale and alpha images converted."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I"):  # 16-bit greyscale PNG ("I;16", or "I" in older Pillow): 0..65535
+        arr = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
 def read_image(path: str) -> Image.Image:
-    """An RGB PIL image; raises naming `path` when it is missing or unreadable."""
-    return _open(path).convert("RGB")
+    """An RGB PIL image (see `to_rgb`); raises naming `path` when it is missing or unreadable."""
+    return to_rgb(_open(path))
 
 
 def read_label_indices(path: str) -> np.ndarray:

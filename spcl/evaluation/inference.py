@@ -19,7 +19,7 @@ from PIL import Image
 
 from spcl.data import build_dataset, build_test_loader, build_transform
 from spcl.data.datasets.cityscapes import frame_stem
-from spcl.data.io import read_image
+from spcl.data.io import read_image, to_rgb
 from spcl.data.labels import colorize, legend, overlay, trainid_to_labelid_lut
 from spcl.modeling import load_trained_segmentor, predict_probs
 from spcl.modeling.batchnorm import reestimate_running_stats
@@ -178,11 +178,28 @@ def evaluate_checkpoint(cfg, path: str, device: Optional[torch.device] = None, d
                          logits_fn=sliding_from_cfg(cfg, sliding), evaluate=not format_only)
 
 
+def as_rgb_image(image) -> Image.Image:
+    """An RGB PIL image of a PIL image (any mode; EXIF orientation applied, as `read_image` does for
+    files) or of an H×W / H×W×3 / H×W×4 uint8 array (uint16 is scaled to 8 bits); anything else
+    (a float array, a C×H×W tensor) is refused with what to pass instead."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        raise TypeError(f"image is a tensor of shape {tuple(image.shape)}; pass an H×W×3 uint8 array "
+                        "(e.g. tensor.permute(1, 2, 0).numpy() of 0–255 values) or a PIL image")
+    arr = np.asarray(image)
+    if arr.dtype == np.uint16:
+        arr = np.rint(arr * (255.0 / 65535.0)).astype(np.uint8)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise TypeError(f"image array of dtype {arr.dtype} and shape {arr.shape}; expected uint8 (0–255) of "
+                        "shape H×W, H×W×3 (RGB) or H×W×4 (RGBA), or a PIL image")
+    return Image.fromarray(arr).convert("RGB")
+
+
 def preprocess_image(image, cfg) -> torch.Tensor:
-    """The test input 3×H×W of an image (H×W×3 / H×W uint8 array or PIL image, any mode: greyscale
-    and RGBA are converted to RGB): resized to INPUT.TEST_SIZE, normalised (INPUT.PIXEL_MEAN/STD)."""
-    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    tensor, _ = build_transform(cfg, "test")(pil.convert("RGB"), None, random.Random(0))
+    """The test input 3×H×W of an image (see `as_rgb_image`): resized to INPUT.TEST_SIZE, normalised
+    (INPUT.PIXEL_MEAN/STD)."""
+    tensor, _ = build_transform(cfg, "test")(as_rgb_image(image), None, random.Random(0))
     return tensor
 
 
@@ -190,8 +207,9 @@ def preprocess_image(image, cfg) -> torch.Tensor:
 def segment_images(model, images: Sequence, cfg, scales: Optional[Sequence[float]] = None,
                    flip: Optional[bool] = None, sliding: Optional[bool] = None,
                    device: Optional[torch.device] = None) -> list[np.ndarray]:
-    """Train-label maps (H_i×W_i uint8) of several images (arrays or PIL images of any sizes), one
-    forward pass per group of images that share a size. See `segment_image`."""
+    """Train-label maps (H_i×W_i uint8) of several images (arrays or PIL images of any sizes; a PIL
+    image's map has its size after its EXIF orientation), one forward pass per group of images that
+    share a size. See `segment_image`."""
     device = device or next(model.parameters()).device
     scales = list(cfg.TEST.SCALES) if scales is None else list(scales)
     flip = cfg.TEST.FLIP if flip is None else flip
@@ -199,7 +217,8 @@ def segment_images(model, images: Sequence, cfg, scales: Optional[Sequence[float
     amp_dtype = AMP_DTYPES[cfg.SOLVER.AMP]
     was_training = model.training
     model.eval()
-    sizes = [(im.size[1], im.size[0]) if isinstance(im, Image.Image) else np.asarray(im).shape[:2] for im in images]
+    images = [as_rgb_image(im) for im in images]
+    sizes = [(im.size[1], im.size[0]) for im in images]
     out: list = [None] * len(images)
     try:
         for size in dict.fromkeys(sizes):
@@ -216,8 +235,8 @@ def segment_images(model, images: Sequence, cfg, scales: Optional[Sequence[float
 
 def segment_image(model, image, cfg, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
                   sliding: Optional[bool] = None, device: Optional[torch.device] = None) -> np.ndarray:
-    """Train-label map H×W uint8 (0..K-1) of one image (H×W×3 uint8 RGB array, H×W greyscale, RGBA
-    or a PIL image) with the test protocol of `cfg`: resized to INPUT.TEST_SIZE, normalised,
+    """Train-label map H×W uint8 (0..K-1) of one image (H×W×3 uint8 RGB array, H×W greyscale, RGBA,
+    or a PIL image of any mode, turned by its EXIF orientation) with the test protocol of `cfg`: resized to INPUT.TEST_SIZE, normalised,
     TEST.SCALES / TEST.FLIP / TEST.SLIDING (`scales`, `flip`, `sliding` override them), logits
     upsampled to the image's own size. `model`: e.g. `spcl.modeling.load_trained_segmentor(cfg, path)`.
     Cityscapes labelIds: `spcl.data.labels.trainid_to_labelid_lut(K)[labels]`; colours: `colorize`."""

@@ -170,3 +170,45 @@ def test_cityscapes_test_split_has_no_labels(tmp_path):
     assert all(it["image"].shape == (3, H, W) for it in items)
     assert all(bool((it["label"] == 255).all()) for it in items)
     assert items[0]["label"].dtype == torch.int64
+
+
+def test_a_16_bit_label_past_255_without_an_id_map_is_named_not_ignored(tmp_path):
+    from conftest import write_png16
+
+    _save_rgb(str(tmp_path / "val" / "v.png"))
+    raw = np.zeros((H, W), dtype=np.uint16)
+    raw[0, :3] = 300, 1, 255
+    os.makedirs(tmp_path / "labels")
+    write_png16(str(tmp_path / "labels" / "v.png"), raw)
+    opts = ["DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels")]
+    with pytest.raises(ValueError, match=re.escape(f"label file {tmp_path / 'labels' / 'v.png'} holds values [300] "
+                                                   "above 255") + ".*DATASETS.FOLDER.ID_MAP"):
+        build_dataset(cfg_for(tmp_path, *opts), "folder_val", train=False)[0]
+    mapped = build_dataset(cfg_for(tmp_path, *opts, "DATASETS.FOLDER.ID_MAP", "[[300, 5], [1, 1], [0, 0]]"),
+                           "folder_val", train=False)[0]["label"]
+    assert mapped[0, :3].tolist() == [5, 1, 255] and int(mapped[1:].max()) == 0
+
+
+def test_a_turned_photo_and_a_label_drawn_on_what_a_viewer_shows_are_a_pair(tmp_path):
+    """A phone photo stored W×H with EXIF orientation 6 shows as H×W: its label, drawn on what is shown,
+    passes the data check, and an unlabelled one is predicted at the shown size."""
+    from spcl.data.check import check_dataset, dataset_for_check
+
+    arr = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+    os.makedirs(tmp_path / "val")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(str(tmp_path / "val" / "p.png"), exif=exif)
+    shown = np.rot90(arr, -1)  # W×H
+    os.makedirs(tmp_path / "labels")
+    label = (shown[..., 2] > 127).astype(np.uint8)  # a label of what the viewer shows
+    Image.fromarray(label).save(str(tmp_path / "labels" / "p.png"))
+    cfg = cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"), "INPUT.TEST_SIZE", f"[{H}, {W}]")
+    result = check_dataset(dataset_for_check(cfg, "folder_val"), "folder_val")
+    assert result.bad == []
+    item = build_dataset(cfg, "folder_val", train=False)[0]
+    np.testing.assert_array_equal(item["label"].numpy(), label)
+    Image.fromarray(label.T.copy()).save(str(tmp_path / "labels" / "p.png"))  # drawn on the stored pixels
+    assert len(check_dataset(dataset_for_check(cfg, "folder_val"), "folder_val").bad) == 1
+    unlabelled = build_dataset(cfg_for(tmp_path), "folder_val", train=False)[0]
+    assert tuple(unlabelled["label"].shape) == (W, H)

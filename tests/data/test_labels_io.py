@@ -326,3 +326,33 @@ def test_a_write_error_hints_at_a_full_disk_only_when_the_disk_is_full(tmp_path)
     with pytest.raises(OSError) as info:
         write_label_png(str(tmp_path / "labels" / "a.png"), np.zeros((4, 6), np.uint8))
     assert "cannot write label file" in str(info.value) and "disk full" not in str(info.value)
+
+
+def _with_orientation(path, arr, orientation):
+    """Save H×W×3 uint8 `arr` as a PNG whose EXIF says to turn it (1 = as stored, 3 = 180°, 6 = 90° clockwise,
+    8 = 90° anticlockwise), as phones write portrait photos."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(arr).save(path, exif=exif)
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, lambda a: a), (3, lambda a: np.rot90(a, 2)),
+                                               (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_images_are_read_as_a_viewer_shows_them_turned_by_their_exif_orientation(tmp_path, orientation, turn):
+    from spcl.data.io import displayed_size
+
+    arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10  # every pixel different: a turn shows
+    path = str(tmp_path / "photo.png")
+    _with_orientation(path, arr, orientation)
+    shown = turn(arr)
+    np.testing.assert_array_equal(np.asarray(read_image(path)), shown)
+    with Image.open(path) as img:
+        assert displayed_size(img) == (shown.shape[1], shown.shape[0])
+
+
+def test_a_16_bit_greyscale_image_is_scaled_to_8_bits_not_clipped_to_white(tmp_path):
+    values = np.array([[0, 257, 32896], [65535, 1000, 40000]], dtype=np.uint16)
+    path = str(tmp_path / "grey16.png")
+    write_png16(path, values)
+    expected = np.rint(values * (255 / 65535)).astype(np.uint8)  # 0, 1, 128, 255, 4, 156
+    np.testing.assert_array_equal(np.asarray(read_image(path)), np.repeat(expected[..., None], 3, axis=2))

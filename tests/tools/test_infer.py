@@ -179,6 +179,33 @@ def test_segment_image_api(tmp_path):
     assert (probs - whole).abs().max() > 1e-4  # the windows really were used
 
 
+def test_segment_image_reads_pil_images_as_a_viewer_shows_them_and_refuses_what_it_cannot(tmp_path):
+    """A PIL image of any mode gives the labels of its RGB pixels as shown (EXIF orientation applied, so
+    the labels have the shown size); uint16 arrays are scaled to 8 bits; floats and tensors are refused."""
+    from PIL import ImageOps
+
+    cfg, ckpt = make_checkpoint(tmp_path)
+    model = load_trained_segmentor(cfg, ckpt)
+    rgb = _image((45, 21), 3, 7)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 45×21, shown 21×45
+    Image.fromarray(rgb).save(str(tmp_path / "turned.png"), exif=exif)
+    with Image.open(str(tmp_path / "turned.png")) as turned:
+        labels = segment_image(model, turned, cfg)
+        shown = np.asarray(ImageOps.exif_transpose(turned))
+    assert labels.shape == (45, 21)
+    np.testing.assert_array_equal(labels, segment_image(model, shown, cfg))
+    palette = Image.fromarray(rgb).quantize(16)  # mode P: its colours, not its palette indices
+    np.testing.assert_array_equal(segment_image(model, palette, cfg),
+                                  segment_image(model, np.asarray(palette.convert("RGB")), cfg))
+    wide = rgb.astype(np.uint16) * 257  # the same image at 16 bits
+    np.testing.assert_array_equal(segment_image(model, wide, cfg), segment_image(model, rgb, cfg))
+    with pytest.raises(TypeError, match="dtype float32 .* expected uint8"):
+        segment_image(model, rgb.astype(np.float32) / 255, cfg)
+    with pytest.raises(TypeError, match=r"tensor of shape \(3, 21, 45\); pass an H×W×3 uint8 array"):
+        segment_image(model, torch.from_numpy(rgb).permute(2, 0, 1), cfg)
+
+
 def _cityscapes_tree(root, split, with_labels):
     names = ["berlin/berlin_000000_000019_leftImg8bit.png", "bonn/bonn_000001_000020_leftImg8bit.png"]
     sizes = [(W, H), (48, 24)]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import read_label_indices
+from ..io import displayed_size, read_label_indices
 from ..labels import IGNORE_LABEL
 from ...utils.io import read_json, where_read
 from .base import SegmentationDataset, read_list_file
@@ -101,7 +101,7 @@ class ImageSizePlaceholder:
             img_path, label_path = self.items[i]
             if self.labels == "none" or label_path is None or not os.path.isfile(label_path):
                 with Image.open(img_path) as img:
-                    w, h = img.size
+                    w, h = displayed_size(img)
                 if tuple(item["label"].shape) != (h, w):
                     item["label"] = torch.full((h, w), IGNORE_LABEL, dtype=torch.int64)
         return item
@@ -140,9 +140,12 @@ class FolderDataset(ImageSizePlaceholder, SegmentationDataset):
 
     def decode_label(self, path: str) -> np.ndarray:
         raw = read_label_indices(path)
-        if self.id_lut is None:
-            if raw.dtype != np.uint8:
-                raw = np.where(raw > 255, IGNORE_LABEL, raw)
+        if self.id_lut is None:  # train ids already: a 16-bit file's values past 255 are no train id
+            if raw.dtype != np.uint8 and raw.size and int(raw.max()) > 255:
+                bad = np.unique(raw[raw > 255])[:5].tolist()
+                raise ValueError(f"label file {path} holds values {bad} above 255; the files of a folder dataset "
+                                 "hold train ids (0..K-1, 255 ignore) unless DATASETS.FOLDER.ID_MAP or ID_MAP_FILE "
+                                 "maps their raw ids")
             return raw.astype(np.uint8)
         return self.id_lut[raw]
 
