@@ -41,7 +41,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """`img` as an 8-bit RGB image, as a viewer shows it: turned by its EXIF orientation (a phone's
     portrait JPEG), 16-bit greyscale scaled to 8 bits (Pillow's own conversion clips it to white),
     palette, CMYK, greyscale and alpha images converted."""
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(ORIENTATION, 1) != 1:  # (exif_transpose copies every image, turned or not)
+        img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):  # 16-bit greyscale PNG ("I;16", or "I" in older Pillow): 0..65535
         arr = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
         img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
