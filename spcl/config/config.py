@@ -3,7 +3,9 @@
 Called by every tool (`tools/*.py`) and by tests. `get_cfg()` returns a `CfgNode` (a yacs `CfgNode`
 whose `merge_from_file` follows `_BASE_` like detectron2's and whose `merge_from_list` checks keys).
 An unknown key raises a `KeyError` that names the key, where it came from (the file, or the command
-line) and the closest existing key ("did you mean 'ALIGN.BASE_LR'?").
+line) and the closest existing keys ("did you mean 'ALIGN.BASE_LR'?"). A value of the wrong type, or one
+left empty (YAML's `KEY:`, read as None), raises a one-line `ValueError` naming the key, the value, what
+is expected and where it came from.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Iterator, Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
+from yacs.config import _check_and_coerce_cfg_value_type  # yacs's own type rule, so that the checks agree
 
 from .defaults import _C
 from ..utils.io import atomic_write, where_read
@@ -52,13 +55,64 @@ def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
             yield from _full_keys(value, prefix + key + ".")
 
 
-def _unknown_key(full_key: str, where: str, root: CN) -> ConfigKeyError:
-    """The error for an unknown key, with the closest existing key name when one is close."""
-    msg = f"unknown config key '{full_key}' {where}"
-    close = difflib.get_close_matches(full_key, list(_full_keys(root)), n=1, cutoff=0.6)
+def _suggestions(full_key: str, root: CN) -> list[str]:
+    """The existing keys a mistyped `full_key` most likely meant, best first; [] when none is close.
+
+    In order: the key in upper case ('model.backbone'); its last part, exactly, under other sections
+    ('SOLVER.BASE_LR' → every stage's BASE_LR); a close key of its own section ('ALIGN.BASE_LRR'); a
+    close last part under other sections ('SOLVER.BASE_LRR'); else the closest full key ('SOLVR.AMP')."""
+    keys = list(_full_keys(root))
+    key = str(full_key).upper()
+    if key in keys:
+        return [key]
+    parent, _, leaf = key.rpartition(".")
+    split = {k: k.rpartition(".") for k in keys}  # key → (its section, ".", its last part)
+    same_leaf = [k for k in keys if split[k][2] == leaf]
+    if same_leaf:
+        return _nearest_sections(same_leaf, parent, split)
+    siblings = {split[k][2]: k for k in keys if split[k][0] == parent}
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.75)
     if close:
-        msg += f"; did you mean '{close[0]}'?"
+        return [siblings[close[0]]]
+    close = difflib.get_close_matches(leaf, sorted({split[k][2] for k in keys}), n=1, cutoff=0.75)
+    if close:
+        return _nearest_sections([k for k in keys if split[k][2] == close[0]], parent, split)
+    return difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+
+
+def _nearest_sections(candidates: list[str], parent: str, split: dict) -> list[str]:
+    """Of keys sharing a last part, the one whose section is close to `parent` ('ALIGNN'), else all."""
+    close = difflib.get_close_matches(parent, [split[k][0] for k in candidates], n=1, cutoff=0.75)
+    return [k for k in candidates if split[k][0] == close[0]] if close else candidates
+
+
+def _unknown_key(full_key: str, where: str, root: CN) -> ConfigKeyError:
+    """The error for an unknown key, with the closest existing key names when some are close."""
+    msg = f"unknown config key '{full_key}' {where}"
+    close = [f"'{k}'" for k in _suggestions(full_key, root)]
+    if close:
+        msg += "; did you mean " + (close[0] if len(close) == 1 else ", ".join(close[:-1]) + " or " + close[-1]) + "?"
     return ConfigKeyError(msg)
+
+
+_TYPE_NAMES = {bool: "True or False", int: "an int", float: "a float", str: "a string", list: "a list",
+               tuple: "a list"}
+
+
+def _check_value(full_key: str, value, default, where: str) -> None:
+    """Raise a one-line ValueError when `value` (as yacs decodes it) may not replace `default`: None (a
+    value left empty in YAML, or `None` on the command line: no key takes None) or another type than
+    yacs accepts (it would raise its own "Type mismatch (<class 'int'> vs. <class 'str'>) …")."""
+    value = CN._decode_cfg_value(value)
+    expected = _TYPE_NAMES.get(type(default), type(default).__name__)
+    if value is None:
+        hint = '; write "" for the empty string' if isinstance(default, str) else ""
+        raise ValueError(f"{full_key}: expected {expected}, got an empty value ({where}){hint}")
+    try:
+        _check_and_coerce_cfg_value_type(value, default, full_key, full_key)
+    except ValueError:
+        hint = f" (write {value}.0)" if type(default) is float and type(value) is int else ""
+        raise ValueError(f"{full_key}: expected {expected}, got {value!r} ({where}){hint}") from None
 
 
 def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
@@ -94,14 +148,23 @@ def _deep_update(dst: dict, src: dict) -> None:
 
 
 def _check_keys(data: dict, node: CN, prefix: str, source: str, root: CN) -> None:
+    """Check one file's keys against `node` (unknown keys, sections given values and the reverse) and
+    its values' types (`_check_value`). A section left empty (`MODEL:` with every key commented out)
+    is read as holding no keys, not as None (which yacs would put in place of the whole section)."""
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in node:
             raise _unknown_key(full, f"in {source}", root)
-        if isinstance(value, dict):
-            if not isinstance(node[key], CN):
-                raise ConfigKeyError(f"config key '{full}' in {source} is a value, not a section")
+        if isinstance(node[key], CN):
+            if value is None:
+                data[key] = value = {}
+            if not isinstance(value, dict):
+                raise ConfigKeyError(f"config key '{full}' in {source} is a section, not a value")
             _check_keys(value, node[key], full + ".", source, root)
+        elif isinstance(value, dict):
+            raise ConfigKeyError(f"config key '{full}' in {source} is a value, not a section")
+        else:
+            _check_value(full, value, node[key], f"from {source}")
 
 
 def merge_from_file(cfg: CN, path: str) -> CN:
@@ -126,6 +189,8 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
             node = node[part]
         if isinstance(node, CN):
             raise ConfigKeyError(f"config key '{key}' on the command line is a section, not a value")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        _check_value(key, value, _get(cfg, key), "from the command line")
     CN.merge_from_list(cfg, opts)  # yacs's own (type checks, literal_eval of the values)
     return cfg
 
@@ -143,7 +208,16 @@ def load_config(path: str = "", opts: Sequence[str] = ()) -> CfgNode:
 
 def validate(cfg: CN) -> None:
     """Check the values whose mistakes would otherwise surface deep inside training."""
+    # the names the builders know, from where they are defined (imported here: they import torch, torchvision)
+    from ..data.build import CATALOG
+    from ..engine.stages import STAGES
+    from ..modeling.backbones import BACKBONES
+
     choices = {
+        "MODEL.BACKBONE": BACKBONES,
+        "DATASETS.SOURCE": CATALOG,
+        "DATASETS.TARGET": CATALOG,
+        "DATASETS.TEST": CATALOG,
         "PROTOTYPE.ABSENT": ("keep", "decay"),
         "PROTOTYPE.INIT": ("pixel_mean", "image_mean"),
         "PROTOTYPE.SOURCE_MASK": ("gt", "gt_and_pred"),
@@ -160,6 +234,11 @@ def validate(cfg: CN) -> None:
             raise ValueError(f"config key {key} = {cfg[section][name]!r}; expected one of {allowed}")
     if cfg.MODEL.NUM_CLASSES not in (16, 19):
         raise ValueError(f"config key MODEL.NUM_CLASSES = {cfg.MODEL.NUM_CLASSES}; expected 16 or 19")
+    unknown = [stage for stage in cfg.PIPELINE.STAGES if stage not in STAGES]
+    if unknown:
+        raise ValueError(f"config key PIPELINE.STAGES = {list(cfg.PIPELINE.STAGES)!r}; {unknown[0]!r} is no stage: "
+                         f"expected each one of {tuple(STAGES)}")
+    _check_id_map(cfg.DATASETS.FOLDER.ID_MAP, cfg.MODEL.NUM_CLASSES)
     for keys, ok, expected in _VALUE_RULES:
         for key in keys:
             value = _get(cfg, key)
@@ -178,6 +257,30 @@ def validate(cfg: CN) -> None:
         signal_numbers(cfg.SOLVER.STOP_SIGNALS)
     except ValueError as e:
         raise ValueError(f"config key SOLVER.STOP_SIGNALS = {list(cfg.SOLVER.STOP_SIGNALS)!r}: {e}") from None
+
+
+def _check_id_map(pairs, num_classes: int) -> None:
+    """DATASETS.FOLDER.ID_MAP: [raw id, train id] pairs of ints, raw in [0, 65535] (8- or 16-bit label
+    files), train id in [0, num_classes) or the ignore label, no raw id mapped to two train ids. What
+    `id_map_lut` (spcl/data/datasets/folder.py) accepts, and a train id the labels of this run may hold."""
+    from ..data.labels import IGNORE_LABEL
+
+    key, mapped = "DATASETS.FOLDER.ID_MAP", {}
+    for entry in pairs:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
+            raise ValueError(f"{key}: entry {entry!r} is not a [raw id, train id] pair of ints; write a list of "
+                             "pairs, e.g. [[7, 0], [8, 1]]")
+        raw, train = entry
+        if not 0 <= raw <= 65535:
+            raise ValueError(f"{key}: entry {list(entry)!r} has raw id {raw}; expected a label file value in "
+                             "[0, 65535]")
+        if not (0 <= train < num_classes or train == IGNORE_LABEL):
+            raise ValueError(f"{key}: entry {list(entry)!r} has train id {train}; expected one in [0, {num_classes}) "
+                             f"(MODEL.NUM_CLASSES) or {IGNORE_LABEL} (ignore)")
+        if mapped.setdefault(raw, train) != train:
+            raise ValueError(f"{key}: raw id {raw} is mapped to {mapped[raw]} and to {train}; expected one train id "
+                             "per raw id")
 
 
 def _get(cfg: CN, key: str):

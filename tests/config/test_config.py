@@ -384,3 +384,159 @@ def test_a_sliding_stride_beyond_its_window_is_refused_when_the_config_loads():
                                          r"\[40, 20\] in each of \(W, H\)"):
         load_config("", ["TEST.WINDOW", "[40, 20]", "TEST.STRIDE", "[30, 30]"])
     assert list(load_config("", ["TEST.WINDOW", "[40, 20]", "TEST.STRIDE", "[40, 20]"]).TEST.STRIDE) == [40, 20]
+
+
+# ------------------------------------------------------------------------- DATASETS.FOLDER.ID_MAP ---
+@pytest.mark.parametrize("value,message", [
+    ("[7, 0]",
+     r"entry 7 is not a \[raw id, train id\] pair of ints; write a list of pairs, e.g. \[\[7, 0\], \[8, 1\]\]$"),
+    ("[[7, 0, 1]]", r"entry \[7, 0, 1\] is not a \[raw id, train id\] pair"),
+    ("[[7.0, 0]]", r"entry \[7.0, 0\] is not a \[raw id, train id\] pair of ints"),
+    ("[[7, True]]", r"entry \[7, True\] is not a \[raw id, train id\] pair"),
+    ("[[65536, 0]]", r"entry \[65536, 0\] has raw id 65536; expected a label file value in \[0, 65535\]"),
+    ("[[-1, 0]]", r"entry \[-1, 0\] has raw id -1"),
+    ("[[7, 19]]", r"entry \[7, 19\] has train id 19; expected one in \[0, 19\) \(MODEL.NUM_CLASSES\) or 255"),
+    ("[[26, 25]]", r"entry \[26, 25\] has train id 25"),
+    ("[[7, -1]]", r"entry \[7, -1\] has train id -1"),
+    ("[[7, 0], [8, 1], [7, 2]]", r"raw id 7 is mapped to 0 and to 2; expected one train id per raw id"),
+])
+def test_a_bad_id_map_is_refused_when_the_config_loads(value, message):
+    """A flat pair used to crash the data check with `TypeError: object of type 'int' has no len()`, and a
+    train id >= NUM_CLASSES to pass --check and then blame the label files."""
+    with pytest.raises(ValueError, match=r"^DATASETS[.]FOLDER[.]ID_MAP: " + message):
+        load_config("", ["DATASETS.FOLDER.ID_MAP", value])
+
+
+def test_an_id_map_written_flat_in_yaml_is_refused(tmp_path):
+    path = _write(tmp_path / "flat.yaml", "DATASETS:\n  FOLDER:\n    ID_MAP: [7, 0]\n")
+    with pytest.raises(ValueError, match=r"^DATASETS[.]FOLDER[.]ID_MAP: entry 7 is not a \[raw id, train id\] pair"):
+        load_config(path)
+
+
+def test_the_train_ids_an_id_map_may_hold_follow_num_classes():
+    with pytest.raises(ValueError, match=r"train id 16; expected one in \[0, 16\)"):
+        load_config("", ["MODEL.NUM_CLASSES", "16", "DATASETS.FOLDER.ID_MAP", "[[7, 16]]"])
+    cfg = load_config("", ["DATASETS.FOLDER.ID_MAP", "[[0, 255], [7, 0], [7, 0], [65535, 18], [33, 255]]"])
+    assert cfg.DATASETS.FOLDER.ID_MAP == [[0, 255], [7, 0], [7, 0], [65535, 18], [33, 255]]
+    assert load_config("", ["DATASETS.FOLDER.ID_MAP", "((7, 0), (8, 1))"]).DATASETS.FOLDER.ID_MAP == [(7, 0), (8, 1)]
+
+
+# -------------------------------------------------------------- names the builders know ---
+@pytest.mark.parametrize("key,value", [("MODEL.BACKBONE", "resnet19"), ("MODEL.BACKBONE", "ResNet101"),
+                                       ("DATASETS.SOURCE", "gta_train"), ("DATASETS.TARGET", "cityscapes"),
+                                       ("DATASETS.TEST", "cityscapes_vall")])
+def test_a_name_the_builder_does_not_know_is_refused_when_the_config_loads(key, value):
+    """They used to pass --check and stop when the stage built its model or data."""
+    from spcl.data.build import CATALOG
+    from spcl.modeling.backbones import BACKBONES
+
+    allowed = BACKBONES if key == "MODEL.BACKBONE" else CATALOG
+    with pytest.raises(ValueError) as e:
+        load_config("", [key, value])
+    assert str(e.value) == f"config key {key} = {value!r}; expected one of {allowed}"
+
+
+def test_every_name_the_builder_knows_is_accepted():
+    from spcl.data.build import CATALOG
+    from spcl.modeling.backbones import BACKBONES
+
+    for name in BACKBONES:
+        assert load_config("", ["MODEL.BACKBONE", name]).MODEL.BACKBONE == name
+    for name in CATALOG:
+        assert load_config("", ["DATASETS.TEST", name]).DATASETS.TEST == name
+
+
+def test_an_unknown_pipeline_stage_is_refused_when_the_config_loads():
+    from spcl.engine.stages import STAGES
+
+    with pytest.raises(ValueError) as e:
+        load_config("", ["PIPELINE.STAGES", "['adv_warmup', 'algin']"])
+    assert str(e.value) == (f"config key PIPELINE.STAGES = ['adv_warmup', 'algin']; 'algin' is no stage: expected each "
+                            f"one of {tuple(STAGES)}")
+    assert load_config("", ["PIPELINE.STAGES", str(list(STAGES))]).PIPELINE.STAGES == list(STAGES)
+
+
+# ------------------------------------------------------------------ types and empty values ---
+@pytest.mark.parametrize("key,value,message", [
+    ("SEED", "abc", "SEED: expected an int, got 'abc' (from the command line)"),
+    ("SEED", "1.5", "SEED: expected an int, got 1.5 (from the command line)"),
+    ("ALIGN.BASE_LR", "1", "ALIGN.BASE_LR: expected a float, got 1 (from the command line) (write 1.0)"),
+    ("MODEL.FREEZE_BN", "yes", "MODEL.FREEZE_BN: expected True or False, got 'yes' (from the command line)"),
+    ("INPUT.TEST_SIZE", "512", "INPUT.TEST_SIZE: expected a list, got 512 (from the command line)"),
+    ("OUTPUT_DIR", "None", 'OUTPUT_DIR: expected a string, got an empty value (from the command line); write "" for '
+                           "the empty string"),
+])
+def test_a_value_of_the_wrong_type_on_the_command_line_is_one_line(key, value, message):
+    """yacs used to say `Type mismatch (<class 'int'> vs. <class 'str'>) with values (0 vs. abc) for config key:
+    SEED`."""
+    with pytest.raises(ValueError) as e:
+        load_config("", [key, value])
+    assert str(e.value) == message
+    with pytest.raises(ValueError, match="^" + key.replace(".", "[.]") + ": expected"):
+        get_cfg().merge_from_list([key, value])
+
+
+def test_a_value_of_the_wrong_type_in_yaml_names_the_file_that_holds_it(tmp_path):
+    base = _write(tmp_path / "base.yaml", "SEED: abc\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\nOUTPUT_DIR: out\n")
+    with pytest.raises(ValueError) as e:
+        load_config(child)
+    assert str(e.value) == f"SEED: expected an int, got 'abc' (from {base})"
+    path = _write(tmp_path / "lr.yaml", "SOLVER:\n  MOMENTUM: [0.9]\n")
+    with pytest.raises(ValueError) as e:
+        get_cfg().merge_from_file(path)
+    assert str(e.value) == f"SOLVER.MOMENTUM: expected a float, got [0.9] (from {path})"
+
+
+@pytest.mark.parametrize("key", ["DATASETS.FOLDER.TRAIN_DIR", "MODEL.WEIGHTS", "SEED", "INPUT.TEST_SIZE"])
+def test_a_value_left_empty_in_yaml_is_refused_naming_the_key(tmp_path, key):
+    """yacs read `TRAIN_DIR:` as None and let it replace the path: `image folder not found: None` at the
+    first stage. No key takes None; an empty path is written ""."""
+    section, _, name = key.rpartition(".")
+    text = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(section.split("."))) if section else ""
+    path = _write(tmp_path / "empty.yaml", text + "  " * (key.count(".")) + f"{name}:\n")
+    with pytest.raises(ValueError, match=rf"^{key.replace('.', '[.]')}: expected .*, got an empty value \(from "
+                                         rf"{path}\)"):
+        load_config(path)
+
+
+def test_an_empty_string_is_how_a_path_is_left_unset(tmp_path):
+    path = _write(tmp_path / "unset.yaml", 'MODEL:\n  WEIGHTS: ""\nDATASETS:\n  FOLDER:\n    VAL_LABEL_DIR: ""\n')
+    cfg = load_config(path)
+    assert cfg.MODEL.WEIGHTS == "" and cfg.DATASETS.FOLDER.VAL_LABEL_DIR == ""
+
+
+def test_a_section_left_empty_in_yaml_holds_no_keys(tmp_path):
+    """`MODEL:` with every key below it commented out used to replace the whole MODEL section by None."""
+    path = _write(tmp_path / "sec.yaml", "SEED: 3\nMODEL:\n#  BACKBONE: vgg16\nDATASETS:\n  FOLDER:\n")
+    cfg = load_config(path)
+    assert cfg.SEED == 3 and cfg.MODEL == get_cfg().MODEL and cfg.DATASETS == get_cfg().DATASETS
+    with pytest.raises(KeyError, match=f"config key 'MODEL' in {path}-x is a section, not a value"):
+        load_config(_write(f"{path}-x", "MODEL: vgg16\n"))
+
+
+# ------------------------------------------------------------------------ did you mean, more ---
+@pytest.mark.parametrize("key,suggestions", [
+    # the last part is a key of other sections: those, not a sibling that merely looks alike (SOLVER.LR_POWER)
+    ("SOLVER.BASE_LRR", ["SOURCE_ONLY.BASE_LR", "ADV_WARMUP.BASE_LR", "ALIGN.BASE_LR", "SELF_TRAIN.BASE_LR"]),
+    ("SOLVER.BASE_LR", ["SOURCE_ONLY.BASE_LR", "ADV_WARMUP.BASE_LR", "ALIGN.BASE_LR", "SELF_TRAIN.BASE_LR"]),
+    ("MODEL.AMP", ["SOLVER.AMP"]),
+    ("ALIGN.DISC_LR", ["ADV_WARMUP.DISC_LR"]),
+    ("ALIGNN.BASE_LR", ["ALIGN.BASE_LR"]),  # a misspelt section among several with that key
+    # the wrong case
+    ("MODEL.freeze_bn", ["MODEL.FREEZE_BN"]), ("model.backbone", ["MODEL.BACKBONE"]), ("seed", ["SEED"]),
+    ("model.backbnoe", ["MODEL.BACKBONE"]),
+])
+def test_an_unknown_key_suggests_keys_of_other_sections_and_upper_case(key, suggestions):
+    with pytest.raises(KeyError) as e:
+        load_config("", [key, "1"])
+    quoted = [f"'{k}'" for k in suggestions]
+    said = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    assert str(e.value) == f"unknown config key '{key}' on the command line; did you mean {said}?"
+
+
+def test_an_unknown_key_in_the_wrong_case_in_yaml(tmp_path):
+    path = _write(tmp_path / "case.yaml", "MODEL:\n  freeze_bn: false\n")
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    assert str(e.value) == f"unknown config key 'MODEL.freeze_bn' in {path}; did you mean 'MODEL.FREEZE_BN'?"
