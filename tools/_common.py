@@ -14,12 +14,44 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
+
+
+def is_override_key(token: str) -> bool:
+    """Whether a command-line token is a config key starting the KEY VALUE overrides: dotted
+    (`DATASETS.DATA_DIR`, a typo included, which the config then names) or a top-level key of the config
+    (`SEED`, `OUTPUT_DIR`), and no file of that name; a value such as `SPCL` or `photos` is not."""
+    from spcl.config import get_cfg
+
+    if not CONFIG_KEY.match(token) or os.path.exists(token):
+        return False
+    return "." in token or token in {k for k, v in get_cfg().items() if not isinstance(v, dict)}
+
+
+def mark_overrides(argv: list) -> list:
+    """`argv` with `--` before its first config key, so that a flag taking several values
+    (`--scales 0.75 1.25 KEY VALUE`) ends there instead of swallowing the overrides."""
+    for i, token in enumerate(argv):
+        if token == "--":
+            return argv
+        if i > 0 and is_override_key(token):
+            return argv[:i] + ["--"] + argv[i:]
+    return argv
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(mark_overrides(args), namespace)
+
+
 def config_parser(doc: str, config_required: bool = False) -> argparse.ArgumentParser:
     """A parser whose description is the first paragraph of `doc` and whose epilog is the rest
-    (shown whole by --help), with --config, --debug and trailing KEY VALUE overrides."""
+    (shown whole by --help), with --config, --debug and trailing KEY VALUE overrides (which also end a
+    flag of several values: `--scales 0.75 1.25 TEST.FLIP True`)."""
     head, _, rest = doc.strip().partition("\n\n")
-    parser = argparse.ArgumentParser(description=" ".join(head.split()), epilog=rest or None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OverridesParser(description=" ".join(head.split()), epilog=rest or None,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=config_required, default="", metavar="FILE",
                         help="experiment YAML (configs/…)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")

@@ -22,16 +22,14 @@ import argparse
 import logging
 import math
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import run_main, setup  # noqa: E402
+from _common import is_override_key, run_main, setup  # noqa: E402
 
 from spcl.utils.progress import progress  # noqa: E402
 
 logger = logging.getLogger("spcl")
-_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,16 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_overrides(args) -> None:
-    """`--checkpoint a b KEY VALUE`: argparse gives KEY VALUE to --checkpoint; move them to opts. A key
-    is dotted (`DATASETS.DATA_DIR`, a typo included, which the config then names) or a top-level key of
-    the config (`SEED`): a label such as `SPCL` stays a label."""
-    from spcl.config import get_cfg
-
-    top_level = {k for k, v in get_cfg().items() if not isinstance(v, dict)}
+    """`--checkpoint a b KEY VALUE`: argparse gives KEY VALUE to --checkpoint; move them to opts (a key as
+    `is_override_key` tells: a label such as `SPCL` stays a label)."""
     for attr in ("checkpoint", "labels"):
         values = getattr(args, attr) or []
         for i, v in enumerate(values):
-            if _CONFIG_KEY.match(v) and ("." in v or v in top_level) and not os.path.exists(v):
+            if is_override_key(v):
                 setattr(args, attr, values[:i])
                 args.opts = values[i:] + list(args.opts)
                 break

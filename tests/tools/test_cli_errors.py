@@ -285,3 +285,31 @@ def test_torchrun_shows_the_failing_processs_error_and_no_traceback_from_the_oth
                                                                         f"\"{exe}\"", ""), out
     root_cause = out.split("Root Cause")[-1]
     assert "traceback : peer.py: error (process 0 of 2): image not found: data/x.png" in root_cause, out
+
+
+def test_overrides_end_a_flag_of_several_values(tmp_path, monkeypatch):
+    """`--scales 0.75 1.25 KEY VALUE`: the first config key ends --scales (argparse alone hands the overrides to
+    it, "invalid float value"); a value that is no key (a label, a file named like a key) stays a value."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import config_parser
+
+    parser = config_parser("A tool.")
+    parser.add_argument("--scales", type=float, nargs="+")
+    parser.add_argument("--names", nargs="+")
+    args = parser.parse_args(["--scales", "0.75", "1.25", "DATASETS.TEST_LIST", "x.txt", "SEED", "3"])
+    assert args.scales == [0.75, 1.25] and args.opts[-4:] == ["DATASETS.TEST_LIST", "x.txt", "SEED", "3"]
+    args = parser.parse_args(["--names", "SPCL", "FADA", "SEED", "3"])
+    assert args.names == ["SPCL", "FADA"] and args.opts[-2:] == ["SEED", "3"]
+    args = parser.parse_args(["--scales", "1", "--", "SEED", "3"])  # the user's own "--" is kept as it is
+    assert args.scales == [1.0] and args.opts == ["--", "SEED", "3"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "SEED").write_text("")  # a file of that name is a value
+    args = parser.parse_args(["--names", "SEED", "OUTPUT_DIR", "o"])
+    assert args.names == ["SEED"] and args.opts[-2:] == ["OUTPUT_DIR", "o"]
+
+
+def test_test_py_reads_the_overrides_after_scales(tmp_path):
+    proc = _run("tools/test.py", "--config", TOY, "--checkpoint", str(tmp_path / "m.pth"), "--scales", "0.75", "1.25",
+                "DATASETS.TEST_LIST", str(tmp_path / "nowhere.txt"))
+    _one_line_error(proc, "m.pth")  # the checkpoint is what is missing: the overrides parsed
+    assert "invalid float value" not in proc.stderr
