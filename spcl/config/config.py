@@ -99,11 +99,14 @@ _TYPE_NAMES = {bool: "True or False", int: "an int", float: "a float", str: "a s
                tuple: "a list"}
 
 
-def _check_value(full_key: str, value, default, where: str) -> None:
-    """Raise a one-line ValueError when `value` (as yacs decodes it) may not replace `default`: None (a
+def _check_value(full_key: str, value, default, where: str):
+    """`value` (as yacs decodes it) as it may replace `default`, an int for a float key made a float
+    (`LOSS.CONTRAST.TEMPERATURE 10`, which yacs alone refuses); else a one-line ValueError: None (a
     value left empty in YAML, or `None` on the command line: no key takes None) or another type than
     yacs accepts (it would raise its own "Type mismatch (<class 'int'> vs. <class 'str'>) …")."""
     value = CN._decode_cfg_value(value)
+    if type(default) is float and type(value) is int:
+        return float(value)
     expected = _TYPE_NAMES.get(type(default), type(default).__name__)
     if value is None:
         hint = '; write "" for the empty string' if isinstance(default, str) else ""
@@ -111,8 +114,8 @@ def _check_value(full_key: str, value, default, where: str) -> None:
     try:
         _check_and_coerce_cfg_value_type(value, default, full_key, full_key)
     except ValueError:
-        hint = f" (write {value}.0)" if type(default) is float and type(value) is int else ""
-        raise ValueError(f"{full_key}: expected {expected}, got {value!r} ({where}){hint}") from None
+        raise ValueError(f"{full_key}: expected {expected}, got {value!r} ({where})") from None
+    return value
 
 
 def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
@@ -164,7 +167,7 @@ def _check_keys(data: dict, node: CN, prefix: str, source: str, root: CN) -> Non
         elif isinstance(value, dict):
             raise ConfigKeyError(f"config key '{full}' in {source} is a value, not a section")
         else:
-            _check_value(full, value, node[key], f"from {source}")
+            data[key] = _check_value(full, value, node[key], f"from {source}")
 
 
 def merge_from_file(cfg: CN, path: str) -> CN:
@@ -189,8 +192,10 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
             node = node[part]
         if isinstance(node, CN):
             raise ConfigKeyError(f"config key '{key}' on the command line is a section, not a value")
-    for key, value in zip(opts[0::2], opts[1::2]):
-        _check_value(key, value, _get(cfg, key), "from the command line")
+    for i in range(1, len(opts), 2):
+        checked = _check_value(opts[i - 1], opts[i], _get(cfg, opts[i - 1]), "from the command line")
+        if type(checked) is float:
+            opts[i] = repr(checked)  # an int given for a float key: yacs reads it back as that float
     CN.merge_from_list(cfg, opts)  # yacs's own (type checks, literal_eval of the values)
     return cfg
 
