@@ -347,7 +347,8 @@ class StageTrainer:
         return DivergenceError(
             f"stage {self.NAME} diverged: {what} at iteration {iteration}. Last good checkpoint: "
             f"{last or 'none yet'} (no checkpoint with non-finite weights is written). Lower the "
-            f"learning rate ({self.NODE}.BASE_LR) or check the data, then rerun: the stage resumes from it.")
+            f"learning rate ({self.NODE}.BASE_LR) or check the data, then rerun the same command with the new "
+            "value and --allow-config-change (the lr is part of the recorded config): the stage resumes from it.")
 
     def check_finite_losses(self, logs: dict, iteration: int) -> None:
         """Stop on a NaN or infinite loss (every iteration: the values are already on the host)."""

@@ -193,14 +193,38 @@ def test_diverging_lr_stops_the_stage_and_writes_no_nan_checkpoint(toy_root, tmp
     cfg = tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.BASE_LR", "1e12")
     with pytest.raises(DivergenceError, match=r"iteration \d+") as info:
         run_pipeline(cfg)
-    assert "Last good checkpoint" in str(info.value)
+    assert "Last good checkpoint" in str(info.value) and "--allow-config-change" in str(info.value)
     folder = os.path.join(out, "0_source_only")
     assert not os.path.exists(os.path.join(folder, "manifest.json"))  # the pipeline did not go on
     ckpts = os.path.join(folder, "checkpoints")
-    for f in os.listdir(ckpts) if os.path.isdir(ckpts) else []:
-        if f.endswith(".pth"):
-            state = torch.load(os.path.join(ckpts, f), map_location="cpu", weights_only=False)["model"]
-            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), f
+    saved = [f for f in os.listdir(ckpts) if f.endswith(".pth")] if os.path.isdir(ckpts) else []
+    for f in saved:
+        state = torch.load(os.path.join(ckpts, f), map_location="cpu", weights_only=False)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), f
+
+
+def test_a_divergence_after_a_checkpoint_is_recovered_as_its_message_says(toy_root, tmp_path, monkeypatch):
+    """A NaN loss at iteration 3, after the checkpoint of iteration 2: the message's recovery (a lower lr,
+    rerun with --allow-config-change) resumes from that checkpoint; without the flag the rerun is refused."""
+    real = SourceOnlyTrainer.run_step
+
+    def nan_at_3(self, batch):
+        logs = real(self, batch)
+        return {**logs, "loss_seg": float("nan")} if self.iteration == 2 else logs
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", nan_at_3)
+    out = str(tmp_path)
+    with pytest.raises(DivergenceError, match="at iteration 3") as info:
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    assert "model_0000002.pth" in str(info.value) and "--allow-config-change" in str(info.value)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", real)
+    lower = ("SOURCE_ONLY.BASE_LR", "1e-5")
+    with pytest.raises(ConfigDriftError, match="SOURCE_ONLY.BASE_LR"):  # the lr is part of the recorded config
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS, *lower))
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS, *lower, "PIPELINE.ALLOW_CONFIG_CHANGE", "True"))
+    with open(os.path.join(out, "0_source_only", "log.txt")) as f:
+        assert "model_0000002.pth at iteration 2" in f.read()  # resumed there, not started afresh
+    assert os.path.exists(os.path.join(out, "0_source_only", "manifest.json"))
 
 
 def test_full_disk_while_saving_names_the_path_and_keeps_the_previous_checkpoint(toy_root, tmp_path, monkeypatch):
