@@ -212,3 +212,39 @@ def test_a_turned_photo_and_a_label_drawn_on_what_a_viewer_shows_are_a_pair(tmp_
     assert len(check_dataset(dataset_for_check(cfg, "folder_val"), "folder_val").bad) == 1
     unlabelled = build_dataset(cfg_for(tmp_path), "folder_val", train=False)[0]
     assert tuple(unlabelled["label"].shape) == (W, H)
+
+
+def test_files_that_are_not_images_are_named_once_per_folder(tmp_path):
+    """make_tree's train/ holds notes.txt: a warning names it (once, however often the set is built); hidden
+    files (.DS_Store) are not worth one."""
+    import logging
+
+    from spcl.data.datasets import folder
+
+    make_tree(tmp_path)
+    (tmp_path / "train" / ".DS_Store").write_text("")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("spcl").addHandler(handler)
+    folder._WARNED.discard(os.path.abspath(tmp_path / "train"))
+    try:
+        for _ in range(2):
+            build_dataset(cfg_for(tmp_path), "folder_train", train=True)
+    finally:
+        logging.getLogger("spcl").removeHandler(handler)
+    said = [r.getMessage() for r in records if "left out" in r.getMessage()]
+    assert said == [f"1 file(s) under {tmp_path / 'train'} are not JPEG/PNG images and are left out, e.g. notes.txt"]
+
+
+def test_a_missing_label_folder_is_named_before_the_run(tmp_path):
+    """Not one `missing label file` per image at the data check: the folder itself, and --check lists it."""
+    from spcl.engine.pipeline import check_inputs
+
+    make_tree(tmp_path)
+    cfg = cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "lables"))
+    with pytest.raises(FileNotFoundError, match=re.escape(f"label folder not found: '{tmp_path / 'lables'}'") +
+                       r".*\(DATASETS.FOLDER.VAL_LABEL_DIR\)"):
+        build_dataset(cfg, "folder_val", train=False)
+    with pytest.raises(FileNotFoundError, match="folder_val: label folder not found"):
+        check_inputs(cfg)

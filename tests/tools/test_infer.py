@@ -142,6 +142,16 @@ def test_infer_inputs_glob_and_list(tmp_path, tools, monkeypatch):
         infer.collect_inputs("nowhere")
 
 
+def test_a_folder_as_checkpoint_points_to_its_model(tmp_path, tools):
+    infer, _ = tools
+    _, ckpt = make_checkpoint(tmp_path)  # run/checkpoints/model_final.pth
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoints"):
+        with pytest.raises(IsADirectoryError, match=f"--checkpoint {folder} is a folder; did you mean {ckpt}\\?"):
+            infer.main(["--checkpoint", str(folder), "--input", str(tmp_path)] + OPTS)
+    with pytest.raises(IsADirectoryError, match="is a folder; give a checkpoint file"):
+        infer.main(["--checkpoint", str(tmp_path), "--input", str(tmp_path)] + OPTS)
+
+
 def test_segment_image_api(tmp_path):
     cfg, ckpt = make_checkpoint(tmp_path)
     model = load_trained_segmentor(cfg, ckpt)

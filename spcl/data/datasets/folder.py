@@ -13,6 +13,7 @@ Two images that would get one name (`x.jpg` and `x.png` side by side) stop with 
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional, Sequence
 
@@ -24,6 +25,8 @@ from ..io import displayed_size, read_label_indices
 from ..labels import IGNORE_LABEL
 from ...utils.io import read_json, where_read
 from .base import SegmentationDataset, read_list_file
+
+logger = logging.getLogger("spcl")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -38,13 +41,22 @@ def find_images(folder: str, suffix: str = "") -> list[str]:
     if not folder or not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder!r}{where_read(folder)} "
                                 "(DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
-    out = []
+    out, left_out = [], []
     for dirpath, dirs, files in os.walk(folder):
         dirs.sort()
-        out.extend(os.path.relpath(os.path.join(dirpath, f), folder) for f in files if is_image_name(f, suffix))
+        for f in sorted(files):
+            (out if is_image_name(f, suffix) else left_out).append(os.path.relpath(os.path.join(dirpath, f), folder))
     if not out:
         raise FileNotFoundError(f"no images ({suffix or '/'.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    left_out = [f for f in left_out if not os.path.basename(f).startswith(".")]  # .DS_Store and the like
+    if left_out and os.path.abspath(folder) not in _WARNED:
+        _WARNED.add(os.path.abspath(folder))
+        logger.warning("%d file(s) under %s are not %s images and are left out, e.g. %s", len(left_out), folder,
+                       suffix or "JPEG/PNG", ", ".join(left_out[:3]))
     return sorted(out)
+
+
+_WARNED: set = set()  # folders whose left-out files were named once in this process
 
 
 def flat_name(rel_path: str) -> str:
@@ -122,6 +134,9 @@ class FolderDataset(ImageSizePlaceholder, SegmentationDataset):
     def __init__(self, image_dir: str, transform, list_file: str = "", num_classes: int = 19,
                  labels: str = "none", label_dir: str = "", image_suffix: str = "", label_suffix: str = ".png",
                  id_lut: Optional[np.ndarray] = None):
+        if label_dir and not os.path.isdir(label_dir):
+            raise FileNotFoundError(f"label folder not found: {label_dir!r}{where_read(label_dir)} "
+                                    "(DATASETS.FOLDER.VAL_LABEL_DIR)")
         rel = read_list_file(list_file) if list_file else find_images(image_dir, image_suffix)
         rel = [os.path.relpath(r, image_dir) if os.path.isabs(r) else r for r in rel]
         self.names = unique_names(rel)
