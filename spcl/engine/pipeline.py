@@ -359,7 +359,7 @@ def _run_stages(cfg, device: torch.device) -> dict:
     root = cfg.OUTPUT_DIR
     setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     if comm.is_main_process():
-        write_run_info(cfg, root)
+        write_run_info(cfg, root, made=made_anything(root))
     handed: dict = {}
     summary = []
     made: dict = {}  # stage folder name → id of its finished manifest, for every stage so far

@@ -259,7 +259,7 @@ class StageTrainer:
                 check_drift(recorded, cfg, f"stage {self.NAME} in {self.output_dir} (checkpoint {self.resume_from})")
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
-            write_run_info(cfg, self.output_dir)
+            write_run_info(cfg, self.output_dir, made=bool(self.resume_from))
         if cfg.DATASETS.PREFLIGHT:
             preflight(cfg, self.data_names() + [cfg.DATASETS.TEST], default_cache_dir(cfg))
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0

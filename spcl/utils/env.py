@@ -148,11 +148,14 @@ def _warn_thread_change(env_path: str) -> None:
             env_path, now, before, before)
 
 
-def write_run_info(cfg, output_dir: str) -> str:
+def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
     """Record the run in `output_dir` (main process only, by the caller), never rewriting an earlier
     record: `config.yaml` + `env.txt` the first time; on a rerun with the same config a note is
     appended to `env.txt`; with another config (allowed by the caller) the new one is written as
-    `config_<time>.yaml` beside the original. Returns the path of the config written or matched."""
+    `config_<time>.yaml` beside the original. `made`: whether the folder holds anything made with the
+    recorded config (a checkpoint, a finished stage); if not, another config takes `config.yaml`, the
+    unused one is kept as `config_unused_<time>.yaml`, so `config.yaml` is what made the results.
+    Returns the path of the config written or matched."""
     import datetime
 
     from spcl.config import dump_config
@@ -169,9 +172,16 @@ def write_run_info(cfg, output_dir: str) -> str:
     _warn_thread_change(env_path)
     with open(path) as f:
         same = f.read() == cfg.dump()
-    if not same:
+    note = ""
+    if not same and not made:
+        unused = os.path.join(output_dir, f"config_unused_{stamp}.yaml")
+        os.replace(path, unused)
+        dump_config(cfg, output_dir)
+        note = (f", with another config in config.yaml: the earlier attempt made nothing, its config is now "
+                f"{os.path.basename(unused)}")
+    elif not same:
         path = dump_config(cfg, output_dir, f"config_{stamp}.yaml")
+        note = f", with the config of {os.path.basename(path)}"
     with open(env_path, "a") as f:
-        f.write(f"\n--- rerun at {stamp}" + ("" if same else f", with the config of {os.path.basename(path)}")
-                + " ---\n" + collect_env())
+        f.write(f"\n--- rerun at {stamp}{note} ---\n" + collect_env())
     return path

@@ -308,12 +308,20 @@ def test_a_bad_file_stops_the_stage_before_its_first_iteration(tmp_path):
     assert "check_data.py" in str(info.value)
     assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints"))  # no iteration ran
     # the fix the message points to, a list without the file, is a rerun with another config: the stopped
-    # run made nothing with its recorded one, so the rerun goes on and records its config beside it
+    # run made nothing with its recorded one, so the rerun goes on, and its config becomes config.yaml (the
+    # record of what made the results; the unused one is kept beside it), in the run's and the stage's folder
     clean = tmp_path / "clean.txt"
     clean.write_text("".join(f"{n}\n" for n in sorted(os.listdir(root / "gta5" / "images")) if n != "00004.png"))
-    run_pipeline(tiny_cfg(str(root), out, *OPTS, "DATASETS.SOURCE_LIST", str(clean)))
+    fixed = tiny_cfg(str(root), out, *OPTS, "DATASETS.SOURCE_LIST", str(clean))
+    run_pipeline(fixed)
     assert os.path.isfile(os.path.join(out, "0_source_only", "manifest.json"))
-    assert len([f for f in os.listdir(out) if f.startswith("config_") and f.endswith(".yaml")]) == 1
+    for folder in (out, os.path.join(out, "0_source_only")):
+        with open(os.path.join(folder, "config.yaml")) as f:
+            assert f.read() == fixed.dump()
+        unused = [f for f in os.listdir(folder) if f.startswith("config_") and f.endswith(".yaml")]
+        assert len(unused) == 1 and unused[0].startswith("config_unused_"), unused
+        with open(os.path.join(folder, unused[0])) as f:
+            assert "SOURCE_LIST: ''" in f.read()
     with pytest.raises(ConfigDriftError, match="SOURCE_LIST"):  # now it has made something, which is protected
         run_pipeline(tiny_cfg(str(root), out, *OPTS))
 

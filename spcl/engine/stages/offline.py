@@ -42,7 +42,7 @@ class InferenceStage:
             preflight(self.cfg, self.data_names(), default_cache_dir(self.cfg))
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
-            write_run_info(self.cfg, self.output_dir)
+            write_run_info(self.cfg, self.output_dir, made=False)  # a rerun makes everything anew
         return self.compute()
 
     def compute(self) -> dict:
