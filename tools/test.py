@@ -39,9 +39,8 @@ def _stage_index(folder: str) -> int:
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
     """(iteration, path) of every readable checkpoint at `path` (a file or a folder), by iteration: ours,
     the authors' released ones, or a segmentor state dict (iteration -1 where the file has none)."""
-    import torch
-
     from spcl.modeling.weights import weights_kind
+    from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}{where_read(path)} "
@@ -50,11 +49,10 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
         os.path.join(path, f) for f in os.listdir(path) if f.endswith((".pth", ".pt")))
     found = []
     for f in files:
-        try:
-            try:  # memory-mapped: reads the iteration without reading every tensor
-                data = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
-            except RuntimeError:  # legacy (non-zip) files cannot be mapped
-                data = torch.load(f, map_location="cpu", weights_only=False)
+        try:  # memory-mapped: reads the iteration without reading every tensor
+            data = load_checkpoint(f, mmap=True)
+        except UntrustedCheckpointError:  # refused for safety: said, never skipped silently
+            raise
         except Exception as e:  # noqa: BLE001
             logging.getLogger("spcl").warning("skipping %s: not a readable checkpoint (%s)", f, e)
             continue

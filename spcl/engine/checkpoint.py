@@ -1,17 +1,20 @@
 """One checkpointer for every stage: atomic saves (temp file + rename) of the model, discriminator,
 prototype bank, optimisers, gradient scaler, iteration and RNG states, a `last_checkpoint` pointer,
-and exact resume from it. Only the main process writes."""
+and exact resume from it. Only the main process writes.
+
+Checkpoints are read without running code from them (`spcl.utils.safe_load`). The numpy RNG state is
+stored with its MT19937 key as a list of ints, so a new checkpoint holds only tensors and plain Python
+values; the ndarray key of older checkpoints is still read (numpy's array types are allowlisted)."""
 from __future__ import annotations
 
 import logging
 import os
 from typing import Optional
 
-import torch
-
 from spcl.utils import comm
 from spcl.utils.env import get_rng_state, set_rng_state
 from spcl.utils.io import atomic_torch_save
+from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
 logger = logging.getLogger("spcl")
 POINTER = "last_checkpoint"
@@ -38,7 +41,7 @@ class Checkpointer:
         if self.scaler is not None:
             data["scaler"] = self.scaler.state_dict()
         data["iteration"] = iteration
-        data["rng"] = get_rng_state()
+        data["rng"] = plain_rng_state(get_rng_state())
         data.update(extra or {})
         return data
 
@@ -111,13 +114,15 @@ class Checkpointer:
     @staticmethod
     def stored_config(path: str) -> Optional[str]:
         """The config (YAML text) saved in checkpoint `path`, or None for an older file."""
-        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        data = load_checkpoint(path, mmap=True)
         return data.get("config") if isinstance(data, dict) else None
 
     def resume(self, path: str) -> int:
         """Restore everything from `path`; returns the iteration to continue from."""
         try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
+            data = load_checkpoint(path)
+        except UntrustedCheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise IOError(f"cannot read checkpoint {path}: {e}") from e
         for name, module in self.modules.items():
@@ -135,17 +140,27 @@ class Checkpointer:
         if self.scaler is not None and "scaler" in data:
             self.scaler.load_state_dict(data["scaler"])
         if "rng" in data:
-            set_rng_state(data["rng"])
+            set_rng_state(data["rng"])  # numpy takes the key as a list or an ndarray
         logger.info("resumed from %s at iteration %d", path, data["iteration"])
         return int(data["iteration"])
 
 
 def unreadable(path: str) -> Optional[str]:
-    """None when `path` loads as a checkpoint (memory-mapped: cheap), else the reason it does not."""
+    """None when `path` loads as a checkpoint (memory-mapped: cheap), else the reason it does not.
+    A file refused as unsafe (`UntrustedCheckpointError`) is not skipped for an older one: it is raised."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        data = load_checkpoint(path, mmap=True)
+    except UntrustedCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     if not isinstance(data, dict) or "iteration" not in data:
         return "not a checkpoint of a training stage (no 'iteration')"
     return None
+
+
+def plain_rng_state(state: dict) -> dict:
+    """`get_rng_state()` with numpy's MT19937 key as a list of ints: no numpy objects in the file
+    (`np.random.set_state` takes the list as it takes the ndarray of older checkpoints)."""
+    name, key, *rest = state["numpy"]
+    return {**state, "numpy": (name, [int(k) for k in key], *rest)}

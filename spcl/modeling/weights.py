@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.io import where_read
+from ..utils.safe_load import UntrustedCheckpointError, load_checkpoint
 from .released import convert_released, find_released
 
 logger = logging.getLogger("spcl")
@@ -26,8 +27,9 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
-def read_checkpoint(path: str) -> dict:
-    """`torch.load` of a local file to CPU with a clear error when missing or unreadable."""
+def read_checkpoint(path: str, mmap: bool = False) -> dict:
+    """A local checkpoint or weights file, loaded to CPU without running code from it (`load_checkpoint`),
+    with a clear error when it is missing, unreadable or refused. `mmap`: map the tensors (cheap)."""
     if path and os.path.isdir(path):
         final = os.path.join(path, "checkpoints", "model_final.pth")
         hint = f": did you mean {final}?" if os.path.isfile(final) else "; give a checkpoint or weights file"
@@ -35,7 +37,9 @@ def read_checkpoint(path: str) -> dict:
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}{where_read(path)}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_checkpoint(path, mmap=mmap)
+    except UntrustedCheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unpickling error means an unusable file
         raise IOError(f"cannot read weights file {path}: {e}") from e
 
@@ -84,8 +88,9 @@ def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False) -
     """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}.
     `trained`: the file must be a trained segmentor (a checkpoint, ours or released), not an ImageNet
     backbone file, whose head would be left at its random init."""
+    obj = read_checkpoint(path)
     try:
-        state, kind = segmentor_state_from(read_checkpoint(path))
+        state, kind = segmentor_state_from(obj)
     except ValueError as e:
         raise ValueError(f"weights file {path} {e}") from e
     if trained and kind == "imagenet":

@@ -1,0 +1,163 @@
+"""Checkpoints are read without running code from them: a file whose pickle asks for anything beyond
+tensors and spcl's allowlist is refused by every reader, in one line that names the file, what it asks
+for and the opt-in (SPCL_TRUST_CHECKPOINTS=1); what spcl itself writes, wrote before (numpy RNG state as
+an ndarray, under numpy 1 or 2 names), and what the authors and torchvision publish loads, and a resume
+from an old checkpoint stays exact."""
+from __future__ import annotations
+
+import io
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torch.serialization import get_unsafe_globals_in_checkpoint
+
+from conftest import load_tool, restored_spcl_logger
+from spcl.engine.checkpoint import Checkpointer, unreadable
+from spcl.modeling.weights import read_checkpoint
+from spcl.utils.env import get_rng_state
+from spcl.utils.safe_load import TRUST_ENV, UntrustedCheckpointError, load_checkpoint
+
+
+class Payload:
+    """Unpickling it calls os.makedirs(marker): the stand-in for `os.system("…")` in a shared file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+def _stage_file(folder, name="model_0000003", iteration=3):
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()  # momentum buffers: optimiser state as a real stage holds it
+    return Checkpointer(str(folder), {"model": model}, {"model": opt}).save(name, iteration)
+
+
+@pytest.fixture
+def payload_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    marker = str(tmp_path / "PWNED")
+    folder = tmp_path / "checkpoints"
+    path = _stage_file(folder)
+    data = torch.load(path, weights_only=True)
+    data["stage"] = Payload(marker)
+    evil = str(folder / "model_0000005.pth")
+    torch.save({**data, "iteration": 5}, evil)
+    with open(folder / "last_checkpoint", "w") as f:
+        f.write("model_0000005.pth")
+    return evil, marker
+
+
+def test_a_payload_is_refused_by_every_reader_and_never_run(payload_file):
+    evil, marker = payload_file
+    folder = os.path.dirname(evil)
+    with restored_spcl_logger():
+        test_tool = load_tool("test")
+    readers = {
+        "read_checkpoint": lambda: read_checkpoint(evil),
+        "resume": lambda: Checkpointer(None, {"model": nn.Linear(2, 2)}, {}).resume(evil),
+        "stored_config": lambda: Checkpointer.stored_config(evil),
+        # the newest file of a stage folder is not skipped for an older one: the user decides
+        "find_resume_checkpoint": lambda: Checkpointer(folder, {}, {}).find_resume_checkpoint(),
+        "test.py (file)": lambda: test_tool.find_checkpoints(evil),
+        "test.py (folder)": lambda: test_tool.find_checkpoints(folder),
+    }
+    for name, read in readers.items():
+        with pytest.raises(UntrustedCheckpointError) as e:
+            read()
+        message = str(e.value)
+        assert "\n" not in message, name
+        assert f"refusing to load {evil}: it asks for the global os.makedirs" in message, (name, message)
+        assert "would run code from the file" in message and f"set {TRUST_ENV}=1" in message, name
+        assert not os.path.exists(marker), f"{name} ran the file's code"
+
+
+def test_the_opt_in_loads_a_trusted_file_with_full_pickle(payload_file, monkeypatch, spcl_log):
+    evil, marker = payload_file
+    monkeypatch.setenv(TRUST_ENV, "1")
+    assert read_checkpoint(evil)["iteration"] == 5
+    assert os.path.isdir(marker)  # full pickle: the file's code ran, as the user chose
+    assert f"loading {evil} with full pickle" in spcl_log.text and "os.makedirs" in spcl_log.text
+    monkeypatch.setenv(TRUST_ENV, "yes")  # only "1" opts in
+    with pytest.raises(UntrustedCheckpointError):
+        read_checkpoint(evil)
+
+
+def test_new_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    """The numpy RNG key is stored as a list: no global beyond PyTorch's own in the file, so even a plain
+    `torch.load` (weights_only by default) reads it."""
+    path = _stage_file(tmp_path)
+    assert get_unsafe_globals_in_checkpoint(path) == []
+    key = torch.load(path, weights_only=True)["rng"]["numpy"][1]
+    assert isinstance(key, list) and len(key) == 624
+
+
+def _draws():
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+
+@pytest.mark.parametrize("form", ["new", "old ndarray key", "old, numpy 1 names"])
+def test_resume_restores_every_rng_exactly(tmp_path, form):
+    """A resume continues the python, numpy and torch random streams where the checkpoint left them, from
+    this version's files and from those written before it (the numpy key an ndarray; numpy 1 pickled its
+    array reconstruction as numpy.core.multiarray._reconstruct, numpy 2 as numpy._core.…)."""
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    model = nn.Linear(2, 2)
+    ckpt = Checkpointer(str(tmp_path), {"model": model}, {})
+    data = ckpt.state(7)
+    if form != "new":
+        data["rng"] = get_rng_state()  # what checkpoints held before: numpy's tuple with an ndarray key
+        assert get_unsafe_globals_in_checkpoint(_saved(data, tmp_path / "probe.pth")) != []
+    path = _saved(data, tmp_path / "model_0000007.pth", numpy1=form == "old, numpy 1 names")
+    expected = _draws()
+    _draws(), _draws()  # the streams move on
+    assert ckpt.resume(path) == 7
+    assert _draws() == expected
+
+
+def _saved(data, path, numpy1=False):
+    """`data` saved to `path`; `numpy1`: in the legacy format with numpy 1's module name for arrays."""
+    if not numpy1:
+        torch.save(data, path)
+        return str(path)
+    buf = io.BytesIO()
+    torch.save(data, buf, _use_new_zipfile_serialization=False)  # protocol 2: globals as text
+    raw = buf.getvalue()
+    assert raw.count(b"numpy._core.multiarray\n_reconstruct") == 1
+    path.write_bytes(raw.replace(b"numpy._core.multiarray\n_reconstruct", b"numpy.core.multiarray\n_reconstruct"))
+    return str(path)
+
+
+def test_published_weights_load_safely(tmp_path):
+    """A torchvision ImageNet state dict and a released SPCL/FADA checkpoint (as the authors' code saves
+    it: state dicts, optimiser states, an iteration) need nothing beyond PyTorch's own safe types."""
+    tv = str(tmp_path / "resnet18.pth")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tv)
+    net = nn.Conv2d(3, 4, 3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.ones(1, 3, 5, 5)).sum().backward()
+    opt.step()
+    released = str(tmp_path / "model_iter020000.pth")
+    torch.save({"iteration": 20000, "feature_extractor": {"module.backbone.conv1.weight": net.weight},
+                "classifier": {"module.conv2d_list.0.weight": net.weight}, "optimizer_fea": opt.state_dict(),
+                "optimizer_cls": opt.state_dict()}, released)
+    for path in (tv, released):
+        assert get_unsafe_globals_in_checkpoint(path) == []
+        assert isinstance(load_checkpoint(path), dict)
+
+
+def test_unreadable_files_are_still_reported_as_unreadable(tmp_path):
+    """Bytes that are no pickle are a damaged file (skipped when resuming), not an untrusted one."""
+    junk = tmp_path / "model_0000009.pth"
+    junk.write_bytes(b"not a checkpoint")
+    assert "Weights only" not in unreadable(str(junk)) and "\n" not in unreadable(str(junk))
+    with pytest.raises(OSError, match=r"cannot read weights file .*model_0000009\.pth"):
+        read_checkpoint(str(junk))
