@@ -18,6 +18,7 @@ from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
 logger = logging.getLogger("spcl")
 POINTER = "last_checkpoint"
+SLIM_FORMAT = "spcl stage checkpoint"  # `converted_from["format"]` of a slim model file (tools/convert_checkpoint.py)
 
 
 class Checkpointer:
@@ -125,6 +126,10 @@ class Checkpointer:
             raise
         except Exception as e:  # noqa: BLE001
             raise IOError(f"cannot read checkpoint {path}: {e}") from e
+        if isinstance(data, dict) and "optimizers" not in data:
+            wanted = f" for '{next(iter(self.optimizers))}'" if self.optimizers else ""
+            raise KeyError(f"checkpoint {path} has no optimiser state{wanted}: it is {model_only(data)}, which cannot "
+                           "be resumed from; give it as MODEL.WEIGHTS to start a stage from its weights")
         for name, module in self.modules.items():
             if name not in data:
                 raise KeyError(f"checkpoint {path} has no '{name}' state; it was written by another stage")
@@ -134,8 +139,8 @@ class Checkpointer:
                 raise ValueError(f"checkpoint {path} does not match this stage's '{name}': {e}") from e
         for name, opt in self.optimizers.items():
             if name not in data.get("optimizers", {}):
-                raise KeyError(f"checkpoint {path} has no optimiser state for '{name}': a model-only file (e.g. a "
-                               "converted or released checkpoint) cannot be resumed from; give it as MODEL.WEIGHTS")
+                raise KeyError(f"checkpoint {path} has no optimiser state for '{name}'; it was written by another "
+                               "stage")
             opt.load_state_dict(data["optimizers"][name])
         if self.scaler is not None and "scaler" in data:
             self.scaler.load_state_dict(data["scaler"])
@@ -146,7 +151,7 @@ class Checkpointer:
 
 
 def unreadable(path: str) -> Optional[str]:
-    """None when `path` loads as a checkpoint (memory-mapped: cheap), else the reason it does not.
+    """None when `path` loads as a resumable checkpoint (memory-mapped: cheap), else the reason it does not.
     A file refused as unsafe (`UntrustedCheckpointError`) is not skipped for an older one: it is raised."""
     try:
         data = load_checkpoint(path, mmap=True)
@@ -156,7 +161,20 @@ def unreadable(path: str) -> Optional[str]:
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     if not isinstance(data, dict) or "iteration" not in data:
         return "not a checkpoint of a training stage (no 'iteration')"
+    if "optimizers" not in data:
+        return f"{model_only(data)}, not resumable (no optimiser state)"
     return None
+
+
+def model_only(data: dict) -> str:
+    """How to name a checkpoint without training state: a slim model file, a converted released one, or
+    another model-only file."""
+    origin = data.get("converted_from") if isinstance(data.get("converted_from"), dict) else {}
+    if origin.get("format") == SLIM_FORMAT:
+        return "a slim model file (tools/convert_checkpoint.py)"
+    if origin:
+        return f"a model converted from a {origin.get('format', 'foreign')} checkpoint"
+    return "a model-only file"
 
 
 def plain_rng_state(state: dict) -> dict:

@@ -195,6 +195,12 @@ def test_convert_tool_writes_our_format(released_r101, tmp_path):
     assert result == {"missing": [], "unexpected": [], "kind": "checkpoint"}
     with torch.no_grad():
         assert _rel(model.eval()(x)["logits"], ref) <= 1e-3
+    # a model to start from, not a stage to resume
+    from spcl.engine.checkpoint import Checkpointer
+
+    with pytest.raises(KeyError, match="it is a model converted from a released SPCL/FADA checkpoint, which cannot "
+                                       "be resumed from; give it as MODEL.WEIGHTS"):
+        Checkpointer(None, {"model": model}, {"model": torch.optim.SGD(model.parameters(), lr=0.1)}).resume(out)
     # the wrong backbone is refused, naming the layout
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), path,
                           str(tmp_path / "x.pth"), "--backbone", "vgg16"], capture_output=True, text=True, cwd=ROOT)
