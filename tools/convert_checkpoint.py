@@ -1,6 +1,7 @@
-"""Make a model file to share.
+"""Make a model file to share, or show what a checkpoint was trained with.
 
     python tools/convert_checkpoint.py IN OUT [--backbone resnet101|vgg16] [--bn-eps auto|compensate|keep]
+    python tools/convert_checkpoint.py --print-config CKPT > run.yaml
 
 A stage checkpoint of this project (`checkpoints/model_final.pth`, …) becomes a slim model file:
 `{"model": state_dict, "config", "stage", "iteration", "converted_from": {...}}`, without the
@@ -17,6 +18,9 @@ not fit (wrong backbone, missing tensors) stops here with the keys named. BatchN
 eps; `auto` (default) stores `running_var − 1e-5` when the file comes from it (no `num_batches_tracked`
 keys), see spcl/modeling/released.py. `--backbone` and `--bn-eps` apply to released files only.
 
+`--print-config` prints the config a checkpoint of this project (full or slim) was trained with, as YAML
+that `--config` takes: `… --print-config m.pth > m.yaml`, then `tools/test.py --config m.yaml …`.
+
 Files are read without running code from them (spcl/utils/safe_load.py); OUT is written atomically.
 """
 from __future__ import annotations
@@ -32,7 +36,9 @@ from _common import UsageError, run_main  # noqa: E402  (also makes an uninstall
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="checkpoint to read: a stage checkpoint of this project, or a released one")
-    p.add_argument("output", nargs="?", help="model file to write")
+    p.add_argument("output", nargs="?", help="model file to write (not with --print-config)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config stored in the checkpoint as YAML (for --config) and write nothing")
     p.add_argument("--backbone", default=None, choices=["resnet101", "resnet50", "resnet152", "vgg16"],
                    help="released files: MODEL.BACKBONE of the file (default: resnet101 or vgg16, from the keys)")
     p.add_argument("--bn-eps", default=None, choices=["auto", "compensate", "keep"],
@@ -43,8 +49,12 @@ def main(argv=None) -> dict:
 
     from spcl.modeling.weights import read_checkpoint, weights_kind
 
+    if args.print_config:
+        if args.output:
+            raise UsageError(f"--print-config writes to stdout: give only the checkpoint, not {args.output}")
+        return print_config(args.input, read_checkpoint(args.input, mmap=True))
     if not args.output:
-        raise UsageError("give IN and OUT (the file to write)")
+        raise UsageError("give IN and OUT (the file to write), or --print-config IN")
     if os.path.exists(args.input) and os.path.exists(args.output) and os.path.samefile(args.input, args.output):
         raise ValueError(f"OUT is IN ({args.output}): give another path, the original file is kept as it is")
     obj = read_checkpoint(args.input)
@@ -58,6 +68,16 @@ def main(argv=None) -> dict:
     raise ValueError(f"{args.input} holds " + ("backbone weights only (an ImageNet file: no segmentation head)"
                                                if kind else "no model state") +
                      "; expected a stage checkpoint of this project or a released SPCL/FADA checkpoint")
+
+
+def print_config(path: str, obj) -> dict:
+    """Print the config (YAML) stored in checkpoint `path` (loaded as `obj`) to stdout."""
+    config = obj.get("config") if isinstance(obj, dict) else None
+    if not isinstance(config, str):
+        raise ValueError(f"{path} holds no config: only stage checkpoints of this project (and slim files made "
+                         "from them) record the config they were trained with")
+    sys.stdout.write(config if config.endswith("\n") else config + "\n")
+    return {"config": config}
 
 
 def write_slim(src: str, dst: str, obj: dict) -> dict:

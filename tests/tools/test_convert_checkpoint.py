@@ -1,7 +1,7 @@
 """tools/convert_checkpoint.py on a stage checkpoint of this project: a slim model file (the model, its
 config, stage and iteration; no optimiser, RNG or discriminator state), written atomically, that loads
-wherever a trained model does and is refused where a resume needs training state. (Released checkpoints:
-tests/modeling/test_released_checkpoints.py.)"""
+wherever a trained model does and is refused where a resume needs training state; and `--print-config`,
+whose YAML recreates the run's config. (Released checkpoints: tests/modeling/test_released_checkpoints.py.)"""
 from __future__ import annotations
 
 import os
@@ -94,15 +94,40 @@ def test_the_slim_file_cannot_be_resumed_from(converted, tmp_path):
         checkpointer.resume(plain)
 
 
+def test_print_config_recreates_the_run_config(converted, tmp_path):
+    """`--print-config CKPT > m.yaml`, then `--config m.yaml`: the same config as the run's, from the full
+    checkpoint and from the slim file."""
+    cfg, full, _, slim, _ = converted
+    proc = _tool("--print-config", full)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    for path, text in ((full, proc.stdout), (slim, _print_config_in_process(slim))):
+        assert text == cfg.dump()
+        yaml_file = tmp_path / "m.yaml"
+        yaml_file.write_text(text)
+        assert load_config(str(yaml_file)).dump() == Checkpointer.stored_config(path)
+
+
+def _print_config_in_process(path):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        load_tool("convert_checkpoint").main(["--print-config", path])
+    return out.getvalue()
+
+
 def test_what_the_tool_refuses(converted, tmp_path):
-    """One-line errors: no OUT, the released-file options on our checkpoint, an ImageNet file; nothing is
-    written."""
+    """One-line errors: a file without a config to print, an OUT with --print-config, no OUT, the released-file
+    options on our checkpoint, an ImageNet file; nothing is written."""
     _, full, _, _, _ = converted
     tool = load_tool("convert_checkpoint")
     imagenet = str(tmp_path / "imagenet.pth")
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, imagenet)
     out = str(tmp_path / "out.pth")
-    cases = [([full], "give IN and OUT"),
+    cases = [(["--print-config", imagenet], f"{imagenet} holds no config"),
+             (["--print-config", full, out], "--print-config writes to stdout"),
+             ([full], "give IN and OUT"),
              ([full, out, "--backbone", "resnet101"], "--backbone and --bn-eps apply to released"),
              ([imagenet, out], "holds backbone weights only")]
     for argv, needle in cases:
