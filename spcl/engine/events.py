@@ -45,20 +45,27 @@ class EventWriter:
         tensorboard: also write TensorBoard events.
         class_names: names of the per-class entries of list scalars (default: Cityscapes names for
             lists of 19 or 16 entries).
-        resumed_at: the iteration a resumed stage continues from. What was logged after it (the
-            iterations between the checkpoint and the interruption, which the resume runs again) is dropped
-            from `metrics.json` and hidden in TensorBoard (`purge_step`), so that each iteration has one record.
+        resumed_at: the iteration a resumed stage continues from (-1: a stage that starts afresh over an
+            earlier attempt). What was logged after it (the iterations between the checkpoint and the
+            interruption, which the resume runs again) is dropped from `metrics.json` and hidden in
+            TensorBoard (`purge_step`), so that each iteration has one record.
+        redo_eval: the evaluation of iteration `resumed_at` runs again (a stage resumed from its final
+            checkpoint): its `val/` record there is dropped from `metrics.json` too. TensorBoard, whose purge
+            would also hide that step's training scalars, keeps the earlier attempt's (the same values) and
+            does not get them twice.
     """
 
     def __init__(self, folder: str, stage: str, enabled: bool = True, tensorboard: bool = True,
-                 class_names: Optional[Sequence[str]] = None, resumed_at: Optional[int] = None):
+                 class_names: Optional[Sequence[str]] = None, resumed_at: Optional[int] = None,
+                 redo_eval: bool = False):
         self.folder, self.stage, self.enabled = folder, stage, enabled
         self.class_names = list(class_names) if class_names is not None else None
         self.tb = None
+        self._tb_has_val_at = resumed_at if redo_eval else None
         if enabled:
             os.makedirs(folder, exist_ok=True)
             if resumed_at is not None:
-                self._drop_after(resumed_at)
+                self._drop_after(resumed_at, redo_eval)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -67,13 +74,14 @@ class EventWriter:
                 except ImportError:  # pragma: no cover - tensorboard is a dependency
                     self.tb = None
 
-    def _drop_after(self, iteration: int) -> None:
+    def _drop_after(self, iteration: int, redo_eval: bool = False) -> None:
         path = os.path.join(self.folder, "metrics.json")
         if not os.path.isfile(path):
             return
         with open(path) as f:
             lines = [ln for ln in f if ln.strip()]
-        kept = [ln for ln in lines if _iteration_of(ln) <= iteration]
+        kept = [ln for ln in lines if _iteration_of(ln) < iteration or
+                (_iteration_of(ln) == iteration and not (redo_eval and '"val/' in ln))]
         if len(kept) < len(lines):
             atomic_write(path, lambda f: f.writelines(kept), binary=False, what="metrics file")
 
@@ -84,7 +92,7 @@ class EventWriter:
         record.update({prefix + k: v for k, v in scalars.items()})
         with open(os.path.join(self.folder, "metrics.json"), "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
+        if self.tb is not None and not (prefix == "val/" and iteration == self._tb_has_val_at):
             for k, v in scalars.items():
                 if isinstance(v, (int, float)):
                     self.tb.add_scalar(f"{self.stage}/{prefix}{k}", v, iteration)

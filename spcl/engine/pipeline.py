@@ -28,7 +28,7 @@ from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
 
 from .stages import STAGES, TRAINERS
-from .trainer import OutOfMemory, summary_metrics
+from .trainer import OutOfMemory, clear_temp_files, summary_metrics
 
 logger = logging.getLogger("spcl")
 MANIFEST = "manifest.json"
@@ -359,6 +359,7 @@ def _run_stages(cfg, device: torch.device) -> dict:
     root = cfg.OUTPUT_DIR
     setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     if comm.is_main_process():
+        clear_temp_files(root)  # a summary.json or manifest cut short
         write_run_info(cfg, root, made=made_anything(root))
     handed: dict = {}
     summary = []

@@ -33,6 +33,7 @@ from spcl.modeling import build_segmentor
 from spcl.modeling.batchnorm import running_stats_frozen
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
+from spcl.utils.io import remove_temp_files
 from spcl.utils.signals import Preempted, StopOnSignal, signal_numbers
 
 from .checkpoint import Checkpointer
@@ -259,13 +260,17 @@ class StageTrainer:
                 check_drift(recorded, cfg, f"stage {self.NAME} in {self.output_dir} (checkpoint {self.resume_from})")
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
+            clear_temp_files(self.output_dir, os.path.join(self.output_dir, "checkpoints"))
             write_run_info(cfg, self.output_dir, made=bool(self.resume_from))
         if cfg.DATASETS.PREFLIGHT:
             preflight(cfg, self.data_names() + [cfg.DATASETS.TEST], default_cache_dir(cfg))
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
-        self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process(),
-                                  resumed_at=start if self.resume_from else None)
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
+        # records of an earlier attempt past the resume point (all of them for a fresh start) are dropped; a
+        # stage resumed from its final checkpoint evaluates again, so that evaluation's record goes too
+        self.events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process(),
+                                  resumed_at=start if self.resume_from else -1,
+                                  redo_eval=bool(self.resume_from) and start == stop)
         if start > stop:  # the checkpoint has trained further than this config asks: its weights are not that stage
             raise ValueError(f"stage {self.NAME} in {self.output_dir} resumes from iteration {start} "
                              f"({self.resume_from}), past {self.NODE}.STOP_ITER {stop}: give STOP_ITER >= {start}, or "
@@ -284,12 +289,12 @@ class StageTrainer:
         except KeyboardInterrupt:
             self.events.close()
             last = self.checkpointer.last_checkpoint()
-            raise KeyboardInterrupt(f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: "
+            raise KeyboardInterrupt(f"during iteration {self.iteration + 1} of stage {self.NAME} (last checkpoint: "
                                     f"{last or 'none yet'})") from None
         except torch.cuda.OutOfMemoryError as e:
             last = self.checkpointer.last_checkpoint()
             raise OutOfMemory.of(
-                e, f"at iteration {self.iteration} of stage {self.NAME} (last checkpoint: {last or 'none yet'})",
+                e, f"in iteration {self.iteration + 1} of stage {self.NAME} (last checkpoint: {last or 'none yet'})",
                 f"Lower the per-process batch ({self.NODE}.*_BATCH, or more processes), split it with "
                 "SOLVER.ACCUM_STEPS k, or use SOLVER.AMP bf16 and MODEL.CHANNELS_LAST True; then rerun the same "
                 "command with --allow-config-change to resume") from e
@@ -320,10 +325,12 @@ class StageTrainer:
                 self._log(done, stop, meter, (time.perf_counter() - t0) / timed)
                 meter = {}
             saved = None
-            if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
-                saved = self._save_resume_point(done)
+            # evaluate before the save, so that the resume point holds what the evaluation decided (the best
+            # checkpoint so far) and a stage killed during the evaluation evaluates that iteration again
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
                 self.evaluate_and_log(done)
+            if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
+                saved = self._save_resume_point(done)
             signum = signals.requested() if signals is not None else 0
             if signum:
                 raise self._preempted(signum, done, saved)
@@ -397,6 +404,15 @@ class StageTrainer:
         for hook in self.hooks:
             hook.after_evaluation(self, iteration, metrics)
         return metrics
+
+
+def clear_temp_files(*folders: str) -> None:
+    """Remove what writes cut short by a kill left in `folders` (temp files of up to a checkpoint's size,
+    which no one else removes), saying so. Main process, under the run's lock."""
+    removed = sum(remove_temp_files(f) for f in folders)
+    if removed:
+        logger.warning("removed %d temp file(s) in %s left by a write that a kill cut short", removed,
+                       " and ".join(folders))
 
 
 class DivergenceError(RuntimeError):

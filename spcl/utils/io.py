@@ -34,7 +34,7 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
     """Call `write(f)` on a temp file beside `path`, then rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
@@ -45,6 +45,9 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        interrupt = _in_chain(e, KeyboardInterrupt)
+        if interrupt is not None and interrupt is not e:  # torch.save's zip writer turns Ctrl-C into a RuntimeError
+            raise interrupt from None
         cause = _os_error_in_chain(e)
         if cause is not None:
             reason = cause.strerror or str(cause)
@@ -63,13 +66,35 @@ def _os_error_in_chain(e: BaseException):
     """The OSError behind `e`, if any: `e` itself or what it was raised from or during. On a full disk
     `torch.save` raises a RuntimeError ("unexpected pos …", from closing its zip writer) while
     handling the OSError (ENOSPC) of the write that failed."""
+    return _in_chain(e, OSError)
+
+
+def _in_chain(e: BaseException, kind: type):
+    """The exception of type `kind` behind `e`, if any: `e` itself or what it was raised from or during."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, OSError):
+        if isinstance(e, kind):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
+
+
+TEMP_PREFIX = ".tmp_"  # atomic_write's temp files
+
+
+def remove_temp_files(folder: str, recursive: bool = False) -> int:
+    """Remove the temp files of `atomic_write` that a killed process left in `folder` (and below it with
+    `recursive`); only for a folder no other process writes to (under the run's lock). Returns how many."""
+    removed = 0
+    for root, dirs, files in os.walk(folder) if os.path.isdir(folder) else ():
+        for name in files:
+            if name.startswith(TEMP_PREFIX):
+                os.remove(os.path.join(root, name))
+                removed += 1
+        if not recursive:
+            break
+    return removed
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -16,6 +16,8 @@ from spcl.modeling import load_trained_segmentor
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, default_device, seed_all, write_run_info
 
+from ..trainer import clear_temp_files
+
 
 class InferenceStage:
     """Args: cfg (frozen), output_dir (the stage's folder), device (default `default_device()`)."""
@@ -42,6 +44,7 @@ class InferenceStage:
             preflight(self.cfg, self.data_names(), default_cache_dir(self.cfg))
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
+            clear_temp_files(self.output_dir)
             write_run_info(self.cfg, self.output_dir, made=False)  # a rerun makes everything anew
         return self.compute()
 

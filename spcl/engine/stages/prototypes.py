@@ -46,7 +46,7 @@ class PrototypesStage(InferenceStage):
                     len(result["counts"]), unit, stats[f"{unit}_per_class_min"], stats[f"{unit}_per_class_median"],
                     stats["mean_prototype_norm"],
                     f" (never seen, zero prototypes: {', '.join(absent)})" if absent else "")
-        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
+        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process(), resumed_at=-1)
         events.write(0, {k: v for k, v in stats.items() if k != "count_unit"})
         events.close()
         metrics = {k: v for k, v in stats.items() if k not in ("count_unit", f"{unit}_per_class")}

@@ -35,7 +35,7 @@ class PseudoLabelsStage(InferenceStage):
         if cfg.PSEUDO.ORACLE:
             logger.warning("pseudo labels: PSEUDO.ORACLE %s wrote ground truth, not predictions (a diagnostic)",
                            cfg.PSEUDO.ORACLE)
-        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process())
+        events = EventWriter(self.output_dir, self.NAME, enabled=comm.is_main_process(), resumed_at=-1)
         events.write(0, {k: summary[k] for k in ("thresholds", "kept_fraction", "kept_fraction_per_class")})
         quality = summary.get("quality_on_kept_pixels", {})
         if quality:

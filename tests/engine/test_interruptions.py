@@ -1,0 +1,151 @@
+"""A run killed at the awkward moments, then rerun with the same command: during a periodic evaluation
+(which the resume point must not skip), before a stage's first checkpoint, between an offline stage's
+metrics and its manifest, after the final checkpoint and before the manifest, and in the middle of an
+atomic write. Each ends as an uninterrupted run does: the same choices and weights, one record per
+iteration in metrics.json and TensorBoard, and no temp file left behind."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import tb_scalars, tiny_cfg
+from spcl.engine import run_pipeline
+from spcl.engine.stages import SourceOnlyTrainer
+from spcl.utils.io import atomic_write
+
+# On the CPU also where a GPU is present: a resumed run must equal an uninterrupted one bit for bit.
+pytestmark = pytest.mark.usefixtures("on_the_cpu")
+
+OPTS = ("PIPELINE.STAGES", "['source_only', 'prototypes']", "SOURCE_ONLY.STOP_ITER", "6", "SOURCE_ONLY.MAX_ITER",
+        "10", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.EVAL_PERIOD", "2", "PIPELINE.HANDOFF", "best")
+
+
+class Killed(BaseException):
+    """What a SIGKILL leaves: the process stops there (nothing of it is caught by the code under test)."""
+
+
+def records(out, stage="0_source_only"):
+    with open(os.path.join(out, stage, "metrics.json")) as f:
+        return [(r["iteration"], sorted(k for k in r if k not in ("sec_per_iter", "peak_mem_mb")))
+                for r in map(json.loads, f)]
+
+
+def final_weights(out):
+    return torch.load(os.path.join(out, "0_source_only", "checkpoints", "model_final.pth"), map_location="cpu",
+                      weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(toy_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full"))
+    return out, run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+
+
+def assert_same_run(out, full):
+    """The records, the handed-on choice, the final weights and the prototypes of an uninterrupted run."""
+    assert records(out) == records(full)
+    assert records(out, "1_prototypes") == records(full, "1_prototypes")
+    for stage in ("0_source_only", "1_prototypes"):
+        tb, tb_full = tb_scalars(os.path.join(out, stage, "tb")), tb_scalars(os.path.join(full, stage, "tb"))
+        assert {k: len(v) for k, v in tb.items()} == {k: len(v) for k, v in tb_full.items()}, stage
+    with open(os.path.join(out, "0_source_only", "manifest.json")) as f, \
+            open(os.path.join(full, "0_source_only", "manifest.json")) as g:
+        assert json.load(f)["metrics"] == json.load(g)["metrics"]  # the best checkpoint's, handed on
+    a, b = final_weights(out), final_weights(full)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    p = torch.load(os.path.join(out, "1_prototypes", "prototypes.pth"), weights_only=False)["prototypes"]
+    q = torch.load(os.path.join(full, "1_prototypes", "prototypes.pth"), weights_only=False)["prototypes"]
+    assert torch.equal(p, q)
+    leftovers = [os.path.join(r, n) for r, _, files in os.walk(out) for n in files if n.startswith(".tmp_")]
+    assert [p for p in leftovers if ".stale-" not in p] == []  # (a folder set aside keeps what it held)
+
+
+def test_killed_during_a_periodic_evaluation(uninterrupted, toy_root, tmp_path, monkeypatch):
+    """The evaluation of iteration 4 comes before its checkpoint: the rerun resumes from 2 and evaluates 4
+    again. (Saved first, the resume from 4 skipped that evaluation, and HANDOFF best chose from fewer.)"""
+    real = SourceOnlyTrainer.evaluate_and_log
+
+    def killed_at_4(self, iteration):
+        if iteration == 4:
+            raise Killed
+        return real(self, iteration)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", killed_at_4)
+    out = str(tmp_path)
+    with pytest.raises(Killed):
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", real)
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    assert_same_run(out, uninterrupted[0])
+
+
+def test_killed_before_the_first_checkpoint(uninterrupted, toy_root, tmp_path, monkeypatch):
+    """Iteration 1 was logged, then the kill: the rerun starts afresh and logs iteration 1 once."""
+    real = SourceOnlyTrainer.run_step
+
+    def killed_in_2(self, batch):
+        if self.iteration == 1:
+            raise Killed
+        return real(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", killed_in_2)
+    out = str(tmp_path)
+    with pytest.raises(Killed):
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    assert [i for i, _ in records(out)] == [1]
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", real)
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    assert_same_run(out, uninterrupted[0])
+
+
+@pytest.mark.parametrize("stage, temps", [
+    ("1_prototypes", [".tmp_summary.json", "1_prototypes/.tmp_x.json"]),
+    ("0_source_only", ["0_source_only/checkpoints/.tmp_y.pth", "0_source_only/.tmp_z.json"])])
+def test_killed_before_a_manifest_and_in_atomic_writes(uninterrupted, toy_root, tmp_path, stage, temps):
+    """A finished run whose stage never wrote its manifest (killed after the prototypes' metrics, or after
+    the final evaluation of source_only), with temp files of writes cut short: the rerun redoes that
+    stage's work once (the prototypes, the final evaluation) and removes the temp files."""
+    out = str(tmp_path)
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    os.remove(os.path.join(out, stage, "manifest.json"))
+    for t in temps:
+        with open(os.path.join(out, t), "wb") as f:
+            f.write(b"\0" * 100)
+    run_pipeline(tiny_cfg(toy_root, out, *OPTS))
+    assert_same_run(out, uninterrupted[0])
+
+
+def test_ctrl_c_in_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous_file(tmp_path):
+    """torch.save's zip writer turns a KeyboardInterrupt into `RuntimeError: … unexpected pos …`; the
+    write is an interrupt again (the tools say how to resume), the temp file goes, the old file stays."""
+    path = str(tmp_path / "model.pth")
+    with open(path, "w") as f:
+        f.write("previous")
+
+    def interrupted_in_torch_save(f):
+        f.write(b"partial")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 50539968 vs 50539860")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, interrupted_in_torch_save, what="checkpoint")
+    assert open(path).read() == "previous" and os.listdir(tmp_path) == ["model.pth"]
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # other errors are left as they are
+        atomic_write(path, lambda f: (_ for _ in ()).throw(RuntimeError("unexpected pos 1 vs 0")))
+
+
+def test_ctrl_c_names_the_iteration_as_the_log_counts_it(toy_root, tmp_path, monkeypatch):
+    """Interrupted in the 3rd iteration (the log has shown `iter 2/6`): "during iteration 3"."""
+    real = SourceOnlyTrainer.run_step
+
+    def ctrl_c_in_3(self, batch):
+        if self.iteration == 2:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", ctrl_c_in_3)
+    with pytest.raises(KeyboardInterrupt, match="during iteration 3 of stage source_only .*model_0000002.pth"):
+        run_pipeline(tiny_cfg(toy_root, str(tmp_path), *OPTS))
