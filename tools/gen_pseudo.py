@@ -111,11 +111,10 @@ def format_prototypes(result: dict) -> str:
     lines = [f"prototypes: {path}"]
     seen = m.get("classes_seen")
     try:
-        import torch
-
         from spcl.data.labels import class_names
+        from spcl.utils.safe_load import load_checkpoint
 
-        counts = torch.load(path, map_location="cpu", weights_only=False)["counts"].tolist()
+        counts = load_checkpoint(path)["counts"].tolist()
         K = len(counts)
         names = list(class_names(K)) if K in (16, 19) else [str(k) for k in range(K)]
         lines.append(f"  classes seen: {seen} of {K}")

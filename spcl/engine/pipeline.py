@@ -26,6 +26,7 @@ from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
+from spcl.utils.safe_load import load_checkpoint
 
 from .stages import STAGES, TRAINERS
 from .trainer import OutOfMemory, clear_temp_files, summary_metrics
@@ -48,7 +49,7 @@ class KeepBestCheckpoint:
         path = os.path.join(checkpoints_dir, "model_best.pth") if checkpoints_dir else ""
         if path and os.path.isfile(path):
             try:
-                saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+                saved = load_checkpoint(path, mmap=True)
             except Exception as e:  # noqa: BLE001 - unreadable: the next evaluation writes a new one
                 logger.warning("%s is not readable (%s): the best checkpoint is chosen anew", path, e)
                 saved = {}
@@ -59,9 +60,8 @@ class KeepBestCheckpoint:
     def after_evaluation(self, trainer, iteration: int, metrics: dict) -> None:
         if metrics["mIoU"] > self.mIoU:
             self.mIoU, self.iteration, self.metrics = metrics["mIoU"], iteration, summary_metrics(metrics)
-            self.path = trainer.checkpointer.save("model_best", iteration, {"stage": trainer.NAME, "oracle": True,
-                                                                             "metrics": self.metrics},
-                                                  periodic=False, pointer=False)
+            extra = {"stage": trainer.NAME, "oracle": True, "metrics": self.metrics, "config": trainer.cfg.dump()}
+            self.path = trainer.checkpointer.save("model_best", iteration, extra, periodic=False, pointer=False)
 
     def describe(self) -> str:
         return (f"best target-val checkpoint (iteration {self.iteration}, mIoU {self.mIoU:.2f}): an ORACLE "

@@ -149,3 +149,16 @@ def test_ctrl_c_names_the_iteration_as_the_log_counts_it(toy_root, tmp_path, mon
     monkeypatch.setattr(SourceOnlyTrainer, "run_step", ctrl_c_in_3)
     with pytest.raises(KeyboardInterrupt, match="during iteration 3 of stage source_only .*model_0000002.pth"):
         run_pipeline(tiny_cfg(toy_root, str(tmp_path), *OPTS))
+
+
+def test_the_best_checkpoint_records_its_config_and_loads_safely(uninterrupted):
+    """model_best.pth, what HANDOFF best hands on, carries the config like every stage checkpoint (for
+    `convert_checkpoint.py --print-config`), and loads with the restricted loader."""
+    from spcl.utils.safe_load import load_checkpoint
+
+    folder = os.path.join(uninterrupted[0], "0_source_only")
+    best = load_checkpoint(os.path.join(folder, "checkpoints", "model_best.pth"))
+    with open(os.path.join(folder, "config.yaml")) as f:
+        assert best["config"] == f.read()
+    assert best["oracle"] is True and best["metrics"]["mIoU"] == max(
+        r["val/mIoU"] for r in map(json.loads, open(os.path.join(folder, "metrics.json"))) if "val/mIoU" in r)
