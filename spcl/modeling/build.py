@@ -48,4 +48,40 @@ def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
     model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
     load_segmentor_weights(model, path, trained=True)
+    warn_if_trained_otherwise(cfg, path)
     return model.to(device or torch.device("cpu")).eval()
+
+
+# keys that change what a trained model predicts without changing the shapes of its weights
+PREDICTION_KEYS = ("INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "INPUT.TO_BGR255", "MODEL.ASPP_DILATIONS", "INPUT.TEST_SIZE")
+
+
+def trained_otherwise(cfg, stored_yaml: str) -> list:
+    """`KEY: then X, now Y` for each of PREDICTION_KEYS whose value in `cfg` differs from the config a model
+    was trained with (`stored_yaml`, as checkpoints record it); keys the recorded config lacks are skipped."""
+    import yaml
+
+    stored = yaml.safe_load(stored_yaml)
+    out = []
+    for key in PREDICTION_KEYS:
+        section, name = key.split(".")
+        part = stored.get(section) if isinstance(stored, dict) else None
+        if isinstance(part, dict) and name in part and part[name] != cfg[section][name]:
+            out.append(f"{key}: {part[name]} then, {cfg[section][name]} now")
+    return out
+
+
+def warn_if_trained_otherwise(cfg, path: str) -> None:
+    """Log a warning naming the keys (PREDICTION_KEYS) on which `cfg` differs from the config checkpoint
+    `path` was trained with: the weights load, but the model sees its inputs otherwise than it learnt to."""
+    import logging
+
+    from .weights import read_checkpoint
+
+    data = read_checkpoint(path, mmap=True)
+    stored = data.get("config") if isinstance(data, dict) else None
+    differ = trained_otherwise(cfg, stored) if isinstance(stored, str) else []
+    if differ:
+        logging.getLogger("spcl").warning(
+            "%s was trained with another config for %s; its predictions change with these. The config it was "
+            "trained with: python tools/convert_checkpoint.py --print-config %s", path, "; ".join(differ), path)
