@@ -58,8 +58,16 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             continue
         kind = weights_kind(data)
         if kind not in ("checkpoint", "released"):
-            why = "backbone weights only (an ImageNet file: no segmentation head)" if kind else "no model state"
-            logging.getLogger("spcl").warning("skipping %s: %s in it", f, why)
+            if isinstance(data, dict) and "prototypes" in data:
+                why = "class prototypes, not a model"
+            elif kind:
+                why = "backbone weights only (an ImageNet file: no segmentation head), not a trained model"
+            else:
+                why = "no model state"
+            if f == path:  # the one file given: its reason is the error
+                raise ValueError(f"{path} holds {why}: give a trained model, e.g. a stage's "
+                                 "checkpoints/model_final.pth")
+            logging.getLogger("spcl").warning("skipping %s: it holds %s", f, why)
             continue
         iteration = data.get("iteration", -1)
         found.append((iteration if isinstance(iteration, int) else -1, f))
@@ -72,8 +80,6 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             hint = f"; {path} is a stage folder: did you mean {final}?"
         elif os.path.isdir(path) and stages:
             hint = f"; {path} is a run folder: give one stage's checkpoint, e.g. the last stage's {stages[-1]}"
-        elif os.path.isfile(path) and os.path.basename(path) == "prototypes.pth":
-            hint = "; prototypes.pth holds class prototypes, not a model: give a stage's checkpoints/model_final.pth"
         raise FileNotFoundError(f"no model checkpoint found at {path}{hint}")
     return sorted(found)
 

@@ -179,7 +179,17 @@ def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, spcl_log):
                str(folder / "imagenet.pth"))
     torch.save([1, 2], str(folder / "list.pth"))
     assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
-    assert "imagenet.pth: backbone weights only" in spcl_log.text and "list.pth: no model state" in spcl_log.text
+    assert "imagenet.pth: it holds backbone weights only" in spcl_log.text
+    assert "list.pth: it holds no model state" in spcl_log.text
+    torch.save({"prototypes": torch.zeros(19, 512)}, str(folder / "prototypes.pth"))
+    assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
+    assert "prototypes.pth: it holds class prototypes, not a model" in spcl_log.text
+    # one file given: not skipped with a warning and then "no model checkpoint found": its reason is the error
+    for name, why in (("imagenet.pth", "backbone weights only (an ImageNet file: no segmentation head), not a "
+                                       "trained model"),
+                      ("prototypes.pth", "class prototypes, not a model"), ("list.pth", "no model state")):
+        with pytest.raises(ValueError, match=re.escape(f"{folder / name} holds {why}: give a trained model")):
+            test_tool.find_checkpoints(str(folder / name))
 
 
 def test_a_later_checkpoint_that_fails_keeps_the_results_before_it(tmp_path, test_tool):
