@@ -265,27 +265,10 @@ def validate(cfg: CN) -> None:
 
 
 def _check_id_map(pairs, num_classes: int) -> None:
-    """DATASETS.FOLDER.ID_MAP: [raw id, train id] pairs of ints, raw in [0, 65535] (8- or 16-bit label
-    files), train id in [0, num_classes) or the ignore label, no raw id mapped to two train ids. What
-    `id_map_lut` (spcl/data/datasets/folder.py) accepts, and a train id the labels of this run may hold."""
-    from ..data.labels import IGNORE_LABEL
+    """DATASETS.FOLDER.ID_MAP: what `id_map_lut` accepts, and train ids the labels of this run may hold."""
+    from ..data.datasets.folder import check_id_pairs
 
-    key, mapped = "DATASETS.FOLDER.ID_MAP", {}
-    for entry in pairs:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2
-                and all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
-            raise ValueError(f"{key}: entry {entry!r} is not a [raw id, train id] pair of ints; write a list of "
-                             "pairs, e.g. [[7, 0], [8, 1]]")
-        raw, train = entry
-        if not 0 <= raw <= 65535:
-            raise ValueError(f"{key}: entry {list(entry)!r} has raw id {raw}; expected a label file value in "
-                             "[0, 65535]")
-        if not (0 <= train < num_classes or train == IGNORE_LABEL):
-            raise ValueError(f"{key}: entry {list(entry)!r} has train id {train}; expected one in [0, {num_classes}) "
-                             f"(MODEL.NUM_CLASSES) or {IGNORE_LABEL} (ignore)")
-        if mapped.setdefault(raw, train) != train:
-            raise ValueError(f"{key}: raw id {raw} is mapped to {mapped[raw]} and to {train}; expected one train id "
-                             "per raw id")
+    check_id_pairs(pairs, num_classes)
 
 
 def _get(cfg: CN, key: str):

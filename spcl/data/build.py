@@ -102,7 +102,7 @@ def _folder_dataset(cfg, name: str, transform, list_file: str, labels: str) -> F
         return FolderDataset(f.TRAIN_DIR, transform, list_file, cfg.MODEL.NUM_CLASSES, labels,
                              image_suffix=f.IMAGE_SUFFIX)
     return FolderDataset(f.VAL_DIR, transform, list_file, cfg.MODEL.NUM_CLASSES, labels, f.VAL_LABEL_DIR,
-                         f.IMAGE_SUFFIX, f.LABEL_SUFFIX, id_map_lut(f.ID_MAP, f.ID_MAP_FILE))
+                         f.IMAGE_SUFFIX, f.LABEL_SUFFIX, id_map_lut(f.ID_MAP, f.ID_MAP_FILE, cfg.MODEL.NUM_CLASSES))
 
 
 def _build(cfg, name: str, transform, labels: str) -> SegmentationDataset:

@@ -110,6 +110,28 @@ def test_id_map_lut():
         id_map_lut([[1, 2, 3]])
 
 
+@pytest.mark.parametrize("content, says", [
+    ("[7, 0]", "entry 7 is not a [raw id, train id] pair of ints"),
+    ('{"7": 0, "8": 19}', "entry [8, 19] has train id 19; expected one in [0, 19)"),
+    ("[[7, 0], [7, 2]]", "raw id 7 is mapped to 0 and to 2"),
+    ('{"road": 0}', "its keys must be raw ids (integers), got ['road']"),
+    ('{"7": "0"}', "entry [7, '0'] is not a [raw id, train id] pair of ints"),
+    ('"7: 0"', "expected a list of [raw id, train id] pairs")])
+def test_an_id_map_file_gets_the_checks_of_the_config_key_naming_the_file(tmp_path, content, says):
+    """The same rules as DATASETS.FOLDER.ID_MAP (checked when the config loads), for the file, when read:
+    the last of two entries no longer wins in silence, a flat pair no longer crashes."""
+    path = tmp_path / "ids.json"
+    path.write_text(content)
+    with pytest.raises(ValueError) as e:
+        id_map_lut(path=str(path), num_classes=19)
+    assert str(e.value).startswith(f"id map file {path} (DATASETS.FOLDER.ID_MAP_FILE): ") and says in str(e.value)
+    make_tree(tmp_path)  # and so through the dataset, with the config's MODEL.NUM_CLASSES
+    cfg = cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"), "DATASETS.FOLDER.ID_MAP_FILE",
+                  str(path))
+    with pytest.raises(ValueError, match=re.escape(says)):
+        build_dataset(cfg, "folder_val", train=False)
+
+
 def test_a_damaged_id_map_file_is_named(tmp_path):
     path = tmp_path / "ids.json"
     path.write_text('{"7": 0, "26": 13}')

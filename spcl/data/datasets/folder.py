@@ -78,25 +78,53 @@ def unique_names(rel_paths: Sequence[str]) -> list[str]:
     return names
 
 
-def id_map_lut(pairs: Sequence = (), path: str = "") -> Optional[np.ndarray]:
+def id_map_lut(pairs: Sequence = (), path: str = "", num_classes: int = 255) -> Optional[np.ndarray]:
     """Lookup table (65536,) uint8 raw id → train id from [[raw, train], …] `pairs` or a JSON file
-    `path` ({"raw": train} or pairs; wins when set); ids not listed → 255. None when neither is given."""
+    `path` ({"raw": train} or pairs; wins when set); ids not listed → 255. None when neither is given.
+    Both are checked by `check_id_pairs` (train ids below `num_classes`)."""
+    where = "DATASETS.FOLDER.ID_MAP"
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"id map file not found: {path}{where_read(path)} (DATASETS.FOLDER.ID_MAP_FILE)")
         data = read_json(path)
-        pairs = list(data.items()) if isinstance(data, dict) else data
+        where = f"id map file {path} (DATASETS.FOLDER.ID_MAP_FILE)"
+        if isinstance(data, dict):
+            try:
+                pairs = [[int(raw), train] for raw, train in data.items()]
+            except ValueError:
+                raise ValueError(f"{where}: its keys must be raw ids (integers), got {list(data)[:5]}") from None
+        else:
+            pairs = data
     if not pairs:
         return None
+    check_id_pairs(pairs, num_classes, where)
     lut = np.full(65536, IGNORE_LABEL, dtype=np.uint8)
-    for pair in pairs:
-        if len(pair) != 2:
-            raise ValueError(f"id map entry {pair!r} is not a [raw_id, train_id] pair (DATASETS.FOLDER.ID_MAP)")
-        raw, train = int(pair[0]), int(pair[1])
-        if not 0 <= raw < 65536 or not (0 <= train < 255 or train == IGNORE_LABEL):
-            raise ValueError(f"id map entry [{raw}, {train}] out of range (raw 0..65535, train 0..254 or 255)")
+    for raw, train in pairs:
         lut[raw] = train
     return lut
+
+
+def check_id_pairs(pairs, num_classes: int, where: str = "DATASETS.FOLDER.ID_MAP") -> None:
+    """An id map (`where` names it in errors): [raw id, train id] pairs of ints, raw in [0, 65535] (8- or
+    16-bit label files), train id in [0, num_classes) or the ignore label, no raw id mapped to two train ids."""
+    if not isinstance(pairs, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of [raw id, train id] pairs, got {pairs!r}")
+    mapped: dict = {}
+    for entry in pairs:
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in entry)):
+            raise ValueError(f"{where}: entry {entry!r} is not a [raw id, train id] pair of ints; write a list of "
+                             "pairs, e.g. [[7, 0], [8, 1]]")
+        raw, train = entry
+        if not 0 <= raw <= 65535:
+            raise ValueError(f"{where}: entry {list(entry)!r} has raw id {raw}; expected a label file value in "
+                             "[0, 65535]")
+        if not (0 <= train < num_classes or train == IGNORE_LABEL):
+            raise ValueError(f"{where}: entry {list(entry)!r} has train id {train}; expected one in [0, {num_classes}) "
+                             f"(MODEL.NUM_CLASSES) or {IGNORE_LABEL} (ignore)")
+        if mapped.setdefault(raw, train) != train:
+            raise ValueError(f"{where}: raw id {raw} is mapped to {mapped[raw]} and to {train}; expected one train id "
+                             "per raw id")
 
 
 class ImageSizePlaceholder:
