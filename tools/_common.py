@@ -179,7 +179,8 @@ def run_main(main, argv=None) -> None:
     except Exception as e:
         if lost_a_peer(e) and not debug:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo: "[pair.cc:561] Connection …. This …"
+            # gloo: "[…/pair.cc:561] Connection closed by peer [addr]. This is typically caused by …"
+            first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]
             print(f"{name}: process {rank} of {world} stopped because another process of the run failed "
                   f"({first}); that process's error is above and in torchrun's \"Root Cause\" report "
                   "(--debug shows this traceback)", file=sys.stderr)

@@ -11,7 +11,8 @@ _C.SEED = 0  # seeds python, numpy, torch and the data samplers; same seed + con
 
 # ------------------------------------------------------------------------------------ model ---
 _C.MODEL = CN()
-# resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | vgg16 (spcl.modeling.backbones.BACKBONES; DeepLab-v2 / LargeFOV; docs/method.md, model)
+# resnet18 | resnet34 | resnet50 | resnet101 | resnet152 | vgg16 (spcl.modeling.backbones.BACKBONES;
+# DeepLab-v2 / LargeFOV; docs/method.md, model)
 _C.MODEL.BACKBONE = "resnet101"
 _C.MODEL.NUM_CLASSES = 19  # 19 (GTA5, Synscapes) or 16 (SYNTHIA)
 # Local path of initial weights: a torchvision ImageNet state dict of the backbone, or a checkpoint

@@ -236,8 +236,8 @@ def segment_images(model, images: Sequence, cfg, scales: Optional[Sequence[float
 def segment_image(model, image, cfg, scales: Optional[Sequence[float]] = None, flip: Optional[bool] = None,
                   sliding: Optional[bool] = None, device: Optional[torch.device] = None) -> np.ndarray:
     """Train-label map H×W uint8 (0..K-1) of one image (H×W×3 uint8 RGB array, H×W greyscale, RGBA,
-    or a PIL image of any mode, turned by its EXIF orientation) with the test protocol of `cfg`: resized to INPUT.TEST_SIZE, normalised,
-    TEST.SCALES / TEST.FLIP / TEST.SLIDING (`scales`, `flip`, `sliding` override them), logits
+    or a PIL image of any mode, turned by its EXIF orientation) with the test protocol of `cfg`: resized
+    to INPUT.TEST_SIZE, normalised, TEST.SCALES / TEST.FLIP / TEST.SLIDING (`scales`, `flip`, `sliding` override them), logits
     upsampled to the image's own size. `model`: e.g. `spcl.modeling.load_trained_segmentor(cfg, path)`.
     Cityscapes labelIds: `spcl.data.labels.trainid_to_labelid_lut(K)[labels]`; colours: `colorize`."""
     return segment_images(model, [image], cfg, scales, flip, sliding, device)[0]
