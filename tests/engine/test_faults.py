@@ -144,7 +144,8 @@ def test_out_of_gpu_memory_names_the_iteration_the_checkpoint_and_what_to_change
     with pytest.raises(OutOfMemory) as err:
         run_stage(tiny_cfg(toy_root, out, *OPTS), "source_only", out)
     msg = str(err.value)
-    assert msg.startswith("out of GPU memory at iteration 3 of stage source_only (last checkpoint: ")
+    # in the 4th iteration (self.iteration counts from 0, the log and the messages from 1)
+    assert msg.startswith("out of GPU memory in iteration 4 of stage source_only (last checkpoint: ")
     assert "model_0000002.pth" in msg and "Tried to allocate 2.00 GiB" in msg and "of which" not in msg
     assert all(k in msg for k in ("SOURCE_ONLY.*_BATCH", "SOLVER.ACCUM_STEPS", "SOLVER.AMP bf16",
                                   "--allow-config-change"))

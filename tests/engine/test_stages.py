@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_cfg
+from spcl.config import get_cfg
 from spcl.engine import run_stage
 from spcl.evaluation import evaluate_checkpoint
 
@@ -155,7 +156,7 @@ def test_best_handoff_survives_a_resume(tmp_path):
             return path
 
     class Trainer:
-        NAME, checkpointer = "align", Saver()
+        NAME, checkpointer, cfg = "align", Saver(), get_cfg()
 
     hook = KeepBestCheckpoint(str(tmp_path))
     for it, miou in ((2, 5.0), (4, 9.0), (6, 7.0)):
@@ -165,6 +166,7 @@ def test_best_handoff_survives_a_resume(tmp_path):
         resumed.after_evaluation(Trainer, it, {"mIoU": miou, "IoU": [miou]})
     saved = torch.load(resumed.path, weights_only=False)
     assert (resumed.iteration, resumed.mIoU, saved["iteration"]) == (4, 9.0, 4) and resumed.metrics["IoU"] == [9.0]
+    assert saved["config"] == Trainer.cfg.dump()  # like every stage checkpoint (convert_checkpoint --print-config)
     assert "iteration 4, mIoU 9.00" in resumed.describe()
     torn = tmp_path / "torn"
     torn.mkdir()
