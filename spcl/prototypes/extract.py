@@ -88,6 +88,8 @@ def load_prototype_file(path: str, shape: Optional[tuple[int, int]] = None) -> t
     protos = data.get("prototypes") if isinstance(data, dict) else data
     if not isinstance(protos, torch.Tensor) or protos.dim() != 2:
         what = f"a dict with keys {sorted(data)[:8]}" if isinstance(data, dict) else type(data).__name__
+        if isinstance(data, dict) and "model" in data:
+            what = "a model checkpoint, not prototypes"
         raise ValueError(f"prototype file {path} holds {what}; expected a K×C tensor, or a dict with one under "
                          "'prototypes' (as the `prototypes` stage and tools/gen_pseudo.py --prototypes write)")
     if shape is not None and tuple(protos.shape) != tuple(shape):

@@ -158,3 +158,8 @@ def test_prototype_file_forms_and_mistakes_name_the_file(tmp_path):
         load_prototype_file(str(tmp_path / "model_final.pth"))
     assert "\n" not in str(info.value) and "model_final.pth: it holds Python objects besides tensors, as a model " \
                                            "checkpoint does; PROTOTYPE.PATH takes the prototypes.pth" in str(info.value)
+    # a checkpoint of the current format holds no Python objects (its numpy random state is a list): it loads
+    # as tensors and is named a model checkpoint all the same
+    torch.save({"model": {"head.w": torch.zeros(1)}, "iteration": 3}, tmp_path / "new_final.pth")
+    with pytest.raises(ValueError, match=r"new_final\.pth holds a model checkpoint, not prototypes; expected a K×C"):
+        load_prototype_file(str(tmp_path / "new_final.pth"))
