@@ -8,8 +8,8 @@ setup(
     packages=find_packages(include=["spcl", "spcl.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "torch>=2.6",  # torch.load(weights_only=True) with safe_globals of (obj, name) pairs
+        "torchvision>=0.21",
         "yacs>=0.1.8",
         "numpy",
         "pillow",

@@ -28,5 +28,5 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_setup_accepts_the_supported_torch_pair():
     setup = open(os.path.join(ROOT, "setup.py")).read()
-    assert '"torch>=2.1"' in setup and '"torchvision>=0.16"' in setup
+    assert '"torch>=2.6"' in setup and '"torchvision>=0.21"' in setup
     assert not re.search(r'"torch(vision)?==', setup)

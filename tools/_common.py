@@ -7,6 +7,7 @@ import argparse
 import os
 import re
 import sys
+from typing import Optional
 
 try:
     import spcl  # noqa: F401
@@ -28,13 +29,21 @@ def is_override_key(token: str) -> bool:
     return "." in token or token in {k for k, v in get_cfg().items() if not isinstance(v, dict)}
 
 
-def mark_overrides(argv: list) -> list:
+def mark_overrides(argv: list, arity: Optional[dict] = None) -> list:
     """`argv` with `--` before its first config key, so that a flag taking several values
-    (`--scales 0.75 1.25 KEY VALUE`) ends there instead of swallowing the overrides."""
+    (`--scales 0.75 1.25 KEY VALUE`) ends there instead of swallowing the overrides. `arity`: the number of
+    values of each flag that takes a fixed number (`--output`: 1); those values are never keys."""
+    arity = arity or {}
+    skip = 0
     for i, token in enumerate(argv):
+        if skip:
+            skip -= 1
+            continue
         if token == "--":
             return argv
-        if i > 0 and is_override_key(token):
+        if token in arity:
+            skip = arity[token]
+        elif i > 0 and is_override_key(token):
             return argv[:i] + ["--"] + argv[i:]
     return argv
 
@@ -42,7 +51,9 @@ def mark_overrides(argv: list) -> list:
 class _OverridesParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        return super().parse_known_args(mark_overrides(args), namespace)
+        arity = {flag: 1 if action.nargs is None else action.nargs for action in self._actions
+                 for flag in action.option_strings if action.nargs is None or isinstance(action.nargs, int)}
+        return super().parse_known_args(mark_overrides(args, arity), namespace)
 
 
 def config_parser(doc: str, config_required: bool = False) -> argparse.ArgumentParser:

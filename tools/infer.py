@@ -84,7 +84,7 @@ def read_input_image(path: str):
 
     try:
         return read_image(path)
-    except OSError as e:
+    except (OSError, SyntaxError, ValueError) as e:  # (what Pillow raises on a damaged file)
         logger.warning("skipping %s: not a readable image (%s)", path, e)
         return None
 

@@ -30,18 +30,34 @@ def _open(path: str) -> Image.Image:
     return img
 
 
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1–8; 1 = as stored) of an opened image, from the EXIF block its header holds
+    (JPEG APP1, PNG eXIf before the pixels). Decodes no pixels: Pillow's `getexif()` on a PNG decodes the
+    whole image. A damaged block counts as 1, as viewers treat it."""
+    raw = img.info.get("exif")
+    if not raw:
+        return 1
+    try:
+        exif = Image.Exif()
+        exif.load(raw)
+        orientation = exif.get(ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - any malformed EXIF: shown as stored
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
 def displayed_size(img: Image.Image) -> tuple:
     """(W, H) of an opened image as `to_rgb` returns it: its header's size, swapped when its EXIF
     orientation turns it by 90° (orientations 5–8). Reads no pixels."""
     w, h = img.size
-    return (h, w) if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+    return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """`img` as an 8-bit RGB image, as a viewer shows it: turned by its EXIF orientation (a phone's
     portrait JPEG), 16-bit greyscale scaled to 8 bits (Pillow's own conversion clips it to white),
     palette, CMYK, greyscale and alpha images converted."""
-    if img.getexif().get(ORIENTATION, 1) != 1:  # (exif_transpose copies every image, turned or not)
+    if exif_orientation(img) != 1:  # (exif_transpose copies every image, turned or not)
         img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I"):  # 16-bit greyscale PNG ("I;16", or "I" in older Pillow): 0..65535
         arr = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)

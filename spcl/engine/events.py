@@ -61,11 +61,11 @@ class EventWriter:
         self.folder, self.stage, self.enabled = folder, stage, enabled
         self.class_names = list(class_names) if class_names is not None else None
         self.tb = None
-        self._tb_has_val_at = resumed_at if redo_eval else None
+        self._tb_has_val_at = None
         if enabled:
             os.makedirs(folder, exist_ok=True)
-            if resumed_at is not None:
-                self._drop_after(resumed_at, redo_eval)
+            if resumed_at is not None and self._drop_after(resumed_at, redo_eval):
+                self._tb_has_val_at = resumed_at  # the earlier attempt logged that evaluation: TensorBoard has it
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -74,16 +74,19 @@ class EventWriter:
                 except ImportError:  # pragma: no cover - tensorboard is a dependency
                     self.tb = None
 
-    def _drop_after(self, iteration: int, redo_eval: bool = False) -> None:
+    def _drop_after(self, iteration: int, redo_eval: bool = False) -> bool:
+        """Drop the records after `iteration` (and with `redo_eval` its `val/` record); returns whether that
+        `val/` record was there (an evaluation the earlier attempt finished and logged)."""
         path = os.path.join(self.folder, "metrics.json")
         if not os.path.isfile(path):
-            return
+            return False
         with open(path) as f:
             lines = [ln for ln in f if ln.strip()]
-        kept = [ln for ln in lines if _iteration_of(ln) < iteration or
-                (_iteration_of(ln) == iteration and not (redo_eval and '"val/' in ln))]
+        redone = [ln for ln in lines if redo_eval and _iteration_of(ln) == iteration and '"val/' in ln]
+        kept = [ln for ln in lines if _iteration_of(ln) <= iteration and ln not in redone]
         if len(kept) < len(lines):
             atomic_write(path, lambda f: f.writelines(kept), binary=False, what="metrics file")
+        return bool(redone)
 
     def write(self, iteration: int, scalars: dict, prefix: str = "") -> None:
         if not self.enabled:

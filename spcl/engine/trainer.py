@@ -328,6 +328,7 @@ class StageTrainer:
             # evaluate before the save, so that the resume point holds what the evaluation decided (the best
             # checkpoint so far) and a stage killed during the evaluation evaluates that iteration again
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
+                self.check_finite_weights(done)  # a diverged model is neither evaluated nor kept as the best
                 self.evaluate_and_log(done)
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
                 saved = self._save_resume_point(done)

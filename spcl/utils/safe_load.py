@@ -25,6 +25,11 @@ TRUST_ENV = "SPCL_TRUST_CHECKPOINTS"
 _ASKED = re.compile(r"GLOBAL (\S+)|but got <class '([^']+)'>")
 
 
+if not hasattr(torch.serialization, "safe_globals"):  # before 2.5; its (obj, name) entries need 2.6
+    raise ImportError(f"spcl reads checkpoints with torch.load's restricted loader, which needs torch >= 2.6; this "
+                      f"is torch {torch.__version__} (setup.py asks for torch>=2.6): upgrade PyTorch")
+
+
 class UntrustedCheckpointError(ValueError):
     """A checkpoint that asks the unpickler for more than spcl's allowlist: loading it would run its code."""
 

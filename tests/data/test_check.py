@@ -297,3 +297,21 @@ def test_train_labels_outside_the_classes_are_bad_after_the_datasets_table(tmp_p
     ds.lut[7] = 19  # road → a class id K = 19 does not have
     result = check_dataset(ds, "gta5_train")
     assert len(result.bad) == 6 and all(r.startswith("label id out of range") and "[19]" in r for _, r in result.bad)
+
+
+def test_the_size_check_of_a_png_decodes_no_pixels_and_sees_its_exif_orientation(tmp_path, monkeypatch):
+    """The check reads every PNG's chunks (verify) and its EXIF orientation from the header, decoding no
+    pixels: Pillow's own getexif() on a PNG decodes the whole image, ~12× the check's cost at GTA5's size."""
+    from PIL import PngImagePlugin
+
+    arr = np.zeros((4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(str(tmp_path / "turned.png"), exif=exif)
+    Image.fromarray(arr).save(str(tmp_path / "plain.png"))
+    decoded = []
+    real = PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self, *a: decoded.append(1) or real(self, *a))
+    assert C._image_size(str(tmp_path / "turned.png")) == (4, 6)  # shown turned by 90°: W and H swap
+    assert C._image_size(str(tmp_path / "plain.png")) == (6, 4)
+    assert decoded == []

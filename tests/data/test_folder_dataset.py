@@ -270,3 +270,5 @@ def test_a_missing_label_folder_is_named_before_the_run(tmp_path):
         build_dataset(cfg, "folder_val", train=False)
     with pytest.raises(FileNotFoundError, match="folder_val: label folder not found"):
         check_inputs(cfg)
+    for labels in ("none", "optional"):  # test.py --format-only, --bn-stats-from, a folder_val target
+        assert len(build_dataset(cfg, "folder_val", train=False, labels=labels)) == 2

@@ -529,3 +529,23 @@ def test_best_handoff_of_a_resumed_stage_is_the_uninterrupted_runs(toy_root, tmp
     torch.save(stale, fresh / "checkpoints" / "model_best.pth")
     again = run_stage(tiny_cfg(toy_root, str(fresh), *OPTS, *opts), "source_only", str(fresh))
     assert "iteration 2, mIoU 9.00" in again["handoff"]
+
+
+def test_diverged_weights_are_neither_evaluated_nor_kept_as_the_best(toy_root, tmp_path, monkeypatch):
+    """Weights turned NaN in iteration 2, whose evaluation is due (and whose log is not, so no earlier check
+    sees them): the stage stops before evaluating, and no model_best.pth holds them."""
+    real = SourceOnlyTrainer.run_step
+
+    def nan_in_2(self, batch):
+        logs = real(self, batch)
+        if self.iteration == 1:
+            with torch.no_grad():
+                next(self.modules["model"].parameters()).fill_(float("nan"))
+        return logs
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", nan_in_2)
+    out = str(tmp_path)
+    with pytest.raises(DivergenceError, match="non-finite weights in 'model' at iteration 2"):
+        run_pipeline(tiny_cfg(toy_root, out, *OPTS, "SOLVER.EVAL_PERIOD", "2", "SOLVER.LOG_PERIOD", "5",
+                              "PIPELINE.HANDOFF", "best"))
+    assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints", "model_best.pth"))

@@ -49,6 +49,9 @@ def assert_same_run(out, full):
     for stage in ("0_source_only", "1_prototypes"):
         tb, tb_full = tb_scalars(os.path.join(out, stage, "tb")), tb_scalars(os.path.join(full, stage, "tb"))
         assert {k: len(v) for k, v in tb.items()} == {k: len(v) for k, v in tb_full.items()}, stage
+        timing = ("sec_per_iter", "peak_mem_mb")
+        assert {k: repr(v) for k, v in tb.items() if not k.endswith(timing)} == \
+            {k: repr(v) for k, v in tb_full.items() if not k.endswith(timing)}, stage  # in step order; NaN == NaN
     with open(os.path.join(out, "0_source_only", "manifest.json")) as f, \
             open(os.path.join(full, "0_source_only", "manifest.json")) as g:
         assert json.load(f)["metrics"] == json.load(g)["metrics"]  # the best checkpoint's, handed on
@@ -61,13 +64,16 @@ def assert_same_run(out, full):
     assert [p for p in leftovers if ".stale-" not in p] == []  # (a folder set aside keeps what it held)
 
 
-def test_killed_during_a_periodic_evaluation(uninterrupted, toy_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("at", [4, 6])
+def test_killed_during_an_evaluation(uninterrupted, toy_root, tmp_path, monkeypatch, at):
     """The evaluation of iteration 4 comes before its checkpoint: the rerun resumes from 2 and evaluates 4
-    again. (Saved first, the resume from 4 skipped that evaluation, and HANDOFF best chose from fewer.)"""
+    again. (Saved first, the resume from 4 skipped that evaluation, and HANDOFF best chose from fewer.)
+    The final one (6) comes after model_final: the rerun resumes there and evaluates 6 once more, and its
+    scalars reach TensorBoard (the killed attempt never wrote them)."""
     real = SourceOnlyTrainer.evaluate_and_log
 
     def killed_at_4(self, iteration):
-        if iteration == 4:
+        if iteration == at:
             raise Killed
         return real(self, iteration)
 

@@ -161,3 +161,18 @@ def test_unreadable_files_are_still_reported_as_unreadable(tmp_path):
     assert "Weights only" not in unreadable(str(junk)) and "\n" not in unreadable(str(junk))
     with pytest.raises(OSError, match=r"cannot read weights file .*model_0000009\.pth"):
         read_checkpoint(str(junk))
+
+
+def test_a_torch_without_the_restricted_loaders_allowlist_is_named_at_import():
+    """Before torch 2.6 every checkpoint would read as "unreadable" (and a resume would say to delete the stage
+    folder): the import stops instead, naming the version needed. (In a subprocess: a reload here would leave
+    two classes of UntrustedCheckpointError in this one.)"""
+    import subprocess
+    import sys
+
+    code = "import torch; del torch.serialization.safe_globals; import spcl.utils.safe_load"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert proc.returncode != 0
+    assert "ImportError: spcl reads checkpoints with torch.load's restricted loader, which needs torch >= 2.6" \
+        in proc.stderr, proc.stderr

@@ -296,6 +296,13 @@ def test_overrides_end_a_flag_of_several_values(tmp_path, monkeypatch):
     parser = config_parser("A tool.")
     parser.add_argument("--scales", type=float, nargs="+")
     parser.add_argument("--names", nargs="+")
+    parser.add_argument("--output")
+    parser.add_argument("--size", nargs=2)
+    parser.add_argument("--flip", action="store_true")
+    # the value of a flag of one value (or a fixed number) is never a key, whatever it looks like
+    args = parser.parse_args(["--output", "EVAL.V2", "--size", "SEED", "OUTPUT_DIR", "--flip", "SEED", "3"])
+    assert (args.output, args.size, args.flip) == ("EVAL.V2", ["SEED", "OUTPUT_DIR"], True)
+    assert args.opts[-2:] == ["SEED", "3"]
     args = parser.parse_args(["--scales", "0.75", "1.25", "DATASETS.TEST_LIST", "x.txt", "SEED", "3"])
     assert args.scales == [0.75, 1.25] and args.opts[-4:] == ["DATASETS.TEST_LIST", "x.txt", "SEED", "3"]
     args = parser.parse_args(["--names", "SPCL", "FADA", "SEED", "3"])

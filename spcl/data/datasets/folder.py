@@ -162,7 +162,7 @@ class FolderDataset(ImageSizePlaceholder, SegmentationDataset):
     def __init__(self, image_dir: str, transform, list_file: str = "", num_classes: int = 19,
                  labels: str = "none", label_dir: str = "", image_suffix: str = "", label_suffix: str = ".png",
                  id_lut: Optional[np.ndarray] = None):
-        if label_dir and not os.path.isdir(label_dir):
+        if label_dir and labels == "required" and not os.path.isdir(label_dir):  # (read without labels: no matter)
             raise FileNotFoundError(f"label folder not found: {label_dir!r}{where_read(label_dir)} "
                                     "(DATASETS.FOLDER.VAL_LABEL_DIR)")
         rel = read_list_file(list_file) if list_file else find_images(image_dir, image_suffix)
