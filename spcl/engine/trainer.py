@@ -32,7 +32,8 @@ from spcl.evaluation.sliding import sliding_from_cfg
 from spcl.modeling import build_segmentor
 from spcl.modeling.batchnorm import running_stats_frozen
 from spcl.utils import comm
-from spcl.utils.env import AMP_DTYPES, cpu_has_bf16_units, default_device, peak_memory_mb, seed_all, write_run_info
+from spcl.utils.env import (AMP_DTYPES, cpu_has_bf16_units, default_device, get_rng_state, peak_memory_mb, seed_all,
+                            set_rng_state, write_run_info)
 from spcl.utils.io import remove_temp_files
 from spcl.utils.signals import Preempted, StopOnSignal, signal_numbers
 
@@ -275,7 +276,10 @@ class StageTrainer:
             raise ValueError(f"stage {self.NAME} in {self.output_dir} resumes from iteration {start} "
                              f"({self.resume_from}), past {self.NODE}.STOP_ITER {stop}: give STOP_ITER >= {start}, or "
                              "delete the stage folder to train it again to the new length")
-        iters = {k: iter(v) for k, v in self.build_loaders(start).items()}
+        rng = get_rng_state() if self.resume_from else None
+        iters = {k: iter(v) for k, v in self.build_loaders(start).items()}  # (draws the loaders' base seeds)
+        if rng is not None:  # the random state the checkpoint holds, as the uninterrupted run had it after these draws
+            set_rng_state(rng)
         logger.info("stage %s: iterations %d → %d (poly horizon %d) on %s, %d process(es)", self.NAME, start, stop,
                     scfg.MAX_ITER, self.device, comm.get_world_size())
         for model in self.modules.values():

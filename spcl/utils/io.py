@@ -34,7 +34,7 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
     """Call `write(f)` on a temp file beside `path`, then rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}_", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
@@ -80,21 +80,40 @@ def _in_chain(e: BaseException, kind: type):
     return None
 
 
-TEMP_PREFIX = ".tmp_"  # atomic_write's temp files
+TEMP_PREFIX = ".tmp_"  # atomic_write's temp files: .tmp_<pid of the writer>_<random><suffix>
 
 
 def remove_temp_files(folder: str, recursive: bool = False) -> int:
     """Remove the temp files of `atomic_write` that a killed process left in `folder` (and below it with
-    `recursive`); only for a folder no other process writes to (under the run's lock). Returns how many."""
+    `recursive`): those whose writer, named in the file name, is no longer running on this machine (a live
+    writer, such as a tool writing into a run folder as the run starts, keeps its file). Returns how many."""
     removed = 0
     for root, dirs, files in os.walk(folder) if os.path.isdir(folder) else ():
         for name in files:
-            if name.startswith(TEMP_PREFIX):
-                os.remove(os.path.join(root, name))
-                removed += 1
+            if name.startswith(TEMP_PREFIX) and not _writer_alive(name):
+                try:
+                    os.remove(os.path.join(root, name))
+                    removed += 1
+                except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                    pass
         if not recursive:
             break
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that `atomic_write` named in temp file `name` still runs here (False for a name
+    without one: a file of an older version)."""
+    pid = name[len(TEMP_PREFIX):].split("_", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_torch_save(obj, path: str) -> None:

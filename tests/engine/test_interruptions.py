@@ -57,6 +57,9 @@ def assert_same_run(out, full):
         assert json.load(f)["metrics"] == json.load(g)["metrics"]  # the best checkpoint's, handed on
     a, b = final_weights(out), final_weights(full)
     assert all(torch.equal(a[k], b[k]) for k in b)
+    rng = [torch.load(os.path.join(run, "0_source_only", "checkpoints", "model_final.pth"), weights_only=False)["rng"]
+           for run in (out, full)]  # the random state too: a resume left it advanced by the loaders' seed draws
+    assert torch.equal(rng[0]["torch"], rng[1]["torch"]) and repr(rng[0]["numpy"]) == repr(rng[1]["numpy"])
     p = torch.load(os.path.join(out, "1_prototypes", "prototypes.pth"), weights_only=False)["prototypes"]
     q = torch.load(os.path.join(full, "1_prototypes", "prototypes.pth"), weights_only=False)["prototypes"]
     assert torch.equal(p, q)
@@ -168,3 +171,21 @@ def test_the_best_checkpoint_records_its_config_and_loads_safely(uninterrupted):
         assert best["config"] == f.read()
     assert best["oracle"] is True and best["metrics"]["mIoU"] == max(
         r["val/mIoU"] for r in map(json.loads, open(os.path.join(folder, "metrics.json"))) if "val/mIoU" in r)
+
+
+def test_a_temp_file_of_a_live_writer_is_kept(tmp_path):
+    """Only what a dead process left goes: a tool writing into the folder as a run starts keeps its file."""
+    import subprocess
+    import sys
+
+    from spcl.utils.io import remove_temp_files
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    names = [f".tmp_{os.getpid()}_abc.pth", f".tmp_{dead}_def.pth", ".tmp_ghi.json", "model.pth"]
+    for n in names:
+        (tmp_path / n).write_text("x")
+    assert remove_temp_files(str(tmp_path)) == 2
+    assert sorted(os.listdir(tmp_path)) == sorted([f".tmp_{os.getpid()}_abc.pth", "model.pth"])
+    atomic_write(str(tmp_path / "x.json"), lambda f: f.write(b"{}"))  # its own temp file carries its pid
+    (tmp_path / "x.json").unlink()
