@@ -192,9 +192,9 @@ def run_main(main, argv=None) -> None:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             # gloo: "[…/pair.cc:561] Connection closed by peer [addr]. This is typically caused by …"
             first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]
-            print(f"{name}: process {rank} of {world} stopped because another process of the run failed "
-                  f"({first}); that process's error is above and in torchrun's \"Root Cause\" report "
-                  "(--debug shows this traceback)", file=sys.stderr)
+            print(f"{name}: process {rank} of {world} stopped because another process of the run failed or was "
+                  f"killed ({first}); its error, if it could print one, is above, and torchrun's \"Root Cause\" "
+                  "report names it (--debug shows this traceback)", file=sys.stderr)
             sys.exit(1)
         if world > 1 and not lost_a_peer(e):
             import traceback

@@ -93,6 +93,8 @@ def write_slim(src: str, dst: str, obj: dict) -> dict:
         "path": os.path.abspath(src), "format": SLIM_FORMAT, "stage": obj.get("stage"), "iteration": iteration}
     out = {"model": state, "iteration": iteration if isinstance(iteration, int) else -1, "converted_from": origin}
     out.update({k: obj[k] for k in ("stage", "config") if isinstance(obj.get(k), str)})
+    # model_best.pth's: chosen by target-val mIoU (an ORACLE choice), and those metrics, travel with the model
+    out.update({k: obj[k] for k in ("oracle", "metrics") if k in obj})
     dropped = sorted(k for k in obj if k not in out)
     atomic_torch_save(out, dst)
     size = os.path.getsize(dst) / 2**20

@@ -47,7 +47,14 @@ def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None
     if not path:
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
     model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
-    load_segmentor_weights(model, path, trained=True)
+    try:
+        load_segmentor_weights(model, path, trained=True)
+    except ValueError as e:  # a model that does not fit: say what the file was trained as, when it records it
+        recorded = recorded_model(path)
+        if not recorded or all(f"{k} {v}" in str(e) for k, v in recorded.items()):
+            raise
+        raise ValueError(f"{e}; it was trained with " + ", ".join(f"{k} {v}" for k, v in recorded.items()) +
+                         f": use its config (python tools/convert_checkpoint.py --print-config {path})") from e
     warn_if_trained_otherwise(cfg, path)
     return model.to(device or torch.device("cpu")).eval()
 
@@ -69,6 +76,20 @@ def trained_otherwise(cfg, stored_yaml: str) -> list:
         if isinstance(part, dict) and name in part and part[name] != cfg[section][name]:
             out.append(f"{key}: {part[name]} then, {cfg[section][name]} now")
     return out
+
+
+def recorded_model(path: str) -> dict:
+    """{MODEL.BACKBONE, MODEL.NUM_CLASSES: values} of the config checkpoint `path` records ({} without one)."""
+    import yaml
+
+    from .weights import read_checkpoint
+
+    data = read_checkpoint(path, mmap=True)
+    stored = yaml.safe_load(data["config"]) if isinstance(data, dict) and isinstance(data.get("config"), str) else None
+    model = stored.get("MODEL") if isinstance(stored, dict) else None
+    if not isinstance(model, dict):
+        return {}
+    return {f"MODEL.{k}": model[k] for k in ("BACKBONE", "NUM_CLASSES") if k in model}
 
 
 def warn_if_trained_otherwise(cfg, path: str) -> None:

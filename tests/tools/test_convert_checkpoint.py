@@ -66,6 +66,20 @@ def test_a_stage_checkpoint_becomes_a_slim_model_file(converted):
     assert get_unsafe_globals_in_checkpoint(slim) == []  # plain torch.load reads it
 
 
+def test_a_slim_best_model_keeps_its_oracle_mark_and_metrics(tmp_path):
+    """model_best.pth of PIPELINE.HANDOFF best was chosen by target-val mIoU: its slim copy says so."""
+    cfg = load_config("", OPTS)
+    checkpointer, _ = _stage(cfg, str(tmp_path / "checkpoints"))
+    metrics = {"mIoU": 41.5, "IoU": [41.5] * 19}
+    best = checkpointer.save("model_best", 2, {"stage": "adv_warmup", "oracle": True, "metrics": metrics,
+                                               "config": cfg.dump()}, periodic=False, pointer=False)
+    slim = str(tmp_path / "best_slim.pth")
+    proc = _tool(best, slim)
+    assert proc.returncode == 0, proc.stderr
+    data = torch.load(slim, weights_only=True)
+    assert data["oracle"] is True and data["metrics"] == metrics and "left out: discriminator, optimizers, rng" in proc.stdout
+
+
 def test_the_slim_file_loads_wherever_a_trained_model_does(converted):
     """The same weights as the full checkpoint through load_trained_segmentor (test.py, infer.py, analyze.py,
     the inference stages, the Python API) and found with its iteration by test.py."""

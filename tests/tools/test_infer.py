@@ -365,3 +365,15 @@ def test_a_model_used_with_another_input_config_than_it_was_trained_with_is_name
     assert f"INPUT.PIXEL_MEAN: {list(cfg.INPUT.PIXEL_MEAN)} then, [0.5, 0.5, 0.5] now" in said[0]
     assert f"INPUT.TEST_SIZE: [{W}, {H}] then, [64, 32] now" in said[0] and "TEST.FLIP" not in said[0]
     assert f"--print-config {ckpt}" in said[0]
+
+
+def test_a_model_that_does_not_fit_the_config_names_what_it_was_trained_as(tmp_path):
+    """A ResNet-18 model read with the default config (ResNet-101): the shape error also says the file was
+    trained with MODEL.BACKBONE resnet18 and how to get its config."""
+    cfg, ckpt = make_checkpoint(tmp_path)
+    state = torch.load(ckpt, weights_only=False)
+    torch.save({**state, "config": cfg.dump()}, ckpt)
+    with pytest.raises(ValueError, match=r"has shape .*; it was trained with MODEL.BACKBONE resnet18, "
+                                         r"MODEL.NUM_CLASSES 19: use its config \(python tools/convert_checkpoint.py "
+                                         r"--print-config .*model_final.pth\)"):
+        load_trained_segmentor(load_config("", ["MODEL.WEIGHTS", ""]), ckpt)
