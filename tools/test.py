@@ -54,6 +54,8 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
         except UntrustedCheckpointError:  # refused for safety: said, never skipped silently
             raise
         except Exception as e:  # noqa: BLE001
+            if f == path:  # the one file given: its reason is the error
+                raise IOError(f"cannot read checkpoint {path}: {e}") from e
             logging.getLogger("spcl").warning("skipping %s: not a readable checkpoint (%s)", f, e)
             continue
         kind = weights_kind(data)

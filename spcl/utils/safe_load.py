@@ -49,7 +49,12 @@ def load_checkpoint(path: str, mmap: bool = False):
     """`torch.load(path)` to CPU with the restricted unpickler and `allowed_globals()`. `mmap`: map the
     tensors instead of reading them (cheap for reading metadata; legacy non-zip files are read whole).
     A file asking for anything else raises `UntrustedCheckpointError`, unless `SPCL_TRUST_CHECKPOINTS=1`.
-    Other failures (missing, truncated, not a checkpoint) raise what `torch.load` raises."""
+    A file that does not start as torch.save writes (a text or JSON file, an empty one) raises an
+    UnpicklingError saying so. Other failures (missing, truncated) raise what `torch.load` raises."""
+    head = _head(path) if os.path.isfile(path) else None
+    if head is not None and not head.startswith((b"PK\x03\x04", b"\x80")):  # a zip archive, or a legacy pickle
+        raise pickle.UnpicklingError("an empty file" if not head else "not a PyTorch checkpoint file (neither a zip "
+                                     f"archive nor a pickle: it starts with {head!r})")
     try:
         with torch.serialization.safe_globals(allowed_globals()):
             return _torch_load(path, mmap, weights_only=True)
@@ -65,6 +70,11 @@ def load_checkpoint(path: str, mmap: bool = False):
             f"refusing to load {path}: it asks for {asked}, which spcl's checkpoints never hold, and loading it "
             f"would run code from the file; only if you trust where it came from, set {TRUST_ENV}=1 to load it "
             "with full pickle") from e
+
+
+def _head(path: str, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def _torch_load(path: str, mmap: bool, weights_only: bool):

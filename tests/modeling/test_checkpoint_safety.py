@@ -176,3 +176,21 @@ def test_a_torch_without_the_restricted_loaders_allowlist_is_named_at_import():
     assert proc.returncode != 0
     assert "ImportError: spcl reads checkpoints with torch.load's restricted loader, which needs torch >= 2.6" \
         in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"hello world\n", "not a PyTorch checkpoint file (neither a zip archive nor a pickle: it starts with b'hello wo')"),
+    (b'{"a": 1}', "not a PyTorch checkpoint file (neither a zip archive nor a pickle: it starts with b'{\"a\": 1}')"),
+    (b"", "an empty file")])
+def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content, says):
+    """A text, JSON or empty file given as a checkpoint: torch's restricted loader says `101` or `Unsupported
+    operand 123`; the reason given is what the file is."""
+    import pickle
+
+    from spcl.utils.safe_load import load_checkpoint
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(pickle.UnpicklingError) as e:
+        load_checkpoint(str(path))
+    assert str(e.value) == says

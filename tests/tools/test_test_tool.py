@@ -184,6 +184,11 @@ def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, spcl_log):
     torch.save({"prototypes": torch.zeros(19, 512)}, str(folder / "prototypes.pth"))
     assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
     assert "prototypes.pth: it holds class prototypes, not a model" in spcl_log.text
+    (folder / "notes.pth").write_text("hello")  # in a folder: skipped, with what it is
+    assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
+    assert "notes.pth: not a readable checkpoint (not a PyTorch checkpoint file" in spcl_log.text
+    with pytest.raises(OSError, match=re.escape(f"cannot read checkpoint {folder / 'notes.pth'}: not a PyTorch")):
+        test_tool.find_checkpoints(str(folder / "notes.pth"))
     # one file given: not skipped with a warning and then "no model checkpoint found": its reason is the error
     for name, why in (("imagenet.pth", "backbone weights only (an ImageNet file: no segmentation head), not a "
                                        "trained model"),
