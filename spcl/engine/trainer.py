@@ -87,6 +87,7 @@ class StageTrainer:
         self.base_lrs: dict[str, float] = {}
         self.hooks: list = []
         self.iteration = 0
+        self.evaluating: Optional[int] = None  # the iteration whose periodic evaluation runs, if one does
         self.accum_steps = int(cfg.SOLVER.ACCUM_STEPS)
         if self.accum_steps < 1:
             raise ValueError(f"SOLVER.ACCUM_STEPS must be >= 1, got {self.accum_steps}")
@@ -297,6 +298,11 @@ class StageTrainer:
                                     f"{last or 'none yet'})") from None
         except torch.cuda.OutOfMemoryError as e:
             last = self.checkpointer.last_checkpoint()
+            if self.evaluating is not None:  # the periodic evaluation: its batch is TEST.BATCH_SIZE
+                raise OutOfMemory.of(
+                    e, f"in the evaluation after iteration {self.evaluating} of stage {self.NAME} (last checkpoint: "
+                       f"{last or 'none yet'})", "Lower TEST.BATCH_SIZE (images per forward pass), which may change on "
+                       "a rerun, or use SOLVER.AMP bf16 (--allow-config-change); the rerun resumes the stage") from e
             raise OutOfMemory.of(
                 e, f"in iteration {self.iteration + 1} of stage {self.NAME} (last checkpoint: {last or 'none yet'})",
                 f"Lower the per-process batch ({self.NODE}.*_BATCH, or more processes), split it with "
@@ -333,7 +339,9 @@ class StageTrainer:
             # checkpoint so far) and a stage killed during the evaluation evaluates that iteration again
             if sol.EVAL_PERIOD and done % sol.EVAL_PERIOD == 0 and done < stop:
                 self.check_finite_weights(done)  # a diverged model is neither evaluated nor kept as the best
+                self.evaluating = done
                 self.evaluate_and_log(done)
+                self.evaluating = None
             if sol.CHECKPOINT_PERIOD and done % sol.CHECKPOINT_PERIOD == 0 and done < stop:
                 saved = self._save_resume_point(done)
             signum = signals.requested() if signals is not None else 0

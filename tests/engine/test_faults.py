@@ -168,6 +168,34 @@ def test_out_of_gpu_memory_names_the_iteration_the_checkpoint_and_what_to_change
     assert os.path.exists(os.path.join(out, "checkpoints", "model_final.pth"))
 
 
+def test_out_of_gpu_memory_in_a_periodic_evaluation_points_to_the_test_batch(toy_root, tmp_path, monkeypatch):
+    """The evaluation's batch is TEST.BATCH_SIZE: lowering the training batch would not help there."""
+    from spcl.engine.trainer import OutOfMemory
+
+    def evaluate_oom(self, iteration):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB.")
+
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", evaluate_oom)
+    with pytest.raises(OutOfMemory) as err:
+        run_stage(tiny_cfg(toy_root, str(tmp_path), *OPTS, "SOLVER.EVAL_PERIOD", "2"), "source_only", str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith("out of GPU memory in the evaluation after iteration 2 of stage source_only")
+    assert "Lower TEST.BATCH_SIZE" in msg and "_BATCH, or more processes" not in msg
+    # after an evaluation that went through, an OOM in training is the training batch's again
+    monkeypatch.undo()
+    real = SourceOnlyTrainer.run_step
+
+    def step_oom(self, batch):
+        if self.iteration == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+        return real(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", step_oom)
+    with pytest.raises(OutOfMemory, match=r"^out of GPU memory in iteration 4 of stage source_only .*_BATCH, or more"):
+        run_stage(tiny_cfg(toy_root, str(tmp_path / "b"), *OPTS, "SOLVER.EVAL_PERIOD", "2"), "source_only",
+                  str(tmp_path / "b"))
+
+
 def test_changed_key_with_explicit_permission_resumes(toy_root, tmp_path, monkeypatch):
     out = str(tmp_path)
     _killed_run(toy_root, out, monkeypatch, 3)
