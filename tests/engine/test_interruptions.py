@@ -89,21 +89,26 @@ def test_killed_during_an_evaluation(uninterrupted, toy_root, tmp_path, monkeypa
     assert_same_run(out, uninterrupted[0])
 
 
-def test_killed_before_the_first_checkpoint(uninterrupted, toy_root, tmp_path, monkeypatch):
-    """Iteration 1 was logged, then the kill: the rerun starts afresh and logs iteration 1 once."""
+def raise_in_iteration(monkeypatch, number: int, error: type) -> None:
+    """source_only's step raises `error` in its `number`-th iteration (the log's count, from 1)."""
     real = SourceOnlyTrainer.run_step
 
-    def killed_in_2(self, batch):
-        if self.iteration == 1:
-            raise Killed
+    def step(self, batch):
+        if self.iteration == number - 1:
+            raise error
         return real(self, batch)
 
-    monkeypatch.setattr(SourceOnlyTrainer, "run_step", killed_in_2)
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", step)
+
+
+def test_killed_before_the_first_checkpoint(uninterrupted, toy_root, tmp_path, monkeypatch):
+    """Iteration 1 was logged, then the kill: the rerun starts afresh and logs iteration 1 once."""
+    raise_in_iteration(monkeypatch, 2, Killed)
     out = str(tmp_path)
     with pytest.raises(Killed):
         run_pipeline(tiny_cfg(toy_root, out, *OPTS))
     assert [i for i, _ in records(out)] == [1]
-    monkeypatch.setattr(SourceOnlyTrainer, "run_step", real)
+    monkeypatch.undo()
     run_pipeline(tiny_cfg(toy_root, out, *OPTS))
     assert_same_run(out, uninterrupted[0])
 
@@ -148,14 +153,7 @@ def test_ctrl_c_in_a_checkpoint_write_is_an_interrupt_and_keeps_the_previous_fil
 
 def test_ctrl_c_names_the_iteration_as_the_log_counts_it(toy_root, tmp_path, monkeypatch):
     """Interrupted in the 3rd iteration (the log has shown `iter 2/6`): "during iteration 3"."""
-    real = SourceOnlyTrainer.run_step
-
-    def ctrl_c_in_3(self, batch):
-        if self.iteration == 2:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(SourceOnlyTrainer, "run_step", ctrl_c_in_3)
+    raise_in_iteration(monkeypatch, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt, match="during iteration 3 of stage source_only .*model_0000002.pth"):
         run_pipeline(tiny_cfg(toy_root, str(tmp_path), *OPTS))
 
