@@ -9,7 +9,7 @@ from .aspp import ASPPClassifier
 from .backbones import build_backbone
 from .discriminator import OutputDiscriminator
 from .segmentor import Segmentor
-from .weights import load_segmentor_weights
+from .weights import load_segmentor_weights, read_checkpoint
 
 
 def build_segmentor(cfg, freeze_bn: Optional[bool] = None, load_weights: bool = True) -> Segmentor:
@@ -47,15 +47,17 @@ def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None
     if not path:
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
     model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
+    obj = read_checkpoint(path)
+    stored = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), str) else None
     try:
-        load_segmentor_weights(model, path, trained=True)
+        load_segmentor_weights(model, path, trained=True, obj=obj)
     except ValueError as e:  # a model that does not fit: say what the file was trained as, when it records it
-        recorded = recorded_model(path)
+        recorded = recorded_model(stored)
         if not recorded or all(f"{k} {v}" in str(e) for k, v in recorded.items()):
             raise
         raise ValueError(f"{e}; it was trained with " + ", ".join(f"{k} {v}" for k, v in recorded.items()) +
                          f": use its config (python tools/convert_checkpoint.py --print-config {path})") from e
-    warn_if_trained_otherwise(cfg, path)
+    warn_if_trained_otherwise(cfg, path, stored)
     return model.to(device or torch.device("cpu")).eval()
 
 
@@ -78,30 +80,24 @@ def trained_otherwise(cfg, stored_yaml: str) -> list:
     return out
 
 
-def recorded_model(path: str) -> dict:
-    """{MODEL.BACKBONE, MODEL.NUM_CLASSES: values} of the config checkpoint `path` records ({} without one)."""
+def recorded_model(stored_yaml: Optional[str]) -> dict:
+    """{MODEL.BACKBONE, MODEL.NUM_CLASSES: values} of the config a checkpoint records ({} without one)."""
     import yaml
 
-    from .weights import read_checkpoint
-
-    data = read_checkpoint(path, mmap=True)
-    stored = yaml.safe_load(data["config"]) if isinstance(data, dict) and isinstance(data.get("config"), str) else None
+    stored = yaml.safe_load(stored_yaml) if stored_yaml else None
     model = stored.get("MODEL") if isinstance(stored, dict) else None
     if not isinstance(model, dict):
         return {}
     return {f"MODEL.{k}": model[k] for k in ("BACKBONE", "NUM_CLASSES") if k in model}
 
 
-def warn_if_trained_otherwise(cfg, path: str) -> None:
+def warn_if_trained_otherwise(cfg, path: str, stored_yaml: Optional[str]) -> None:
     """Log a warning naming the keys (PREDICTION_KEYS) on which `cfg` differs from the config checkpoint
-    `path` was trained with: the weights load, but the model sees its inputs otherwise than it learnt to."""
+    `path` was trained with (`stored_yaml`, None when it records none): the weights load, but the model
+    sees its inputs otherwise than it learnt to."""
     import logging
 
-    from .weights import read_checkpoint
-
-    data = read_checkpoint(path, mmap=True)
-    stored = data.get("config") if isinstance(data, dict) else None
-    differ = trained_otherwise(cfg, stored) if isinstance(stored, str) else []
+    differ = trained_otherwise(cfg, stored_yaml) if stored_yaml else []
     if differ:
         logging.getLogger("spcl").warning(
             "%s was trained with another config for %s; its predictions change with these. The config it was "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -84,11 +85,12 @@ def segmentor_state_from(obj: dict) -> tuple[dict, str]:
     return (state, kind) if kind == "checkpoint" else ({"backbone." + k: v for k, v in state.items()}, kind)
 
 
-def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False) -> dict:
+def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False, obj: Optional[dict] = None) -> dict:
     """Load `path` into a Segmentor; returns {"missing": [...], "unexpected": [...], "kind": str}.
     `trained`: the file must be a trained segmentor (a checkpoint, ours or released), not an ImageNet
-    backbone file, whose head would be left at its random init."""
-    obj = read_checkpoint(path)
+    backbone file, whose head would be left at its random init. `obj`: the file as `read_checkpoint`
+    returned it, when the caller has read it already."""
+    obj = read_checkpoint(path) if obj is None else obj
     try:
         state, kind = segmentor_state_from(obj)
     except ValueError as e:
