@@ -105,11 +105,12 @@ def main(argv=None):
                              "in one batch are predicted in groups of one size")
     parser.add_argument("--alpha", type=float, default=0.5, help="colour weight of the overlays (0..1)")
     args = parser.parse_args(argv)
-    if os.path.isdir(args.checkpoint):
-        found = [p for p in (os.path.join(args.checkpoint, "model_final.pth"),
-                             os.path.join(args.checkpoint, "checkpoints", "model_final.pth")) if os.path.isfile(p)]
+    if os.path.isdir(args.checkpoint):  # before any output is written beside it
+        from spcl.modeling.weights import model_in_folder
+
+        found = model_in_folder(args.checkpoint)
         raise IsADirectoryError(f"--checkpoint {args.checkpoint} is a folder; " + (
-            f"did you mean {found[0]}?" if found else "give a checkpoint file, e.g. …/checkpoints/model_final.pth"))
+            f"did you mean {found}?" if found else "give a checkpoint file, e.g. …/checkpoints/model_final.pth"))
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}{where_read(args.checkpoint)} "
                                 "(give a checkpoint file, e.g. "

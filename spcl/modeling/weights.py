@@ -28,12 +28,21 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
+def model_in_folder(folder: str) -> Optional[str]:
+    """The final model a folder given in place of a checkpoint most likely means: its `model_final.pth`
+    (a checkpoints folder) or `checkpoints/model_final.pth` (a stage folder); None when it has neither."""
+    for candidate in (os.path.join(folder, "model_final.pth"), os.path.join(folder, "checkpoints", "model_final.pth")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
     """A local checkpoint or weights file, loaded to CPU without running code from it (`load_checkpoint`),
     with a clear error when it is missing, unreadable or refused. `mmap`: map the tensors (cheap)."""
     if path and os.path.isdir(path):
-        final = os.path.join(path, "checkpoints", "model_final.pth")
-        hint = f": did you mean {final}?" if os.path.isfile(final) else "; give a checkpoint or weights file"
+        final = model_in_folder(path)
+        hint = f": did you mean {final}?" if final else "; give a checkpoint or weights file"
         raise IsADirectoryError(f"weights file {path!r} is a folder{hint}")
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path!r}{where_read(path)}")
