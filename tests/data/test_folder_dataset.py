@@ -236,26 +236,17 @@ def test_a_turned_photo_and_a_label_drawn_on_what_a_viewer_shows_are_a_pair(tmp_
     assert tuple(unlabelled["label"].shape) == (W, H)
 
 
-def test_files_that_are_not_images_are_named_once_per_folder(tmp_path):
+def test_files_that_are_not_images_are_named_once_per_folder(tmp_path, spcl_log):
     """make_tree's train/ holds notes.txt: a warning names it (once, however often the set is built); hidden
     files (.DS_Store) are not worth one."""
-    import logging
-
     from spcl.data.datasets import folder
 
     make_tree(tmp_path)
     (tmp_path / "train" / ".DS_Store").write_text("")
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logging.getLogger("spcl").addHandler(handler)
     folder._WARNED.discard(os.path.abspath(tmp_path / "train"))
-    try:
-        for _ in range(2):
-            build_dataset(cfg_for(tmp_path), "folder_train", train=True)
-    finally:
-        logging.getLogger("spcl").removeHandler(handler)
-    said = [r.getMessage() for r in records if "left out" in r.getMessage()]
+    for _ in range(2):
+        build_dataset(cfg_for(tmp_path), "folder_train", train=True)
+    said = [line for line in spcl_log.text.splitlines() if "left out" in line]
     assert said == [f"1 file(s) under {tmp_path / 'train'} are not JPEG/PNG images and are left out, e.g. notes.txt"]
 
 

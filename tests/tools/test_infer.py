@@ -338,29 +338,24 @@ def test_overlay_and_legend_helpers():
     np.testing.assert_array_equal(lg[15, 5], [244, 35, 232])  # second: sidewalk
 
 
-def test_a_model_used_with_another_input_config_than_it_was_trained_with_is_named(tmp_path):
+def test_a_model_used_with_another_input_config_than_it_was_trained_with_is_named(tmp_path, spcl_log):
     """The weights load either way; a config that normalises, sizes or dilates otherwise than the run that
     trained the model changes its predictions, so the keys are named (with then / now) in a warning."""
-    import logging
-
     cfg, ckpt = make_checkpoint(tmp_path)
     state = torch.load(ckpt, weights_only=False)
     torch.save({**state, "config": cfg.dump()}, ckpt)
-    said = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    handler.setLevel(logging.WARNING)
-    logging.getLogger("spcl").addHandler(handler)
-    try:
-        load_trained_segmentor(cfg, ckpt)
-        assert said == []  # the config it was trained with
-        other = load_config("", OPTS + ["INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]", "INPUT.TEST_SIZE", "[64, 32]",
-                                        "TEST.FLIP", "True"])  # TEST.* is the protocol, free to choose
-        load_trained_segmentor(other, ckpt)
-        torch.save(state, ckpt)  # a file without its config: nothing to compare with
-        load_trained_segmentor(other, ckpt)
-    finally:
-        logging.getLogger("spcl").removeHandler(handler)
+
+    def warnings():
+        return [line for line in spcl_log.text.splitlines() if "was trained with another config" in line]
+
+    load_trained_segmentor(cfg, ckpt)
+    assert warnings() == []  # the config it was trained with
+    other = load_config("", OPTS + ["INPUT.PIXEL_MEAN", "[0.5, 0.5, 0.5]", "INPUT.TEST_SIZE", "[64, 32]",
+                                    "TEST.FLIP", "True"])  # TEST.* is the protocol, free to choose
+    load_trained_segmentor(other, ckpt)
+    torch.save(state, ckpt)  # a file without its config: nothing to compare with
+    load_trained_segmentor(other, ckpt)
+    said = warnings()
     assert len(said) == 1, said
     assert f"INPUT.PIXEL_MEAN: {list(cfg.INPUT.PIXEL_MEAN)} then, [0.5, 0.5, 0.5] now" in said[0]
     assert f"INPUT.TEST_SIZE: [{W}, {H}] then, [64, 32] now" in said[0] and "TEST.FLIP" not in said[0]
