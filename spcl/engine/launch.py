@@ -3,11 +3,14 @@ one-process fallback: NCCL on GPUs, gloo on the CPU."""
 from __future__ import annotations
 
 import os
+import signal
 from datetime import timedelta
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from spcl.utils.signals import end_with_parent
 
 
 def init_distributed(backend: Optional[str] = None) -> bool:
@@ -15,8 +18,11 @@ def init_distributed(backend: Optional[str] = None) -> bool:
 
     `backend` None picks NCCL when CUDA is available (one GPU per process, GPU LOCAL_RANK), else gloo;
     "gloo" keeps a multi-process run on the CPU of a GPU machine (the caller puts its tensors there).
-    Returns True when a multi-process group is active.
+    Returns True when a multi-process group is active. A process started by torchrun stops (SIGTERM: it
+    saves and ends as on a scheduler's signal) when torchrun ends, instead of running on unseen.
     """
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        end_with_parent(signal.SIGTERM)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
         return dist.is_initialized()

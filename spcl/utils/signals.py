@@ -9,9 +9,11 @@ a signal sent to every process of a job would otherwise kill them and fail the l
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import signal
+import sys
 import threading
 from typing import Sequence
 
@@ -115,3 +117,24 @@ def ignore_stop_signals(signals: Sequence[int]):
     if not signals or not hasattr(signal, "sigwaitinfo"):  # macOS has no sigwaitinfo: torch's handler stays
         return None
     return functools.partial(_ignore, signals, os.getpid())
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Ask the kernel to send `signum` to this process when its parent ends (Linux `PR_SET_PDEATHSIG`).
+
+    torchrun starts its processes in sessions of their own, so when torchrun itself is killed (`kill -9`,
+    the OOM killer) nothing reaches them: they would go on training, unseen, into the same folder. With
+    SIGTERM (a stop signal by default, SOLVER.STOP_SIGNALS) they instead save after the current iteration
+    and stop, all after the same one, and a rerun resumes there. Children of this process (DataLoader
+    workers) do not inherit the request. Returns whether it was set (False off Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False

@@ -288,3 +288,67 @@ def test_the_stop_signals_may_change_on_resume_and_runs_from_before_the_key_resu
     assert config_drift(recorded, current) == []
     recorded["SOLVER"]["MOMENTUM"] = 0.5  # the check itself still sees a key that matters
     assert [k for k, _, _ in config_drift(recorded, current)] == ["SOLVER.MOMENTUM"]
+
+
+PARENT = '''
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", {child!r}], start_new_session=True)  # as torchrun starts them
+child.wait()
+'''
+CHILD = '''
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+from spcl.utils.signals import end_with_parent
+def record(signum, frame):
+    open({seen!r}, "w").write(str(signum))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, record)
+assert end_with_parent(signal.SIGTERM)
+open({ready!r}, "w").write(str(os.getpid()))
+time.sleep(60)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_process_started_in_its_own_session_gets_sigterm_when_its_parent_is_killed(tmp_path):
+    """torchrun's case: its processes have sessions of their own, so `kill -9` of torchrun reaches none of
+    them. After end_with_parent the kernel sends SIGTERM (which stops a stage cleanly) instead."""
+    seen, ready = str(tmp_path / "seen"), str(tmp_path / "ready")
+    child = CHILD.format(root=ROOT, seen=seen, ready=ready)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(child=child)])
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(ready) and time.time() < deadline and parent.poll() is None:
+            time.sleep(0.05)
+        assert os.path.exists(ready) and not os.path.exists(seen)
+        parent.kill()
+        parent.wait(30)
+        deadline = time.time() + 20
+        while not os.path.exists(seen) and time.time() < deadline:
+            time.sleep(0.05)
+        assert open(seen).read() == str(int(signal.SIGTERM))
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if os.path.exists(ready) and not os.path.exists(seen):  # an orphan: do not leave it running
+            try:
+                os.kill(int(open(ready).read()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+@pytest.mark.parametrize("torchrun", [True, False])
+def test_processes_started_by_torchrun_end_with_it(torchrun, monkeypatch):
+    """init_distributed asks for SIGTERM on torchrun's end only in processes torchrun started."""
+    import importlib
+
+    launch_module = importlib.import_module("spcl.engine.launch")  # `spcl.engine.launch` is also the function
+    asked = []
+    monkeypatch.setattr(launch_module, "end_with_parent", lambda signum: asked.append(signum) or True)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    if torchrun:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    else:
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert launch_module.init_distributed() is False
+    assert asked == ([signal.SIGTERM] if torchrun else [])
