@@ -1,6 +1,8 @@
 """Pseudo-label generation (paper Eq. 5, docs/method.md "Pseudo labels") with one model pass: each image's prediction and quantised
 confidence are cached on disk (uint8 + uint16, compressed) while the class thresholds accumulate,
-then labels are written from the cache. `cache=False` runs the model a second time instead.
+then labels are written from the cache. `cache=False` runs the model a second time instead. With a
+`resume_key` the cache outlives an interrupted run: a rerun with the same key reuses the predictions
+of every image already cached and runs the model on the others only.
 
 Labels: 8-bit PNGs of train labels (255 = below threshold), one per target image, named like the
 image, at the model's input resolution (INPUT.TEST_SIZE). Beside them `thresholds.json` holds the
@@ -8,9 +10,12 @@ thresholds, the share of pixels kept per class and, when ground truth exists, th
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import zipfile
+from typing import Optional
 
 import numpy as np
 import torch
@@ -20,7 +25,7 @@ from spcl.data.labels import IGNORE_LABEL, class_names
 from spcl.modeling import predict_probs
 from spcl.prototypes.ops import downsample_mask
 from spcl.utils import comm
-from spcl.utils.io import atomic_write_json
+from spcl.utils.io import TEMP_PREFIX, atomic_write_json, read_json
 from spcl.utils.progress import progress as _iterate
 
 from .thresholds import ClassThresholds
@@ -31,7 +36,8 @@ logger = logging.getLogger("spcl")
 @torch.no_grad()
 def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
                            cap: float = 0.9, num_bins: int = 65536, cache: bool = True, flip: bool = False,
-                           progress: bool = False, amp_dtype=None, quality=None, oracle: str = "") -> dict:
+                           progress: bool = False, amp_dtype=None, quality=None, oracle: str = "",
+                           resume_key: Optional[dict] = None) -> dict:
     """Write pseudo labels for every image of `loader` (test transforms) into `output_dir`.
 
     Args:
@@ -45,6 +51,9 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         oracle: a diagnostic. "kept" writes the ground truth on the pixels the thresholds keep (255
             elsewhere), "all" the ground truth on every pixel; "" (default) the predictions. Every
             image of `loader` then needs ground truth.
+        resume_key: what the predictions depend on (JSON-able: the config, the weights file's identity, the
+            number of processes). The cache of a run that did not finish, made with an equal key, is reused
+            image by image (its files are written whole or not at all); any other cache is discarded.
     Returns the summary also written as `output_dir/thresholds.json`.
     """
     if oracle not in ("", "kept", "all"):
@@ -55,6 +64,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     cache_dir = os.path.join(cache_root, f"rank{comm.get_rank()}")  # one per process: each removes only its own
     stats = ClassThresholds(num_classes, cap, num_bins)
     names_seen = []
+    reuse = cache and _open_cache(cache_dir, resume_key)
+    reused = 0
 
     def forward(batch):
         images = batch["image"].to(device)
@@ -65,16 +76,25 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
 
     passes = 1
     for batch in _iterate(loader, "pseudo labels: predict", enabled=progress):
+        cached = _read_cached(cache_dir, batch["name"]) if reuse else None
+        if cached is not None:  # predicted by an interrupted run with the same key
+            for bins, pred in cached:
+                stats.update_bins(bins, pred)
+            reused += len(cached)
+            names_seen.extend(batch["name"])
+            continue
         bins, pred = forward(batch)
         stats.update_bins(bins, pred)
         if cache:
-            os.makedirs(cache_dir, exist_ok=True)
             gts = _ground_truth_like(batch["label"], pred)
             for j, name in enumerate(batch["name"]):
                 extra = {} if gts is None else {"gt": gts[j].numpy().astype(np.uint8)}
-                np.savez_compressed(os.path.join(cache_dir, name + ".npz"), bins=bins[j].numpy().astype(np.uint16),
-                                    pred=pred[j].numpy().astype(np.uint8), **extra)
+                _write_cached(os.path.join(cache_dir, name + ".npz"), bins=bins[j].numpy().astype(np.uint16),
+                              pred=pred[j].numpy().astype(np.uint8), **extra)
         names_seen.extend(batch["name"])
+    if reused:
+        logger.info("pseudo labels: %d of %d image(s) predicted by an interrupted run with the same model and "
+                    "config; the model ran on the other %d", reused, len(names_seen), len(names_seen) - reused)
     threshold_bins = stats.compute_bins()
     thresholds = stats.compute()
 
@@ -147,6 +167,49 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     if cache and comm.is_main_process():
         shutil.rmtree(cache_root, ignore_errors=True)  # every process has removed its own folder by now
     return summary
+
+
+KEY = "key.json"
+
+
+def _open_cache(cache_dir: str, resume_key: Optional[dict]) -> bool:
+    """Prepare this process's cache folder; True when it holds an interrupted run's predictions made with
+    `resume_key` (kept), else it is emptied (and, with a key, the key recorded for a rerun)."""
+    key_path = os.path.join(cache_dir, KEY)
+    key = None if resume_key is None else json.loads(json.dumps(resume_key))  # as it reads back
+    if key is not None and os.path.isfile(key_path):
+        try:
+            if read_json(key_path) == key:
+                return True
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    os.makedirs(cache_dir, exist_ok=True)
+    if key is not None:
+        atomic_write_json(key, key_path)
+    return False
+
+
+def _write_cached(path: str, **arrays) -> None:
+    """One image's cache file, written to a temp file and renamed: whole or absent after a kill."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}{os.getpid()}_{os.path.basename(path)}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _read_cached(cache_dir: str, names) -> Optional[list]:
+    """[(bins, pred)] of the images `names` from the cache, or None unless every one is there and readable."""
+    out = []
+    for name in names:
+        try:
+            with np.load(os.path.join(cache_dir, name + ".npz")) as data:
+                out.append((torch.from_numpy(data["bins"].astype(np.int64)),
+                            torch.from_numpy(data["pred"].astype(np.int64))))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+    return out
 
 
 def _ground_truth_like(label: torch.Tensor, pred: torch.Tensor):

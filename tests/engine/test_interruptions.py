@@ -187,3 +187,37 @@ def test_a_temp_file_of_a_live_writer_is_kept(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([f".tmp_{os.getpid()}_abc.pth", "model.pth"])
     atomic_write(str(tmp_path / "x.json"), lambda f: f.write(b"{}"))  # its own temp file carries its pid
     (tmp_path / "x.json").unlink()
+
+
+def test_pseudo_labels_killed_midway_predict_only_the_rest_on_the_rerun(toy_root, tmp_path, monkeypatch, spcl_log):
+    """A kill in the pseudo-label pass after 2 of the 8 target images: the rerun runs the model on the other 6
+    and writes the labels and thresholds.json of an uninterrupted run, byte for byte."""
+    import spcl.pseudo.generate as generate
+
+    opts = ("PIPELINE.STAGES", "['source_only', 'pseudo_labels']", "SOURCE_ONLY.STOP_ITER", "2",
+            "SOURCE_ONLY.MAX_ITER", "2", "TEST.BATCH_SIZE", "2")
+    full, out = str(tmp_path / "full"), str(tmp_path / "run")
+    run_pipeline(tiny_cfg(toy_root, full, *opts))
+    real, calls = generate.predict_probs, []
+
+    def predict_probs(*args, kill_at=None, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "predict_probs", lambda *a, **k: predict_probs(*a, kill_at=2, **k))
+    with pytest.raises(Killed):
+        run_pipeline(tiny_cfg(toy_root, out, *opts))
+    calls.clear()
+    monkeypatch.setattr(generate, "predict_probs", predict_probs)
+    run_pipeline(tiny_cfg(toy_root, out, *opts))
+    assert len(calls) == 3  # batches of 2
+    assert "pseudo labels: 2 of 8 image(s) predicted by an interrupted run with the same model and config; the " \
+           "model ran on the other 6" in spcl_log.text
+    labels = os.path.join("1_pseudo_labels", "labels")
+    names = sorted(os.listdir(os.path.join(full, labels)))
+    assert len(names) == 9 and sorted(os.listdir(os.path.join(out, labels))) == names  # 8 PNGs, thresholds.json
+    for name in names:
+        with open(os.path.join(out, labels, name), "rb") as f, open(os.path.join(full, labels, name), "rb") as g:
+            assert f.read() == g.read(), name

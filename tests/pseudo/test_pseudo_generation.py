@@ -185,3 +185,100 @@ def test_several_processes_write_the_labels_of_one_process(tmp_path):
     for name in os.listdir(single):
         if name.endswith(".png"):
             assert (np.array(Image.open(multi / name)) == np.array(Image.open(single / name))).all(), name
+
+
+class Killed(Exception):
+    """Stands for a kill: the run ends in the middle of its model pass."""
+
+
+class DyingModel(CountingModel):
+    """CountingModel that ends the run at its forward call number `at` (1-based)."""
+
+    def __init__(self, K, at):
+        super().__init__(K)
+        self.at = at
+
+    def forward(self, x):
+        if self.calls + 1 == self.at:
+            raise Killed
+        return super().forward(x)
+
+
+def _outputs(folder):
+    """The bytes of every file the run leaves in `folder` (labels, thresholds.json), by name."""
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def _resumed(tmp_path, first_key, second_key, tear=None):
+    """Interrupt a run at its 4th batch (of 6, with ground truth), optionally tear one cached file, rerun;
+    returns (model calls of the rerun, its summary, its files, an uninterrupted run's summary and files)."""
+    from spcl.evaluation import SemSegEvaluator
+
+    K, cpu = 4, torch.device("cpu")
+    batches = _labelled_batches(K, 8, 12, n=6)
+    ref = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(tmp_path / "ref"), K, cpu,
+                                 quality=SemSegEvaluator(K))
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        generate_pseudo_labels(DyingModel(K, at=4), _Loader(batches), str(out), K, cpu, quality=SemSegEvaluator(K),
+                               resume_key=first_key)
+    if tear is not None:
+        path = out / ".cache" / "rank0" / (batches[tear]["name"][0] + ".npz")
+        path.write_bytes(path.read_bytes()[:40])
+    rerun = CountingModel(K)
+    summary = generate_pseudo_labels(rerun, _Loader(batches), str(out), K, cpu, quality=SemSegEvaluator(K),
+                                     resume_key=second_key)
+    return rerun.calls, summary, _outputs(out), ref, _outputs(tmp_path / "ref")
+
+
+KEY = {"config": "MODEL:\n  BACKBONE: resnet18\n", "weights": ["/w/model_final.pth", 123, 456], "processes": 1}
+
+
+def test_a_rerun_with_the_same_key_predicts_only_what_the_interrupted_run_had_not(tmp_path):
+    """3 of 6 images were predicted before the kill: the rerun runs the model on the other 3, and its labels,
+    thresholds and quality are byte for byte those of an uninterrupted run; the cache is gone afterwards."""
+    calls, summary, files, ref, ref_files = _resumed(tmp_path, KEY, dict(KEY))
+    assert calls == 3
+    assert summary == ref and files == ref_files
+    assert "quality_on_kept_pixels" in summary  # the cached ground truth came back too
+
+
+@pytest.mark.parametrize("changed", ["weights", "config", "processes"])
+def test_a_rerun_with_another_key_predicts_everything_again(tmp_path, changed):
+    """Another model file, config or number of processes: the interrupted run's predictions are not this one's."""
+    other = dict(KEY, **{changed: "other"})
+    calls, summary, files, ref, ref_files = _resumed(tmp_path, KEY, other)
+    assert calls == 6 and summary == ref and files == ref_files
+
+
+def test_without_a_key_nothing_is_reused(tmp_path):
+    calls, summary, files, ref, ref_files = _resumed(tmp_path, None, None)
+    assert calls == 6 and summary == ref and files == ref_files
+
+
+def test_a_torn_cache_file_is_predicted_again(tmp_path):
+    """A cached file cut short (a kill during a write of an older version, a full disk) is predicted again
+    with its batch; the others are reused."""
+    calls, summary, files, ref, ref_files = _resumed(tmp_path, KEY, KEY, tear=1)
+    assert calls == 4 and summary == ref and files == ref_files
+
+
+def test_the_stage_key_follows_the_weights_file_the_config_and_the_processes(tmp_path, monkeypatch):
+    from spcl.config import load_config
+    from spcl.engine.stages.pseudo_labels import resume_key
+    from spcl.utils import comm
+
+    weights = tmp_path / "model_final.pth"
+    weights.write_bytes(b"0" * 10)
+    toy = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+                       "toy.yaml")
+    cfg = load_config(toy, ["MODEL.WEIGHTS", str(weights)])
+    key = resume_key(cfg)
+    assert resume_key(load_config(toy, ["MODEL.WEIGHTS", str(weights)])) == key
+    assert resume_key(load_config(toy, ["MODEL.WEIGHTS", str(weights), "TEST.FLIP", "True"])) != key
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    assert resume_key(cfg) != key
+    monkeypatch.undo()
+    weights.write_bytes(b"1" * 10)  # the model file replaced by one of the same size (a new training run)
+    os.utime(weights, ns=(0, os.stat(weights).st_mtime_ns + 10**9))
+    assert resume_key(cfg) != key

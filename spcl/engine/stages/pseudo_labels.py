@@ -1,6 +1,7 @@
 """`pseudo_labels` stage (paper Eq. 5): class thresholds and one label PNG per target training
 image with the model of MODEL.WEIGHTS → `labels/` (+ `labels/thresholds.json`). Where the target
-set has ground truth (the toy; never used for training), the labels' quality is measured too."""
+set has ground truth (the toy; never used for training), the labels' quality is measured too. A rerun
+after an interruption reuses the predictions already made (`resume_key`)."""
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ class PseudoLabelsStage(InferenceStage):
         summary = generate_pseudo_labels(self.model, loader, label_dir, cfg.MODEL.NUM_CLASSES, self.device,
                                          cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=True,
                                          amp_dtype=self.amp_dtype, quality=SemSegEvaluator(cfg.MODEL.NUM_CLASSES),
-                                         oracle=cfg.PSEUDO.ORACLE)
+                                         oracle=cfg.PSEUDO.ORACLE, resume_key=resume_key(cfg))
         if cfg.PSEUDO.ORACLE:
             logger.warning("pseudo labels: PSEUDO.ORACLE %s wrote ground truth, not predictions (a diagnostic)",
                            cfg.PSEUDO.ORACLE)
@@ -59,6 +60,14 @@ class PseudoLabelsStage(InferenceStage):
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
                             "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
+
+
+def resume_key(cfg) -> dict:
+    """What this stage's predictions depend on, for reusing those of an interrupted run: the whole config,
+    the weights file (path, size, modification time) and the number of processes (each caches its share)."""
+    stat = os.stat(cfg.MODEL.WEIGHTS)
+    return {"config": cfg.dump(), "weights": [os.path.abspath(cfg.MODEL.WEIGHTS), stat.st_size, stat.st_mtime_ns],
+            "processes": comm.get_world_size()}
 
 
 def _instead(summary: dict, k: int, names) -> str:
