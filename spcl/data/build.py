@@ -197,12 +197,14 @@ def collate_mixed_labels(items: list[dict]) -> dict:
 
 
 def build_test_loader(cfg, dataset: SegmentationDataset, batch_size: Optional[int] = None,
-                      shard: bool = True) -> DataLoader:
+                      shard: bool = True, start: int = 0) -> DataLoader:
     """A finite, ordered loader; with `shard`, each process takes every world-th image. Labels of
-    mixed sizes in one batch come as a list (`collate_mixed_labels`)."""
+    mixed sizes in one batch come as a list (`collate_mixed_labels`). `start`: images of this process's
+    share to leave out at its beginning (those an interrupted pass has done)."""
     indices = list(range(len(dataset)))
     if shard:
         indices = indices[comm.get_rank()::comm.get_world_size()]
+    indices = indices[start:]
     return DataLoader(dataset, batch_size=batch_size or cfg.TEST.BATCH_SIZE, sampler=indices,
                       num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False, collate_fn=collate_mixed_labels,
                       worker_init_fn=_worker_init(cfg))

@@ -4,7 +4,7 @@ set (`pixel_mean`, paper) or the mean of per-image class means (`image_mean`, re
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -36,9 +36,15 @@ def source_mask(label: torch.Tensor, logits: Optional[torch.Tensor], mode: str =
 
 @torch.no_grad()
 def compute_source_prototypes(model, loader, num_classes: int, device: torch.device, init: str = "pixel_mean",
-                              mask_mode: str = "gt") -> dict:
+                              mask_mode: str = "gt", state: Optional[dict] = None,
+                              save: Optional[Callable[[dict], None]] = None) -> dict:
     """Initial prototypes from a source loader (items with `image`, `label`).
 
+    Args:
+        state: this process's running sums of an interrupted pass, {"total": K×C, "counts": K, "images": n}
+            (as `save` received them); `loader` then starts after those n images of its share.
+        save: called after every batch with the running sums (CPU copies are the caller's to make); the
+            caller decides when to write them.
     Returns:
         {"prototypes": K×C, "counts": K pixels (pixel_mean) or images (image_mean) per class}.
         Classes never seen get a zero prototype. Sums are reduced over processes.
@@ -46,7 +52,9 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
     if init not in ("pixel_mean", "image_mean"):
         raise ValueError(f"PROTOTYPE.INIT must be pixel_mean or image_mean, got {init!r}")
     model.eval()
-    total, counts = None, None
+    total, counts, images = None, None, 0
+    if state is not None:
+        total, counts, images = state["total"].to(device), state["counts"].to(device), int(state["images"])
     for batch in loader:
         out = model(batch["image"].to(device))
         feat, logits = out["feat"].float(), out["logits"]
@@ -62,6 +70,9 @@ def compute_source_prototypes(model, loader, num_classes: int, device: torch.dev
                 cnt += (c > 0).float()
         total = sums if total is None else total + sums
         counts = cnt if counts is None else counts + cnt
+        images += feat.shape[0]
+        if save is not None:
+            save({"total": total, "counts": counts, "images": images})
     if total is None:
         raise ValueError("no source images to compute prototypes from")
     packed = comm.all_reduce_sum(torch.cat([total, counts[:, None]], dim=1))

@@ -221,3 +221,37 @@ def test_pseudo_labels_killed_midway_predict_only_the_rest_on_the_rerun(toy_root
     for name in names:
         with open(os.path.join(out, labels, name), "rb") as f, open(os.path.join(full, labels, name), "rb") as g:
             assert f.read() == g.read(), name
+
+
+def test_prototypes_killed_midway_continue_from_the_saved_sums_on_the_rerun(toy_root, tmp_path, monkeypatch,
+                                                                             spcl_log):
+    """A kill in the prototype pass after 2 of its 4 batches (sums saved after each, SAVE_PERIOD_S 0): the rerun
+    runs the model on the last 2 and writes the prototypes of an uninterrupted run, bit for bit."""
+    import spcl.engine.stages.prototypes as stage
+    import spcl.prototypes.extract as extract
+
+    opts = ("PIPELINE.STAGES", "['source_only', 'prototypes']", "SOURCE_ONLY.STOP_ITER", "2",
+            "SOURCE_ONLY.MAX_ITER", "2", "TEST.BATCH_SIZE", "2")
+    full, out = str(tmp_path / "full"), str(tmp_path / "run")
+    run_pipeline(tiny_cfg(toy_root, full, *opts))
+    monkeypatch.setattr(stage, "SAVE_PERIOD_S", 0.0)
+    real, calls = extract.source_mask, []
+
+    def source_mask(*args, kill_at=None, **kwargs):  # once per batch
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "source_mask", lambda *a, **k: source_mask(*a, kill_at=3, **k))
+    with pytest.raises(Killed):
+        run_pipeline(tiny_cfg(toy_root, out, *opts))
+    assert os.listdir(os.path.join(out, "1_prototypes", ".partial")) == ["rank0.pth"]
+    calls.clear()
+    monkeypatch.setattr(extract, "source_mask", source_mask)
+    run_pipeline(tiny_cfg(toy_root, out, *opts))
+    assert len(calls) == 2
+    assert "prototypes: resuming after 4 source image(s) this process summed in an interrupted run" in spcl_log.text
+    a, b = (torch.load(os.path.join(run, "1_prototypes", "prototypes.pth")) for run in (out, full))
+    assert torch.equal(a["prototypes"], b["prototypes"]) and torch.equal(a["counts"], b["counts"])
+    assert not os.path.exists(os.path.join(out, "1_prototypes", ".partial"))

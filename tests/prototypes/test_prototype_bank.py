@@ -1,5 +1,7 @@
 """PrototypeBank EMA (paper Eq. 3; docs/method.md "Prototypes") with present/absent classes under both policies, and the
 source-set initialisation (pixel_mean vs image_mean)."""
+import os
+
 import pytest
 import torch
 
@@ -163,3 +165,46 @@ def test_prototype_file_forms_and_mistakes_name_the_file(tmp_path):
     torch.save({"model": {"head.w": torch.zeros(1)}, "iteration": 3}, tmp_path / "new_final.pth")
     with pytest.raises(ValueError, match=r"new_final\.pth holds a model checkpoint, not prototypes; expected a K×C"):
         load_prototype_file(str(tmp_path / "new_final.pth"))
+
+
+@pytest.mark.parametrize("init", ["pixel_mean", "image_mean"])
+def test_a_pass_resumed_from_its_running_sums_ends_as_an_uninterrupted_one(init):
+    """The sums `save` received after 3 of 5 batches, and a loader starting after those images: the same
+    prototypes and counts, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    loader = [{"image": torch.randn(2, 3, 4, 5, generator=g), "label": torch.randint(0, 3, (2, 4, 5), generator=g)}
+              for _ in range(5)]
+    saved = []
+    full = compute_source_prototypes(_FixedModel3(), loader, 3, torch.device("cpu"), init,
+                                     save=lambda s: saved.append({k: v.clone() if torch.is_tensor(v) else v
+                                                                  for k, v in s.items()}))
+    assert [s["images"] for s in saved] == [2, 4, 6, 8, 10]
+    resumed = compute_source_prototypes(_FixedModel3(), loader[3:], 3, torch.device("cpu"), init, state=saved[2])
+    assert torch.equal(resumed["prototypes"], full["prototypes"]) and torch.equal(resumed["counts"], full["counts"])
+    fresh = compute_source_prototypes(_FixedModel3(), loader[3:], 3, torch.device("cpu"), init)
+    assert not torch.equal(fresh["counts"], full["counts"])  # the state is what carries the first batches
+
+
+class _FixedModel3(torch.nn.Module):
+    """The image as features, logits of 3 classes from its channels."""
+
+    def forward(self, x):
+        return {"feat": x, "logits": x}
+
+
+def test_partial_state_is_read_back_only_with_its_key(tmp_path):
+    from spcl.engine.stages.offline import PartialState
+
+    path = str(tmp_path / ".partial" / "rank0.pth")
+    state = {"total": torch.arange(6.0).view(2, 3), "counts": torch.tensor([1.0, 2.0]), "images": 4}
+    PartialState(path, {"config": "a", "weights": ("w", 1)}, period_s=0).maybe_save(state)
+    back = PartialState(path, {"config": "a", "weights": ["w", 1]}).load()  # a tuple reads back as a list
+    assert back["images"] == 4 and torch.equal(back["total"], state["total"])
+    assert PartialState(path, {"config": "b", "weights": ["w", 1]}).load() is None
+    PartialState(str(tmp_path / "other.pth"), {}, period_s=3600).maybe_save(state)  # too soon after the start
+    assert not os.path.exists(tmp_path / "other.pth")
+    with open(path, "r+b") as f:
+        f.truncate(50)  # cut short
+    assert PartialState(path, {"config": "a", "weights": ["w", 1]}).load() is None
+    PartialState(path, {}).remove()
+    assert not os.path.exists(tmp_path / ".partial")

@@ -265,7 +265,7 @@ def test_a_torn_cache_file_is_predicted_again(tmp_path):
 
 def test_the_stage_key_follows_the_weights_file_the_config_and_the_processes(tmp_path, monkeypatch):
     from spcl.config import load_config
-    from spcl.engine.stages.pseudo_labels import resume_key
+    from spcl.engine.stages.offline import resume_key
     from spcl.utils import comm
 
     weights = tmp_path / "model_final.pth"

@@ -1,5 +1,6 @@
 """`prototypes` stage: the initial class prototypes (paper Eq. 2) from the source set with the model
-of MODEL.WEIGHTS → `prototypes.pth` (K×C, with per-class counts)."""
+of MODEL.WEIGHTS → `prototypes.pth` (K×C, with per-class counts). Each process saves its running sums
+every SAVE_PERIOD_S seconds (`.partial/`), and a rerun after an interruption continues from them."""
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,10 @@ from spcl.utils.io import atomic_torch_save
 from spcl.utils.progress import progress
 
 from ..events import EventWriter
-from .offline import InferenceStage
+from .offline import InferenceStage, PartialState, resume_key
 
 logger = logging.getLogger("spcl")
+SAVE_PERIOD_S = 60.0  # how often each process saves its running sums for a rerun after an interruption
 
 
 class PrototypesStage(InferenceStage):
@@ -29,14 +31,22 @@ class PrototypesStage(InferenceStage):
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, role="source_eval")
         dataset = dataset.first(cfg.PROTOTYPE.NUM_IMAGES)
-        loader = progress(build_test_loader(cfg, dataset), "prototypes")
+        partial = PartialState(os.path.join(self.output_dir, ".partial", f"rank{comm.get_rank()}.pth"),
+                               resume_key(cfg), SAVE_PERIOD_S)
+        state = partial.load()
+        if state is not None:
+            logger.info("prototypes: resuming after %d source image(s) this process summed in an interrupted run "
+                        "with the same model and config", state["images"])
+        loader = progress(build_test_loader(cfg, dataset, start=state["images"] if state else 0), "prototypes")
         result = compute_source_prototypes(self.model, loader, cfg.MODEL.NUM_CLASSES, self.device,
-                                           cfg.PROTOTYPE.INIT, cfg.PROTOTYPE.SOURCE_MASK)
+                                           cfg.PROTOTYPE.INIT, cfg.PROTOTYPE.SOURCE_MASK, state=state,
+                                           save=partial.maybe_save)
         path = os.path.join(self.output_dir, "prototypes.pth")
         if comm.is_main_process():
             atomic_torch_save({"prototypes": result["prototypes"], "counts": result["counts"],
                                "init": cfg.PROTOTYPE.INIT, "source_mask": cfg.PROTOTYPE.SOURCE_MASK}, path)
         comm.synchronize()
+        partial.remove()
         stats = prototype_stats(result["prototypes"], result["counts"], cfg.PROTOTYPE.INIT)
         names = _names(len(result["counts"]))
         absent = [names[i] for i, c in enumerate(result["counts"].tolist()) if c == 0]

@@ -13,7 +13,7 @@ from spcl.pseudo import generate_pseudo_labels, most_confused_with
 from spcl.utils import comm
 
 from ..events import EventWriter
-from .offline import InferenceStage
+from .offline import InferenceStage, resume_key
 
 logger = logging.getLogger("spcl")
 
@@ -60,14 +60,6 @@ class PseudoLabelsStage(InferenceStage):
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
                             "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
-
-
-def resume_key(cfg) -> dict:
-    """What this stage's predictions depend on, for reusing those of an interrupted run: the whole config,
-    the weights file (path, size, modification time) and the number of processes (each caches its share)."""
-    stat = os.stat(cfg.MODEL.WEIGHTS)
-    return {"config": cfg.dump(), "weights": [os.path.abspath(cfg.MODEL.WEIGHTS), stat.st_size, stat.st_mtime_ns],
-            "processes": comm.get_world_size()}
 
 
 def _instead(summary: dict, k: int, names) -> str:
