@@ -65,8 +65,9 @@ def main(argv=None) -> dict:
         raise UsageError(f"--backbone and --bn-eps apply to released SPCL/FADA checkpoints; {args.input} is not one")
     if kind == "checkpoint":
         return write_slim(args.input, args.output, obj)
-    raise ValueError(f"{args.input} holds " + ("backbone weights only (an ImageNet file: no segmentation head)"
-                                               if kind else "no model state") +
+    what = {"imagenet": "backbone weights only (an ImageNet file: no segmentation head)",
+            "prototypes": "class prototypes (the `prototypes` stage's file), not a model"}
+    raise ValueError(f"{args.input} holds {what.get(kind, 'no model state')}"
                      "; expected a stage checkpoint of this project or a released SPCL/FADA checkpoint")
 
 

@@ -60,7 +60,7 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             continue
         kind = weights_kind(data)
         if kind not in ("checkpoint", "released"):
-            if isinstance(data, dict) and "prototypes" in data:
+            if kind == "prototypes":
                 why = "class prototypes, not a model"
             elif kind:
                 why = "backbone weights only (an ImageNet file: no segmentation head), not a trained model"

@@ -54,6 +54,9 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
         raise IOError(f"cannot read weights file {path}: {e}") from e
 
 
+# what a prototypes file is, where a model is expected
+PROTOTYPES_NOT_A_MODEL = ("class prototypes (the `prototypes` stage's prototypes.pth, for PROTOTYPE.PATH), not "
+                          "model weights")
 # what an ImageNet backbone file cannot provide (left at init, logged)
 IMAGENET_ABSENT = ("head.", "backbone.fc6.", "backbone.fc7.")
 # what an ImageNet file holds that the segmentor has no use for: its classifier (ignored, logged)
@@ -62,9 +65,12 @@ IMAGENET_EXTRA = ("backbone.fc.", "backbone.classifier.")
 
 def weights_kind(obj) -> str | None:
     """What a loaded file holds: 'checkpoint' (this project's, or a segmentor state dict), 'released' (the
-    authors'), 'imagenet' (a backbone state dict: no segmentation head), or None (no state dict at all)."""
+    authors'), 'imagenet' (a backbone state dict: no segmentation head), 'prototypes' (the `prototypes`
+    stage's file: class prototypes, no model), or None (no state dict at all)."""
     if not isinstance(obj, dict):
         return None
+    if hasattr(obj.get("prototypes"), "shape") and "model" not in obj:
+        return "prototypes"
     if find_released(obj) is not None:
         return "released"
     if isinstance(obj.get("model"), dict):
@@ -80,6 +86,8 @@ def segmentor_state_from(obj: dict) -> tuple[dict, str]:
     kind = weights_kind(obj)
     if kind is None:
         raise ValueError(f"holds a {type(obj).__name__} without tensors, not a checkpoint or a state dict")
+    if kind == "prototypes":
+        raise ValueError(f"holds {PROTOTYPES_NOT_A_MODEL}")
     if kind == "released":
         state, info = convert_released(obj)
         logger.info("released SPCL/FADA checkpoint (%s feature extractor)%s", info["backbone"],

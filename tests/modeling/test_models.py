@@ -287,6 +287,21 @@ def test_what_a_weights_file_holds():
     assert weights_kind({"model": state, "iteration": 3}) == "checkpoint"
     assert weights_kind({"run": {"feature_extractor": state, "classifier": state}}) == "released"
     assert weights_kind({"optimizer": {}}) is None and weights_kind([state]) is None
+    protos = {"prototypes": torch.zeros(19, 512), "counts": torch.ones(19), "init": "pixel_mean"}
+    assert weights_kind(protos) == "prototypes"  # a dict of tensors, but not an ImageNet backbone
+
+
+def test_a_prototypes_file_given_as_a_model_is_named_as_such(tmp_path):
+    """The `prototypes` stage's file where a model goes (infer.py, gen_pseudo.py, analyze.py, MODEL.WEIGHTS):
+    said to hold prototypes, not described as an ImageNet backbone file."""
+    path = str(tmp_path / "prototypes.pth")
+    torch.save({"prototypes": torch.zeros(19, 512), "counts": torch.ones(19), "init": "pixel_mean"}, path)
+    cfg = cfg_of("MODEL.BACKBONE", "resnet18")
+    for load in (lambda: load_trained_segmentor(cfg, path),
+                 lambda: load_segmentor_weights(build_segmentor(cfg, load_weights=False), path)):
+        with pytest.raises(ValueError, match=rf"{path} holds class prototypes \(the `prototypes` stage's") as e:
+            load()
+        assert "ImageNet" not in str(e.value)
 
 
 def test_a_trained_model_is_needed_where_one_is_evaluated(tmp_path):

@@ -138,12 +138,15 @@ def test_what_the_tool_refuses(converted, tmp_path):
     tool = load_tool("convert_checkpoint")
     imagenet = str(tmp_path / "imagenet.pth")
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, imagenet)
+    prototypes = str(tmp_path / "prototypes.pth")
+    torch.save({"prototypes": torch.zeros(19, 512), "counts": torch.ones(19)}, prototypes)
     out = str(tmp_path / "out.pth")
     cases = [(["--print-config", imagenet], f"{imagenet} holds no config"),
              (["--print-config", full, out], "--print-config writes to stdout"),
              ([full], "give IN and OUT"),
              ([full, out, "--backbone", "resnet101"], "--backbone and --bn-eps apply to released"),
-             ([imagenet, out], "holds backbone weights only")]
+             ([imagenet, out], "holds backbone weights only"),
+             ([prototypes, out], "holds class prototypes")]
     for argv, needle in cases:
         with pytest.raises(ValueError, match=needle) as e:
             tool.main(argv)
