@@ -104,6 +104,29 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
     return labels
 
 
+# what a file that `weights_kind` does not call a trained model ('checkpoint' or 'released') holds instead
+NOT_A_MODEL = {"imagenet": "backbone weights only (an ImageNet file: no segmentation head)",
+               "prototypes": "class prototypes"}
+
+
+def check_checkpoints(paths: list[str]) -> None:
+    """Fail before any pass over the images, in one line naming the file, when a checkpoint cannot load as
+    `_load_model` loads it: missing, a folder, unreadable or refused (`read_checkpoint`, memory-mapped: cheap),
+    or not a trained model (`weights_kind`: backbone weights only, prototypes, no model state)."""
+    from spcl.modeling.weights import read_checkpoint, weights_kind
+
+    for path in paths:
+        try:
+            obj = read_checkpoint(path, mmap=True)
+        except (OSError, ValueError) as e:
+            raise type(e)(f"--checkpoint: {e}") from e
+        kind = weights_kind(obj)
+        del obj
+        if kind not in ("checkpoint", "released"):
+            raise ValueError(f"--checkpoint {path} holds {NOT_A_MODEL.get(kind, 'no model state')}, not a trained "
+                             "model: give a trained checkpoint, e.g. a stage's checkpoints/model_final.pth")
+
+
 def _load_model(cfg, path: str, device):
     from spcl.modeling import load_trained_segmentor
     from spcl.modeling.weights import read_checkpoint
@@ -219,7 +242,9 @@ def run_panels(args, cfg, ctx) -> None:
     import numpy as np
 
     from spcl.analysis import analysis_dataset, make_panel_grid, panel_inputs, predict_labels, select_images
+    from spcl.evaluation.sliding import sliding_from_cfg
 
+    logits_fn = sliding_from_cfg(cfg)  # the test protocol, as tools/test.py: TEST.SCALES, TEST.FLIP, TEST.SLIDING
     dataset = analysis_dataset(cfg, "target", args.target_dataset)
     candidates = select_images(len(dataset), args.num_images, cfg.SEED)
     count = max(1, min(args.num_panels, len(candidates)))
@@ -229,8 +254,8 @@ def run_panels(args, cfg, ctx) -> None:
     predictions = []
     for path in args.checkpoint:
         model, _ = _load_model(cfg, path, ctx["device"])
-        predictions.append(predict_labels(model, dataset, chosen, ctx["device"], cfg.TEST.SCALES, cfg.TEST.FLIP,
-                                          ctx["amp"]))
+        predictions.append(predict_labels(model, dataset, chosen, ctx["device"], list(cfg.TEST.SCALES), cfg.TEST.FLIP,
+                                          ctx["amp"], logits_fn))
         del model
     grid = make_panel_grid(images, labels, predictions, ctx["labels"], ctx["num_classes"], args.cell_width)
     grid.save(os.path.join(ctx["out"], "panels.png"))
@@ -250,6 +275,7 @@ def main(argv=None) -> None:
             require("matplotlib", f"`analyze.py {args.command}` figures")
     except MissingDependencyError as e:
         parser.exit(2, f"analyze.py {args.command}: {e}\n")
+    check_checkpoints(args.checkpoint)  # every one before the first pass: a typo in the last costs no pass
     cfg = setup(args, output_dir_override=args.output)
 
     from spcl.data.labels import TAIL_CLASSES, class_names, subset_indices

@@ -1,7 +1,8 @@
 """Qualitative panels (paper Fig. 3 style): for a few target images, image | ground truth |
 prediction of each checkpoint, in the Cityscapes palette, as one PNG grid with column titles and a
 class legend. Predictions follow the test protocol (docs/method.md "Evaluation": input at INPUT.TEST_SIZE, softmax
-upsampled to the label size, argmax). Pure PIL, no matplotlib. Called by tools/analyze.py (`panels`).
+upsampled to the label size, argmax; TEST.SCALES, TEST.FLIP and TEST.SLIDING as tools/analyze.py passes
+them). Pure PIL, no matplotlib. Called by tools/analyze.py (`panels`).
 """
 from __future__ import annotations
 
@@ -24,15 +25,17 @@ LEGEND_ENTRY = (118, 18)  # px (width, height) of one legend entry: swatch + cla
 
 @torch.no_grad()
 def predict_labels(model, dataset, indices: Sequence[int], device: torch.device, scales: Sequence[float] = (1.0,),
-                   flip: bool = False, amp_dtype: Optional[torch.dtype] = None) -> list[np.ndarray]:
-    """Predicted train labels (H_l×W_l uint8, at each label's size) of the dataset items `indices`."""
+                   flip: bool = False, amp_dtype: Optional[torch.dtype] = None, logits_fn=None) -> list[np.ndarray]:
+    """Predicted train labels (H_l×W_l uint8, at each label's size) of the dataset items `indices`, as
+    `run_inference` predicts them: `logits_fn` as there (e.g. `sliding_from_cfg(cfg)`: TEST.SLIDING;
+    default whole image)."""
     model.eval()
     preds = []
     for i in indices:
         item = dataset[i]
         image = item["image"][None].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            probs = predict_probs(model, image, tuple(item["label"].shape[-2:]), scales, flip)
+            probs = predict_probs(model, image, tuple(item["label"].shape[-2:]), scales, flip, logits_fn)
         preds.append(probs.argmax(1)[0].cpu().numpy().astype(np.uint8))
     return preds
 

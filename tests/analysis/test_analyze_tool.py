@@ -168,3 +168,104 @@ def test_labels_in_capitals_stay_labels_and_keys_go_to_the_overrides():
                               opts=[])
     split(args)
     assert (args.labels, args.opts) == (["SPCL"], ["OUTPUT_DIR", "/o", "MODEL.BACKBONE", "vgg16"])
+
+
+def capture_panel_predictions(monkeypatch) -> list:
+    """The predictions each `panels` run puts into its grid (per checkpoint, one label map per image)."""
+    import spcl.analysis
+
+    captured, real = [], spcl.analysis.make_panel_grid
+
+    def capture(images, labels, predictions, *args, **kwargs):
+        captured.append([[p.copy() for p in column] for column in predictions])
+        return real(images, labels, predictions, *args, **kwargs)
+
+    monkeypatch.setattr(spcl.analysis, "make_panel_grid", capture)
+    return captured
+
+
+def test_panels_predict_as_the_evaluation_does_with_sliding_windows(toy_root, checkpoints, tmp_path, monkeypatch):
+    """TEST.SLIDING (with TEST.SCALES and TEST.FLIP) reaches the panels: each panel's labels are the
+    labelIds evaluate_checkpoint (tools/test.py) writes for that image with the same config, and a window
+    smaller than the image changes them from whole-image inference."""
+    from spcl.analysis import analysis_dataset
+    from spcl.data.labels import labelid_to_trainid_lut
+    from spcl.evaluation import evaluate_checkpoint
+    from spcl.evaluation.inference import prediction_stem
+
+    captured = capture_panel_predictions(monkeypatch)
+    protocol = ["TEST.SCALES", "[1.0,0.75]", "TEST.FLIP", "True"]
+    sliding = ["TEST.SLIDING", "True", "TEST.WINDOW", "[16,8]", "TEST.STRIDE", "[8,4]"]
+    for opts in (protocol, protocol + sliding):
+        load_tool().main(["panels", "--config", os.path.join(ROOT, "configs", "toy.yaml"),
+                          "--checkpoint", checkpoints[0], "--output", str(tmp_path / "panels"), "--num-images", "0",
+                          "--num-panels", "4", "--cell-width", "64", "--", *overrides(toy_root), *opts])
+    (whole,), (slid,) = captured
+    cfg = tiny_cfg(toy_root, str(tmp_path / "eval"), "MODEL.BACKBONE", "resnet18", *protocol, *sliding)
+    evaluate_checkpoint(cfg, checkpoints[0], labelid_dir=str(tmp_path / "ids"))
+    dataset = analysis_dataset(cfg, "target")
+    assert len(dataset) == len(slid) == 4  # every val image has a panel (evenly spaced over all 4)
+    to_train = labelid_to_trainid_lut(cfg.MODEL.NUM_CLASSES)
+    for i, pred in enumerate(slid):
+        stem = prediction_stem(dataset[i]["name"])
+        evaluated = to_train[np.asarray(Image.open(tmp_path / "ids" / f"{stem}_labelIds.png"))]
+        assert pred.shape == evaluated.shape == tuple(dataset[i]["label"].shape)
+        np.testing.assert_array_equal(pred, evaluated)
+    assert any((a != b).any() for a, b in zip(whole, slid))  # the windows do change the prediction
+
+
+class Recorder:
+    """Wraps a function and records that it ran."""
+
+    def __init__(self, fn, name, calls):
+        self.fn, self.name, self.calls = fn, name, calls
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(self.name)
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("command", ["ccd", "tsne", "panels"])
+def test_a_bad_checkpoint_fails_before_any_pass(toy_root, checkpoints, tmp_path, monkeypatch, command):
+    """A typo in the second checkpoint fails before the first checkpoint's model is loaded or its
+    images are read, naming the missing file; so do a folder, a file that is no checkpoint and one that
+    is no trained model."""
+    import spcl.analysis
+
+    pytest.importorskip("matplotlib")
+    tool = load_tool()
+    calls = []
+    for name in ("collect_feature_stats", "iter_pixel_features", "predict_labels"):
+        monkeypatch.setattr(spcl.analysis, name, Recorder(getattr(spcl.analysis, name), name, calls))
+    monkeypatch.setattr(tool, "_load_model", Recorder(tool._load_model, "_load_model", calls))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    backbone = tmp_path / "resnet18-imagenet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(1000, 512)}, backbone)
+    missing = os.path.join(os.path.dirname(checkpoints[1]), "model_fnal.pth")
+    stage = os.path.dirname(os.path.dirname(checkpoints[1]))
+    bad = {missing: FileNotFoundError, stage: IsADirectoryError, str(text): OSError, str(backbone): ValueError}
+    out = tmp_path / "out"
+    for path, error in bad.items():
+        with pytest.raises(error) as exc:
+            tool.main([command, "--config", os.path.join(ROOT, "configs", "toy.yaml"), "--checkpoint",
+                       checkpoints[0], path, "--output", str(out), "--num-images", "2", *overrides(toy_root)])
+        message = str(exc.value)
+        assert path in message and "\n" not in message, message
+        assert calls == [], (path, calls)
+        if path == stage:  # as loading says it: the folder's model
+            assert message.endswith(f"did you mean {checkpoints[1]}?"), message
+    assert not out.exists()  # nothing written either
+
+
+def test_a_missing_checkpoint_is_one_line_on_the_command_line(toy_root, checkpoints, tmp_path, capsys, monkeypatch):
+    tool = load_tool()
+    monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "tools", "analyze.py")])
+    missing = str(tmp_path / "model_fnal.pth")
+    with pytest.raises(SystemExit) as exc:
+        tool.run_main(tool.main, ["panels", "--checkpoint", checkpoints[0], missing, "--output", str(tmp_path / "o"),
+                                  *overrides(toy_root)])
+    assert exc.value.code == 2
+    first, *rest = capsys.readouterr().err.splitlines()
+    assert first == f"analyze.py: error: --checkpoint: weights file not found: {missing!r}", first
+    assert rest == ["(run with --debug for the full traceback)"]
