@@ -145,9 +145,18 @@ def tell_torchrun(message: str) -> None:
         pass  # the report loses its text, the error itself is printed anyway
 
 
-def run_main(main, argv=None) -> None:
+# What a tool says to do after Ctrl-C: tools that resume say how (RESUMES_RUN, RESUMES_PASS); the others
+# (test.py, infer.py, analyze.py, ...) redo their work on a rerun, and say so.
+STARTS_OVER = "rerun the same command to start it again (this tool does not resume)"
+RESUMES_RUN = ("rerun the same command to resume (finished stages are skipped, the interrupted one continues "
+               "from its last checkpoint)")
+RESUMES_PASS = ("rerun the same command to resume (the predictions and sums already made with the same model "
+                "and config are reused)")
+
+
+def run_main(main, argv=None, on_interrupt: str = STARTS_OVER) -> None:
     """Run a tool's `main(argv)`: known user errors print one line and exit 2, Ctrl-C exits 130 with
-    how to resume, a stage stopped by a signal (SOLVER.STOP_SIGNALS) exits 128 + its number, as if the
+    what to do next (`on_interrupt`), a stage stopped by a signal (SOLVER.STOP_SIGNALS) exits 128 + its number, as if the
     signal had ended the process, with where it saved; `--debug` shows tracebacks instead.
 
     Under torchrun an error names its process, goes into torchrun's closing report too, and a process
@@ -171,8 +180,7 @@ def run_main(main, argv=None) -> None:
         if debug:
             raise
         where = f" {e}" if str(e) else ""
-        print(f"{name}: interrupted{where}; rerun the same command to resume (finished stages are skipped, "
-              "the interrupted one continues from its last checkpoint)", file=sys.stderr)
+        print(f"{name}: interrupted{where}; {on_interrupt}", file=sys.stderr)
         sys.exit(130)
     except user_errors() as e:
         if debug:

@@ -8,7 +8,7 @@ exists and reads to its end, each label has its image's size and only ids of its
 summary table; writes into `--output` (default OUTPUT_DIR/check_data) `bad_files.txt` (`path: reason`
 a line) and `clean_<dataset>.txt`, the good items as a list file for DATASETS.SOURCE_LIST /
 TARGET_LIST / TEST_LIST. Exits 1 when a file is bad or a dataset is missing, 0 otherwise (count
-warnings do not fail). The stages run the same checks before their first iteration.
+warnings do not fail), and 2 with one line for a mistake in the command or the config. The stages run the same checks before their first iteration.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, setup  # noqa: E402
+from _common import config_parser, run_main, setup  # noqa: E402
 
 
 def datasets_to_check(cfg) -> list[str]:
@@ -88,4 +88,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

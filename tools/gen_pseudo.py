@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, run_main, setup  # noqa: E402
+from _common import RESUMES_PASS, config_parser, run_main, setup  # noqa: E402
 
 
 def main(argv=None):
@@ -133,4 +133,4 @@ def format_prototypes(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, on_interrupt=RESUMES_PASS)

@@ -30,7 +30,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import config_parser, run_main, setup  # noqa: E402
+from _common import RESUMES_RUN, config_parser, run_main, setup  # noqa: E402
 
 STAGE_NAMES = ("source_only", "adv_warmup", "prototypes", "pseudo_labels", "align", "self_train")
 
@@ -105,4 +105,4 @@ def check(cfg, config: str, stage: str) -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, on_interrupt=RESUMES_RUN)

@@ -30,6 +30,12 @@ def test_missing_config_file(tmp_path):
                     "nope.yaml")
 
 
+def test_check_data_mistakes_are_one_line_with_exit_2(tmp_path):
+    """Exit 1 means bad data files; a mistake in the command or config is 2 and one line, as in the other tools."""
+    _one_line_error(_run("tools/check_data.py", "--config", str(tmp_path / "nope.yaml")), "config file not found")
+    _one_line_error(_run("tools/check_data.py", "--config", TOY, "ALIGN.BASE_LRR", "0.1"), "ALIGN.BASE_LRR")
+
+
 def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_path):
     """Config paths are read from the current directory; a tool run elsewhere says which directory that was,
     for every missing input and only for relative paths."""
@@ -116,18 +122,36 @@ def test_stage_folder_or_prototypes_given_as_checkpoint(tmp_path):
     _one_line_error(_run("tools/test.py", "--checkpoint", str(protos)), "holds class prototypes")
 
 
-def test_ctrl_c_says_how_to_resume(capsys):
+def test_ctrl_c_says_what_the_rerun_does(capsys):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from _common import run_main
+    from _common import RESUMES_RUN, run_main
 
     def interrupted(argv):
         raise KeyboardInterrupt("at iteration 12 of stage align")
 
-    with pytest.raises(SystemExit) as info:
-        run_main(interrupted, [])
-    assert info.value.code == 130
-    err = capsys.readouterr().err
-    assert "interrupted at iteration 12 of stage align" in err and "rerun the same command to resume" in err
+    for hint, says in ((RESUMES_RUN, "rerun the same command to resume (finished stages are skipped"),
+                       (None, "rerun the same command to start it again (this tool does not resume)")):
+        with pytest.raises(SystemExit) as info:
+            run_main(interrupted, [], **({"on_interrupt": hint} if hint else {}))
+        assert info.value.code == 130
+        err = capsys.readouterr().err
+        assert "interrupted at iteration 12 of stage align" in err and says in err
+
+
+@pytest.mark.parametrize("tool, hint", [("train", "RESUMES_RUN"), ("gen_pseudo", "RESUMES_PASS"), ("test", None),
+                                        ("infer", None), ("analyze", None), ("check_data", None)])
+def test_only_the_tools_that_resume_promise_it(tool, hint, monkeypatch):
+    """test.py, infer.py and analyze.py redo everything on a rerun: their Ctrl-C line must not promise a resume."""
+    import runpy
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import _common
+
+    seen = []
+    monkeypatch.setattr(_common, "run_main", lambda main, argv=None, on_interrupt=_common.STARTS_OVER:
+                        seen.append(on_interrupt))
+    runpy.run_path(os.path.join(ROOT, "tools", f"{tool}.py"), run_name="__main__")
+    assert seen == [getattr(_common, hint) if hint else _common.STARTS_OVER]
 
 
 def test_out_of_gpu_memory_in_a_tool_is_one_line(capsys):
