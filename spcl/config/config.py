@@ -118,28 +118,72 @@ def _check_value(full_key: str, value, default, where: str):
     return value
 
 
-def _load_yaml_with_base(path: str, node: CN | None = None) -> dict:
+def _load_yaml_with_base(path: str, node: CN | None = None, _chain: tuple = ()) -> dict:
     """Read a YAML file, recursively merging the files its `_BASE_` names (relative to it).
 
     With `node`, each file's own keys are checked against it, so an unknown key names the file that
-    holds it (not the file that inherits it)."""
+    holds it (not the file that inherits it). `_chain`: the files whose `_BASE_` led here, outermost
+    first. A mistake is one line naming the file: YAML it cannot parse (with line and column), a
+    `_BASE_` that is not a path or a list of paths, a base that does not exist (with the file naming
+    it) and a cycle of bases (with the chain)."""
+    via = f" (named by {BASE_KEY} in {_chain[-1]})" if _chain else ""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}{where_read(path)}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        raise FileNotFoundError(f"config file not found: {path}{via}{where_read(path)}")
+    real = os.path.realpath(path)
+    if any(os.path.realpath(p) == real for p in _chain):
+        raise ValueError(f"{BASE_KEY} cycle: " + " -> ".join(_chain + (path,)) + f"; a config file cannot "
+                         "inherit from itself")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {path} is not valid YAML: {_yaml_problem(e)}{via}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start}){via}") from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    bases = data.pop(BASE_KEY, [])
+        raise ValueError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}{via}")
+    bases = _bases(data, path)
     if node is not None:
         _check_keys(data, node, "", path, node)
-    if isinstance(bases, str):
-        bases = [bases]
     merged: dict = {}
     for base in bases:
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        _deep_update(merged, _load_yaml_with_base(base_path, node))
+        _deep_update(merged, _load_yaml_with_base(base_path, node, _chain + (path,)))
     _deep_update(merged, data)
     return merged
+
+
+def _bases(data: dict, path: str) -> list[str]:
+    """The files `data`'s `_BASE_` names (removed from `data`): one path or a list of paths."""
+    if BASE_KEY not in data:
+        return []
+    bases = data.pop(BASE_KEY)
+    expected = "a path or a list of paths, relative to that file"
+    if isinstance(bases, str):
+        bases = [bases]
+    elif not isinstance(bases, list):
+        got = "an empty value" if bases is None else repr(bases)
+        raise ValueError(f"{BASE_KEY} in {path}: expected {expected}, got {got}")
+    for i, base in enumerate(bases):
+        if not isinstance(base, str) or not base:
+            got = "an empty entry" if base is None or base == "" else repr(base)
+            raise ValueError(f"{BASE_KEY} in {path}: expected {expected}, got {got} (entry {i + 1} of {bases!r})")
+    return bases
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line from a YAML error: what is wrong, at which line and column (1-based), and the
+    construct it was inside (`while parsing a flow sequence started at line 2, column 7`)."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if not problem:
+        return " ".join(str(e).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else str(problem)
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+                                  if context_mark else "") + ")"
+    return " ".join(text.split())
 
 
 def _deep_update(dst: dict, src: dict) -> None:
@@ -289,6 +333,10 @@ _STAGES = ("SOURCE_ONLY", "ADV_WARMUP", "ALIGN", "SELF_TRAIN")
 # Values whose mistakes would otherwise end in a traceback far from the config (an IndexError in a
 # transform, a modulo by zero in the trainer) or in a silently wrong run (a negative temperature).
 _VALUE_RULES = (
+    # python's random.seed(-s) is random.seed(s), numpy's legacy seed and scikit-learn's random_state (t-SNE
+    # in tools/analyze.py) take 0 … 2**32 - 1, and torch.manual_seed fails beyond 2**64 - 1 ("Overflow when
+    # unpacking long long"), after the run folder is written
+    (("SEED",), lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1 = 4294967295 (numpy's seed range)"),
     (("INPUT.SOURCE_SIZE", "INPUT.TARGET_SIZE", "INPUT.TEST_SIZE", "INPUT.SELF_TRAIN_BASE_SIZE",
       "INPUT.SELF_TRAIN_CROP", "DATASETS.TOY.SIZE", "TEST.WINDOW", "TEST.STRIDE"),
      lambda v: _numbers(v, 2, positive=True, integer=True), "two positive integers [W, H]"),

@@ -7,7 +7,7 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 _C.OUTPUT_DIR = "output/default"  # where every stage writes its sub-folder
-_C.SEED = 0  # seeds python, numpy, torch and the data samplers; same seed + config = same run
+_C.SEED = 0  # seeds python, numpy, torch and the data samplers; same seed + config = same run; 0 … 2**32 - 1
 
 # ------------------------------------------------------------------------------------ model ---
 _C.MODEL = CN()

@@ -552,3 +552,120 @@ def test_an_unknown_key_in_the_wrong_case_in_yaml(tmp_path):
     with pytest.raises(KeyError) as e:
         load_config(path)
     assert str(e.value) == f"unknown config key 'MODEL.freeze_bn' in {path}; did you mean 'MODEL.FREEZE_BN'?"
+
+
+# ------------------------------------------------------------------ `_BASE_` mistakes: one line, naming the file ---
+
+def _one_line_error(excinfo) -> str:
+    """The message a tool prints (tools/_common.py run_main: a KeyError's first argument, else str)."""
+    e = excinfo.value
+    message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    assert "\n" not in message, message
+    return message
+
+
+def test_a_yaml_syntax_error_in_a_base_names_the_file_line_and_column_and_who_named_it(tmp_path):
+    base = _write(tmp_path / "base.yaml", "SEED: 1\nALIGN:\n  BASE_LR: [0.1\n")
+    child = _write(tmp_path / "child.yaml", "_BASE_: base.yaml\n")
+    with pytest.raises(ValueError) as e:
+        load_config(child)
+    message = _one_line_error(e)
+    assert message.startswith(f"config file {base} is not valid YAML: line 4, column 1: expected ',' or ']'")
+    assert "flow sequence started at line 3, column 12" in message
+    assert message.endswith(f"(named by _BASE_ in {child})")
+
+
+def test_a_yaml_syntax_error_in_the_file_itself_names_it(tmp_path):
+    path = _write(tmp_path / "s.yaml", f"_BASE_: {REPO}/configs/toy.yaml\nSEED: \"\\q\"\n")
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    assert _one_line_error(e) == (f"config file {path} is not valid YAML: line 2, column 9: found unknown escape "
+                                  "character 'q' (while scanning a double-quoted scalar started at line 2, column 7)")
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"SEED: 1\n\xff\xfe\n")
+    with pytest.raises(ValueError) as e:
+        load_config(str(path))
+    assert _one_line_error(e).startswith(f"config file {path} is not UTF-8 text")
+
+
+@pytest.mark.parametrize("files,start,chain", [
+    ({"a.yaml": "_BASE_: b.yaml\n", "b.yaml": "_BASE_: a.yaml\n"}, "a.yaml", ["a.yaml", "b.yaml", "a.yaml"]),
+    ({"self.yaml": "_BASE_: [../d/self.yaml]\nSEED: 1\n"}, "self.yaml", ["self.yaml", "../d/self.yaml"]),
+    ({"top.yaml": "_BASE_: mid.yaml\n", "mid.yaml": "_BASE_: [leaf.yaml, top.yaml]\n", "leaf.yaml": "SEED: 2\n"},
+     "top.yaml", ["top.yaml", "mid.yaml", "top.yaml"]),
+])
+def test_a_base_cycle_names_the_chain(tmp_path, files, start, chain):
+    (tmp_path / "d").mkdir()
+    for name, text in files.items():
+        _write(tmp_path / "d" / name, text)
+    top = str(tmp_path / "d" / start)
+    with pytest.raises(ValueError) as e:
+        load_config(top)
+    message = _one_line_error(e)
+    shown = [top] + [os.path.join(str(tmp_path / "d"), name) for name in chain[1:]]
+    assert message.startswith("_BASE_ cycle: " + " -> ".join(shown) + ";"), message
+
+
+def test_a_base_shared_by_two_bases_is_no_cycle(tmp_path):
+    _write(tmp_path / "common.yaml", "SEED: 4\nOUTPUT_DIR: common\n")
+    _write(tmp_path / "left.yaml", "_BASE_: common.yaml\nMODEL:\n  BACKBONE: vgg16\n")
+    _write(tmp_path / "right.yaml", "_BASE_: common.yaml\nSEED: 5\n")
+    cfg = load_config(_write(tmp_path / "top.yaml", "_BASE_: [left.yaml, right.yaml]\n"))
+    assert (cfg.SEED, cfg.OUTPUT_DIR, cfg.MODEL.BACKBONE) == (5, "common", "vgg16")
+
+
+@pytest.mark.parametrize("text,got", [
+    ("_BASE_: 5\n", "got 5"),
+    ("_BASE_:\n", "got an empty value"),
+    ("_BASE_: {a: b.yaml}\n", "got {'a': 'b.yaml'}"),
+    ("_BASE_:\n  - ok.yaml\n  -\n", "got an empty entry (entry 2 of ['ok.yaml', None])"),
+    ("_BASE_: [ok.yaml, '']\n", "got an empty entry (entry 2 of ['ok.yaml', ''])"),
+    ("_BASE_: [ok.yaml, 7]\n", "got 7 (entry 2 of ['ok.yaml', 7])"),
+])
+def test_a_base_that_is_not_a_path_names_the_file_and_what_was_expected(tmp_path, text, got):
+    _write(tmp_path / "ok.yaml", "SEED: 1\n")
+    path = _write(tmp_path / "x.yaml", text)
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    assert _one_line_error(e) == f"_BASE_ in {path}: expected a path or a list of paths, relative to that file, {got}"
+
+
+def test_an_empty_base_list_inherits_nothing(tmp_path):
+    assert load_config(_write(tmp_path / "x.yaml", "_BASE_: []\nSEED: 6\n")).SEED == 6
+
+
+def test_a_missing_base_names_the_file_whose_base_names_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    middle = _write(tmp_path / "sub" / "middle.yaml", "_BASE_: gone.yaml\n")
+    top = _write(tmp_path / "top.yaml", "_BASE_: sub/middle.yaml\n")
+    with pytest.raises(FileNotFoundError) as e:
+        load_config(top)
+    gone = tmp_path / "sub" / "gone.yaml"
+    assert _one_line_error(e) == f"config file not found: {gone} (named by _BASE_ in {middle})"
+
+
+# ------------------------------------------------------------------------------------------------ SEED range ---
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", str(2**64), str(2**32), "-1"])
+def test_a_seed_out_of_range_is_refused_when_the_config_loads(seed):
+    """Beyond 2**64 - 1 torch.manual_seed fails with "Overflow when unpacking long long" (no key named) after the
+    run folder is written; beyond 2**32 - 1 numpy's legacy seed and scikit-learn's random_state do; a negative
+    seed seeds python's random as its absolute value."""
+    with pytest.raises(ValueError) as e:
+        load_config("", ["SEED", seed])
+    assert _one_line_error(e) == (f"config key SEED = {seed}; expected an integer from 0 to 2**32 - 1 = 4294967295 "
+                                  "(numpy's seed range)")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1])
+def test_every_seed_in_range_seeds_python_numpy_and_torch(seed):
+    from spcl.utils.env import seed_all
+
+    assert load_config("", ["SEED", str(seed)]).SEED == seed
+    seed_all(seed)  # raises for a seed outside what torch, numpy and random take
+    import numpy as np
+
+    np.random.RandomState(seed)  # what scikit-learn's random_state (t-SNE in tools/analyze.py) builds
