@@ -15,8 +15,8 @@ SAFE_KEYS = ("OUTPUT_DIR", "SOLVER.LOG_PERIOD", "SOLVER.EVAL_PERIOD", "SOLVER.CH
              "DATASETS.FOLDER.VAL_DIR", "DATASETS.FOLDER.VAL_LABEL_DIR", "DATASETS.PREFLIGHT",
              "PIPELINE.ALLOW_CONFIG_CHANGE")
 SAFE_SECTIONS = ("TEST.", "DATALOADER.")  # evaluation options; workers, pinning, prefetch (never the data)
-# Hand-off paths, set by the pipeline under OUTPUT_DIR: compared relative to it (a moved run folder
-# is the same run).
+# Hand-off paths, set by the pipeline under OUTPUT_DIR: a path inside the run folder is compared relative
+# to it (a moved or copied run folder is the same run); one outside it (initial weights) as an absolute path.
 RUN_PATHS = ("MODEL.WEIGHTS", "PROTOTYPE.PATH", "DATASETS.PSEUDO_DIR")
 
 
@@ -32,10 +32,30 @@ def _flatten(node, prefix: str = "") -> Iterator[tuple[str, object]]:
             yield f"{prefix}{key}", value
 
 
-def _normalise(key: str, value, output_dir: str):
-    if key in RUN_PATHS and isinstance(value, str) and value:
-        return os.path.normpath(os.path.relpath(value, output_dir or "."))
-    return list(value) if isinstance(value, tuple) else value
+def _normalise(value):
+    """`value` with every tuple, nested ones included, made a list: a YAML file holds lists where the
+    command line's literals (`[(7, 0), (8, 1)]`) hold tuples."""
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _run_path(value: str, output_dir: str) -> str:
+    """Where a RUN_PATHS value points: relative to `output_dir` when inside it (`0_align/…`, or "."), else
+    the absolute path (`/…`, which no relative one equals)."""
+    root, path = os.path.abspath(output_dir or "."), os.path.abspath(value)
+    return os.path.relpath(path, root) if os.path.commonpath([root, path]) == root else path
+
+
+def _same(key: str, a, b, old_root: str, new_root: str) -> bool:
+    """Whether a recorded and a current value are the same setting. The same value, or one that prints the
+    same (nan), is never a difference: a path given alike names the same file, also in a moved run."""
+    a, b = _normalise(a), _normalise(b)
+    if a == b or repr(a) == repr(b):
+        return True
+    if key in RUN_PATHS and isinstance(a, str) and isinstance(b, str) and a and b:
+        return _run_path(a, old_root) == _run_path(b, new_root)
+    return False
 
 
 def config_drift(recorded, current) -> list[tuple[str, object, object]]:
@@ -54,8 +74,7 @@ def config_drift(recorded, current) -> list[tuple[str, object, object]]:
     for key in sorted(set(old) | set(new)):
         if key in SAFE_KEYS or key.startswith(SAFE_SECTIONS):
             continue
-        a, b = _normalise(key, old.get(key), old_root), _normalise(key, new.get(key), new_root)
-        if a != b:
+        if not _same(key, old.get(key), new.get(key), old_root, new_root):
             out.append((key, old.get(key), new.get(key)))
     return out
 

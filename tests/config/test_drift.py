@@ -1,0 +1,111 @@
+"""spcl.config.drift: a rerun's config against the one its run folder recorded (config.yaml, the YAML that
+`cfg.dump()` writes): values written as tuples on the command line, and paths inside and outside a run folder
+that was moved or copied."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from spcl.config import ConfigDriftError, check_drift, config_drift, load_config
+from spcl.config.drift import format_drift
+
+ID_MAP = "[(7,0),(8,1),(11,2)]"
+
+
+def _recorded(*opts) -> dict:
+    """What a run records in its config.yaml, read back as a rerun reads it."""
+    return yaml.safe_load(load_config("", list(opts)).dump())
+
+
+def test_nested_tuples_from_the_command_line_equal_the_lists_recorded():
+    """`DATASETS.FOLDER.ID_MAP "[(7,0),(8,1),(11,2)]"`: the run records [[7, 0], …]; the same command again
+    holds tuples inside the list, and used to be refused as a change of that key."""
+    current = load_config("", ["DATASETS.FOLDER.ID_MAP", ID_MAP])
+    assert current.DATASETS.FOLDER.ID_MAP == [(7, 0), (8, 1), (11, 2)]  # what the rerun compares
+    recorded = _recorded("DATASETS.FOLDER.ID_MAP", ID_MAP)
+    assert recorded["DATASETS"]["FOLDER"]["ID_MAP"] == [[7, 0], [8, 1], [11, 2]]
+    assert config_drift(recorded, current) == []
+    assert check_drift(recorded, current, "the run") == []
+
+
+def test_a_changed_pair_inside_a_nested_list_is_still_a_change():
+    current = load_config("", ["DATASETS.FOLDER.ID_MAP", "[(7,0),(8,1),(11,3)]"])
+    drift = config_drift(_recorded("DATASETS.FOLDER.ID_MAP", ID_MAP), current)
+    assert [k for k, _, _ in drift] == ["DATASETS.FOLDER.ID_MAP"]
+
+
+def _run(output_dir: str, weights: str = "", *opts):
+    return load_config("", ["OUTPUT_DIR", output_dir, "MODEL.WEIGHTS", weights, *opts])
+
+
+def test_a_run_folder_moved_deeper_with_the_same_outside_weights_is_the_same_run(tmp_path):
+    """MODEL.WEIGHTS /…/init.pth, outside the run: the run folder copied to another depth and rerun with the
+    same command used to be refused with "'/…/init.pth' then, '/…/init.pth' now"."""
+    init = str(tmp_path / "init.pth")
+    recorded = _recorded("OUTPUT_DIR", str(tmp_path / "r5run"), "MODEL.WEIGHTS", init)
+    for moved in (tmp_path / "r5moved" / "a" / "b" / "run", tmp_path / "r5copy", tmp_path):
+        assert config_drift(recorded, _run(str(moved), init)) == [], moved
+    # the same outside file spelled otherwise is the same file
+    spelled = str(tmp_path / "x" / ".." / "init.pth")
+    assert config_drift(recorded, _run(str(tmp_path / "r5moved" / "a" / "b" / "run"), spelled)) == []
+
+
+def test_a_relative_outside_path_given_alike_is_the_same(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recorded = _recorded("OUTPUT_DIR", "out/run", "MODEL.WEIGHTS", "weights/init.pth")
+    assert config_drift(recorded, _run("elsewhere/deeper/run", "weights/init.pth")) == []
+    assert config_drift(recorded, _run("elsewhere/deeper/run", str(tmp_path / "weights" / "init.pth"))) == []
+
+
+@pytest.mark.parametrize("key", ["MODEL.WEIGHTS", "PROTOTYPE.PATH", "DATASETS.PSEUDO_DIR"])
+def test_a_path_inside_the_run_folder_follows_the_copy(tmp_path, key):
+    """A hand-off path (the pipeline sets it under OUTPUT_DIR) of a copied run names the copy's own file."""
+    inner = os.path.join("1_align", "checkpoints", "model_final.pth")
+    old_root, new_root = str(tmp_path / "run"), str(tmp_path / "moved" / "a" / "b" / "run")
+    recorded = _recorded("OUTPUT_DIR", old_root, key, os.path.join(old_root, inner))
+    current = load_config("", ["OUTPUT_DIR", new_root, key, os.path.join(new_root, inner)])
+    assert config_drift(recorded, current) == []
+    other = load_config("", ["OUTPUT_DIR", new_root, key, os.path.join(new_root, "2_other", "model_final.pth")])
+    assert [k for k, _, _ in config_drift(recorded, other)] == [key]
+    # the run folder itself (DATASETS.PSEUDO_DIR may be a folder): relative "." on both sides
+    recorded = _recorded("OUTPUT_DIR", old_root, key, old_root + "/")
+    assert config_drift(recorded, load_config("", ["OUTPUT_DIR", new_root, key, new_root])) == []
+
+
+def test_a_real_change_of_a_run_path_is_refused_naming_both_values(tmp_path):
+    init, other = str(tmp_path / "init.pth"), str(tmp_path / "other.pth")
+    recorded = _recorded("OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", init)
+    moved = str(tmp_path / "moved" / "a" / "b" / "run")
+    assert config_drift(recorded, _run(moved, other)) == [("MODEL.WEIGHTS", init, other)]
+    assert config_drift(recorded, _run(moved, "")) == [("MODEL.WEIGHTS", init, "")]  # random init now
+    # an outside file that happens to sit at the same place relative to the run folder is another file
+    recorded = _recorded("OUTPUT_DIR", str(tmp_path / "a" / "run"), "MODEL.WEIGHTS", str(tmp_path / "a" / "w.pth"))
+    current = _run(str(tmp_path / "b" / "run"), str(tmp_path / "b" / "w.pth"))
+    assert [k for k, _, _ in config_drift(recorded, current)] == ["MODEL.WEIGHTS"]
+    # a path inside the recorded run now pointing outside the copy (and the reverse) is a change
+    recorded = _recorded("OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", str(tmp_path / "run" / "w.pth"))
+    assert [k for k, _, _ in config_drift(recorded, _run(moved, init))] == ["MODEL.WEIGHTS"]
+    with pytest.raises(ConfigDriftError, match=r"MODEL\.WEIGHTS: '.*/run/w\.pth' then, '.*/init\.pth' now"):
+        check_drift(recorded, _run(moved, init), "the run")
+
+
+def test_a_path_given_alike_is_never_reported_as_a_difference(tmp_path):
+    """The same file named inside the recorded run folder, from a copy of it: the same file, not a change
+    (the message would read "'…' then, '…' now" with the two alike)."""
+    old_root = str(tmp_path / "run")
+    weights = os.path.join(old_root, "init.pth")
+    recorded = _recorded("OUTPUT_DIR", old_root, "MODEL.WEIGHTS", weights)
+    assert config_drift(recorded, _run(str(tmp_path / "moved" / "a" / "run"), weights)) == []
+
+
+def test_a_value_that_prints_alike_is_never_reported_as_a_difference():
+    """nan equals nothing, itself included: a recorded nan would otherwise be refused as "nan then, nan now"."""
+    recorded = _recorded()
+    recorded["INPUT"]["PIXEL_MEAN"] = [float("nan"), 0.5, 0.5]
+    current = yaml.safe_load(yaml.safe_dump(recorded))  # another nan object
+    assert current["INPUT"]["PIXEL_MEAN"][0] != recorded["INPUT"]["PIXEL_MEAN"][0]
+    assert config_drift(recorded, current) == []
+    current["INPUT"]["PIXEL_MEAN"][1] = 0.25
+    assert [k for k, _, _ in config_drift(recorded, current)] == ["INPUT.PIXEL_MEAN"]
