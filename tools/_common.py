@@ -98,6 +98,28 @@ class UsageError(ValueError):
     """A mistake on the command line."""
 
 
+def refuse_a_run_folder(folder: str, flag: str) -> None:
+    """A pipeline run's folder, or one of its stage folders, is not an output for another tool: the tool's
+    config would replace or sit beside the one the run records (its rerun would then be refused as a
+    config change), and a stage's labels or prototypes would be replaced under the record of what made
+    them, after the stages that followed were made from the old ones."""
+    from spcl.engine.pipeline import MANIFEST, UPSTREAM
+
+    def records(path):
+        return [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(path, f))]
+
+    if records(folder):
+        raise ValueError(f"{flag} {folder} is a stage folder of a pipeline run (it holds {records(folder)[0]}): "
+                         f"writing there would replace what the run recorded and made its later stages from; give "
+                         f"another {flag} (to redo that stage, delete the folder and rerun the pipeline)")
+    stages = sorted(d for d in (os.listdir(folder) if os.path.isdir(folder) else ())
+                    if re.fullmatch(r"\d+_[a-z_]+", d) and records(os.path.join(folder, d)))
+    if stages or os.path.isfile(os.path.join(folder, "summary.json")):
+        held = f"its stage folder {stages[0]}" if stages else "summary.json"
+        raise ValueError(f"{flag} {folder} is the folder of a pipeline run (it holds {held}): this tool's config "
+                         f"would be recorded over the run's, and the run could not be resumed; give another {flag}")
+
+
 def user_errors() -> tuple:
     """Exceptions that are a user's to fix: printed as one line (the traceback with --debug)."""
     import torch

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESUMES_PASS, config_parser, run_main, setup  # noqa: E402
+from _common import RESUMES_PASS, config_parser, refuse_a_run_folder, run_main, setup  # noqa: E402
 
 
 def main(argv=None):
@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--prototypes", action="store_true", help="compute source prototypes instead")
     args = parser.parse_args(argv)
-    refuse_a_pipeline_stage(args.output)
+    refuse_a_run_folder(args.output, "--output")
     args.opts = list(args.opts) + ["MODEL.WEIGHTS", args.checkpoint]
     cfg = setup(args, output_dir_override=args.output)
     from spcl.engine import run_stage
@@ -34,19 +34,6 @@ def main(argv=None):
     if comm.is_main_process():
         print(format_prototypes(result) if args.prototypes else format_pseudo_labels(result))
     return 0
-
-
-def refuse_a_pipeline_stage(folder: str) -> None:
-    """A stage folder of a pipeline run (it holds the run's manifest.json or upstream.json) is not an
-    output for this tool: its labels or prototypes would be replaced under the record of what made them,
-    and the stages after it were made from the old ones."""
-    from spcl.engine.pipeline import MANIFEST, UPSTREAM
-
-    records = [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(folder, f))]
-    if records:
-        raise ValueError(f"--output {folder} is a stage folder of a pipeline run (it holds {records[0]}): writing "
-                         "there would replace what the run recorded and made its later stages from; give another "
-                         "--output (to redo that stage, delete the folder and rerun the pipeline)")
 
 
 def _percent(x) -> str:

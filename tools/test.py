@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import UsageError, config_parser, run_main, setup  # noqa: E402
+from _common import UsageError, config_parser, refuse_a_run_folder, run_main, setup  # noqa: E402
 from spcl.utils.io import where_read  # noqa: E402
 
 
@@ -86,14 +86,15 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def write_results(out_dir: str, results: dict, rows: list, extra: list) -> None:
-    """`metrics.json` (one checkpoint's metrics, or {path: metrics}) and, for several checkpoints,
-    `results.csv` (a row each), both atomically."""
+def write_results(out_dir: str, results: dict, rows: list, extra: list, several: bool = False) -> None:
+    """`metrics.json` (one checkpoint's metrics, or {path: metrics}) and, for `several` checkpoints,
+    `results.csv` (a row each), both atomically; called after each checkpoint, so with `several` the files
+    take that form from the first one on (an error at the second keeps the first, named)."""
     from spcl.utils.io import atomic_write, atomic_write_json
 
-    atomic_write_json(results if len(results) > 1 else next(iter(results.values())),
+    atomic_write_json(results if several or len(results) > 1 else next(iter(results.values())),
                       os.path.join(out_dir, "metrics.json"))
-    if len(rows) > 1:
+    if rows and (several or len(rows) > 1):
         names = next(iter(results.values()))["class_names"]
 
         def write(f):
@@ -135,6 +136,8 @@ def main(argv=None):
         raise UsageError(f"--format-only writes one set of predictions: give one checkpoint file, not the "
                          f"{len(checkpoints)} checkpoints of {ckpt}")
     init_distributed()
+    if args.output:
+        refuse_a_run_folder(args.output, "--output")
     out_dir = args.output or unique_output_dir(ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or ".", "eval")
     cfg = setup(args, output_dir_override=out_dir)
 
@@ -152,11 +155,14 @@ def main(argv=None):
                              "checkpoint to write its predictions")
         logger.info("%s has no labels: writing predictions only (--format-only)", test_set)
         args.format_only = True
-    if comm.is_main_process():
-        write_run_info(cfg, out_dir)
     scales = args.scales or list(cfg.TEST.SCALES)
     flip = args.flip or cfg.TEST.FLIP
     sliding = args.sliding or cfg.TEST.SLIDING
+    cfg.defrost()  # the recorded config says how the results were computed, flags included
+    cfg.TEST.SCALES, cfg.TEST.FLIP, cfg.TEST.SLIDING = list(scales), bool(flip), bool(sliding)
+    cfg.freeze()
+    if comm.is_main_process():
+        write_run_info(cfg, out_dir)
     single = len(checkpoints) == 1
     save_color = (args.save_color or cfg.TEST.SAVE_COLOR) and single
     save_ids = (args.save_labelids or cfg.TEST.SAVE_LABELIDS or args.format_only) and single
@@ -184,7 +190,7 @@ def main(argv=None):
             rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
                         + [metrics[k] for k in extra] + metrics["IoU"])
         if comm.is_main_process():  # after each one: an error at a later checkpoint keeps these
-            write_results(out_dir, results, rows, extra)
+            write_results(out_dir, results, rows, extra, several=not single)
     if comm.is_main_process():
         print(f"results in {out_dir}")
 

@@ -177,8 +177,8 @@ def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
         unused = os.path.join(output_dir, f"config_unused_{stamp}.yaml")
         os.replace(path, unused)
         dump_config(cfg, output_dir)
-        note = (f", with another config in config.yaml: the earlier attempt made nothing, its config is now "
-                f"{os.path.basename(unused)}")
+        note = (f", with another config in config.yaml: nothing made with the earlier one is kept, its config is "
+                f"now {os.path.basename(unused)}")
     elif not same:
         path = dump_config(cfg, output_dir, f"config_{stamp}.yaml")
         note = f", with the config of {os.path.basename(path)}"

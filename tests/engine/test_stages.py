@@ -214,3 +214,18 @@ def test_prototype_num_images_is_exact_whatever_the_batch(warmup, tmp_path):
         protos = run_stage(stage, "prototypes", out)["outputs"]["prototypes"]
         counts.append(torch.load(protos, weights_only=False)["counts"])
     assert torch.equal(counts[0], counts[1]) and 0 < counts[0].sum() <= 4 * 8  # one 32×64 image at stride 8
+
+
+def test_a_rerun_of_pseudo_labels_leaves_no_label_of_an_earlier_run(toy_root, tmp_path, warmup):
+    """gen_pseudo.py into a folder that holds an earlier run's labels (another model, more images): the earlier
+    label files go, so the folder never holds labels of two models, while the new ones are all written."""
+    _, warm = warmup
+    cfg = tiny_cfg(toy_root, str(tmp_path), "MODEL.WEIGHTS", warm["outputs"]["checkpoint"])
+    out = tmp_path / "pseudo"
+    label_dir = run_stage(cfg, "pseudo_labels", str(out))["outputs"]["pseudo_dir"]
+    ours = sorted(os.listdir(label_dir))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.path.join(label_dir, "gone_000000_000000_leftImg8bit.png"))
+    os.makedirs(os.path.join(label_dir, "sub"))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.path.join(label_dir, "sub", "old_leftImg8bit.png"))
+    run_stage(cfg, "pseudo_labels", str(out))
+    assert sorted(os.listdir(label_dir)) == sorted(ours + ["sub"]) and os.listdir(os.path.join(label_dir, "sub")) == []

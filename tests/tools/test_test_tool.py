@@ -221,6 +221,73 @@ def test_a_later_checkpoint_that_fails_keeps_the_results_before_it(tmp_path, tes
     assert float(body[1][2]) == pytest.approx(reference_metrics(cfg, second)[0]["mIoU"], abs=1e-9)
 
 
+def test_a_failure_at_the_second_checkpoint_keeps_the_first_named_in_both_files(tmp_path, test_tool):
+    """Two checkpoints, the second unfit: results.csv and metrics.json ({path: metrics}) already hold the first,
+    as they would once a second had been scored."""
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    first = str(ckpts / "a.pth")
+    save_checkpoint(cfg, first, 10, seed=1)
+    save_checkpoint(load_config("", opts_for(root) + ["MODEL.NUM_CLASSES", "16"]), str(ckpts / "c.pth"), 30, seed=3)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"c\.pth: key 'head\.convs\.0\.weight' has shape"):
+        test_tool.main(["--checkpoint", str(ckpts), "--output", str(out)] + opts_for(root))
+    with open(out / "metrics.json") as f:
+        assert list(json.load(f)) == [first]
+    with open(out / "results.csv") as f:
+        body = list(csv.reader(f))[1:]
+    assert [r[1] for r in body] == [first]
+    assert float(body[0][2]) == pytest.approx(reference_metrics(cfg, first)[0]["mIoU"], abs=1e-9)
+
+
+def test_the_recorded_config_holds_the_protocol_the_flags_chose(tmp_path, test_tool):
+    """--flip and --scales change the results: the config.yaml beside them says so (it said TEST.FLIP False)."""
+    import yaml
+
+    root = tmp_path / "data"
+    make_val_tree(root)
+    ckpt = str(tmp_path / "m.pth")
+    save_checkpoint(load_config("", opts_for(root)), ckpt, 10, seed=1)
+    out = tmp_path / "out"
+    test_tool.main(["--checkpoint", ckpt, "--output", str(out), "--flip", "--scales", "0.5", "1"] + opts_for(root))
+    with open(out / "config.yaml") as f:
+        test = yaml.safe_load(f)["TEST"]
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert test["FLIP"] is True and test["SCALES"] == [0.5, 1.0] and test["SLIDING"] is False
+    assert metrics["flip"] is True and metrics["scales"] == [0.5, 1.0]
+
+
+def test_a_pipeline_run_or_stage_folder_is_not_an_output(tmp_path, test_tool):
+    """test.py and gen_pseudo.py writing their config into a run's folder made the run's rerun fail as a config
+    change (and gen_pseudo.py replaced a stage's labels): both refuse it, before writing anything."""
+    run = tmp_path / "run"
+    (run / "0_adv_warmup").mkdir(parents=True)
+    (run / "0_adv_warmup" / "manifest.json").write_text("{}")
+    (run / "config.yaml").write_text("SEED: 0\n")
+    before = sorted(p.name for p in run.iterdir())
+    root = tmp_path / "data"
+    make_val_tree(root)
+    ckpt = str(tmp_path / "m.pth")
+    save_checkpoint(load_config("", opts_for(root)), ckpt, 10, seed=1)
+    for folder, says in ((run, "is the folder of a pipeline run (it holds its stage folder 0_adv_warmup)"),
+                         (run / "0_adv_warmup", "is a stage folder of a pipeline run (it holds manifest.json)")):
+        with pytest.raises(ValueError, match=rf"--output {folder} {re.escape(says)}"):
+            test_tool.main(["--checkpoint", ckpt, "--output", str(folder)] + opts_for(root))
+        with pytest.raises(ValueError, match=rf"--output {folder} {re.escape(says)}"):
+            load_tool("gen_pseudo").main(["--checkpoint", ckpt, "--output", str(folder)] + opts_for(root))
+    assert sorted(p.name for p in run.iterdir()) == before and os.listdir(run / "0_adv_warmup") == ["manifest.json"]
+    finished = tmp_path / "finished"  # a run folder whose summary is written
+    finished.mkdir()
+    (finished / "summary.json").write_text("[]")
+    with pytest.raises(ValueError, match="it holds summary.json"):
+        test_tool.main(["--checkpoint", ckpt, "--output", str(finished)] + opts_for(root))
+    test_tool.main(["--checkpoint", ckpt, "--output", str(tmp_path / "fresh")] + opts_for(root))  # any other
+
+
 def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path, test_tool):
     """--bn-stats-from: the checkpoint's BN running statistics are replaced by those of the named images
     before testing, also when the config freezes BN (the model is then built with trainable BN);

@@ -29,6 +29,9 @@ class PseudoLabelsStage(InferenceStage):
         dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional")
         loader = build_test_loader(cfg, dataset)
         label_dir = os.path.join(self.output_dir, "labels")
+        if comm.is_main_process():
+            remove_earlier_labels(label_dir)
+        comm.synchronize()
         summary = generate_pseudo_labels(self.model, loader, label_dir, cfg.MODEL.NUM_CLASSES, self.device,
                                          cfg.PSEUDO.THRESHOLD_CAP, cfg.PSEUDO.NUM_BINS, progress=True,
                                          amp_dtype=self.amp_dtype, quality=SemSegEvaluator(cfg.MODEL.NUM_CLASSES),
@@ -60,6 +63,20 @@ class PseudoLabelsStage(InferenceStage):
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
                             "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
+
+
+def remove_earlier_labels(label_dir: str) -> int:
+    """Remove the label PNGs and thresholds.json an earlier run left in `label_dir` (not its `.cache`, which
+    `generate_pseudo_labels` keeps or discards by its key): a run over fewer images, or with another model,
+    would otherwise leave a folder of labels from two models. Returns how many files went."""
+    removed = 0
+    for root, dirs, files in os.walk(label_dir):
+        dirs[:] = [d for d in dirs if d != ".cache"]
+        for name in files:
+            if name.endswith(".png") or (root == label_dir and name == "thresholds.json"):
+                os.remove(os.path.join(root, name))
+                removed += 1
+    return removed
 
 
 def _instead(summary: dict, k: int, names) -> str:
