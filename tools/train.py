@@ -59,6 +59,8 @@ def main(argv=None):
     from spcl.utils import comm
     from spcl.utils.run_lock import run_lock
 
+    if cfg.DATASETS.TOY.GENERATE:  # what the run would refuse, refused before the toy data are (re)written
+        refuse_before_writing_data(cfg, args.stage)
     prepare_toy_data(cfg)  # configs/toy.yaml: the generated demo data, written on first use
     if args.stage:
         folder = os.path.join(cfg.OUTPUT_DIR, args.stage)
@@ -71,6 +73,20 @@ def main(argv=None):
     else:
         run_pipeline(cfg)
     return 0
+
+
+def refuse_before_writing_data(cfg, stage: str) -> None:
+    """A run into a folder another run is writing, or (for the pipeline) a rerun with another config, is
+    refused before `prepare_toy_data` regenerates DATASETS.DATA_DIR: a refused run must not replace the
+    images a finished or running one was made from."""
+    from spcl.engine.pipeline import check_run
+    from spcl.utils.run_lock import held_by, in_use_error
+
+    holder = held_by(cfg.OUTPUT_DIR)
+    if holder:
+        raise in_use_error(cfg.OUTPUT_DIR, holder)
+    if not stage:
+        check_run(cfg, datasets=False)
 
 
 def check(cfg, config: str, stage: str) -> int:

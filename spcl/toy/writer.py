@@ -126,6 +126,9 @@ def _generate(root: Path, seed: int, num_source: int, num_target_train: int, num
                 raise FileExistsError(f"{root / sub} exists but {manifest_path} does not: refusing to "
                                       "overwrite a folder that generate_toy_dataset did not create")
             shutil.rmtree(root / sub)
+    if old is not None:  # per-class file indexes (tools/prepare_data.py) describe the images being replaced
+        for index in root.glob("*_class_index.json"):
+            index.unlink()
 
     root.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({**manifest, "complete": False}, indent=2) + "\n")

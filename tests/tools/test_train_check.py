@@ -134,3 +134,39 @@ def test_check_loads_the_weights_it_names(train, toy_root, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"key 'backbone\.layer1\.0\.conv1\.weight' has shape"):
         train.main(["--check"] + opts + ["MODEL.WEIGHTS", imagenet, "MODEL.BACKBONE", "resnet50"])
     assert not os.path.exists(out)
+
+
+GENERATED = ["DATASETS.TOY.GENERATE", "True", "DATASETS.TOY.NUM_SOURCE", "3", "DATASETS.TOY.NUM_TARGET_TRAIN", "2",
+             "DATASETS.TOY.NUM_TARGET_VAL", "2", "DATASETS.TOY.SIZE", "[64, 32]", "INPUT.SOURCE_SIZE", "[64, 32]",
+             "INPUT.TARGET_SIZE", "[64, 32]", "INPUT.TEST_SIZE", "[64, 32]"]
+
+
+def _images(root):
+    return {p: open(os.path.join(d, p), "rb").read() for d, _, files in os.walk(root) for p in files
+            if p.endswith(".png")}
+
+
+def test_a_refused_run_leaves_the_generated_data_as_they_were(train, tmp_path):
+    """A rerun with another toy seed is refused as a config change, and a run into a folder in use as such; both
+    used to regenerate DATASETS.DATA_DIR first, under the finished (or running) run made from it."""
+    from spcl.config import load_config
+    from spcl.toy import generate_toy_dataset
+    from spcl.utils.run_lock import RunInUse, run_lock
+
+    data, out = str(tmp_path / "data"), str(tmp_path / "run")
+    opts = ["OUTPUT_DIR", out, "DATASETS.DATA_DIR", data] + GENERATED
+    generate_toy_dataset(data, seed=0, num_source=3, num_target_train=2, num_target_val=2, size=(64, 32))
+    before = _images(data)
+    os.makedirs(os.path.join(out, "0_adv_warmup"))
+    with open(os.path.join(out, "config.yaml"), "w") as f:  # a run made with toy seed 0, one stage finished
+        f.write(load_config(TOY, opts).dump())
+    with open(os.path.join(out, "0_adv_warmup", "manifest.json"), "w") as f:
+        f.write("{}")
+    with pytest.raises(ConfigDriftError, match="DATASETS.TOY.SEED: 0 then, 1 now"):
+        train.main(["--config", TOY] + opts + ["DATASETS.TOY.SEED", "1"])
+    assert _images(data) == before
+    with run_lock(out):  # another run writes there now
+        for stage in ([], ["--stage", "adv_warmup"]):
+            with pytest.raises(RunInUse, match="is in use by another run"):
+                train.main(["--allow-config-change", "--config", TOY] + stage + opts + ["DATASETS.TOY.SEED", "1"])
+    assert _images(data) == before

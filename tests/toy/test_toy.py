@@ -82,6 +82,16 @@ def test_manifest_noop_and_regeneration(tmp_path):
     assert (tmp_path / "gta5/labels/00002.png").is_file()
 
 
+def test_regeneration_removes_the_class_indexes_of_the_old_images(tmp_path):
+    """prepare_data.py's per-class index lists which classes each image holds: after the images are replaced it
+    would describe others, and class-balanced sampling read it silently. An up-to-date dataset keeps it."""
+    generate_toy_dataset(tmp_path, **SMALL)
+    index = tmp_path / "gta5_train_class_index.json"
+    index.write_text("{}")
+    assert not generate_toy_dataset(tmp_path, **SMALL)["generated"] and index.is_file()
+    assert generate_toy_dataset(tmp_path, seed=1, **SMALL)["generated"] and not index.exists()
+
+
 def test_refuses_to_delete_foreign_folders(tmp_path):
     (tmp_path / "gta5" / "images").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="toy_manifest.json"):
