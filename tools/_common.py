@@ -56,6 +56,17 @@ class _OverridesParser(argparse.ArgumentParser):
         return super().parse_known_args(mark_overrides(args, arity), namespace)
 
 
+def scale_factor(text: str) -> float:
+    """argparse type of `--scales`: a finite factor > 0 (NaN used to fail later as 'cannot convert float NaN to
+    integer', naming no flag)."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive factor of INPUT.TEST_SIZE")
+    return value
+
+
 def config_parser(doc: str, config_required: bool = False) -> argparse.ArgumentParser:
     """A parser whose description is the first paragraph of `doc` and whose epilog is the rest
     (shown whole by --help), with --config, --debug and trailing KEY VALUE overrides (which also end a

@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import UsageError, config_parser, refuse_a_run_folder, run_main, setup  # noqa: E402
+from _common import UsageError, config_parser, refuse_a_run_folder, run_main, scale_factor, setup  # noqa: E402
 from spcl.utils.io import where_read  # noqa: E402
 
 
@@ -111,7 +111,7 @@ def main(argv=None):
                         help="folder for metrics.json / results.csv / predictions (default: a new eval_<time> "
                              "folder beside the checkpoint)")
     parser.add_argument("--flip", action="store_true", help="average with the flipped input")
-    parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale factors")
+    parser.add_argument("--scales", type=scale_factor, nargs="+", default=None, help="multi-scale factors")
     parser.add_argument("--sliding", action="store_true",
                         help="sliding-window inference (TEST.WINDOW, TEST.STRIDE; same as TEST.SLIDING True)")
     parser.add_argument("--save-color", action="store_true",
