@@ -10,7 +10,6 @@ thresholds, the share of pixels kept per class and, when ground truth exists, th
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from spcl.data.labels import IGNORE_LABEL, class_names
 from spcl.modeling import predict_probs
 from spcl.prototypes.ops import downsample_mask
 from spcl.utils import comm
-from spcl.utils.io import TEMP_PREFIX, atomic_write_json, read_json
+from spcl.utils.io import TEMP_PREFIX, atomic_write_json, json_roundtrip, read_json
 from spcl.utils.progress import progress as _iterate
 
 from .thresholds import ClassThresholds
@@ -176,7 +175,7 @@ def _open_cache(cache_dir: str, resume_key: Optional[dict]) -> bool:
     """Prepare this process's cache folder; True when it holds an interrupted run's predictions made with
     `resume_key` (kept), else it is emptied (and, with a key, the key recorded for a rerun)."""
     key_path = os.path.join(cache_dir, KEY)
-    key = None if resume_key is None else json.loads(json.dumps(resume_key))  # as it reads back
+    key = None if resume_key is None else json_roundtrip(resume_key)
     if key is not None and os.path.isfile(key_path):
         try:
             if read_json(key_path) == key:

@@ -135,6 +135,12 @@ def _json_default(o):
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
+def json_roundtrip(obj):
+    """`obj` as it reads back from JSON (tuples become lists): a key about to be saved compares equal to the
+    one read back from the file."""
+    return json.loads(json.dumps(obj))
+
+
 def read_json(path: str):
     """The JSON in `path`; a damaged file is a ValueError that names it."""
     with open(path) as f:

@@ -16,7 +16,7 @@ from spcl.data.check import default_cache_dir, preflight
 from spcl.modeling import load_trained_segmentor
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, default_device, seed_all, write_run_info
-from spcl.utils.io import atomic_torch_save, remove_temp_files
+from spcl.utils.io import atomic_torch_save, json_roundtrip, remove_temp_files
 from spcl.utils.safe_load import load_checkpoint
 
 from ..trainer import clear_temp_files
@@ -101,10 +101,3 @@ class PartialState:
             os.rmdir(os.path.dirname(self.path))  # the last process to finish removes the folder
         except OSError:
             pass
-
-
-def json_roundtrip(obj):
-    """`obj` as it reads back from JSON (tuples become lists), so that saved and fresh keys compare equal."""
-    import json
-
-    return json.loads(json.dumps(obj))
