@@ -189,30 +189,40 @@ def test_a_temp_file_of_a_live_writer_is_kept(tmp_path):
     (tmp_path / "x.json").unlink()
 
 
+def _killed_then_rerun(toy_root, tmp_path, monkeypatch, stage, module, name, kill_at, between=lambda out: None):
+    """Run source_only → `stage` uninterrupted (into `full`), then into `out` killed at the `kill_at`-th call of
+    `module.name` (once per batch of the stage's pass, TEST.BATCH_SIZE 2), `between(out)`, and rerun; returns
+    (full, out, calls of `module.name` in the rerun)."""
+    opts = ("PIPELINE.STAGES", f"['source_only', '{stage}']", "SOURCE_ONLY.STOP_ITER", "2",
+            "SOURCE_ONLY.MAX_ITER", "2", "TEST.BATCH_SIZE", "2")
+    full, out = str(tmp_path / "full"), str(tmp_path / "run")
+    run_pipeline(tiny_cfg(toy_root, full, *opts))
+    real, calls = getattr(module, name), []
+
+    def counting(*args, kill=False, **kwargs):
+        calls.append(1)
+        if kill and len(calls) == kill_at:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, lambda *a, **k: counting(*a, kill=True, **k))
+    with pytest.raises(Killed):
+        run_pipeline(tiny_cfg(toy_root, out, *opts))
+    between(out)
+    calls.clear()
+    monkeypatch.setattr(module, name, counting)
+    run_pipeline(tiny_cfg(toy_root, out, *opts))
+    return full, out, len(calls)
+
+
 def test_pseudo_labels_killed_midway_predict_only_the_rest_on_the_rerun(toy_root, tmp_path, monkeypatch, spcl_log):
     """A kill in the pseudo-label pass after 2 of the 8 target images: the rerun runs the model on the other 6
     and writes the labels and thresholds.json of an uninterrupted run, byte for byte."""
     import spcl.pseudo.generate as generate
 
-    opts = ("PIPELINE.STAGES", "['source_only', 'pseudo_labels']", "SOURCE_ONLY.STOP_ITER", "2",
-            "SOURCE_ONLY.MAX_ITER", "2", "TEST.BATCH_SIZE", "2")
-    full, out = str(tmp_path / "full"), str(tmp_path / "run")
-    run_pipeline(tiny_cfg(toy_root, full, *opts))
-    real, calls = generate.predict_probs, []
-
-    def predict_probs(*args, kill_at=None, **kwargs):
-        calls.append(1)
-        if len(calls) == kill_at:
-            raise Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(generate, "predict_probs", lambda *a, **k: predict_probs(*a, kill_at=2, **k))
-    with pytest.raises(Killed):
-        run_pipeline(tiny_cfg(toy_root, out, *opts))
-    calls.clear()
-    monkeypatch.setattr(generate, "predict_probs", predict_probs)
-    run_pipeline(tiny_cfg(toy_root, out, *opts))
-    assert len(calls) == 3  # batches of 2
+    full, out, calls = _killed_then_rerun(toy_root, tmp_path, monkeypatch, "pseudo_labels", generate,
+                                          "predict_probs", kill_at=2)
+    assert calls == 3  # batches of 2
     assert "pseudo labels: 2 of 8 image(s) predicted by an interrupted run with the same model and config; the " \
            "model ran on the other 6" in spcl_log.text
     labels = os.path.join("1_pseudo_labels", "labels")
@@ -230,27 +240,13 @@ def test_prototypes_killed_midway_continue_from_the_saved_sums_on_the_rerun(toy_
     import spcl.engine.stages.prototypes as stage
     import spcl.prototypes.extract as extract
 
-    opts = ("PIPELINE.STAGES", "['source_only', 'prototypes']", "SOURCE_ONLY.STOP_ITER", "2",
-            "SOURCE_ONLY.MAX_ITER", "2", "TEST.BATCH_SIZE", "2")
-    full, out = str(tmp_path / "full"), str(tmp_path / "run")
-    run_pipeline(tiny_cfg(toy_root, full, *opts))
+    partial = []
     monkeypatch.setattr(stage, "SAVE_PERIOD_S", 0.0)
-    real, calls = extract.source_mask, []
-
-    def source_mask(*args, kill_at=None, **kwargs):  # once per batch
-        calls.append(1)
-        if len(calls) == kill_at:
-            raise Killed
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(extract, "source_mask", lambda *a, **k: source_mask(*a, kill_at=3, **k))
-    with pytest.raises(Killed):
-        run_pipeline(tiny_cfg(toy_root, out, *opts))
-    assert os.listdir(os.path.join(out, "1_prototypes", ".partial")) == ["rank0.pth"]
-    calls.clear()
-    monkeypatch.setattr(extract, "source_mask", source_mask)
-    run_pipeline(tiny_cfg(toy_root, out, *opts))
-    assert len(calls) == 2
+    full, out, calls = _killed_then_rerun(toy_root, tmp_path, monkeypatch, "prototypes", extract, "source_mask",
+                                          kill_at=3, between=lambda out: partial.extend(
+                                              os.listdir(os.path.join(out, "1_prototypes", ".partial"))))
+    assert partial == ["rank0.pth"]  # what the killed run left
+    assert calls == 2
     assert "prototypes: resuming after 4 source image(s) this process summed in an interrupted run" in spcl_log.text
     a, b = (torch.load(os.path.join(run, "1_prototypes", "prototypes.pth")) for run in (out, full))
     assert torch.equal(a["prototypes"], b["prototypes"]) and torch.equal(a["counts"], b["counts"])
