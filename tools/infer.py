@@ -39,18 +39,16 @@ def _is_glob(path: str) -> bool:
 
 
 def _walk(folder: str) -> list[str]:
-    out = []
-    for dirpath, dirs, files in os.walk(folder):
-        dirs.sort()
-        out.extend(os.path.join(dirpath, f) for f in sorted(files))
-    return out
+    """Every file below `folder`, symlinked sub-folders included, each real folder once (`files_below`)."""
+    from spcl.data.io import files_below
+
+    return [os.path.join(folder, rel) for rel in files_below(folder)]
 
 
 def collect_inputs(path: str) -> tuple[list[tuple[str, str]], list[str]]:
     """(image path, output path stem relative to the output folder) of every candidate image of
     `path` (an image, a folder, a glob or a list file), and the files skipped for not being images
-    by name. Stems: `sub/dir/name` (the extension dropped); two files that would share one (`x.jpg`,
-    `x.png`) keep their extension in it (`x_jpg`)."""
+    by name. Stems: `sub/dir/name` (the extension dropped), one per image (see `output_stems`)."""
     if _is_glob(path) and not os.path.exists(path):
         files, root = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p)), None
     elif os.path.isdir(path):
@@ -71,10 +69,32 @@ def collect_inputs(path: str) -> tuple[list[tuple[str, str]], list[str]]:
         parents = [os.path.dirname(os.path.abspath(f)) for f in images]
         root = os.path.commonpath(parents) if parents else "."
     rels = [os.path.relpath(os.path.abspath(f), os.path.abspath(root)) for f in images]
-    stems = [os.path.splitext(r)[0] for r in rels]
-    dup = {s for s in stems if stems.count(s) > 1}
-    stems = [f"{s}_{os.path.splitext(r)[1][1:].lower()}" if s in dup else s for s, r in zip(stems, rels)]
-    return list(zip(images, stems)), skipped
+    return list(zip(images, output_stems(rels))), skipped
+
+
+def output_stems(rels: list[str]) -> list[str]:
+    """A distinct output stem for each image path `rels[i]` (relative to the output folder), so that no
+    image's outputs overwrite another's: `sub/x.jpg` → `sub/x`; images that would share a stem keep their
+    extension as written (`x.jpg`, `x.png` → `x_jpg`, `x_png`), and a stem still taken gets `_2`, `_3`, …
+    in the order of `rels` (`x_png` beside an `x_png.png`; `x_jpg` beside `x_JPG`: names are compared
+    case-insensitively, as they are one file on macOS and Windows). A stem nothing shares is kept as is."""
+    plain = [os.path.splitext(r)[0] for r in rels]
+    counts: dict = {}
+    for s in plain:
+        counts[s.casefold()] = counts.get(s.casefold(), 0) + 1
+    taken = {s.casefold() for s in plain if counts[s.casefold()] == 1}
+    stems = []
+    for s, r in zip(plain, rels):
+        if counts[s.casefold()] == 1:
+            stems.append(s)
+            continue
+        stem = base = f"{s}_{os.path.splitext(r)[1][1:]}"
+        k = 2
+        while stem.casefold() in taken:
+            stem, k = f"{base}_{k}", k + 1
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
 
 
 def read_input_image(path: str):

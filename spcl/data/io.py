@@ -3,7 +3,8 @@
 Label decoding keeps what each format really stores: GTA5 palette PNGs are decoded as palette
 *indices* (the labelIds), never as colours; SYNTHIA's 16-bit 3-channel PNGs are decoded with all
 16 bits (Pillow would truncate them to 8 bits) and the class id taken from the first channel.
-Called by the dataset classes and by tools/prepare_data.py.
+Called by the dataset classes and by tools/prepare_data.py. `files_below` is the one recursive
+folder search of the datasets and tools/infer.py: it follows symlinked folders, each real folder once.
 """
 from __future__ import annotations
 
@@ -102,6 +103,25 @@ def read_png16_first_channel(path: str) -> np.ndarray:
     except (RuntimeError, ValueError) as e:
         raise IOError(f"cannot read 16-bit PNG label file {path}: {e}") from e
     return t[0].to(torch.int32).numpy()
+
+
+def files_below(folder: str) -> list[str]:
+    """Paths relative to `folder` of every file below it, depth first with names sorted (a folder's files,
+    then each sub-folder's). Symlinked sub-folders are searched too (a dataset split or a city is
+    often a link to another disk), and each real folder once: a link cycle (`a/loop -> a`) ends, and a
+    folder reached twice (a link to a folder also below `folder`) is listed where the walk meets it
+    first, so no image is listed twice."""
+    out, seen = [], {os.path.realpath(folder)}
+    for dirpath, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        for d in list(dirs):  # (top-down: what is taken out of `dirs` here is not entered)
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:
+                dirs.remove(d)
+            seen.add(real)
+        out.extend(os.path.relpath(os.path.join(dirpath, f), folder) for f in sorted(files))
+    return out
+
 
 def write_label_png(path: str, label: np.ndarray) -> None:
     """Write an H×W uint8 label map as an 8-bit (mode L) PNG, creating the folder."""

@@ -263,3 +263,30 @@ def test_a_missing_label_folder_is_named_before_the_run(tmp_path):
         check_inputs(cfg)
     for labels in ("none", "optional"):  # test.py --format-only, --bn-stats-from, a folder_val target
         assert len(build_dataset(cfg, "folder_val", train=False, labels=labels)) == 2
+
+
+def test_required_labels_of_a_folder_without_labels_stop_with_an_error_not_none(tmp_path):
+    """An analysis (labels required) on folder_train, or on folder_val without VAL_LABEL_DIR, once measured
+    nothing on it without a word: a required label is never None. Read with labels optional (the pseudo-label
+    stage) or none, the same sets still give all-ignore labels."""
+    from spcl.analysis.features import analysis_dataset
+    from spcl.data.datasets import SegmentationDataset
+
+    make_tree(tmp_path)
+    cfg = cfg_for(tmp_path)  # no DATASETS.FOLDER.VAL_LABEL_DIR
+    for name, folder in (("folder_train", "train"), ("folder_val", "val")):
+        ds = analysis_dataset(cfg, "target", name)
+        assert ds.labels == "required"
+        said = (f"folder dataset {tmp_path / folder} has no label folder (image {ds.items[0][0]}), and labels are "
+                "required for this use: use folder_val with its labels in DATASETS.FOLDER.VAL_LABEL_DIR")
+        with pytest.raises(ValueError, match=re.escape(said)):
+            ds[0]
+        with pytest.raises(ValueError, match="labels are required"):
+            ds.load_label(None)
+        for labels in ("optional", "none"):
+            ds = build_dataset(cfg, name, train=False, role="test", labels=labels)
+            assert ds.load_label(None) is None and bool((ds[0]["label"] == 255).all())
+    base = SegmentationDataset([(str(tmp_path / "val" / "v1.jpg"), None)], transform=None, labels="required")
+    with pytest.raises(ValueError, match=re.escape(f"SegmentationDataset: image {tmp_path / 'val' / 'v1.jpg'} has "
+                                                   "no label file, and labels are required")):
+        base[0]

@@ -142,6 +142,55 @@ def test_infer_inputs_glob_and_list(tmp_path, tools, monkeypatch):
         infer.collect_inputs("nowhere")
 
 
+def test_infer_gives_each_image_its_own_outputs(tmp_path, tools):
+    """img.jpg, img.JPG, img.png and img_png.png (four different images) once shared two output names:
+    each now gets its own stem, and its label file is its own image's prediction."""
+    from spcl.data.io import read_image
+
+    infer, _ = tools
+    cfg, ckpt = make_checkpoint(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed, name in enumerate(["img.jpg", "img.JPG", "img.png", "img_png.png"]):
+        fmt = "JPEG" if name.lower().endswith(".jpg") else "PNG"
+        Image.fromarray(_image((W, H), 3, seed)).save(str(photos / name), fmt)
+    pairs, _ = infer.collect_inputs(str(photos))
+    stems = {os.path.basename(p): s for p, s in pairs}
+    assert stems == {"img.JPG": "img_JPG", "img.jpg": "img_jpg_2", "img.png": "img_png_2", "img_png.png": "img_png"}
+    assert infer.main(["--checkpoint", ckpt, "--input", str(photos), "--output", str(tmp_path / "out")] + OPTS) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labelIds.png")) == sorted(
+        f"{s}_labelIds.png" for s in stems.values())
+    model, lut = load_trained_segmentor(cfg, ckpt), trainid_to_labelid_lut(19)
+    expected = {name: lut[segment_image(model, np.array(read_image(str(photos / name))), cfg)] for name in stems}
+    assert len({e.tobytes() for e in expected.values()}) == 4  # an image written over another would show
+    for name, stem in stems.items():
+        np.testing.assert_array_equal(np.array(Image.open(str(tmp_path / "out" / f"{stem}_labelIds.png"))),
+                                      expected[name])
+
+
+def test_output_stems_are_distinct_readable_and_keep_unshared_names():
+    infer = load_tool("infer")
+    # the same file listed twice, names equal but for case (one file on macOS and Windows), a stem already
+    # taken by another image's name
+    assert infer.output_stems(["a/x.png", "a/x.png", "A/x.jpg", "x_png_2.png", "y.PNG", "Y.png"]) == [
+        "a/x_png", "a/x_png_2", "A/x_jpg", "x_png_2", "y_PNG", "Y_png_2"]
+    assert infer.output_stems(["b.jpg", "sub/b.jpg", "c.png"]) == ["b", "sub/b", "c"]
+
+
+def test_infer_reads_images_in_symlinked_folders_once(tmp_path, tools):
+    """README: an input folder is searched recursively; a sub-folder that is a link is too, and a link
+    cycle neither hangs nor lists an image twice."""
+    infer, _ = tools
+    make_inputs(tmp_path)  # photos/: a.png, sub/b.jpg, sub/deep/c.png, …
+    (tmp_path / "lnk").mkdir()
+    Image.fromarray(_image((W, H), 3, 9)).save(str(tmp_path / "lnk" / "real.png"))
+    os.symlink(tmp_path / "photos" / "sub", tmp_path / "lnk" / "city")
+    os.symlink(tmp_path / "lnk", tmp_path / "lnk" / "city_loop")
+    pairs, skipped = infer.collect_inputs(str(tmp_path / "lnk"))
+    assert [s for _, s in pairs] == ["real", "city/b", "city/broken", "city/deep/c"]
+    assert all(os.path.isfile(p) for p, _ in pairs) and skipped == []
+
+
 def test_a_folder_as_checkpoint_points_to_its_model(tmp_path, tools):
     infer, _ = tools
     _, ckpt = make_checkpoint(tmp_path)  # run/checkpoints/model_final.pth

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..io import read_image
+from ..io import files_below, read_image
 from ..labels import IGNORE_LABEL
 from ...utils.io import where_read
 
@@ -33,15 +33,12 @@ def read_list_file(list_file: str) -> list[str]:
 
 
 def list_images(folder: str, suffix: str) -> list[str]:
-    """Paths relative to `folder` of every file ending in `suffix` below it, sorted."""
+    """Paths relative to `folder` of every file ending in `suffix` below it (symlinked sub-folders
+    included, see `files_below`), sorted."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(
             f"dataset folder not found: {folder}{where_read(folder)} (see datasets/README.md for the layout)")
-    out = []
-    for dirpath, _, files in os.walk(folder):
-        for fn in files:
-            if fn.endswith(suffix):
-                out.append(os.path.relpath(os.path.join(dirpath, fn), folder))
+    out = [rel for rel in files_below(folder) if rel.endswith(suffix)]
     if not out:
         raise FileNotFoundError(f"no '*{suffix}' files found under {folder}")
     return sorted(out)
@@ -96,9 +93,23 @@ class SegmentationDataset(Dataset):
             raise ValueError(f"label file {path} holds ids {bad} outside 0..{max_id}")
         return self.lut[raw]
 
-    def load_label(self, path: Optional[str]) -> Optional[np.ndarray]:
-        if self.labels == "none" or path is None:
+    def no_label_message(self, image_path: str) -> str:
+        """The error for an item without a label file in a dataset read with labels required; subclasses
+        name the config key that gives their labels."""
+        return (f"{type(self).__name__}: image {image_path or '(unnamed)'} has no label file, and labels are "
+                "required for this use")
+
+    def load_label(self, path: Optional[str], image_path: str = "") -> Optional[np.ndarray]:
+        """H×W uint8 train labels of label file `path` (of image `image_path`, named in errors). None only
+        where none are read (labels `none`) or they are `optional` and the item has none (`path` None or
+        missing); with labels `required` a missing label raises, never yields None (an analysis would
+        otherwise measure nothing on that set without a word)."""
+        if self.labels == "none":
             return None
+        if path is None:
+            if self.labels == "optional":
+                return None
+            raise ValueError(self.no_label_message(image_path))
         if not os.path.isfile(path):
             if self.labels == "optional":
                 return None
@@ -116,7 +127,7 @@ class SegmentationDataset(Dataset):
             index, seed = index
         img_path, label_path = self.items[index]
         image = read_image(img_path)
-        label = self.load_label(label_path)
+        label = self.load_label(label_path, img_path)
         if label is not None and label.shape != (image.size[1], image.size[0]):
             if self.resize_label_to_image:
                 label = np.array(Image.fromarray(label).resize(image.size, Image.NEAREST))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import displayed_size, read_label_indices
+from ..io import displayed_size, files_below, read_label_indices
 from ..labels import IGNORE_LABEL
 from ...utils.io import read_json, where_read
 from .base import SegmentationDataset, read_list_file
@@ -37,15 +37,14 @@ def is_image_name(name: str, suffix: str = "") -> bool:
 
 
 def find_images(folder: str, suffix: str = "") -> list[str]:
-    """Paths relative to `folder` of every image below it (see `is_image_name`), sorted."""
+    """Paths relative to `folder` of every image below it (see `is_image_name`; symlinked sub-folders
+    included, see `files_below`), sorted."""
     if not folder or not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder!r}{where_read(folder)} "
                                 "(DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
     out, left_out = [], []
-    for dirpath, dirs, files in os.walk(folder):
-        dirs.sort()
-        for f in sorted(files):
-            (out if is_image_name(f, suffix) else left_out).append(os.path.relpath(os.path.join(dirpath, f), folder))
+    for rel in files_below(folder):
+        (out if is_image_name(os.path.basename(rel), suffix) else left_out).append(rel)
     if not out:
         raise FileNotFoundError(f"no images ({suffix or '/'.join(IMAGE_EXTENSIONS)}) found under {folder}")
     left_out = [f for f in left_out if not os.path.basename(f).startswith(".")]  # .DS_Store and the like
@@ -173,6 +172,12 @@ class FolderDataset(ImageSizePlaceholder, SegmentationDataset):
                  for r in rel]
         super().__init__(items, transform, labels, num_classes)
         self.id_lut = id_lut
+
+    def no_label_message(self, image_path: str) -> str:
+        """Which config key gives a folder dataset its labels: only folder_val has any."""
+        return (f"folder dataset {self.image_dir} has no label folder (image {image_path or '(unnamed)'}), and "
+                "labels are required for this use: use folder_val with its labels in DATASETS.FOLDER.VAL_LABEL_DIR "
+                "(folder_train has no labels)")
 
     def _label_path(self, rel: str, image_suffix: str, label_suffix: str) -> str:
         if image_suffix and rel.endswith(image_suffix):
