@@ -26,7 +26,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import UsageError, config_parser, run_main, setup  # noqa: E402
+from _common import UsageError, config_parser, run_main, scale_factor, setup  # noqa: E402
 from spcl.utils.io import where_read  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -117,7 +117,8 @@ def main(argv=None):
     parser.add_argument("--output", default="", help="output folder (default: a new infer_<time> folder beside "
                                                      "the checkpoint)")
     parser.add_argument("--flip", action="store_true", help="average with the flipped input (TEST.FLIP)")
-    parser.add_argument("--scales", type=float, nargs="+", default=None, help="multi-scale factors (TEST.SCALES)")
+    parser.add_argument("--scales", type=scale_factor, nargs="+", default=None,
+                        help="multi-scale factors (TEST.SCALES)")
     parser.add_argument("--sliding", action="store_true", help="sliding-window inference (TEST.SLIDING, "
                                                                "TEST.WINDOW, TEST.STRIDE)")
     parser.add_argument("--batch-size", type=int, default=0,

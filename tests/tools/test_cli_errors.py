@@ -347,9 +347,11 @@ def test_test_py_reads_the_overrides_after_scales(tmp_path):
     assert "invalid float value" not in proc.stderr
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "x"])
-def test_scales_that_are_not_positive_factors_are_refused_naming_the_flag(value):
-    proc = _run("tools/test.py", "--config", TOY, "--checkpoint", "none.pth", "--scales", "1", value)
+@pytest.mark.parametrize("tool, value", [("test", "nan"), ("test", "inf"), ("test", "0"), ("test", "-1"),
+                                         ("test", "x"), ("infer", "nan")])
+def test_scales_that_are_not_positive_factors_are_refused_naming_the_flag(tool, value):
+    given = ["--input", "x"] if tool == "infer" else []
+    proc = _run(f"tools/{tool}.py", "--config", TOY, "--checkpoint", "none.pth", *given, "--scales", "1", value)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"argument --scales: invalid scale_factor value: '{value}'" in proc.stderr or \
         f"argument --scales: '{value}' is not a positive factor of INPUT.TEST_SIZE" in proc.stderr, proc.stderr
