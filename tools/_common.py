@@ -100,7 +100,8 @@ def setup(args, output_dir_override: str = ""):
         opts += ["OUTPUT_DIR", output_dir_override]
     cfg = load_config(args.config, opts)
     if os.path.exists(cfg.OUTPUT_DIR) and not os.path.isdir(cfg.OUTPUT_DIR):
-        raise UsageError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} is a file, not a folder: give a folder for the run's outputs")
+        given = "--output" if output_dir_override else "OUTPUT_DIR"  # what the user typed
+        raise UsageError(f"{given} {cfg.OUTPUT_DIR} is a file, not a folder: give a folder for the outputs")
     setup_logger(cfg.OUTPUT_DIR)
     return cfg
 

@@ -83,6 +83,8 @@ def test_output_dir_that_is_a_file(tmp_path):
     afile.write_text("keep me")
     _one_line_error(_run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(afile)),
                     f"OUTPUT_DIR {afile} is a file, not a folder")
+    _one_line_error(_run("tools/gen_pseudo.py", "--config", TOY, "--checkpoint", "c.pth", "--output", str(afile)),
+                    f"--output {afile} is a file, not a folder")  # the flag the user typed
     assert afile.read_text() == "keep me"
 
 
