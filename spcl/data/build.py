@@ -30,11 +30,52 @@ CATALOG = ("gta5_train", "synthia_train", "synscapes_train", "cityscapes_train",
            "cityscapes_test", "folder_train", "folder_val", "cityscapes_pseudo")
 UNLABELLED = ("cityscapes_test", "folder_train")  # sets without labels (labels `none` by default)
 ROLES = ("source", "target", "self_train", "test", "source_eval")
+RUN_ROLES = ("source", "target", "test")  # what a dataset is to the run: DATASETS.SOURCE / TARGET / TEST
+# the run role of a transform role: its list file (DATASETS.<RUN ROLE>_LIST) selects the items
+LIST_ROLES = {"source": "source", "source_eval": "source", "target": "target", "self_train": "target", "test": "test"}
 
 
 def is_unlabelled(cfg, name: str) -> bool:
     """Whether dataset `name` has no labels under `cfg` (also folder_val without DATASETS.FOLDER.VAL_LABEL_DIR)."""
     return name in UNLABELLED or (name == "folder_val" and not cfg.DATASETS.FOLDER.VAL_LABEL_DIR)
+
+
+def unlabelled_why(cfg, name: str) -> str:
+    """Why dataset `name` has no labels under `cfg`, for messages; "" when it has them."""
+    if name == "cityscapes_test":
+        return "the Cityscapes test split has no public labels"
+    if name == "folder_train":
+        return "folder_train is read without labels: DATASETS.FOLDER.TRAIN_DIR gives images only"
+    if is_unlabelled(cfg, name):
+        return "DATASETS.FOLDER.VAL_LABEL_DIR is empty"
+    return ""
+
+
+def run_roles(cfg, name: str) -> list[str]:
+    """The run roles (RUN_ROLES order) of dataset `name`: those of DATASETS.SOURCE / TARGET / TEST it is;
+    cityscapes_pseudo is the target's (its images are DATASETS.TARGET's). One name may have several."""
+    if name == "cityscapes_pseudo":
+        return ["target"]
+    d = cfg.DATASETS
+    return [r for r, n in zip(RUN_ROLES, (d.SOURCE, d.TARGET, d.TEST)) if n == name]
+
+
+def list_role(cfg, name: str, role: Optional[str] = None) -> str:
+    """The run role whose list file (DATASETS.SOURCE_LIST / TARGET_LIST / TEST_LIST) selects `name`'s items
+    when it is read for `role` (a transform role or a run role): the role's own when `name` is the dataset
+    of that role, so a set that is both source and test trains on SOURCE_LIST and is tested on TEST_LIST;
+    else the first role `name` has in the run; "" for none (every item)."""
+    roles = run_roles(cfg, name)
+    wanted = LIST_ROLES.get(role or "", "")
+    if wanted in roles:
+        return wanted
+    return roles[0] if roles else ""
+
+
+def list_file_of(cfg, name: str, role: Optional[str] = None) -> str:
+    """The list file selecting `name`'s items read for `role` (see `list_role`); "" = every item."""
+    r = list_role(cfg, name, role)
+    return cfg.DATASETS[f"{r.upper()}_LIST"] if r else ""
 
 
 def build_transform(cfg, role: str) -> T.Compose:
@@ -60,7 +101,7 @@ def build_transform(cfg, role: str) -> T.Compose:
 
 
 def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
-                  labels: Optional[str] = None) -> SegmentationDataset:
+                  labels: Optional[str] = None, list_for: Optional[str] = None) -> SegmentationDataset:
     """A dataset of the catalog with the transforms of its role.
 
     Args:
@@ -72,9 +113,13 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
             `self_train` for cityscapes_pseudo, `source` for DATASETS.SOURCE, else `target`.
         labels: `required` | `optional` | `none`; by default required except for the unlabelled
             target training set, the sets without labels (cityscapes_test, folder_train) and
-            folder_val without DATASETS.FOLDER.VAL_LABEL_DIR (none). An unlabelled test set
-            (role `test`, labels `none`) gives all-255 labels at each image's own size, so
-            predictions come at the image's size.
+            folder_val without DATASETS.FOLDER.VAL_LABEL_DIR (none); always required for the
+            source roles (`source`, `source_eval`: they train or measure on source labels). An
+            unlabelled test set (role `test`, labels `none`) gives all-255 labels at each image's
+            own size, so predictions come at the image's size.
+        list_for: the run role (`source`, `target`, `test`) whose DATASETS.*_LIST selects the items;
+            by default that of `role` (`list_role`): source for `source`/`source_eval`, target for
+            `target`/`self_train`, test for `test`, each when `name` is that role's dataset.
     Returns:
         items: dicts with `image` (float 3×H×W), `label` (int64 H×W, 255 ignore), `name`, `index`.
     """
@@ -88,9 +133,12 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
         else:
             role = "source" if name == cfg.DATASETS.SOURCE else "target"
     if labels is None:
-        unlabelled = is_unlabelled(cfg, name)
+        unlabelled = is_unlabelled(cfg, name) and role not in ("source", "source_eval")
         labels = "none" if unlabelled or (train and role == "target" and name != "cityscapes_pseudo") else "required"
-    dataset = _build(cfg, name, build_transform(cfg, role), labels)
+    if list_for is not None and list_for not in RUN_ROLES:
+        raise ValueError(f"unknown list role {list_for!r}; expected one of {RUN_ROLES}")
+    list_file = list_file_of(cfg, name, list_for or role)
+    dataset = _build(cfg, name, build_transform(cfg, role), labels, list_file)
     if role == "test" and labels == "none":
         dataset.placeholder_at_image_size = True
     return dataset
@@ -105,10 +153,8 @@ def _folder_dataset(cfg, name: str, transform, list_file: str, labels: str) -> F
                          f.IMAGE_SUFFIX, f.LABEL_SUFFIX, id_map_lut(f.ID_MAP, f.ID_MAP_FILE, cfg.MODEL.NUM_CLASSES))
 
 
-def _build(cfg, name: str, transform, labels: str) -> SegmentationDataset:
+def _build(cfg, name: str, transform, labels: str, list_file: str) -> SegmentationDataset:
     root, K = cfg.DATASETS.DATA_DIR, cfg.MODEL.NUM_CLASSES
-    list_file = {cfg.DATASETS.SOURCE: cfg.DATASETS.SOURCE_LIST, cfg.DATASETS.TARGET: cfg.DATASETS.TARGET_LIST,
-                 cfg.DATASETS.TEST: cfg.DATASETS.TEST_LIST}.get(name, "")
     if name == "gta5_train":
         return GTA5Dataset(os.path.join(root, "gta5"), transform, list_file, K, labels)
     if name == "synthia_train":

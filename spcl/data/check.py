@@ -24,8 +24,12 @@ memory flat in the number of items):
   and the label must have its image's size (unless the dataset resizes labels, as pseudo labels do).
 
 Counts that differ from the published dataset sizes (`KNOWN_SIZES`) are warnings, not errors.
-`preflight` caches each result in `cache_dir/data_check_<name>.json` under a hash of the file list
-and every file's size and mtime, so a re-run costs one `stat` per file; touching a file re-checks.
+A dataset is checked in each role it has in the run (DATASETS.SOURCE / TARGET / TEST, `run_roles`):
+one name that is both source and test is checked with SOURCE_LIST and with TEST_LIST, as build_dataset
+reads it for each (`list_role`).
+`preflight` caches each result in `cache_dir/data_check_<name>.json` (`data_check_<name>.<role>.json`
+for a second role) under a hash of the file list, every file's size and mtime and the dataset's label
+decoding (its class and id tables), so a re-run costs one `stat` per file; touching a file re-checks.
 Used by the stage trainers (`preflight`) and tools/check_data.py (`check_dataset`, `dataset_for_check`).
 """
 from __future__ import annotations
@@ -37,8 +41,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
 from PIL import Image
 
+from .build import is_unlabelled, list_file_of, list_role, run_roles, unlabelled_why
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
                        SynscapesDataset, SynthiaDataset)
 from .io import displayed_size
@@ -137,7 +143,11 @@ def check_item(dataset: SegmentationDataset, image_path: str, label_path: Option
             size = _image_size(image_path)
         except Exception as e:  # noqa: BLE001 (any reader failure is a bad file)
             bad.append((image_path, f"unreadable or truncated image: {_reason(e, image_path)}"))
-    if dataset.labels == "none" or label_path is None:
+    if dataset.labels == "none":
+        return n, bad
+    if label_path is None:  # an item the dataset has no label file for
+        if dataset.labels == "required":
+            bad.append((image_path, "no label file for this image, and labels are required here"))
         return n, bad
     if not os.path.isfile(label_path):
         if dataset.labels == "required":
@@ -228,49 +238,88 @@ def check_dataset(dataset: SegmentationDataset, name: str = "", progress: bool =
 
 
 # ---------------------------------------------------------------------------- config level
-def list_key(cfg, name: str) -> str:
-    """The config key whose list file selects `name`'s items (SOURCE_LIST, TARGET_LIST, TEST_LIST)."""
-    d = cfg.DATASETS
-    if name == d.SOURCE:
-        return "DATASETS.SOURCE_LIST"
-    if name == d.TARGET or name == "cityscapes_pseudo":
-        return "DATASETS.TARGET_LIST"
-    if name == d.TEST:
-        return "DATASETS.TEST_LIST"
-    return ""
+def list_key(cfg, name: str, role: Optional[str] = None) -> str:
+    """The config key whose list file selects `name`'s items read in run role `role` (SOURCE_LIST,
+    TARGET_LIST, TEST_LIST; by default its first role, `list_role`); "" when it has no role in the run."""
+    r = list_role(cfg, name, role)
+    return f"DATASETS.{r.upper()}_LIST" if r else ""
 
 
-def labels_mode(cfg, name: str) -> str:
-    """Labels checked for `name`: required for the source, test and pseudo-label sets, optional
-    (checked where present) for the unlabelled target training set."""
-    d = cfg.DATASETS
-    if name == "cityscapes_pseudo" or name in (d.SOURCE, d.TEST):
+def labels_mode(cfg, name: str, role: Optional[str] = None) -> str:
+    """Labels checked for `name` read in run role `role` (by default its first): required for the source
+    (even a set without labels: a stage learns from them) and the pseudo-label set, for a test set that
+    has labels (none for one without), optional (checked where present) for the target training set."""
+    role = list_role(cfg, name, role)
+    if name == "cityscapes_pseudo" or role == "source":
         return "required"
+    if role == "test":
+        return "none" if is_unlabelled(cfg, name) else "required"
     return "optional"
 
 
-def known_size(cfg, name: str) -> Optional[int]:
-    """The published size of `name` when the whole catalog set is used (no list file)."""
-    key = list_key(cfg, name)
+def known_size(cfg, name: str, role: Optional[str] = None) -> Optional[int]:
+    """The published size of `name` when the whole catalog set is used (no list file for `role`)."""
+    key = list_key(cfg, name, role)
     if key and cfg.DATASETS[key.split(".")[1]]:
         return None
     return KNOWN_SIZES.get(name)
 
 
-def dataset_for_check(cfg, name: str) -> SegmentationDataset:
-    """The catalog dataset `name` as the checks see it (test transforms, `labels_mode`); raises
-    FileNotFoundError for a missing folder or list file."""
+def dataset_for_check(cfg, name: str, role: Optional[str] = None) -> SegmentationDataset:
+    """The catalog dataset `name` as the checks see it in run role `role` (by default its first role in
+    the run): that role's list file, test transforms, `labels_mode`; raises FileNotFoundError for a missing
+    folder or list file."""
     from .build import build_dataset
 
-    return build_dataset(cfg, name, train=False, role="test", labels=labels_mode(cfg, name))
+    role = list_role(cfg, name, role)
+    return build_dataset(cfg, name, train=False, role="test", labels=labels_mode(cfg, name, role),
+                         list_for=role or None)
+
+
+def check_units(cfg, names: Iterable) -> list[tuple[str, str]]:
+    """(name, run role) of each check the datasets `names` need. A name is checked in every role it has
+    in the run (RUN_ROLES order; cityscapes_pseudo as the target's; ("name", "") for a name with none),
+    leaving out a role whose list file and label mode are those of an earlier role of the name; a
+    (name, run role) pair in `names` only in that role."""
+    units, seen = [], set()
+    for entry in dict.fromkeys(n for n in names if n):
+        if isinstance(entry, tuple):
+            name, roles = entry[0], [list_role(cfg, *entry)]
+        else:
+            name, roles = entry, run_roles(cfg, entry) or [""]
+        for role in roles:
+            what = (name, list_file_of(cfg, name, role), labels_mode(cfg, name, role))
+            if what not in seen:
+                seen.add(what)
+                units.append((name, role))
+    return units
+
+
+def unit_label(cfg, name: str, role: str) -> str:
+    """`name`, or `name (as test)` for a role other than its first one in the run (messages, cache file)."""
+    return name if list_role(cfg, name) == role or not role else f"{name} (as {role})"
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """(name, role) of a `unit_label`; role "" for a plain name (its first role)."""
+    if label.endswith(")") and " (as " in label:
+        name, role = label[:-1].split(" (as ")
+        return name, role
+    return label, ""
 
 
 def fingerprint(dataset: SegmentationDataset, name: str) -> str:
     """Hash of what a check result depends on: the checks' version, the dataset's class, label mode
-    and classes, and every file's path, size and mtime (missing files included)."""
+    and classes, its label decoding tables (`id_lut` of a folder set with DATASETS.FOLDER.ID_MAP /
+    ID_MAP_FILE, `lut` of the catalog formats), and every file's path, size and mtime (missing files
+    included)."""
     h = hashlib.sha256()
     h.update(json.dumps([CHECK_VERSION, name, type(dataset).__name__, dataset.labels, dataset.num_classes,
                          bool(dataset.resize_label_to_image)]).encode())
+    for attr in ("id_lut", "lut"):  # raw id → train id: another table decodes the same files differently
+        table = getattr(dataset, attr, None)
+        digest = hashlib.sha256(np.ascontiguousarray(table).tobytes()).hexdigest() if table is not None else "none"
+        h.update(f"{attr}\t{getattr(table, 'dtype', '')}\t{getattr(table, 'shape', '')}\t{digest}\n".encode())
     for image_path, label_path in dataset.items:
         for p in (image_path, label_path):
             if p is None:
@@ -290,7 +339,9 @@ def default_cache_dir(cfg) -> str:
 
 
 def _cache_path(cache_dir: str, name: str) -> str:
-    return os.path.join(cache_dir, f"data_check_{name}.json")
+    """`name` is a catalog name, or `name (as role)` (`unit_label`) → data_check_<name>.<role>.json."""
+    base, role = split_label(name)
+    return os.path.join(cache_dir, f"data_check_{base}{'.' + role if role else ''}.json")
 
 
 def load_cached(cache_dir: str, name: str, key: str) -> Optional[CheckResult]:
@@ -315,16 +366,19 @@ def save_cached(cache_dir: str, name: str, key: str, result: CheckResult) -> Non
         logger.warning("could not write the data-check cache in %s: %s", cache_dir, e)
 
 
-def check_cached(cfg, name: str, cache_dir: str, progress: bool = True) -> CheckResult:
-    """`check_dataset` of catalog `name`, or its cached result when no file changed."""
-    dataset = dataset_for_check(cfg, name)
+def check_cached(cfg, name: str, cache_dir: str, progress: bool = True, role: Optional[str] = None) -> CheckResult:
+    """`check_dataset` of catalog `name` read in run role `role` (by default its first), or its cached
+    result when nothing it depends on changed (`fingerprint`)."""
+    role = list_role(cfg, name, role)
+    label = unit_label(cfg, name, role)
+    dataset = dataset_for_check(cfg, name, role)
     key = fingerprint(dataset, name)
-    cached = load_cached(cache_dir, name, key) if cache_dir else None
+    cached = load_cached(cache_dir, label, key) if cache_dir else None
     if cached is not None:
         return cached
-    result = check_dataset(dataset, name, progress=progress, expected_size=known_size(cfg, name))
+    result = check_dataset(dataset, label, progress=progress, expected_size=known_size(cfg, name, role))
     if cache_dir:
-        save_cached(cache_dir, name, key, result)
+        save_cached(cache_dir, label, key, result)
     return result
 
 
@@ -344,7 +398,9 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
                 named += 1
     if total_bad > named:
         lines.append(f"    … and {total_bad - named} more")
-    keys = sorted({f"clean_{n}.txt as {list_key(cfg, n)}" for n, r in results.items() if r.bad and list_key(cfg, n)})
+    # tools/check_data.py writes clean_<name>.txt for each name's first role (a plain label)
+    keys = sorted({f"clean_{n}.txt as {list_key(cfg, n)}" for n, r in results.items()
+                   if r.bad and not split_label(n)[1] and list_key(cfg, n)})
     lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
@@ -352,28 +408,35 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
 
 
 def preflight(cfg, names: Iterable[str], cache_dir: str, progress: bool = True) -> dict[str, CheckResult]:
-    """Check the catalog datasets `names` that a stage reads, before its first iteration.
+    """Check the catalog datasets `names` that a stage reads, before its first iteration, each in every
+    role it has in the run, or in the one role of a (name, role) pair (`check_units`: a name that is source
+    and test is checked with both lists).
 
     The main process checks (or reuses the cache in `cache_dir`) and writes the cache; the other
     processes wait, then read the same cache, so every process raises the same error.
 
     Returns:
-        {name: CheckResult} (warnings are logged).
+        {name: CheckResult} (warnings are logged); a name's second role as `name (as role)`.
     Raises:
         DataError naming up to ten bad files with reasons, missing dataset folders / list files, and
         the fix (tools/check_data.py and its clean lists).
     """
     from spcl.utils import comm
 
-    names = list(dict.fromkeys(n for n in names if n))
+    units = check_units(cfg, names)
+    for name, role in units:
+        if role == "source" and is_unlabelled(cfg, name):  # every item would be bad: say why, in one line
+            raise DataError(f"DATASETS.SOURCE {name} has no labels ({unlabelled_why(cfg, name)}), and every stage "
+                            "that reads the source reads its labels: set DATASETS.SOURCE to a labelled set")
 
     def run(show: bool):
         results, missing = {}, {}
-        for name in names:
+        for name, role in units:
+            label = unit_label(cfg, name, role)
             try:
-                results[name] = check_cached(cfg, name, cache_dir, progress=show)
+                results[label] = check_cached(cfg, name, cache_dir, progress=show, role=role or None)
             except FileNotFoundError as e:
-                missing[name] = str(e)
+                missing[label] = str(e)
         return results, missing
 
     results, missing = run(progress) if comm.is_main_process() else ({}, {})

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from spcl.config import check_drift, get_cfg
-from spcl.data.build import is_unlabelled
+from spcl.data.build import RUN_ROLES, is_unlabelled, unlabelled_why
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
@@ -256,13 +256,17 @@ def check_inputs(cfg, datasets: bool = True) -> None:
     missing = []
     if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}{where_read(cfg.MODEL.WEIGHTS)}")
-    for name in dict.fromkeys((cfg.DATASETS.SOURCE, cfg.DATASETS.TARGET, cfg.DATASETS.TEST) if datasets else ()):
+    d = cfg.DATASETS
+    seen = set()  # each set with the list file of its role: one name that is source and test is read with both
+    for role, name in zip(RUN_ROLES, (d.SOURCE, d.TARGET, d.TEST)) if datasets else ():
         try:
-            dataset = dataset_for_check(cfg, name)
+            dataset = dataset_for_check(cfg, name, role)
         except FileNotFoundError as e:
-            missing.append(f"{name}: {e}")
+            if str(e) not in seen:
+                missing.append(f"{name}: {e}")
+                seen.add(str(e))
             continue
-        if name == cfg.DATASETS.TARGET and cfg.PSEUDO.ORACLE:  # the diagnostic writes the target's ground truth
+        if role == "target" and cfg.PSEUDO.ORACLE:  # the diagnostic writes the target's ground truth
             unlabelled = [image for image, label in dataset.items if not label or not os.path.isfile(label)]
             if unlabelled:
                 missing.append(f"{name}: {len(unlabelled)} of {len(dataset.items)} images have no label file (e.g. "
@@ -295,6 +299,8 @@ PRODUCES = {"adv_warmup": "checkpoint", "source_only": "checkpoint", "align": "c
 BATCHES = {"adv_warmup": ("ADV_WARMUP.SOURCE_BATCH", "ADV_WARMUP.TARGET_BATCH"),
            "source_only": ("SOURCE_ONLY.SOURCE_BATCH",), "align": ("ALIGN.SOURCE_BATCH", "ALIGN.TARGET_BATCH"),
            "self_train": ("SELF_TRAIN.TARGET_BATCH",)}
+# the stages that learn from (or, prototypes, average features by) the labels of DATASETS.SOURCE
+READ_SOURCE_LABELS = ("adv_warmup", "source_only", "prototypes", "align")
 
 
 def stage_needs(cfg, stage: str) -> tuple[str, ...]:
@@ -308,12 +314,20 @@ def stage_needs(cfg, stage: str) -> tuple[str, ...]:
 
 
 def check_stage_plan(cfg) -> None:
-    """Before any stage runs: PIPELINE.STAGES is not empty, every stage's input comes from an earlier stage
-    or from its config key, and every training batch splits over the processes and SOLVER.ACCUM_STEPS. Each
-    of these used to stop the run only when the stage came, after the stages before it had trained."""
+    """Before any stage runs: PIPELINE.STAGES is not empty, a stage that reads source labels has a labelled
+    DATASETS.SOURCE, every stage's input comes from an earlier stage or from its config key, and every
+    training batch splits over the processes and SOLVER.ACCUM_STEPS. Each of these used to stop the run
+    only when the stage came, after the stages before it had trained (an unlabelled source trained with a
+    zero source loss)."""
     stages = list(cfg.PIPELINE.STAGES)
     if not stages:
         raise ValueError(f"PIPELINE.STAGES is empty: nothing to run; the default is {list(get_cfg().PIPELINE.STAGES)}")
+    readers, source = [s for s in stages if s in READ_SOURCE_LABELS], cfg.DATASETS.SOURCE
+    if readers and is_unlabelled(cfg, source):
+        raise ValueError(f"DATASETS.SOURCE {source} has no labels ({unlabelled_why(cfg, source)}), and stage "
+                         f"{readers[0]} of PIPELINE.STAGES reads source labels: set DATASETS.SOURCE to a "
+                         "labelled set (gta5_train, synthia_train, synscapes_train, cityscapes_train, or folder_val "
+                         "with DATASETS.FOLDER.VAL_LABEL_DIR)")
     made: set = set()
     world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
     for i, stage in enumerate(stages):
