@@ -28,7 +28,7 @@ def main(argv=None):
     from spcl.data.build import class_index_path
     from spcl.data.class_index import write_class_index
 
-    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False)
+    dataset = build_dataset(cfg, cfg.DATASETS.SOURCE, train=False, list_for="source")  # SOURCE_LIST, whatever TEST
     out = args.output or class_index_path(cfg)
     write_class_index(dataset, out, cfg.MODEL.NUM_CLASSES, cfg.DATASETS.SOURCE)
     print(f"class index of {len(dataset)} files written to {out}")

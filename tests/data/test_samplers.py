@@ -274,6 +274,24 @@ def test_prepare_data_tool_writes_the_index(tmp_path):
         data = json.load(f)
     assert data == {"num_classes": 16, "dataset": "synthia_train", "files": truth}
     assert load_class_index(str(out), sorted(truth)) == [truth[n] for n in sorted(truth)]
+    # the source set also as the test set, each with its list: the index is of the source list's files
+    lists = {}
+    for role, chosen in (("SOURCE", ["0000000.png", "0000002.png"]), ("TEST", ["0000001.png"])):
+        lists[role] = str(tmp_path / f"{role}.txt")
+        with open(lists[role], "w") as f:
+            f.writelines(n + "\n" for n in chosen)
+    try:
+        tool.main(["--output", str(out), "DATASETS.DATA_DIR", str(root), "DATASETS.SOURCE", "synthia_train",
+                   "MODEL.NUM_CLASSES", "16", "OUTPUT_DIR", str(tmp_path / "log"), "DATASETS.TEST", "synthia_train",
+                   "DATASETS.SOURCE_LIST", lists["SOURCE"], "DATASETS.TEST_LIST", lists["TEST"]])
+    finally:
+        for h in list(logger.handlers):
+            if h not in saved[0]:
+                logger.removeHandler(h)
+                h.close()
+        logger.propagate, logger.level = saved[1], saved[2]
+    with open(out) as f:
+        assert sorted(json.load(f)["files"]) == ["0000000.png", "0000002.png"]
 
 
 def test_class_balanced_counts_every_class_of_the_drawn_file():

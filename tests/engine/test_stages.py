@@ -229,3 +229,23 @@ def test_a_rerun_of_pseudo_labels_leaves_no_label_of_an_earlier_run(toy_root, tm
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.path.join(label_dir, "sub", "old_leftImg8bit.png"))
     run_stage(cfg, "pseudo_labels", str(out))
     assert sorted(os.listdir(label_dir)) == sorted(ours + ["sub"]) and os.listdir(os.path.join(label_dir, "sub")) == []
+
+
+def test_pseudo_labels_read_the_target_list_when_the_target_is_also_the_test_set(toy_root, tmp_path, warmup):
+    """The stage reads the target with test transforms; with DATASETS.TEST the same set it took TEST_LIST."""
+    from spcl.data import build_dataset
+
+    _, warm = warmup
+    split = os.path.join(toy_root, "cityscapes", "leftImg8bit", "train")
+    names = sorted(os.path.relpath(img, split) for img, _ in
+                   build_dataset(tiny_cfg(toy_root, str(tmp_path)), "cityscapes_train", train=False).items)
+    lists = {}
+    for role, chosen in (("TARGET", names[:3]), ("TEST", names[3:5])):
+        lists[role] = str(tmp_path / f"{role.lower()}.txt")
+        with open(lists[role], "w") as f:
+            f.writelines(n + "\n" for n in chosen)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "MODEL.WEIGHTS", warm["outputs"]["checkpoint"], "DATASETS.TEST",
+                   "cityscapes_train", "DATASETS.TARGET_LIST", lists["TARGET"], "DATASETS.TEST_LIST", lists["TEST"])
+    label_dir = run_stage(cfg, "pseudo_labels", str(tmp_path / "pseudo"))["outputs"]["pseudo_dir"]
+    assert sorted(f for f in os.listdir(label_dir) if f.endswith(".png")) == sorted(os.path.basename(n)
+                                                                                   for n in names[:3])

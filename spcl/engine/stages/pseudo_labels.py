@@ -26,7 +26,8 @@ class PseudoLabelsStage(InferenceStage):
 
     def compute(self) -> dict:
         cfg = self.cfg
-        dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional")
+        dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional",
+                                list_for="target")  # TARGET_LIST, also when the target is the test set too
         loader = build_test_loader(cfg, dataset)
         label_dir = os.path.join(self.output_dir, "labels")
         if comm.is_main_process():
