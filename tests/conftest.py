@@ -73,6 +73,22 @@ def pseudo_dir(toy_root, tmp_path_factory):
     return str(out)
 
 
+@pytest.fixture
+def count_reads(monkeypatch):
+    """The image paths spcl.data.check.check_item is called with (one per item the data check actually reads)."""
+    import spcl.data.check as C
+
+    calls = []
+    real = C.check_item
+
+    def counting(dataset, image_path, label_path):
+        calls.append(image_path)
+        return real(dataset, image_path, label_path)
+
+    monkeypatch.setattr(C, "check_item", counting)
+    return calls
+
+
 def tb_scalars(folder):
     """{tag: [values]} of the TensorBoard events under `folder`."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -197,20 +197,6 @@ def test_known_size_is_a_warning_only_for_the_full_catalog_set(tmp_path):
 
 
 # -------------------------------------------------------------------------------- preflight
-@pytest.fixture
-def count_reads(monkeypatch):
-    """Counts check_item calls (one per item actually read)."""
-    calls = []
-    real = C.check_item
-
-    def counting(dataset, image_path, label_path):
-        calls.append(image_path)
-        return real(dataset, image_path, label_path)
-
-    monkeypatch.setattr(C, "check_item", counting)
-    return calls
-
-
 def test_preflight_caches_and_a_touched_file_invalidates(tmp_path, count_reads):
     root = make_root(tmp_path)
     cfg = cfg_for(root, tmp_path / "out")

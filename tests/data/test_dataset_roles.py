@@ -42,19 +42,6 @@ def names(dataset):
     return [os.path.basename(image) for image, _ in dataset.items]
 
 
-@pytest.fixture
-def count_reads(monkeypatch):
-    calls = []
-    real = C.check_item
-
-    def counting(dataset, image_path, label_path):
-        calls.append(image_path)
-        return real(dataset, image_path, label_path)
-
-    monkeypatch.setattr(C, "check_item", counting)
-    return calls
-
-
 # ------------------------------------------------------------------ bug: lists chosen by dataset name
 def test_source_and_test_of_one_name_each_read_their_own_list(root, tmp_path):
     src = write_lines(tmp_path / "src.txt", ["00001.png", "00002.png", "00003.png"])

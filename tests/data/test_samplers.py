@@ -237,7 +237,8 @@ def test_class_balanced_loader_builds_its_index(tmp_path):
 
 def test_prepare_data_tool_writes_the_index(tmp_path):
     import importlib.util
-    import logging
+
+    from conftest import restored_spcl_logger
 
     root = tmp_path / "data"
     rng = np.random.default_rng(1)
@@ -254,22 +255,15 @@ def test_prepare_data_tool_writes_the_index(tmp_path):
         ids = rng.choice([0, 1, 3, 8, 12, 22], size=(4, 6)).astype(np.uint16)
         write_png16(str(base / "GT" / "LABELS" / name), np.stack([ids, ids + 300, ids], -1))
         truth[name] = sorted(int(c) for c in np.unique(synthia_to_trainid_lut(16)[ids]) if c != 255)
-    logger = logging.getLogger("spcl")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
     spec = importlib.util.spec_from_file_location(
         "spcl_tools_prepare_data", os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_data.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "out" / "synthia_index.json"
-    try:
-        tool.main(["--output", str(out), "DATASETS.DATA_DIR", str(root), "DATASETS.SOURCE", "synthia_train",
-                   "MODEL.NUM_CLASSES", "16", "OUTPUT_DIR", str(tmp_path / "log")])
-    finally:
-        for h in list(logger.handlers):
-            if h not in saved[0]:
-                logger.removeHandler(h)
-                h.close()
-        logger.propagate, logger.level = saved[1], saved[2]
+    opts = ["--output", str(out), "DATASETS.DATA_DIR", str(root), "DATASETS.SOURCE", "synthia_train",
+            "MODEL.NUM_CLASSES", "16", "OUTPUT_DIR", str(tmp_path / "log")]
+    with restored_spcl_logger():
+        tool.main(opts)
     with open(out) as f:
         data = json.load(f)
     assert data == {"num_classes": 16, "dataset": "synthia_train", "files": truth}
@@ -280,16 +274,9 @@ def test_prepare_data_tool_writes_the_index(tmp_path):
         lists[role] = str(tmp_path / f"{role}.txt")
         with open(lists[role], "w") as f:
             f.writelines(n + "\n" for n in chosen)
-    try:
-        tool.main(["--output", str(out), "DATASETS.DATA_DIR", str(root), "DATASETS.SOURCE", "synthia_train",
-                   "MODEL.NUM_CLASSES", "16", "OUTPUT_DIR", str(tmp_path / "log"), "DATASETS.TEST", "synthia_train",
-                   "DATASETS.SOURCE_LIST", lists["SOURCE"], "DATASETS.TEST_LIST", lists["TEST"]])
-    finally:
-        for h in list(logger.handlers):
-            if h not in saved[0]:
-                logger.removeHandler(h)
-                h.close()
-        logger.propagate, logger.level = saved[1], saved[2]
+    with restored_spcl_logger():
+        tool.main(opts + ["DATASETS.TEST", "synthia_train", "DATASETS.SOURCE_LIST", lists["SOURCE"],
+                          "DATASETS.TEST_LIST", lists["TEST"]])
     with open(out) as f:
         assert sorted(json.load(f)["files"]) == ["0000000.png", "0000002.png"]
 
