@@ -195,7 +195,7 @@ def test_panels_predict_as_the_evaluation_does_with_sliding_windows(toy_root, ch
 
     captured = capture_panel_predictions(monkeypatch)
     protocol = ["TEST.SCALES", "[1.0,0.75]", "TEST.FLIP", "True"]
-    sliding = ["TEST.SLIDING", "True", "TEST.WINDOW", "[16,8]", "TEST.STRIDE", "[8,4]"]
+    sliding = ["TEST.SLIDING", "True", "TEST.WINDOW", "[32,16]", "TEST.STRIDE", "[24,12]"]
     for opts in (protocol, protocol + sliding):
         load_tool().main(["panels", "--config", os.path.join(ROOT, "configs", "toy.yaml"),
                           "--checkpoint", checkpoints[0], "--output", str(tmp_path / "panels"), "--num-images", "0",

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from conftest import load_tool, restored_spcl_logger
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = os.path.join(ROOT, "configs", "toy.yaml")
 
@@ -32,7 +34,6 @@ def test_missing_config_file(tmp_path):
 
 def test_check_data_mistakes_are_one_line_with_exit_2(tmp_path):
     """Exit 1 means bad data files; a mistake in the command or config is 2 and one line, as in the other tools."""
-    _one_line_error(_run("tools/check_data.py", "--config", str(tmp_path / "nope.yaml")), "config file not found")
     _one_line_error(_run("tools/check_data.py", "--config", TOY, "ALIGN.BASE_LRR", "0.1"), "ALIGN.BASE_LRR")
 
 
@@ -83,8 +84,8 @@ def test_output_dir_that_is_a_file(tmp_path):
     afile.write_text("keep me")
     _one_line_error(_run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(afile)),
                     f"OUTPUT_DIR {afile} is a file, not a folder")
-    _one_line_error(_run("tools/gen_pseudo.py", "--config", TOY, "--checkpoint", "c.pth", "--output", str(afile)),
-                    f"--output {afile} is a file, not a folder")  # the flag the user typed
+    with restored_spcl_logger(), pytest.raises(ValueError, match=f"^--output {afile} is a file, not a folder"):
+        load_tool("gen_pseudo").main(["--config", TOY, "--checkpoint", "c.pth", "--output", str(afile)])  # as typed
     assert afile.read_text() == "keep me"
 
 
@@ -351,9 +352,11 @@ def test_test_py_reads_the_overrides_after_scales(tmp_path):
 
 @pytest.mark.parametrize("tool, value", [("test", "nan"), ("test", "inf"), ("test", "0"), ("test", "-1"),
                                          ("test", "x"), ("infer", "nan")])
-def test_scales_that_are_not_positive_factors_are_refused_naming_the_flag(tool, value):
+def test_scales_that_are_not_positive_factors_are_refused_naming_the_flag(tool, value, capsys):
     given = ["--input", "x"] if tool == "infer" else []
-    proc = _run(f"tools/{tool}.py", "--config", TOY, "--checkpoint", "none.pth", *given, "--scales", "1", value)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"argument --scales: invalid scale_factor value: '{value}'" in proc.stderr or \
-        f"argument --scales: '{value}' is not a positive factor of INPUT.TEST_SIZE" in proc.stderr, proc.stderr
+    with pytest.raises(SystemExit) as info:  # argparse's exit: usage and one error line
+        load_tool(tool).main(["--config", TOY, "--checkpoint", "none.pth", *given, "--scales", "1", value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert f"argument --scales: invalid scale_factor value: '{value}'" in err or \
+        f"argument --scales: '{value}' is not a positive factor of INPUT.TEST_SIZE" in err, err
