@@ -208,8 +208,9 @@ class StageTrainer:
     def build_loaders(self, start_iter: int) -> dict:
         raise NotImplementedError
 
-    def data_names(self) -> list[str]:
-        """Catalog names of the datasets the stage's loaders read (checked before iteration 1)."""
+    def data_names(self) -> list:
+        """The datasets the stage's loaders read, checked before iteration 1: (catalog name, run role) pairs
+        (a name that is also the test set is checked with the list of the role it is read in)."""
         raise NotImplementedError
 
     def run_step(self, batch: dict) -> dict:
@@ -265,7 +266,7 @@ class StageTrainer:
             clear_temp_files(self.output_dir, os.path.join(self.output_dir, "checkpoints"))
             write_run_info(cfg, self.output_dir, made=bool(self.resume_from))
         if cfg.DATASETS.PREFLIGHT:
-            preflight(cfg, self.data_names() + [cfg.DATASETS.TEST], default_cache_dir(cfg))
+            preflight(cfg, self.data_names() + [(cfg.DATASETS.TEST, "test")], default_cache_dir(cfg))
         start = self.checkpointer.resume(self.resume_from) if self.resume_from else 0
         stop = min(scfg.STOP_ITER, scfg.MAX_ITER)
         # records of an earlier attempt past the resume point (all of them for a fresh start) are dropped; a

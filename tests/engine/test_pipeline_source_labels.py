@@ -66,3 +66,21 @@ def test_train_check_names_the_unlabelled_source_in_one_line(toy_root, tmp_path)
     first = proc.stderr.strip().splitlines()[0]
     assert first.startswith("train.py: error: DATASETS.SOURCE folder_train has no labels"), proc.stderr
     assert not os.path.exists(tmp_path / "run")  # nothing written
+
+
+def test_each_stage_checks_its_data_in_the_role_it_reads_them(toy_root, tmp_path):
+    """SOURCE = TARGET = folder_train (unlabelled): the pseudo-label stage reads it as the target and passes its
+    data check; the source stages are refused there, naming DATASETS.SOURCE (before f6c757d's role checks
+    a stage's plain names were checked in every role of the run, so the lone pseudo-label stage was refused)."""
+    from types import SimpleNamespace
+
+    from spcl.data.check import DataError, preflight
+    from spcl.engine.stages import AdvWarmupTrainer, PseudoLabelsStage, SourceOnlyTrainer
+
+    cfg = tiny_cfg(toy_root, str(tmp_path / "run"), *folder_train(toy_root), "DATASETS.TARGET", "folder_train")
+    stage = SimpleNamespace(cfg=cfg)
+    results = preflight(cfg, PseudoLabelsStage.data_names(stage), str(tmp_path / "cache"))
+    assert list(results) == ["folder_train (as target)"] and results["folder_train (as target)"].num_items == 8
+    for trainer in (SourceOnlyTrainer, AdvWarmupTrainer):
+        with pytest.raises(DataError, match="^DATASETS.SOURCE folder_train has no labels"):
+            preflight(cfg, trainer.data_names(stage), str(tmp_path / "cache"))

@@ -35,7 +35,7 @@ class AdvWarmupTrainer(StageTrainer):
         return {"source": self.source_loader(start_iter), "target": self.target_loader(start_iter)}
 
     def data_names(self):
-        return [self.cfg.DATASETS.SOURCE, self.cfg.DATASETS.TARGET]
+        return [(self.cfg.DATASETS.SOURCE, "source"), (self.cfg.DATASETS.TARGET, "target")]
 
     def run_step(self, batch):
         src, tgt = batch["source"], batch["target"]

@@ -56,9 +56,10 @@ class AlignTrainer(StageTrainer):
         return loaders
 
     def data_names(self):
-        names = [self.cfg.DATASETS.SOURCE]
+        names = [(self.cfg.DATASETS.SOURCE, "source")]
         if self.cfg.LOSS.CONTRAST.TARGET:
-            names.append("cityscapes_pseudo" if self.cfg.ALIGN.TARGET_MASK == "offline" else self.cfg.DATASETS.TARGET)
+            names.append("cityscapes_pseudo" if self.cfg.ALIGN.TARGET_MASK == "offline"
+                         else (self.cfg.DATASETS.TARGET, "target"))
         return names
 
     def target_mask(self, tgt: dict, logits: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,9 @@ class InferenceStage:
             raise ValueError(f"stage {self.NAME} needs a trained model: set MODEL.WEIGHTS to a checkpoint")
         self.model = load_trained_segmentor(cfg, cfg.MODEL.WEIGHTS, self.device)
 
-    def data_names(self) -> list[str]:
-        """Catalog names of the datasets the stage reads (checked before it starts)."""
+    def data_names(self) -> list:
+        """The datasets the stage reads, checked before it starts: (catalog name, run role) pairs, so that a
+        name with several roles in the run is checked in the one the stage reads it in."""
         raise NotImplementedError
 
     def run(self) -> dict:

@@ -25,7 +25,7 @@ class PrototypesStage(InferenceStage):
     NAME = "prototypes"
 
     def data_names(self):
-        return [self.cfg.DATASETS.SOURCE]
+        return [(self.cfg.DATASETS.SOURCE, "source")]
 
     def compute(self) -> dict:
         cfg = self.cfg

@@ -22,7 +22,7 @@ class PseudoLabelsStage(InferenceStage):
     NAME = "pseudo_labels"
 
     def data_names(self):
-        return [self.cfg.DATASETS.TARGET]
+        return [(self.cfg.DATASETS.TARGET, "target")]
 
     def compute(self) -> dict:
         cfg = self.cfg

@@ -17,7 +17,7 @@ class SourceOnlyTrainer(StageTrainer):
         return {"source": self.source_loader(start_iter)}
 
     def data_names(self):
-        return [self.cfg.DATASETS.SOURCE]
+        return [(self.cfg.DATASETS.SOURCE, "source")]
 
     def run_step(self, batch):
         src = batch["source"]
