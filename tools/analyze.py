@@ -104,16 +104,11 @@ def checkpoint_labels(paths: list[str]) -> list[str]:
     return labels
 
 
-# what a file that `weights_kind` does not call a trained model ('checkpoint' or 'released') holds instead
-NOT_A_MODEL = {"imagenet": "backbone weights only (an ImageNet file: no segmentation head)",
-               "prototypes": "class prototypes"}
-
-
 def check_checkpoints(paths: list[str]) -> None:
     """Fail before any pass over the images, in one line naming the file, when a checkpoint cannot load as
     `_load_model` loads it: missing, a folder, unreadable or refused (`read_checkpoint`, memory-mapped: cheap),
     or not a trained model (`weights_kind`: backbone weights only, prototypes, no model state)."""
-    from spcl.modeling.weights import read_checkpoint, weights_kind
+    from spcl.modeling.weights import not_a_model, read_checkpoint, weights_kind
 
     for path in paths:
         try:
@@ -123,7 +118,7 @@ def check_checkpoints(paths: list[str]) -> None:
         kind = weights_kind(obj)
         del obj
         if kind not in ("checkpoint", "released"):
-            raise ValueError(f"--checkpoint {path} holds {NOT_A_MODEL.get(kind, 'no model state')}, not a trained "
+            raise ValueError(f"--checkpoint {path} holds {not_a_model(kind)}, not a trained "
                              "model: give a trained checkpoint, e.g. a stage's checkpoints/model_final.pth")
 
 

@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
 
-    from spcl.modeling.weights import read_checkpoint, weights_kind
+    from spcl.modeling.weights import not_a_model, read_checkpoint, weights_kind
 
     if args.print_config:
         if args.output:
@@ -65,9 +65,7 @@ def main(argv=None) -> dict:
         raise UsageError(f"--backbone and --bn-eps apply to released SPCL/FADA checkpoints; {args.input} is not one")
     if kind == "checkpoint":
         return write_slim(args.input, args.output, obj)
-    what = {"imagenet": "backbone weights only (an ImageNet file: no segmentation head)",
-            "prototypes": "class prototypes (the `prototypes` stage's file), not a model"}
-    raise ValueError(f"{args.input} holds {what.get(kind, 'no model state')}"
+    raise ValueError(f"{args.input} holds {not_a_model(kind)}"
                      "; expected a stage checkpoint of this project or a released SPCL/FADA checkpoint")
 
 

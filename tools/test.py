@@ -39,7 +39,7 @@ def _stage_index(folder: str) -> int:
 def find_checkpoints(path: str) -> list[tuple[int, str]]:
     """(iteration, path) of every readable checkpoint at `path` (a file or a folder), by iteration: ours,
     the authors' released ones, or a segmentor state dict (iteration -1 where the file has none)."""
-    from spcl.modeling.weights import weights_kind
+    from spcl.modeling.weights import not_a_model, weights_kind
     from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
     if not os.path.exists(path):
@@ -60,12 +60,7 @@ def find_checkpoints(path: str) -> list[tuple[int, str]]:
             continue
         kind = weights_kind(data)
         if kind not in ("checkpoint", "released"):
-            if kind == "prototypes":
-                why = "class prototypes, not a model"
-            elif kind:
-                why = "backbone weights only (an ImageNet file: no segmentation head), not a trained model"
-            else:
-                why = "no model state"
+            why = not_a_model(kind) + {"prototypes": ", not a model", "imagenet": ", not a trained model"}.get(kind, "")
             if f == path:  # the one file given: its reason is the error
                 raise ValueError(f"{path} holds {why}: give a trained model, e.g. a stage's "
                                  "checkpoints/model_final.pth")

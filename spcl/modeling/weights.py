@@ -54,9 +54,16 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
         raise IOError(f"cannot read weights file {path}: {e}") from e
 
 
-# what a prototypes file is, where a model is expected
-PROTOTYPES_NOT_A_MODEL = ("class prototypes (the `prototypes` stage's prototypes.pth, for PROTOTYPE.PATH), not "
-                          "model weights")
+# what a file holds that `weights_kind` does not call a trained model, for the errors of every loader and tool
+NOT_A_MODEL = {"imagenet": "backbone weights only (an ImageNet file: no segmentation head)",
+               "prototypes": "class prototypes"}
+
+
+def not_a_model(kind) -> str:
+    """What a file of `weights_kind` `kind` (not 'checkpoint' or 'released') holds, in words."""
+    return NOT_A_MODEL.get(kind, "no model state")
+
+
 # what an ImageNet backbone file cannot provide (left at init, logged)
 IMAGENET_ABSENT = ("head.", "backbone.fc6.", "backbone.fc7.")
 # what an ImageNet file holds that the segmentor has no use for: its classifier (ignored, logged)
@@ -87,7 +94,8 @@ def segmentor_state_from(obj: dict) -> tuple[dict, str]:
     if kind is None:
         raise ValueError(f"holds a {type(obj).__name__} without tensors, not a checkpoint or a state dict")
     if kind == "prototypes":
-        raise ValueError(f"holds {PROTOTYPES_NOT_A_MODEL}")
+        raise ValueError(f"holds {not_a_model(kind)} (the `prototypes` stage's prototypes.pth, for PROTOTYPE.PATH), "
+                         "not model weights")
     if kind == "released":
         state, info = convert_released(obj)
         logger.info("released SPCL/FADA checkpoint (%s feature extractor)%s", info["backbone"],
@@ -113,9 +121,8 @@ def load_segmentor_weights(model: nn.Module, path: str, trained: bool = False, o
     except ValueError as e:
         raise ValueError(f"weights file {path} {e}") from e
     if trained and kind == "imagenet":
-        raise ValueError(f"weights file {path} holds backbone weights only (an ImageNet file: no segmentation "
-                         "head), and a trained model is needed: give a checkpoint, e.g. a stage's "
-                         "checkpoints/model_final.pth")
+        raise ValueError(f"weights file {path} holds {not_a_model(kind)}, and a trained model is needed: give a "
+                         "checkpoint, e.g. a stage's checkpoints/model_final.pth")
     return load_state(model, state, path, kind)
 
 
