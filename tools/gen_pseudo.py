@@ -29,7 +29,7 @@ def main(argv=None):
     from spcl.utils import comm
     from spcl.utils.run_lock import run_lock
 
-    with run_lock(args.output):  # one writer per folder: two runs would mix their label files
+    with run_lock(args.output, "--output"):  # one writer per folder: two runs would mix their label files
         result = run_stage(cfg, "prototypes" if args.prototypes else "pseudo_labels", args.output)
     if comm.is_main_process():
         print(format_prototypes(result) if args.prototypes else format_pseudo_labels(result))

@@ -142,16 +142,27 @@ def main(argv=None):
         raise UsageError(f"--alpha is the colour weight of the overlays, between 0 and 1; got {args.alpha}")
     inputs, skipped = collect_inputs(args.input)
 
+    from spcl.engine import init_distributed
+    from spcl.evaluation import unique_output_dir
+
+    init_distributed()
+    out_dir = args.output or unique_output_dir(os.path.dirname(os.path.abspath(args.checkpoint)), "infer")
+    from spcl.utils.run_lock import run_lock
+
+    with run_lock(out_dir, "--output"):  # two runs into one folder would overwrite each other's predictions
+        return predict_into(args, inputs, skipped, out_dir)
+
+
+def predict_into(args, inputs: list, skipped: list, out_dir: str) -> int:
+    """Label `inputs` (collect_inputs' (path, stem) pairs) into `out_dir` as `args` ask; 0 when at least one
+    image was labelled, else 1."""
     import numpy as np
 
-    from spcl.engine import init_distributed
-    from spcl.evaluation import save_prediction, segment_images, unique_output_dir, write_legend
+    from spcl.evaluation import save_prediction, segment_images, write_legend
     from spcl.modeling import load_trained_segmentor
     from spcl.utils.env import default_device, write_run_info
     from spcl.utils.progress import progress
 
-    init_distributed()
-    out_dir = args.output or unique_output_dir(os.path.dirname(os.path.abspath(args.checkpoint)), "infer")
     cfg = setup(args, output_dir_override=out_dir)
     for f in skipped:
         logger.warning("skipping %s: not a JPEG or PNG image", f)

@@ -134,6 +134,15 @@ def main(argv=None):
     if args.output:
         refuse_a_run_folder(args.output, "--output")
     out_dir = args.output or unique_output_dir(ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt) or ".", "eval")
+    from spcl.utils.run_lock import run_lock
+
+    with run_lock(out_dir, "--output"):  # two tests into one folder would mix their results and predictions
+        evaluate_into(args, checkpoints, out_dir)
+
+
+def evaluate_into(args, checkpoints: list, out_dir: str) -> None:
+    """Evaluate `checkpoints` (find_checkpoints' (iteration, path) pairs) as `args` ask, writing the config,
+    metrics.json, results.csv and any predictions into `out_dir`."""
     cfg = setup(args, output_dir_override=out_dir)
 
     from spcl.evaluation import evaluate_checkpoint, format_table

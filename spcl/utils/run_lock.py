@@ -72,22 +72,24 @@ def held_by(folder: str) -> str:
     return ""
 
 
-def in_use_error(folder: str, holder: str) -> RunInUse:
-    return RunInUse(f"OUTPUT_DIR {folder} is in use by another run ({holder}): two runs writing one folder "
-                    "would mix their checkpoints. Wait for it to end, or choose another OUTPUT_DIR")
+def in_use_error(folder: str, holder: str, name: str = "OUTPUT_DIR") -> RunInUse:
+    """The error for a folder another run holds; `name` is how the user gave it (a config key or a flag)."""
+    return RunInUse(f"{name} {folder} is in use by another run ({holder}): two runs writing one folder "
+                    f"would mix their files. Wait for it to end, or choose another {name}")
 
 
 @contextlib.contextmanager
-def run_lock(folder: str) -> Iterator[None]:
+def run_lock(folder: str, name: str = "OUTPUT_DIR") -> Iterator[None]:
     """Hold `folder`/.lock for the block (the main process takes it; under several processes all stop
-    when it is taken). Raises RunInUse naming the holder (pid, host, start time)."""
+    when it is taken). Raises RunInUse naming the holder (pid, host, start time) and the folder as `name`
+    (the config key or flag that gave it)."""
     handle, holder = _acquire(folder) if comm.is_main_process() else (None, "")
     if comm.is_dist():
         shared = [holder]
         torch.distributed.broadcast_object_list(shared, src=0)
         holder = shared[0]
     if holder:
-        raise in_use_error(folder, holder)
+        raise in_use_error(folder, holder, name)
     try:
         yield
     finally:

@@ -253,7 +253,7 @@ def test_gen_pseudo_into_a_folder_in_use_writes_nothing(toy_root, untrained_chec
 
     out = str(tmp_path / "pseudo")
     with run_lock(out):
-        with pytest.raises(RunInUse, match=f"OUTPUT_DIR {re.escape(out)} is in use by another run \\(pid "):
+        with pytest.raises(RunInUse, match=f"--output {re.escape(out)} is in use by another run \\(pid "):
             _gen_pseudo(toy_root, untrained_checkpoint, out)
         assert os.listdir(out) == [LOCK]
 

@@ -267,6 +267,28 @@ def test_a_pipeline_run_or_stage_folder_is_not_an_output(tmp_path, test_tool):
     test_tool.main(["--checkpoint", ckpt, "--output", str(tmp_path / "fresh")] + opts_for(root))  # any other
 
 
+def test_a_folder_another_tool_writes_is_refused_before_writing(tmp_path, test_tool):
+    """test.py, infer.py and gen_pseudo.py into an --output another run holds: two writers would mix their
+    metrics, predictions or label files. Each stops, naming the flag, the folder and the holder."""
+    from spcl.utils.run_lock import LOCK, RunInUse, run_lock
+
+    root = tmp_path / "data"
+    make_val_tree(root)
+    ckpt = str(tmp_path / "m.pth")
+    save_checkpoint(load_config("", opts_for(root)), ckpt, 10, seed=1)
+    images = str(root / "cityscapes" / "leftImg8bit" / "val")
+    out = str(tmp_path / "out")
+    calls = {"test": ["--checkpoint", ckpt], "infer": ["--checkpoint", ckpt, "--input", images],
+             "gen_pseudo": ["--checkpoint", ckpt]}
+    with run_lock(out):
+        for tool, args in calls.items():
+            with pytest.raises(RunInUse, match=rf"--output {re.escape(out)} is in use by another run \(pid {os.getpid()} "):
+                load_tool(tool).main(args + ["--output", out] + opts_for(root))
+            assert os.listdir(out) == [LOCK], tool
+    assert load_tool("infer").main(calls["infer"] + ["--output", out] + opts_for(root)) == 0  # free again
+    assert {LOCK, "config.yaml", "legend.png"} < set(os.listdir(out))
+
+
 def test_bn_stats_from_reestimates_the_statistics_of_a_frozen_bn_config(tmp_path, test_tool):
     """--bn-stats-from: the checkpoint's BN running statistics are replaced by those of the named images
     before testing, also when the config freezes BN (the model is then built with trainable BN);
