@@ -1,8 +1,9 @@
-"""Pseudo-label generation (paper Eq. 5, docs/method.md "Pseudo labels") with one model pass: each image's prediction and quantised
-confidence are cached on disk (uint8 + uint16, compressed) while the class thresholds accumulate,
-then labels are written from the cache. `cache=False` runs the model a second time instead. With a
+"""Pseudo-label generation (paper Eq. 5, docs/method.md "Pseudo labels") with one model pass: each image's
+prediction and quantised confidence are cached on disk (uint8 + uint16, compressed) while the class
+thresholds accumulate, then labels are written from the cache. `cache=False` runs the model a second time instead. With a
 `resume_key` the cache outlives an interrupted run: a rerun with the same key reuses the predictions
-of every image already cached and runs the model on the others only.
+of every image already cached and runs the model on the others only; given the images as `ImageBatches`,
+it does not even read the images whose batch is cached.
 
 Labels: 8-bit PNGs of train labels (255 = below threshold), one per target image, named like the
 image, at the model's input resolution (INPUT.TEST_SIZE). Beside them `thresholds.json` holds the
@@ -14,7 +15,8 @@ import logging
 import os
 import shutil
 import zipfile
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -32,6 +34,27 @@ from .thresholds import ClassThresholds
 logger = logging.getLogger("spcl")
 
 
+@dataclass(frozen=True)
+class ImageBatches:
+    """A process's images as its test loader batches them, loadable batch by batch, so that a resumed pass
+    reads only the batches it has still to predict.
+
+    names: per batch, the names its items carry ("name" of the loader's batches), in loader order.
+    load: batch numbers (ascending) → an iterable of exactly those batches, each with the same images (in
+        the same order) as in the whole loader; the model then sees the batches of an uninterrupted pass.
+    Iterating it yields every batch (`load` of all of them).
+    """
+
+    names: list
+    load: Callable[[list], Iterable]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self):
+        return iter(self.load(list(range(len(self.names)))))
+
+
 @torch.no_grad()
 def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, device: torch.device,
                            cap: float = 0.9, num_bins: int = 65536, cache: bool = True, flip: bool = False,
@@ -40,6 +63,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     """Write pseudo labels for every image of `loader` (test transforms) into `output_dir`.
 
     Args:
+        loader: the batches (dicts with "image", "label", "name"); or `ImageBatches`, with which a resumed pass
+            reads only the images of the batches it has still to predict.
         quality: optional evaluator (`process(pred, label)`, `evaluate()`, e.g. SemSegEvaluator) that
             measures the labels on their kept pixels where the loader has ground truth. With it, the
             summary also gives per class the share of all ground-truth pixels of the class (kept or
@@ -64,7 +89,6 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
     stats = ClassThresholds(num_classes, cap, num_bins)
     names_seen = []
     reuse = cache and _open_cache(cache_dir, resume_key)
-    reused = 0
 
     def forward(batch):
         images = batch["image"].to(device)
@@ -74,8 +98,9 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         return stats.quantize(conf).cpu(), pred.cpu()
 
     passes = 1
-    for batch in _iterate(loader, "pseudo labels: predict", enabled=progress):
-        cached = _read_cached(cache_dir, batch["name"]) if reuse else None
+    batches, every_name, reused = _to_predict(loader, cache_dir, stats) if reuse else (loader, None, 0)
+    for batch in _iterate(batches, "pseudo labels: predict", enabled=progress):
+        cached = _read_cached(cache_dir, batch["name"]) if reuse and every_name is None else None
         if cached is not None:  # predicted by an interrupted run with the same key
             for bins, pred in cached:
                 stats.update_bins(bins, pred)
@@ -91,6 +116,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
                 _write_cached(os.path.join(cache_dir, name + ".npz"), bins=bins[j].numpy().astype(np.uint16),
                               pred=pred[j].numpy().astype(np.uint8), **extra)
         names_seen.extend(batch["name"])
+    if every_name is not None:
+        names_seen = every_name  # the cached images and the predicted ones, in loader order
     if reused:
         logger.info("pseudo labels: %d of %d image(s) predicted by an interrupted run with the same model and "
                     "config; the model ran on the other %d", reused, len(names_seen), len(names_seen) - reused)
@@ -122,8 +149,8 @@ def generate_pseudo_labels(model, loader, output_dir: str, num_classes: int, dev
         for name in _iterate(names_seen, "pseudo labels: write", enabled=progress):
             data = np.load(os.path.join(cache_dir, name + ".npz"))
             gt = torch.from_numpy(data["gt"].astype(np.int64)) if "gt" in data else None
-            write(name, torch.from_numpy(data["bins"].astype(np.int64)), torch.from_numpy(data["pred"].astype(np.int64)),
-                  gt)
+            write(name, torch.from_numpy(data["bins"].astype(np.int64)),
+                  torch.from_numpy(data["pred"].astype(np.int64)), gt)
         shutil.rmtree(cache_dir, ignore_errors=True)  # not cache_root: other processes may still read theirs
     else:
         passes = 2
@@ -209,6 +236,46 @@ def _read_cached(cache_dir: str, names) -> Optional[list]:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
     return out
+
+
+def _to_predict(loader, cache_dir: str, stats: ClassThresholds) -> tuple:
+    """For a resumed pass: (the batches to iterate; with `ImageBatches`, every image name in loader order, else
+    None; the number of images reused). With `ImageBatches` the cached batches go into `stats` here and only
+    the others are loaded; a plain loader is iterated whole (the loop reuses its cached batches)."""
+    if not isinstance(loader, ImageBatches):
+        return loader, None, 0
+    todo, reused = _reuse_cached(loader, cache_dir, stats)
+    batches = _expected(loader.load(todo) if todo else [], [loader.names[b] for b in todo])
+    return batches, [name for names in loader.names for name in names], reused
+
+
+def _reuse_cached(batches: ImageBatches, cache_dir: str, stats: ClassThresholds) -> tuple[list, int]:
+    """Add to `stats` the cached predictions of every batch of `batches` whose images are all cached and
+    readable; returns (the numbers of the other batches, to predict; how many images were reused)."""
+    todo, reused = [], 0
+    for number, names in enumerate(batches.names):
+        cached = _read_cached(cache_dir, names)
+        if cached is None:  # one missing or torn file: the whole batch again, as an uninterrupted pass batched it
+            todo.append(number)
+            continue
+        for bins, pred in cached:
+            stats.update_bins(bins, pred)
+        reused += len(cached)
+    return todo, reused
+
+
+def _expected(batches: Iterable, names: list):
+    """`batches`, each checked to hold the images `names` says, in number too (else a RuntimeError naming both)."""
+    count = 0
+    for batch in batches:
+        expected = list(names[count]) if count < len(names) else []
+        if list(batch["name"]) != expected:
+            raise RuntimeError(f"pseudo labels: ImageBatches.load gave a batch of {list(batch['name'])}; expected "
+                               f"{expected or 'no more batches'}")
+        count += 1
+        yield batch
+    if count != len(names):
+        raise RuntimeError(f"pseudo labels: ImageBatches.load gave {count} batch(es); expected {len(names)}")
 
 
 def _ground_truth_like(label: torch.Tensor, pred: torch.Tensor):

@@ -1,15 +1,18 @@
 """`pseudo_labels` stage (paper Eq. 5): class thresholds and one label PNG per target training
 image with the model of MODEL.WEIGHTS → `labels/` (+ `labels/thresholds.json`). Where the target
 set has ground truth (the toy; never used for training), the labels' quality is measured too. A rerun
-after an interruption reuses the predictions already made (`resume_key`)."""
+after an interruption reuses the predictions already made (`resume_key`) and reads only the images of the
+batches still to predict (`target_batches`)."""
 from __future__ import annotations
 
 import logging
 import os
 
+from torch.utils.data import Subset
+
 from spcl.data import build_dataset, build_test_loader
 from spcl.evaluation import SemSegEvaluator
-from spcl.pseudo import generate_pseudo_labels, most_confused_with
+from spcl.pseudo import ImageBatches, generate_pseudo_labels, most_confused_with
 from spcl.utils import comm
 
 from ..events import EventWriter
@@ -28,7 +31,7 @@ class PseudoLabelsStage(InferenceStage):
         cfg = self.cfg
         dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional",
                                 list_for="target")  # TARGET_LIST, also when the target is the test set too
-        loader = build_test_loader(cfg, dataset)
+        loader = target_batches(cfg, dataset)
         label_dir = os.path.join(self.output_dir, "labels")
         if comm.is_main_process():
             remove_earlier_labels(label_dir)
@@ -64,6 +67,22 @@ class PseudoLabelsStage(InferenceStage):
                 logger.info("pseudo labels: classes with under 10%% of their target pixels labelled as themselves "
                             "(training on these labels cannot teach them): %s", ", ".join(missed))
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
+
+
+def target_batches(cfg, dataset) -> ImageBatches:
+    """This process's share of `dataset` as `build_test_loader` batches it, loadable batch by batch: a resumed
+    pass loads only the batches it has still to predict, each with the images it had in the whole loader."""
+    whole = build_test_loader(cfg, dataset)
+    chunks = [list(chunk) for chunk in whole.batch_sampler]  # dataset indices per batch
+    names = [[os.path.basename(dataset.items[i][0]) for i in chunk] for chunk in chunks]  # the items' "name"
+
+    def load(numbers):
+        if numbers == list(range(len(chunks))):
+            return whole
+        indices = [i for b in numbers for i in chunks[b]]  # whole batches, all full but the last: same grouping
+        return build_test_loader(cfg, Subset(dataset, indices), batch_size=whole.batch_size, shard=False)
+
+    return ImageBatches(names, load)
 
 
 def remove_earlier_labels(label_dir: str) -> int:
