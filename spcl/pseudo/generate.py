@@ -1,8 +1,8 @@
 """Pseudo-label generation (paper Eq. 5, docs/method.md "Pseudo labels") with one model pass: each image's
 prediction and quantised confidence are cached on disk (uint8 + uint16, compressed) while the class
-thresholds accumulate, then labels are written from the cache. `cache=False` runs the model a second time instead. With a
-`resume_key` the cache outlives an interrupted run: a rerun with the same key reuses the predictions
-of every image already cached and runs the model on the others only; given the images as `ImageBatches`,
+thresholds accumulate, then labels are written from the cache. `cache=False` runs the model a second
+time instead. With a `resume_key` the cache outlives an interrupted run: a rerun with the same key reuses
+the predictions of every image already cached and runs the model on the others only; given the images as `ImageBatches`,
 it does not even read the images whose batch is cached.
 
 Labels: 8-bit PNGs of train labels (255 = below threshold), one per target image, named like the
