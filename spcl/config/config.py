@@ -337,6 +337,9 @@ _VALUE_RULES = (
     # in tools/analyze.py) take 0 … 2**32 - 1, and torch.manual_seed fails beyond 2**64 - 1 ("Overflow when
     # unpacking long long"), after the run folder is written
     (("SEED",), lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1 = 4294967295 (numpy's seed range)"),
+    # the toy writer seeds default_rng([seed, domain, split, i]), which refuses a negative entry
+    (("DATASETS.TOY.SEED", "DATASETS.TOY.NUM_SOURCE", "DATASETS.TOY.NUM_TARGET_TRAIN", "DATASETS.TOY.NUM_TARGET_VAL"),
+     lambda v: v >= 0, "an integer >= 0"),
     (("INPUT.SOURCE_SIZE", "INPUT.TARGET_SIZE", "INPUT.TEST_SIZE", "INPUT.SELF_TRAIN_BASE_SIZE",
       "INPUT.SELF_TRAIN_CROP", "DATASETS.TOY.SIZE", "TEST.WINDOW", "TEST.STRIDE"),
      lambda v: _numbers(v, 2, positive=True, integer=True), "two positive integers [W, H]"),

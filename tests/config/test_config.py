@@ -660,6 +660,15 @@ def test_a_seed_out_of_range_is_refused_when_the_config_loads(seed):
                                   "(numpy's seed range)")
 
 
+@pytest.mark.parametrize("key", ["DATASETS.TOY.SEED", "DATASETS.TOY.NUM_SOURCE", "DATASETS.TOY.NUM_TARGET_VAL"])
+def test_a_negative_toy_seed_or_count_names_its_key(key):
+    """The toy writer refused these only when it ran, naming no key ("seed and counts must be non-negative")."""
+    with pytest.raises(ValueError) as e:
+        load_config("", [key, "-3"])
+    assert _one_line_error(e) == f"config key {key} = -3; expected an integer >= 0"
+    assert load_config("", [key, "0"]).DATASETS.TOY[key.split(".")[-1]] == 0
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2**32 - 1])
 def test_every_seed_in_range_seeds_python_numpy_and_torch(seed):
     from spcl.utils.env import seed_all
