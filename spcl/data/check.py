@@ -308,6 +308,13 @@ def split_label(label: str) -> tuple[str, str]:
     return label, ""
 
 
+def clean_list_name(label: str) -> str:
+    """The file tools/check_data.py writes the clean list of a `unit_label` into: clean_<name>.txt for a name's
+    first role, clean_<name>.<role>.txt for another."""
+    name, role = split_label(label)
+    return f"clean_{name}{'.' + role if role else ''}.txt"
+
+
 def fingerprint(dataset: SegmentationDataset, name: str) -> str:
     """Hash of what a check result depends on: the checks' version, the dataset's class, label mode
     and classes, its label decoding tables (`id_lut` of a folder set with DATASETS.FOLDER.ID_MAP /
@@ -398,9 +405,9 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
                 named += 1
     if total_bad > named:
         lines.append(f"    … and {total_bad - named} more")
-    # tools/check_data.py writes clean_<name>.txt for each name's first role (a plain label)
-    keys = sorted({f"clean_{n}.txt as {list_key(cfg, n)}" for n, r in results.items()
-                   if r.bad and not split_label(n)[1] and list_key(cfg, n)})
+    # tools/check_data.py writes one clean list per (name, role) it checks (`clean_list_name`)
+    keys = sorted({f"{clean_list_name(n)} as {list_key(cfg, *split_label(n))}" for n, r in results.items()
+                   if r.bad and list_key(cfg, *split_label(n))})
     lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")

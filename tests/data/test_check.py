@@ -240,6 +240,25 @@ def test_preflight_raises_one_data_error_naming_the_files_and_the_fix(tmp_path, 
     assert count_reads == []
 
 
+def test_a_data_error_of_a_second_role_names_its_own_clean_list(tmp_path):
+    """gta5_train as source (good list) and test (a list with a missing label): the error points at the clean list
+    tools/check_data.py writes for the test role, clean_gta5_train.test.txt, as DATASETS.TEST_LIST."""
+    root = make_root(tmp_path)
+    os.remove(os.path.join(root, "gta5", "labels", "00005.png"))
+    src, tst = tmp_path / "src.txt", tmp_path / "tst.txt"
+    write_list(str(src), ["00001.png", "00002.png"])
+    write_list(str(tst), ["00005.png", "00006.png"])
+    cfg = cfg_for(root, tmp_path / "out", "DATASETS.SOURCE_LIST", str(src), "DATASETS.TEST", "gta5_train",
+                  "DATASETS.TEST_LIST", str(tst))
+    with pytest.raises(DataError) as info:
+        preflight(cfg, ["gta5_train"], default_cache_dir(cfg), progress=False)
+    msg = str(info.value)
+    assert "gta5_train (as test): 1 bad file(s) in 1 of 2 items" in msg
+    assert "use clean_gta5_train.test.txt as DATASETS.TEST_LIST." in msg and "SOURCE_LIST" not in msg
+    assert C.clean_list_name("gta5_train (as test)") == "clean_gta5_train.test.txt"
+    assert C.clean_list_name("gta5_train") == "clean_gta5_train.txt"
+
+
 def test_data_error_names_at_most_ten_files(tmp_path):
     root = make_root(tmp_path)
     cfg = cfg_for(root, tmp_path / "out")

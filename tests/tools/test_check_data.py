@@ -110,3 +110,71 @@ def test_process_exit_code(tmp_path):
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "00002.png: missing label file" in proc.stdout
+
+
+def write_list_file(path, entries):
+    with open(path, "w") as f:
+        f.writelines(e + "\n" for e in entries)
+    return str(path)
+
+
+def test_a_dataset_in_two_roles_is_checked_with_each_roles_list(tmp_path, tool, capsys):
+    """gta5_train as DATASETS.SOURCE (SOURCE_LIST 00001-00003, all good) and as DATASETS.TEST (TEST_LIST 00004-00006,
+    00005's image truncated, 00006's label missing): both lists are checked, the test list's bad files are named,
+    its clean list is clean_gta5_train.test.txt for DATASETS.TEST_LIST; the source's clean list is all three."""
+    root = make_root(tmp_path)
+    g = os.path.join(root, "gta5")
+    image5, label6 = os.path.join(g, "images", "00005.png"), os.path.join(g, "labels", "00006.png")
+    data = open(image5, "rb").read()
+    with open(image5, "wb") as f:
+        f.write(data[: len(data) // 2])
+    os.remove(label6)
+    src = write_list_file(tmp_path / "src.txt", ["00001.png", "00002.png", "00003.png"])
+    tst = write_list_file(tmp_path / "tst.txt", ["00004.png", "00005.png", "00006.png"])
+    out = tmp_path / "out"
+    rc = tool.main(["--config", CONFIG, *opts(root, out, "DATASETS.SOURCE_LIST", src, "DATASETS.TEST", "gta5_train",
+                                              "DATASETS.TEST_LIST", tst)])
+    assert rc == 1
+    check_dir = out / "check_data"
+    bad = read_lines(check_dir / "bad_files.txt")
+    assert [line.split(": ")[0] for line in bad] == [image5, label6]
+    assert bad[0].startswith(f"{image5}: unreadable or truncated image") and bad[1] == f"{label6}: missing label file"
+    assert read_lines(check_dir / "clean_gta5_train.txt") == ["00001.png", "00002.png", "00003.png"]
+    assert read_lines(check_dir / "clean_gta5_train.test.txt") == ["00004.png"]
+    printed = capsys.readouterr().out
+    rows = {ln.split("  ")[0]: ln.split()[-4:] for ln in printed.splitlines() if ln.startswith("gta5_train")}
+    assert rows == {"gta5_train": ["3", "6", "0", "0"], "gta5_train (as test)": ["3", "6", "2", "0"]}
+    assert (f"clean list of gta5_train (as test) (1 of 3 items): use DATASETS.TEST_LIST "
+            f"{check_dir / 'clean_gta5_train.test.txt'}") in printed
+
+
+def test_a_second_roles_missing_list_file_is_reported(tmp_path, tool):
+    """The image folder as DATASETS.TARGET (the whole folder) and as DATASETS.TEST with a TEST_LIST that does not
+    exist: the missing list is named under `folder_train (as test)`, the target's clean list holds every image."""
+    root = make_root(tmp_path)
+    images = os.path.join(root, "gta5", "images")
+    missing = str(tmp_path / "no_such_list.txt")
+    out = tmp_path / "out"
+    rc = tool.main(["--config", CONFIG, *opts(root, out, "DATASETS.TARGET", "folder_train",
+                                              "DATASETS.FOLDER.TRAIN_DIR", images, "DATASETS.TEST", "folder_train",
+                                              "DATASETS.TEST_LIST", missing)])
+    assert rc == 1
+    bad = read_lines(out / "check_data" / "bad_files.txt")
+    assert len(bad) == 1 and bad[0].startswith(f"folder_train (as test): list file not found: {missing}")
+    assert len(read_lines(out / "check_data" / "clean_folder_train.txt")) == 6
+
+
+def test_a_file_bad_in_two_roles_lists_is_one_line(tmp_path, tool):
+    """Both roles' lists hold the truncated 00002.png: bad_files.txt names it once."""
+    root = make_root(tmp_path)
+    image2 = os.path.join(root, "gta5", "images", "00002.png")
+    data = open(image2, "rb").read()
+    with open(image2, "wb") as f:
+        f.write(data[: len(data) // 2])
+    src = write_list_file(tmp_path / "src.txt", ["00001.png", "00002.png"])
+    tst = write_list_file(tmp_path / "tst.txt", ["00002.png", "00003.png"])
+    rc = tool.main(["--config", CONFIG, *opts(root, tmp_path / "out", "DATASETS.SOURCE_LIST", src, "DATASETS.TEST",
+                                              "gta5_train", "DATASETS.TEST_LIST", tst)])
+    assert rc == 1
+    bad = read_lines(tmp_path / "out" / "check_data" / "bad_files.txt")
+    assert len(bad) == 1 and bad[0].startswith(f"{image2}: unreadable or truncated image")
