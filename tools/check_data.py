@@ -9,7 +9,8 @@ named in two roles is checked in each, with that role's list file (each distinct
 as `<dataset> (as <role>)`). Prints a summary table; writes into `--output` (default
 OUTPUT_DIR/check_data) `bad_files.txt` (`path: reason` a line) and `clean_<dataset>.txt`
 (`clean_<dataset>.<role>.txt` for a second role), the good items as a list file for
-DATASETS.SOURCE_LIST / TARGET_LIST / TEST_LIST. A file bad in two roles' lists is one line. Exits 1 when
+DATASETS.SOURCE_LIST / TARGET_LIST / TEST_LIST. A file bad in two roles' lists is one line; so is a
+DATASETS.FOLDER.ID_MAP that maps none of the values its label files hold (every pixel ignored). Exits 1 when
 a file is bad or a dataset is missing, 0 otherwise (count warnings do not fail), and 2 with one line for a
 mistake in the command or the config. The stages run the same checks before their first iteration.
 """
@@ -65,8 +66,8 @@ def check_unit(cfg, name: str, role: str, out_dir: str) -> tuple[tuple, list, li
     save_cached(default_cache_dir(cfg), label, key, result)  # a stage with this config starts at once
     clean_path = os.path.join(out_dir, clean_list_name(label))
     write_list(clean_path, result.clean)
-    row = (label, result.num_items, result.num_files, len(result.bad), len(result.warnings))
-    return row, result.bad_lines(), list(result.warnings), (clean_path, result)
+    row = (label, result.num_items, result.num_files, len(result.bad) + len(result.errors), len(result.warnings))
+    return row, result.error_lines() + result.bad_lines(), list(result.warnings), (clean_path, result)
 
 
 def main(argv=None) -> int:
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         for line in bad_lines[:10]:
             print(f"  {line}")
         print(f"all in {os.path.join(out_dir, 'bad_files.txt')}")
-        for name, role, path, result in clean_files:
+        for name, role, path, result in clean_files:  # a clean list helps with bad files, not a dataset's error
             if result.bad and list_key(cfg, name, role or None):
                 print(f"clean list of {unit_label(cfg, name, role)} ({len(result.clean)} of {result.num_items} "
                       f"items): use {list_key(cfg, name, role or None)} {path}")

@@ -23,6 +23,9 @@ memory flat in the number of items):
   labels must lie in [0, K) or be 255 (the dataset's own range check, `SegmentationDataset.load_label`),
   and the label must have its image's size (unless the dataset resizes labels, as pseudo labels do).
 
+Per dataset: a raw-id map (DATASETS.FOLDER.ID_MAP / ID_MAP_FILE, a folder set's `id_lut`) that maps none of
+the values its label files hold to a class, so that every pixel of every checked label becomes 255, is an error
+(`IdMapWatch`; it used to surface only later as "the test set has no labels").
 Counts that differ from the published dataset sizes (`KNOWN_SIZES`) are warnings, not errors.
 A dataset is checked in each role it has in the run (DATASETS.SOURCE / TARGET / TEST, `run_roles`):
 one name that is both source and test is checked with SOURCE_LIST and with TEST_LIST, as build_dataset
@@ -34,6 +37,7 @@ Used by the stage trainers (`preflight`) and tools/check_data.py (`check_dataset
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -47,11 +51,12 @@ from PIL import Image
 from .build import is_unlabelled, list_file_of, list_role, run_roles, unlabelled_why
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
                        SynscapesDataset, SynthiaDataset)
-from .io import displayed_size
+from .io import displayed_size, read_label_indices
+from .labels import IGNORE_LABEL
 
 logger = logging.getLogger("spcl")
 
-CHECK_VERSION = 2  # part of the cache key: a change of the checks re-checks every dataset
+CHECK_VERSION = 3  # part of the cache key: a change of the checks re-checks every dataset
 # Published sizes of the full datasets (a list file of another length is a warning, not an error).
 KNOWN_SIZES = {"gta5_train": 24966, "synthia_train": 9400, "synscapes_train": 25000,
                "cityscapes_train": 2975, "cityscapes_val": 500, "cityscapes_pseudo": 2975}
@@ -74,6 +79,8 @@ class CheckResult:
         bad_items: items with at least one bad file (excluded from `clean`).
         warnings: non-fatal remarks (e.g. a count differing from the published size).
         clean: list-file entries (the form DATASETS.*_LIST uses) of the good items, in dataset order.
+        errors: problems of the dataset as a whole, not of one file (an id map that maps none of the label
+            values to a class); they fail the check like a bad file.
     """
 
     name: str
@@ -83,18 +90,24 @@ class CheckResult:
     bad_items: int = 0
     warnings: list[str] = field(default_factory=list)
     clean: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.bad
+        return not self.bad and not self.errors
 
     def bad_lines(self) -> list[str]:
         """`path: reason`, one line per bad file."""
         return [f"{p}: {r}" for p, r in self.bad]
 
+    def error_lines(self) -> list[str]:
+        """`name: error`, one line per problem of the whole dataset."""
+        return [f"{self.name}: {e}" for e in self.errors]
+
     def to_dict(self, with_clean: bool = True) -> dict:
         d = {"name": self.name, "num_items": self.num_items, "num_files": self.num_files,
-             "bad": [list(b) for b in self.bad], "bad_items": self.bad_items, "warnings": list(self.warnings)}
+             "bad": [list(b) for b in self.bad], "bad_items": self.bad_items, "warnings": list(self.warnings),
+             "errors": list(self.errors)}
         if with_clean:
             d["clean"] = list(self.clean)
         return d
@@ -103,7 +116,7 @@ class CheckResult:
     def from_dict(cls, d: dict) -> "CheckResult":
         return cls(name=d["name"], num_items=d["num_items"], num_files=d["num_files"],
                    bad=[tuple(b) for b in d["bad"]], bad_items=d["bad_items"], warnings=list(d["warnings"]),
-                   clean=list(d.get("clean", [])))
+                   clean=list(d.get("clean", [])), errors=list(d.get("errors", [])))
 
 
 # ------------------------------------------------------------------------------ one file / item
@@ -206,6 +219,69 @@ def list_entry(dataset: SegmentationDataset, image_path: str, label_path: Option
 
 
 # --------------------------------------------------------------------------------- a dataset
+class IdMapWatch:
+    """Watches the labels a check decodes with a dataset's raw-id map (`id_lut`, DATASETS.FOLDER.ID_MAP /
+    ID_MAP_FILE): `problem()` says when the map gave no pixel of any of them a class although the files hold
+    values, i.e. the map names none of the values the files use. Holds two counters, no array."""
+
+    SHOWN = 8  # values and keys named in the message
+
+    def __init__(self, dataset: SegmentationDataset):
+        self.dataset = dataset
+        self.lut = getattr(dataset, "id_lut", None)
+        self.decoded, self.labelled = 0, False
+
+    def watching(self) -> SegmentationDataset:
+        """The dataset to check: itself without a map, else a shallow copy whose `load_label` reports here."""
+        if self.lut is None:
+            return self.dataset
+        watched, load = copy.copy(self.dataset), self.dataset.load_label
+
+        def load_label(path, image_path=""):
+            label = load(path, image_path)
+            self.decoded += 1
+            self.labelled = self.labelled or bool((label != IGNORE_LABEL).any())
+            return label
+
+        watched.load_label = load_label
+        return watched
+
+    def problem(self) -> Optional[str]:
+        """The error when every checked label became all 255 under the map while its files hold other values
+        (re-reading the label files only then, until the first that holds any); else None."""
+        if self.lut is None or self.labelled or not self.decoded:
+            return None
+        values, example = self._values_seen()
+        if not values:  # the files hold only 255: unlabelled, not a wrong map
+            return None
+        keys = np.flatnonzero(self.lut != IGNORE_LABEL).tolist()
+        return (f"DATASETS.FOLDER.ID_MAP (or ID_MAP_FILE) maps none of the label values it saw to a class, so every "
+                f"pixel of the {self.decoded} label file(s) checked is ignore (255): values seen "
+                f"{_few(values, self.SHOWN)} (e.g. in {example}); the map's keys (raw ids mapped to a class) are "
+                f"{_few(keys, self.SHOWN)}. Write the map from the values the label files hold, or leave it empty "
+                "when they hold train ids already")
+
+    def _values_seen(self) -> tuple[list[int], str]:
+        """(the sorted raw values other than 255 of the first label file that has any, its path) or ([], "")."""
+        for _, label_path in self.dataset.items:
+            if not label_path or not os.path.isfile(label_path):
+                continue
+            try:
+                values = [v for v in np.unique(read_label_indices(label_path)).tolist() if v != IGNORE_LABEL]
+            except (OSError, ValueError):  # a bad file, already named by its own check
+                continue
+            if values:
+                return values, label_path
+        return [], ""
+
+
+def _few(values: Sequence[int], n: int) -> str:
+    """`[1, 2, 3]`, or `[1, 2, …] (40 in all)` past `n` values."""
+    if len(values) <= n:
+        return str(list(values))
+    return f"[{', '.join(str(v) for v in values[:n])}, …] ({len(values)} in all)"
+
+
 def check_dataset(dataset: SegmentationDataset, name: str = "", progress: bool = False,
                   expected_size: Optional[int] = None) -> CheckResult:
     """Check every image and label file of `dataset` (see the module docstring), streaming.
@@ -216,7 +292,8 @@ def check_dataset(dataset: SegmentationDataset, name: str = "", progress: bool =
         progress: a progress bar on the main process.
         expected_size: published item count; a different `len(dataset)` is a warning.
     Returns:
-        CheckResult with the bad files (one reason each), counts, warnings and the clean list.
+        CheckResult with the bad files (one reason each), counts, warnings, the clean list and the dataset's
+        own errors (an id map that maps none of its label values, `IdMapWatch`).
     """
     from spcl.utils.progress import progress as progress_bar
 
@@ -224,8 +301,10 @@ def check_dataset(dataset: SegmentationDataset, name: str = "", progress: bool =
     result = CheckResult(name=name, num_items=len(dataset))
     if expected_size is not None and len(dataset) != expected_size:
         result.warnings.append(f"{name} has {len(dataset):,} items; the full dataset has {expected_size:,}")
+    watch = IdMapWatch(dataset)
+    watched = watch.watching()
     for image_path, label_path in progress_bar(dataset.items, f"check {name}", enabled=progress):
-        n, bad = check_item(dataset, image_path, label_path)
+        n, bad = check_item(watched, image_path, label_path)
         result.num_files += n
         if bad:
             result.bad.extend(bad)
@@ -234,6 +313,9 @@ def check_dataset(dataset: SegmentationDataset, name: str = "", progress: bool =
             result.clean.append(list_entry(dataset, image_path, label_path))
     if not dataset.items:
         result.warnings.append(f"{name} has no items")
+    problem = watch.problem()
+    if problem:
+        result.errors.append(problem)
     return result
 
 
@@ -397,6 +479,7 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
     named = 0
     total_bad = sum(len(r.bad) for r in results.values())
     for name, r in results.items():
+        lines += [f"  {line}" for line in r.error_lines()]
         if r.bad:
             lines.append(f"  {name}: {len(r.bad)} bad file(s) in {r.bad_items} of {r.num_items} items")
         for line in r.bad_lines():
@@ -408,6 +491,8 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
     # tools/check_data.py writes one clean list per (name, role) it checks (`clean_list_name`)
     keys = sorted({f"{clean_list_name(n)} as {list_key(cfg, *split_label(n))}" for n, r in results.items()
                    if r.bad and list_key(cfg, *split_label(n))})
+    if not missing and not total_bad:  # only the datasets' own errors, each with its fix
+        return "\n".join(lines)
     lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")

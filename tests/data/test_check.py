@@ -320,3 +320,62 @@ def test_the_size_check_of_a_png_decodes_no_pixels_and_sees_its_exif_orientation
     assert C._image_size(str(tmp_path / "turned.png")) == (4, 6)  # shown turned by 90°: W and H swap
     assert C._image_size(str(tmp_path / "plain.png")) == (6, 4)
     assert decoded == []
+
+
+# ------------------------------------------------------------ an id map that maps none of the label values
+def folder_val_cfg(root, out, *opts):
+    """The toy's Cityscapes val set (labelIds) as folder_val, the test set."""
+    city = os.path.join(root, "cityscapes")
+    return cfg_for(root, out, "DATASETS.TEST", "folder_val",
+                   "DATASETS.FOLDER.VAL_DIR", os.path.join(city, "leftImg8bit", "val"),
+                   "DATASETS.FOLDER.VAL_LABEL_DIR", os.path.join(city, "gtFine", "val"),
+                   "DATASETS.FOLDER.IMAGE_SUFFIX", "_leftImg8bit.png",
+                   "DATASETS.FOLDER.LABEL_SUFFIX", "_gtFine_labelIds.png", *opts)
+
+
+def val_labels(root):
+    folder = os.path.join(root, "cityscapes", "gtFine", "val", "valville")
+    return [os.path.join(folder, f"valville_000000_00000{i}_gtFine_labelIds.png") for i in range(2)]
+
+
+def test_an_id_map_that_maps_none_of_the_label_values_is_a_data_error(tmp_path, count_reads):
+    """ID_MAP keys 100 and 101, labels holding labelIds: every pixel would be 255. The check names the key, the
+    values it saw (those of the first label file), the map's keys; the cached result fails again unread."""
+    root = make_root(tmp_path)
+    first = val_labels(root)[0]
+    seen = sorted(np.unique(np.array(Image.open(first))).tolist())
+    assert 255 not in seen and len(seen) > 8
+    cfg = folder_val_cfg(root, tmp_path / "out", "DATASETS.FOLDER.ID_MAP", "[[100, 0], [101, 1]]")
+    with pytest.raises(DataError) as info:
+        preflight(cfg, ["folder_val"], default_cache_dir(cfg), progress=False)
+    shown = ", ".join(str(v) for v in seen[:8])
+    expected = (f"  folder_val: DATASETS.FOLDER.ID_MAP (or ID_MAP_FILE) maps none of the label values it saw to a "
+                f"class, so every pixel of the 2 label file(s) checked is ignore (255): values seen [{shown}, …] "
+                f"({len(seen)} in all) (e.g. in {first}); the map's keys (raw ids mapped to a class) are [100, 101].")
+    assert expected in str(info.value)
+    assert "Fix: repair" not in str(info.value)  # no file is bad: the clean lists would not help
+    count_reads.clear()
+    with pytest.raises(DataError, match=r"maps none of the label values it saw"):
+        preflight(cfg, ["folder_val"], default_cache_dir(cfg), progress=False)
+    assert count_reads == []  # from the cache
+
+
+@pytest.mark.parametrize("case", ["maps a value of the first file only", "maps a value of the second file only",
+                                  "labels hold only 255", "no map"])
+def test_the_id_map_check_fires_only_when_labels_with_values_all_become_ignore(tmp_path, case):
+    """ID_MAP [[12, 5]] / [[13, 5]]: 12 is only in the first label file, 13 only in the second, whose pixels then
+    have a class; labels that hold only 255 are unlabelled, whatever the map; without a map the files hold train
+    ids (here all 255)."""
+    root = make_root(tmp_path)
+    first, second = val_labels(root)
+    assert 12 in np.array(Image.open(first)) and 12 not in np.array(Image.open(second))
+    assert 13 not in np.array(Image.open(first)) and 13 in np.array(Image.open(second))
+    opts = ["DATASETS.FOLDER.ID_MAP", "[[12, 5]]" if case == "maps a value of the first file only" else "[[13, 5]]"]
+    if case in ("labels hold only 255", "no map"):
+        for path in (first, second):
+            Image.fromarray(np.full((32, 64), 255, np.uint8), "L").save(path)
+    if case == "no map":
+        opts = []
+    cfg = folder_val_cfg(root, tmp_path / "out", *opts)
+    result = check_dataset(dataset_for_check(cfg, "folder_val"), "folder_val")
+    assert result.ok and result.errors == [] and result.num_files == 4

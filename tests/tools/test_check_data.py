@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import load_tool, restored_spcl_logger
 from spcl.config import load_config
@@ -178,3 +180,29 @@ def test_a_file_bad_in_two_roles_lists_is_one_line(tmp_path, tool):
     assert rc == 1
     bad = read_lines(tmp_path / "out" / "check_data" / "bad_files.txt")
     assert len(bad) == 1 and bad[0].startswith(f"{image2}: unreadable or truncated image")
+
+
+def test_an_id_map_that_maps_none_of_the_label_values_is_reported(tmp_path, tool, capsys):
+    """folder_val (Cityscapes labelIds) as the test set with ID_MAP [[100, 0]]: exit 1, one line in bad_files.txt
+    naming DATASETS.FOLDER.ID_MAP, the values seen and the map's keys; the table counts it; every file is clean."""
+    root = make_root(tmp_path)
+    city = os.path.join(root, "cityscapes")
+    out = tmp_path / "out"
+    rc = tool.main(["--config", CONFIG, *opts(root, out, "DATASETS.TEST", "folder_val",
+                                              "DATASETS.FOLDER.VAL_DIR", os.path.join(city, "leftImg8bit", "val"),
+                                              "DATASETS.FOLDER.VAL_LABEL_DIR", os.path.join(city, "gtFine", "val"),
+                                              "DATASETS.FOLDER.IMAGE_SUFFIX", "_leftImg8bit.png",
+                                              "DATASETS.FOLDER.LABEL_SUFFIX", "_gtFine_labelIds.png",
+                                              "DATASETS.FOLDER.ID_MAP", "[[100, 0]]")])
+    assert rc == 1
+    bad = read_lines(out / "check_data" / "bad_files.txt")
+    assert len(bad) == 1 and bad[0].startswith("folder_val: DATASETS.FOLDER.ID_MAP (or ID_MAP_FILE) maps none of the "
+                                               "label values it saw to a class")
+    first = os.path.join(city, "gtFine", "val", "valville", "valville_000000_000000_gtFine_labelIds.png")
+    seen = ", ".join(str(v) for v in sorted(np.unique(np.array(Image.open(first))).tolist())[:8])
+    assert f"values seen [{seen}, …]" in bad[0] and f"(e.g. in {first})" in bad[0] and "are [100]" in bad[0]
+    printed = capsys.readouterr().out
+    assert next(ln for ln in printed.splitlines() if ln.startswith("folder_val")).split() == \
+        ["folder_val", "2", "4", "1", "0"]
+    assert "clean list of folder_val" not in printed
+    assert len(read_lines(out / "check_data" / "clean_folder_val.txt")) == 2
