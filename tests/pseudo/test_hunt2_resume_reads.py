@@ -80,16 +80,21 @@ def checkpoint(toy_root, tmp_path_factory):
     return str(path)
 
 
-def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, checkpoint, tmp_path, monkeypatch):
+FOLDER_TARGET = ("DATASETS.TARGET", "folder_train", "DATASETS.FOLDER.TRAIN_DIR", "{root}/cityscapes/leftImg8bit/train")
+
+
+@pytest.mark.parametrize("target", [(), FOLDER_TARGET], ids=["cityscapes", "folder"])
+def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, checkpoint, tmp_path, monkeypatch, target):
     """The pseudo_labels stage killed at its 2nd forward (batches of 2: 2 of the 8 target images cached): the
-    rerun decodes the other 6 images only, and its labels and thresholds.json equal an uninterrupted run's."""
+    rerun decodes the other 6 images only, and its labels and thresholds.json equal an uninterrupted run's.
+    Also with a folder target, whose items are named by their path (`city__x.png`), not their file name."""
     import spcl.data.datasets.base as base
     import spcl.pseudo.generate as generate
     from spcl.engine.stages.pseudo_labels import PseudoLabelsStage
 
     def run(out):
         cfg = tiny_cfg(toy_root, out, "MODEL.WEIGHTS", checkpoint, "TEST.BATCH_SIZE", "2", "DATASETS.PREFLIGHT",
-                       "False")
+                       "False", *[v.format(root=toy_root) for v in target])
         with hide_gpu():
             PseudoLabelsStage(cfg, out, torch.device("cpu")).run()
 

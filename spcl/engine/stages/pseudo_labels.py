@@ -69,12 +69,19 @@ class PseudoLabelsStage(InferenceStage):
         return {"outputs": {"pseudo_dir": label_dir}, "metrics": metrics}
 
 
+def item_name(dataset, index: int) -> str:
+    """The "name" item `index` of `dataset` carries, without reading it: the folder datasets' flat names
+    (`a/x.jpg` → `a__x.png`), else the image file's name."""
+    names = getattr(dataset, "names", None)
+    return names[index] if names is not None else os.path.basename(dataset.items[index][0])
+
+
 def target_batches(cfg, dataset) -> ImageBatches:
     """This process's share of `dataset` as `build_test_loader` batches it, loadable batch by batch: a resumed
     pass loads only the batches it has still to predict, each with the images it had in the whole loader."""
     whole = build_test_loader(cfg, dataset)
     chunks = [list(chunk) for chunk in whole.batch_sampler]  # dataset indices per batch
-    names = [[os.path.basename(dataset.items[i][0]) for i in chunk] for chunk in chunks]  # the items' "name"
+    names = [[item_name(dataset, i) for i in chunk] for chunk in chunks]
 
     def load(numbers):
         if numbers == list(range(len(chunks))):
