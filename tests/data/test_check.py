@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_png16
+from test_dataset_roles import folder_val_cfg  # the toy's Cityscapes val set (labelIds) as folder_val
 from spcl.config import load_config
 from spcl.data import build_dataset
 from spcl.data import check as C
@@ -323,16 +324,6 @@ def test_the_size_check_of_a_png_decodes_no_pixels_and_sees_its_exif_orientation
 
 
 # ------------------------------------------------------------ an id map that maps none of the label values
-def folder_val_cfg(root, out, *opts):
-    """The toy's Cityscapes val set (labelIds) as folder_val, the test set."""
-    city = os.path.join(root, "cityscapes")
-    return cfg_for(root, out, "DATASETS.TEST", "folder_val",
-                   "DATASETS.FOLDER.VAL_DIR", os.path.join(city, "leftImg8bit", "val"),
-                   "DATASETS.FOLDER.VAL_LABEL_DIR", os.path.join(city, "gtFine", "val"),
-                   "DATASETS.FOLDER.IMAGE_SUFFIX", "_leftImg8bit.png",
-                   "DATASETS.FOLDER.LABEL_SUFFIX", "_gtFine_labelIds.png", *opts)
-
-
 def val_labels(root):
     folder = os.path.join(root, "cityscapes", "gtFine", "val", "valville")
     return [os.path.join(folder, f"valville_000000_00000{i}_gtFine_labelIds.png") for i in range(2)]
