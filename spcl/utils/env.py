@@ -16,6 +16,8 @@ import sys
 import numpy as np
 import torch
 
+from spcl.utils import comm
+
 
 AMP_DTYPES = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SOLVER.AMP → autocast dtype
 
@@ -105,6 +107,7 @@ def collect_env() -> str:
         f"python: {sys.version.split()[0]} ({platform.platform()})",
         f"torch: {torch.__version__}, cuda available: {torch.cuda.is_available()}",
         f"threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}",
+        f"processes: {comm.get_world_size()}",
         f"cpu: {cpu_model()}, torch cpu capability: {torch.backends.cpu.get_cpu_capability()}",
         f"numpy: {np.__version__}",
         f"git: {git_describe()}",
@@ -120,14 +123,15 @@ def collect_env() -> str:
     return "\n".join(lines) + "\n"
 
 
-def recorded_threads(env_path: str) -> int | None:
-    """The torch thread count of the last run recorded in `env_path` (its last `threads:` line), or None."""
+def recorded_count(env_path: str, key: str) -> int | None:
+    """The number after `key:` in the last run recorded in `env_path` (its last `key: N` line), or None (no
+    file, or a record from before that line was written)."""
     if not os.path.isfile(env_path):
         return None
     found = None
     with open(env_path) as f:
         for line in f:
-            if line.startswith("threads: "):
+            if line.startswith(f"{key}: "):
                 try:
                     found = int(line.split()[1].rstrip(","))
                 except (IndexError, ValueError):
@@ -135,17 +139,29 @@ def recorded_threads(env_path: str) -> int | None:
     return found
 
 
-def _warn_thread_change(env_path: str) -> None:
-    """Warn when a CPU run continues in a folder with another torch thread count than its last run:
-    CPU kernels sum in an order that depends on the thread count, so the result will not equal an
-    uninterrupted run bit for bit (on configs/toy_256.yaml seed 0, warm-up at one thread vs two
-    ended 41.73 vs 40.71 mIoU)."""
+def recorded_threads(env_path: str) -> int | None:
+    """The torch thread count of the last run recorded in `env_path` (its last `threads:` line), or None."""
+    return recorded_count(env_path, "threads")
+
+
+def _warn_changes(env_path: str) -> None:
+    """Warn when a run continues in a folder with another number of processes, or on the CPU another
+    torch thread count, than its last run. Its result will then not equal an uninterrupted run's:
+    * CPU kernels sum in an order that depends on the thread count (on configs/toy_256.yaml seed 0,
+      warm-up at one thread vs two ended 41.73 vs 40.71 mIoU);
+    * each process reads its own share of the images, so another count gives every process other batches
+      (resumed 2 → 1 processes, align's weights differed from both uninterrupted runs)."""
+    log = logging.getLogger("spcl")
     before, now = recorded_threads(env_path), torch.get_num_threads()
     if before is not None and before != now and not torch.cuda.is_available():
-        logging.getLogger("spcl").warning(
-            "%s: this run uses %d torch thread(s), the run recorded there used %d; on the CPU the results "
-            "then differ from an uninterrupted run (set OMP_NUM_THREADS=%d to repeat it exactly)",
-            env_path, now, before, before)
+        log.warning("%s: this run uses %d torch thread(s), the run recorded there used %d; on the CPU the results "
+                    "then differ from an uninterrupted run (set OMP_NUM_THREADS=%d to repeat it exactly)",
+                    env_path, now, before, before)
+    before, now = recorded_count(env_path, "processes"), comm.get_world_size()
+    if before is not None and before != now:
+        log.warning("%s: this run uses %d process(es), the run recorded there used %d; each process reads other "
+                    "images then, so the results differ from an uninterrupted run (run it with %d process(es), "
+                    "e.g. torchrun --nproc_per_node=%d, to repeat it exactly)", env_path, now, before, before, before)
 
 
 def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
@@ -169,7 +185,7 @@ def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
             f.write(collect_env())
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    _warn_thread_change(env_path)
+    _warn_changes(env_path)
     with open(path) as f:
         same = f.read() == cfg.dump()
     note = ""

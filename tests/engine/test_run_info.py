@@ -38,6 +38,21 @@ def test_first_record_and_rerun_never_overwrite(tmp_path):
     assert f"with the config of {os.path.basename(new)}" in open(tmp_path / "env.txt").read()
 
 
+def test_a_change_in_the_number_of_processes_warns_on_rerun(tmp_path, spcl_log):
+    """A run resumed with another number of processes matched neither uninterrupted run, without a word."""
+    cfg = get_cfg()
+    write_run_info(cfg, str(tmp_path))
+    env = tmp_path / "env.txt"
+    assert "\nprocesses: 1\n" in env.read_text()
+    write_run_info(cfg, str(tmp_path))  # the same count: silent
+    assert "process(es)" not in spcl_log.text
+    env.write_text(env.read_text().replace("processes: 1", "processes: 2"))  # recorded by a 2-process run
+    write_run_info(cfg, str(tmp_path))
+    assert spcl_log.text.count("this run uses") == 1
+    assert f"{env}: this run uses 1 process(es), the run recorded there used 2;" in spcl_log.text
+    assert "torchrun --nproc_per_node=2" in spcl_log.text
+
+
 def test_recorded_threads_reads_the_last_record(tmp_path):
     env = tmp_path / "env.txt"
     assert recorded_threads(str(env)) is None
