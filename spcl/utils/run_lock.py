@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 import torch
 
 from spcl.utils import comm
+from spcl.utils.io import space_hint
 
 logger = logging.getLogger("spcl")
 LOCK = ".lock"
@@ -48,11 +49,18 @@ def _acquire(folder: str) -> tuple[Optional[object], str]:
         logger.warning(unguarded, path, e)
         handle.close()
         return None, ""
-    handle.seek(0)
-    handle.truncate()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
+        handle.flush()
+    except OSError as e:  # a full disk, a quota: release the lock, and say which file
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):  # closing flushes the unwritten line again, and fails the same way
+            handle.close()
+        raise OSError(e.errno, f"cannot write lock file {path}: {e.strerror or e}{space_hint(e.errno)}; "
+                               "nothing else was written") from e
     return handle, ""
 
 
