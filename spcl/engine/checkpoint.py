@@ -13,7 +13,7 @@ from typing import Optional
 
 from spcl.utils import comm
 from spcl.utils.env import get_rng_state, set_rng_state
-from spcl.utils.io import atomic_torch_save
+from spcl.utils.io import atomic_torch_save, atomic_write
 from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
 logger = logging.getLogger("spcl")
@@ -55,11 +55,9 @@ class Checkpointer:
         if comm.is_main_process():
             os.makedirs(self.folder, exist_ok=True)
             atomic_torch_save(self.state(iteration, extra), path)
-            if pointer:
-                tmp = os.path.join(self.folder, POINTER + ".tmp")
-                with open(tmp, "w") as f:
-                    f.write(os.path.basename(path))
-                os.replace(tmp, os.path.join(self.folder, POINTER))
+            if pointer:  # a temp file a kill leaves is cleared at the next start; a full disk names the file
+                atomic_write(os.path.join(self.folder, POINTER), lambda f: f.write(os.path.basename(path)),
+                             binary=False, what="checkpoint pointer")
             if periodic:
                 self._prune()
             logger.info("saved checkpoint %s (iteration %d)", path, iteration)
@@ -83,16 +81,16 @@ class Checkpointer:
         return path if os.path.isfile(path) else None
 
     def candidates(self) -> list[str]:
-        """Resume candidates, newest first: the pointer's file, then periodic and final checkpoints
-        by iteration (model_best.pth is a hand-off choice, never a resume point)."""
+        """Resume candidates, newest first: model_final.pth, then the periodic checkpoints by iteration
+        (model_best.pth is a hand-off choice, never a resume point). The `last_checkpoint` pointer does not
+        lead: a kill between a checkpoint and the pointer's update left it on the one before, and a rerun
+        then redid up to SOLVER.CHECKPOINT_PERIOD iterations."""
         if not self.folder or not os.path.isdir(self.folder):
             return []
         files = [f for f in os.listdir(self.folder) if f.endswith(".pth") and
                  (f == "model_final.pth" or (f.startswith("model_") and f[6:13].isdigit()))]
         files.sort(key=lambda f: (f == "model_final.pth", f), reverse=True)
-        paths = [os.path.join(self.folder, f) for f in files]
-        last = self.last_checkpoint()
-        return ([last] if last else []) + [p for p in paths if p != last]
+        return [os.path.join(self.folder, f) for f in files]
 
     def find_resume_checkpoint(self) -> Optional[str]:
         """The newest readable checkpoint of the folder, or None when there is none. An unreadable

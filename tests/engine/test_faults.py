@@ -276,6 +276,35 @@ def test_full_disk_while_saving_names_the_path_and_keeps_the_previous_checkpoint
     assert trainer.checkpointer.find_resume_checkpoint() == first
 
 
+def test_a_rerun_resumes_from_the_newest_checkpoint_whatever_the_pointer_says(toy_root, tmp_path, monkeypatch):
+    """Killed after a checkpoint was written but before `last_checkpoint` was updated, the pointer names the one
+    before: the rerun resumed there and redid a whole CHECKPOINT_PERIOD. A full disk at the pointer names it."""
+    import spcl.engine.checkpoint as C
+
+    out = str(tmp_path)
+    trainer = SourceOnlyTrainer(tiny_cfg(toy_root, out, *OPTS), out, torch.device("cpu"))
+    trainer.checkpointer.save("model_0000002", 2)
+    newer = trainer.checkpointer.save("model_0000004", 4, pointer=False)  # the pointer still names iteration 2
+    assert trainer.checkpointer.find_resume_checkpoint() == newer
+    final = trainer.checkpointer.save("model_final", 6, periodic=False, pointer=False)
+    assert trainer.checkpointer.find_resume_checkpoint() == final
+    real_write = C.atomic_write
+
+    def full_disk(path, write, **kwargs):
+        def partial(f):
+            f.write("model_")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, partial, **kwargs)
+
+    monkeypatch.setattr(C, "atomic_write", full_disk)
+    with pytest.raises(OSError, match=r"cannot write checkpoint pointer .*last_checkpoint: No space left"):
+        trainer.checkpointer.save("model_0000008", 8)
+    monkeypatch.setattr(C, "atomic_write", real_write)
+    folder = os.path.join(out, "checkpoints")
+    assert [f for f in os.listdir(folder) if not f.endswith(".pth")] == ["last_checkpoint"]  # no temp file left
+    assert open(os.path.join(folder, "last_checkpoint")).read() == "model_0000002.pth"
+
+
 def test_full_disk_inside_torch_save_still_names_the_path(toy_root, tmp_path, monkeypatch):
     # the real failure: the file fills up mid-write, torch.save's zip writer then raises
     # "RuntimeError: [enforce fail at inline_container.cc] unexpected pos" while handling the ENOSPC
