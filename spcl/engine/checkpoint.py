@@ -107,7 +107,8 @@ class Checkpointer:
             tried.append((path, reason))
         if tried:
             raise IOError("no readable checkpoint to resume from in " + str(self.folder) + ": " +
-                          "; ".join(f"{p}: {r}" for p, r in tried) + ". Delete the folder to start the stage afresh.")
+                          "; ".join(f"{p}: {r}" for p, r in tried) + f". Delete the stage's folder "
+                          f"{os.path.dirname(os.path.abspath(self.folder))} to run the stage afresh")
         return None
 
     @staticmethod
@@ -156,12 +157,24 @@ def unreadable(path: str) -> Optional[str]:
     except UntrustedCheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
-        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        return f"{type(e).__name__}: {short_reason(str(e))}"
     if not isinstance(data, dict) or "iteration" not in data:
         return "not a checkpoint of a training stage (no 'iteration')"
     if "optimizers" not in data:
         return f"{model_only(data)}, not resumable (no optimiser state)"
     return None
+
+
+def short_reason(text: str, limit: int = 200) -> str:
+    """The first line of an error message, cut to its whole sentences within `limit` characters (torch's
+    "… failed finding central directory. This is an internal miniz error. If you are seeing this error, there
+    is a high likelihood that your checkpoint file is corrupted. …" used to end at "file is"), else to
+    `limit` characters and "…"."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) <= limit:
+        return first
+    end = first.rfind(". ", 0, limit)
+    return first[:end + 1] if end > 0 else first[:limit].rstrip() + "…"
 
 
 def model_only(data: dict) -> str:

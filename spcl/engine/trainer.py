@@ -295,8 +295,10 @@ class StageTrainer:
         except KeyboardInterrupt:
             self.events.close()
             last = self.checkpointer.last_checkpoint()
-            raise KeyboardInterrupt(f"during iteration {self.iteration + 1} of stage {self.NAME} (last checkpoint: "
-                                    f"{last or 'none yet'})") from None
+            where = (f"the evaluation after iteration {self.evaluating}" if self.evaluating is not None
+                     else f"iteration {self.iteration + 1}")
+            raise KeyboardInterrupt(f"during {where} of stage {self.NAME} (last checkpoint: {last or 'none yet'})") \
+                from None
         except torch.cuda.OutOfMemoryError as e:
             last = self.checkpointer.last_checkpoint()
             if self.evaluating is not None:  # the periodic evaluation: its batch is TEST.BATCH_SIZE

@@ -158,6 +158,22 @@ def test_ctrl_c_names_the_iteration_as_the_log_counts_it(toy_root, tmp_path, mon
         run_pipeline(tiny_cfg(toy_root, str(tmp_path), *OPTS))
 
 
+def test_ctrl_c_in_a_periodic_evaluation_says_so(toy_root, tmp_path, monkeypatch):
+    """Interrupted in the evaluation after iteration 4 (EVAL_PERIOD 2): iteration 4 had finished, so the line
+    names the evaluation, not "iteration 4" (nor 5, which had not started)."""
+    real = SourceOnlyTrainer.evaluate_and_log
+
+    def evaluate(self, iteration):
+        if iteration == 4:
+            raise KeyboardInterrupt
+        return real(self, iteration)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "evaluate_and_log", evaluate)
+    with pytest.raises(KeyboardInterrupt, match=r"during the evaluation after iteration 4 of stage source_only "
+                                                r"\(last checkpoint: .*model_0000002.pth\)"):
+        run_pipeline(tiny_cfg(toy_root, str(tmp_path), *OPTS))
+
+
 def test_the_best_checkpoint_records_its_config_and_loads_safely(uninterrupted):
     """model_best.pth, what HANDOFF best hands on, carries the config like every stage checkpoint (for
     `convert_checkpoint.py --print-config`), and loads with the restricted loader."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -152,6 +153,27 @@ def test_published_weights_load_safely(tmp_path):
     for path in (tv, released):
         assert get_unsafe_globals_in_checkpoint(path) == []
         assert isinstance(load_checkpoint(path), dict)
+
+
+def test_a_long_reason_is_cut_at_a_sentence_and_the_way_out_names_the_stage_folder(tmp_path):
+    """torch's message for a truncated file is one long line; cut at 200 characters it ended "your checkpoint
+    file is". The reason keeps whole sentences, and the error names the folder to delete."""
+    from spcl.engine.checkpoint import Checkpointer, short_reason
+
+    assert short_reason("A b. C d. " + "e" * 300) == "A b. C d."
+    assert short_reason("a" * 150 + ". " + "b" * 70 + ". " + "c" * 100) == "a" * 150 + "."  # 2nd ends past 200
+    assert short_reason("x" * 300, limit=10) == "x" * 10 + "…"
+    assert short_reason("first line. more\nsecond") == "first line. more"
+    folder = tmp_path / "3_align" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"a": torch.zeros(300, 300), "iteration": 2}, str(folder / "model_0000002.pth"))
+    data = (folder / "model_0000002.pth").read_bytes()
+    (folder / "model_0000002.pth").write_bytes(data[:len(data) // 2])
+    reason = unreadable(str(folder / "model_0000002.pth"))
+    assert reason.startswith("RuntimeError: PytorchStreamReader failed reading zip archive") and reason.endswith(".")
+    with pytest.raises(IOError, match=rf"Delete the stage's folder {re.escape(str(tmp_path / '3_align'))} to run "
+                                      "the stage afresh$"):
+        Checkpointer(str(folder), {}, {}).find_resume_checkpoint()
 
 
 def test_unreadable_files_are_still_reported_as_unreadable(tmp_path):
