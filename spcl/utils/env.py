@@ -164,14 +164,49 @@ def _warn_changes(env_path: str) -> None:
                     "e.g. torchrun --nproc_per_node=%d, to repeat it exactly)", env_path, now, before, before, before)
 
 
+def moved_from(recorded: str, cfg) -> str | None:
+    """Where the run folder was when `recorded` (a config's YAML text) was written, if `cfg` is the same
+    config apart from that: OUTPUT_DIR may differ, and hand-off paths inside the run folder must name the
+    same file relative to it (spcl.config.drift, RUN_PATHS). "" when nothing differs at all, None when
+    anything else does (another value, even of a key a rerun may change, such as SOLVER.LOG_PERIOD)."""
+    import yaml
+
+    from spcl.config.drift import RUN_PATHS, _flatten, config_drift
+
+    if recorded == cfg.dump():
+        return ""
+    try:
+        old = yaml.safe_load(recorded)
+    except (yaml.YAMLError, ValueError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    before, now = dict(_flatten(old)), dict(_flatten(yaml.safe_load(cfg.dump())))
+    differ = {k for k in set(before) | set(now) if repr(before.get(k)) != repr(now.get(k))}
+    if not differ <= {"OUTPUT_DIR", *RUN_PATHS} or any(k in RUN_PATHS for k, _, _ in config_drift(old, cfg)):
+        return None
+    return str(before.get("OUTPUT_DIR", "")) if "OUTPUT_DIR" in differ else ""
+
+
+def _newest_record(output_dir: str) -> str:
+    """The config a rerun continues from: the newest of `config.yaml` and the `config_<time>.yaml` an allowed
+    change wrote (an unused `config_unused_<time>.yaml` aside), so a rerun with that change records it once."""
+    names = [f for f in os.listdir(output_dir) if f == "config.yaml" or
+             (f.startswith("config_") and f.endswith(".yaml") and not f.startswith("config_unused_"))]
+    paths = [os.path.join(output_dir, f) for f in names]
+    return max(paths, key=lambda p: (os.path.getmtime(p), p))
+
+
 def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
     """Record the run in `output_dir` (main process only, by the caller), never rewriting an earlier
     record: `config.yaml` + `env.txt` the first time; on a rerun with the same config a note is
     appended to `env.txt`; with another config (allowed by the caller) the new one is written as
-    `config_<time>.yaml` beside the original. `made`: whether the folder holds anything made with the
-    recorded config (a checkpoint, a finished stage); if not, another config takes `config.yaml`, the
-    unused one is kept as `config_unused_<time>.yaml`, so `config.yaml` is what made the results.
-    Returns the path of the config written or matched."""
+    `config_<time>.yaml` beside the original. A run folder moved or copied elsewhere keeps its config
+    (`moved_from`: only OUTPUT_DIR and the hand-off paths inside it differ): the note names the old place.
+    A rerun is compared with the newest record, so a changed config is written once, not at every rerun.
+    `made`: whether the folder holds anything made with the recorded config (a checkpoint, a finished stage);
+    if not, another config takes `config.yaml`, the unused one is kept as `config_unused_<time>.yaml`, so
+    `config.yaml` is what made the results. Returns the path of the config written or matched."""
     import datetime
 
     from spcl.config import dump_config
@@ -186,9 +221,12 @@ def write_run_info(cfg, output_dir: str, made: bool = True) -> str:
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     _warn_changes(env_path)
-    with open(path) as f:
-        same = f.read() == cfg.dump()
-    note = ""
+    newest = _newest_record(output_dir)
+    with open(newest) as f:
+        moved = moved_from(f.read(), cfg)
+    same = moved is not None
+    path = newest if same else path
+    note = f", in this folder moved or copied from {moved}" if moved else ""
     if not same and not made:
         unused = os.path.join(output_dir, f"config_unused_{stamp}.yaml")
         os.replace(path, unused)
