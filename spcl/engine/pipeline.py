@@ -26,8 +26,9 @@ from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
-from spcl.utils.safe_load import load_checkpoint
+from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
 
+from .checkpoint import Checkpointer, short_reason, unreadable
 from .stages import STAGES, TRAINERS
 from .trainer import OutOfMemory, clear_temp_files, summary_metrics
 
@@ -290,6 +291,65 @@ def check_run(cfg, datasets: bool = True) -> None:
     recorded = recorded_config(cfg.OUTPUT_DIR)
     if recorded is not None and made_anything(cfg.OUTPUT_DIR):
         check_drift(recorded, cfg, f"the run in {cfg.OUTPUT_DIR}")
+    check_handoffs(cfg)
+
+
+def check_handoffs(cfg) -> None:
+    """For a rerun, before anything is written: every hand-off of a finished stage (its manifest's outputs) that
+    a stage about to run reads is there and readable. A file deleted or cut short by hand used to stop that stage
+    with `weights file not found` or `cannot read weights file`, which do not say what to do; this names the
+    file, the stage that made it and the way out. Nothing is deleted."""
+    root, handed = cfg.OUTPUT_DIR, {}  # hand-off name → (path, folder of the finished stage that made it)
+    if not any(os.path.isfile(os.path.join(root, f"{i}_{s}", MANIFEST)) for i, s in enumerate(cfg.PIPELINE.STAGES)):
+        return  # no stage finished: nothing handed on yet (and the stage records are read when the run comes to them)
+    for (name, what), stage in zip(stage_plan(cfg), cfg.PIPELINE.STAGES):
+        folder = os.path.join(root, name)
+        if what == "finished":
+            outputs = read_manifest(folder).get("outputs") or {}
+            handed.update({k: (_resolve(root, v), folder) for k, v in outputs.items() if k in HANDED_KEYS})
+            continue
+        for need in sorted(stage_reads(cfg, stage, folder, what) & set(handed)):
+            path, maker = handed[need]
+            problem = handoff_problem(need, path)
+            if problem:
+                made_by = read_manifest(maker).get("stage", os.path.basename(maker))
+                raise (ValueError if os.path.exists(path) else FileNotFoundError)(
+                    f"{path} {problem}: it is the {need.replace('_', ' ')} that finished stage {made_by} handed on "
+                    f"({maker}), and stage {stage} ({folder}) reads it; restore it, or delete {maker} to run that "
+                    "stage and the stages after it again")
+        handed.pop(PRODUCES[stage], None)  # this stage makes it anew: the stages after it read that one
+
+
+def stage_reads(cfg, stage: str, folder: str, what: str) -> set:
+    """The hand-offs a stage about to run (`what`, from `stage_plan`) reads: an offline stage its model, and
+    what `stage_needs` names; a training stage that starts anew its initial weights too; one that resumes from a
+    checkpoint of its own only its pseudo labels (the checkpoint holds its model and prototype bank)."""
+    needs = set(stage_needs(cfg, stage))
+    if stage not in TRAINERS:
+        return needs
+    if what == "resumes" and Checkpointer(os.path.join(folder, "checkpoints"), {}, {}).candidates():
+        return needs & {"pseudo_dir"}
+    return needs | {"checkpoint"}
+
+
+def handoff_problem(name: str, path: str) -> Optional[str]:
+    """What keeps hand-off `name` (a key of HANDED_KEYS) at `path` from being read, or None: a missing file or
+    folder, a checkpoint `unreadable` rejects, a prototypes file that does not load (both memory-mapped: cheap)."""
+    if name == "pseudo_dir":
+        return None if os.path.isdir(path) else "is missing (the pseudo-label folder)"
+    if not os.path.isfile(path):
+        return "is missing"
+    if name == "checkpoint":
+        reason = unreadable(path)
+    else:
+        try:
+            load_checkpoint(path, mmap=True)
+            reason = None
+        except UntrustedCheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure means the next stage cannot read it
+            reason = f"{type(e).__name__}: {short_reason(str(e))}"
+    return None if reason is None else f"is unreadable ({reason})"
 
 
 # what each stage hands on to the stages after it (a name of HANDED_KEYS)

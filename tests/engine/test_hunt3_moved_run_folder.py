@@ -82,7 +82,8 @@ def test_a_copied_run_folder_reruns_without_new_config_files(finished_run, toy_r
     assert "resumed from" in open(os.path.join(out, "0_source_only", "log.txt")).read()
     assert _records(out) == ["config.yaml"] * 4  # run folder, source_only, prototypes and the one set aside
     for folder in (out, os.path.join(out, "0_source_only")):
-        assert f", in this folder moved or copied from {finished_run} ---" in open(os.path.join(folder, "env.txt")).read()
+        env = open(os.path.join(folder, "env.txt")).read()
+        assert f", in this folder moved or copied from {finished_run} ---" in env
 
 
 def test_a_real_change_in_a_copied_run_folder_is_still_recorded(finished_run, toy_root, tmp_path):
