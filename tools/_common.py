@@ -43,7 +43,7 @@ def mark_overrides(argv: list, arity: Optional[dict] = None) -> list:
             return argv
         if token in arity:
             skip = arity[token]
-        elif i > 0 and is_override_key(token):
+        elif is_override_key(token):
             return argv[:i] + ["--"] + argv[i:]
     return argv
 
@@ -53,7 +53,17 @@ class _OverridesParser(argparse.ArgumentParser):
         args = sys.argv[1:] if args is None else list(args)
         arity = {flag: 1 if action.nargs is None else action.nargs for action in self._actions
                  for flag in action.option_strings if action.nargs is None or isinstance(action.nargs, int)}
-        return super().parse_known_args(mark_overrides(args, arity), namespace)
+        args = mark_overrides(args, arity)
+        late = [a for a in args[args.index("--") + 1:] if a.split("=")[0] in self._option_string_actions] \
+            if "--" in args else []
+        if late:  # before argparse, which would call a required flag given there missing
+            raise flag_after_overrides(late[0].split("=")[0])
+        return super().parse_known_args(args, namespace)
+
+
+def flag_after_overrides(flag: str) -> "UsageError":
+    return UsageError(f"flag {flag} comes after the KEY VALUE overrides; put every flag first, e.g. `… {flag} … "
+                      "KEY VALUE`")
 
 
 def scale_factor(text: str) -> float:
@@ -93,8 +103,7 @@ def setup(args, output_dir_override: str = ""):
         opts = opts[1:]
     flags = [o for o in opts if o.startswith("--")]
     if flags:
-        raise UsageError(f"flag {flags[0]} comes after the KEY VALUE overrides; put every flag first, "
-                         f"e.g. `… {flags[0]} … KEY VALUE`")
+        raise flag_after_overrides(flags[0])
     init_distributed()
     if output_dir_override:
         opts += ["OUTPUT_DIR", output_dir_override]

@@ -194,7 +194,7 @@ def evaluate_into(args, checkpoints: list, out_dir: str) -> None:
             rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]
                         + [metrics[k] for k in extra] + metrics["IoU"])
         if comm.is_main_process():  # after each one: an error at a later checkpoint keeps these
-            write_results(out_dir, results, rows, extra, several=not single)
+            write_results(out_dir, results, rows, extra, several=not single or os.path.isdir(args.checkpoint))
     if comm.is_main_process():
         print(f"results in {out_dir}")
 

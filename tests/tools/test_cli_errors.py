@@ -99,6 +99,22 @@ def test_flag_after_the_overrides(tmp_path):
     _one_line_error(proc, "--stage", "put every flag first")
 
 
+@pytest.mark.parametrize("tool, args", [
+    ("test", ["--config", TOY, "SEED", "1", "--checkpoint", "m.pth"]),
+    ("infer", ["--checkpoint", "m.pth", "SEED", "1", "--input", "photos"]),
+    ("gen_pseudo", ["--checkpoint", "m.pth", "SEED", "1", "--output=out"]),
+    ("train", ["SEED", "1", "--config", TOY]),
+])
+def test_a_required_flag_after_the_overrides_is_named_not_called_missing(tool, args):
+    """argparse stopped first, with its usage block and 'the following arguments are required: --checkpoint'
+    for a --checkpoint that was given."""
+    late = next(a for a in args[args.index("SEED"):] if a.startswith("--")).split("=")[0]
+    with pytest.raises(ValueError, match=f"^flag {late} comes after the KEY VALUE overrides; put every flag first") \
+            as error:
+        load_tool(tool).main(args)
+    assert type(error.value).__name__ == "UsageError"  # run_main prints it as one line, exit 2
+
+
 def test_debug_shows_the_traceback(tmp_path):
     proc = _run("tools/train.py", "--debug", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -105,6 +105,12 @@ def test_folder_of_checkpoints(tmp_path, test_tool):
         assert metrics[path]["iteration"] == int(row[0])
     assert (out / "config.yaml").is_file()
     assert not (out / "color").exists()
+    os.remove(early)  # a folder with one model (and files that are none) still gets its results.csv
+    test_tool.main(["--checkpoint", str(ckpts), "--output", str(tmp_path / "one")] + opts_for(root))
+    with open(tmp_path / "one" / "results.csv") as f:
+        assert [r[:2] for r in csv.reader(f)][1:] == [["200", late]]
+    with open(tmp_path / "one" / "metrics.json") as f:
+        assert set(json.load(f)) == {late}  # the folder form, as for several
 
 
 def test_single_checkpoint_with_saved_predictions(tmp_path, test_tool):
