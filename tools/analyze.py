@@ -12,8 +12,8 @@ encoder output at stride 8, L2-normalised per pixel (the prototype space, paper 
 nearest-downsampled to it. Outputs in DIR: `ccd.json` + `ccd.png` (+ the table in the log),
 `tsne.png` + `tsne.npz` (`pca.png` + `pca.npz` when the embedding is PCA: --method pca or no
 scikit-learn) (+ `projector/` for TensorBoard), `panels.png`. ccd leaves out classes seen on fewer
-than --min-pixels feature pixels in a set (null in ccd.json, "too few pixels" in the figure and
-table). Several checkpoints are compared side by side. `KEY VALUE` overrides go last (after `--` if
+than --min-pixels feature pixels in a set (null in ccd.json, "too few pixels" in the figure, "few" in
+the table). Several checkpoints are compared side by side. `KEY VALUE` overrides go last (after `--` if
 in doubt). Plots need the `analysis` extra: pip install -e ".[analysis]".
 """
 from __future__ import annotations
