@@ -24,10 +24,10 @@ class ConfigDriftError(ValueError):
     """A rerun's config differs from the one the run folder was made with."""
 
 
-def _flatten(node, prefix: str = "") -> Iterator[tuple[str, object]]:
+def flatten(node, prefix: str = "") -> Iterator[tuple[str, object]]:
     for key, value in node.items():
         if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -67,8 +67,8 @@ def config_drift(recorded, current) -> list[tuple[str, object, object]]:
     """
     if isinstance(recorded, str):
         recorded = yaml.safe_load(recorded)
-    old = dict(_flatten(recorded))
-    new = dict(_flatten(current))
+    old = dict(flatten(recorded))
+    new = dict(flatten(current))
     old_root, new_root = str(old.get("OUTPUT_DIR", "")), str(new.get("OUTPUT_DIR", ""))
     out = []
     for key in sorted(set(old) | set(new)):

@@ -152,17 +152,25 @@ class Checkpointer:
 def unreadable(path: str) -> Optional[str]:
     """None when `path` loads as a resumable checkpoint (memory-mapped: cheap), else the reason it does not.
     A file refused as unsafe (`UntrustedCheckpointError`) is not skipped for an older one: it is raised."""
-    try:
-        data = load_checkpoint(path, mmap=True)
-    except UntrustedCheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be resumed from
-        return f"{type(e).__name__}: {short_reason(str(e))}"
+    data, reason = load_mapped(path)
+    if reason:
+        return reason
     if not isinstance(data, dict) or "iteration" not in data:
         return "not a checkpoint of a training stage (no 'iteration')"
     if "optimizers" not in data:
         return f"{model_only(data)}, not resumable (no optimiser state)"
     return None
+
+
+def load_mapped(path: str) -> tuple[object, Optional[str]]:
+    """(what `path` holds, None), loaded memory-mapped (cheap), or (None, why it does not load) in one line. A
+    file refused as unsafe (`UntrustedCheckpointError`) is raised, not reported."""
+    try:
+        return load_checkpoint(path, mmap=True), None
+    except UntrustedCheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be read
+        return None, f"{type(e).__name__}: {short_reason(str(e))}"
 
 
 def short_reason(text: str, limit: int = 200) -> str:

@@ -26,9 +26,9 @@ from spcl.utils.env import default_device, write_run_info
 from spcl.utils.io import atomic_write_json, read_json, where_read
 from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
-from spcl.utils.safe_load import UntrustedCheckpointError, load_checkpoint
+from spcl.utils.safe_load import load_checkpoint
 
-from .checkpoint import Checkpointer, short_reason, unreadable
+from .checkpoint import Checkpointer, load_mapped, unreadable
 from .stages import STAGES, TRAINERS
 from .trainer import OutOfMemory, clear_temp_files, summary_metrics
 
@@ -339,16 +339,7 @@ def handoff_problem(name: str, path: str) -> Optional[str]:
         return None if os.path.isdir(path) else "is missing (the pseudo-label folder)"
     if not os.path.isfile(path):
         return "is missing"
-    if name == "checkpoint":
-        reason = unreadable(path)
-    else:
-        try:
-            load_checkpoint(path, mmap=True)
-            reason = None
-        except UntrustedCheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure means the next stage cannot read it
-            reason = f"{type(e).__name__}: {short_reason(str(e))}"
+    reason = unreadable(path) if name == "checkpoint" else load_mapped(path)[1]
     return None if reason is None else f"is unreadable ({reason})"
 
 

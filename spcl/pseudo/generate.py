@@ -11,7 +11,6 @@ thresholds, the share of pixels kept per class and, when ground truth exists, th
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ from spcl.data.labels import IGNORE_LABEL, class_names
 from spcl.modeling import predict_probs
 from spcl.prototypes.ops import downsample_mask
 from spcl.utils import comm
-from spcl.utils.io import TEMP_PREFIX, atomic_write, atomic_write_json, json_roundtrip, read_json
+from spcl.utils.io import atomic_write, atomic_write_json, json_roundtrip, read_json, remove_temp_files
 from spcl.utils.progress import progress as _iterate
 
 from .thresholds import ClassThresholds
@@ -207,7 +206,7 @@ def _open_cache(cache_dir: str, resume_key: Optional[dict]) -> bool:
     if key is not None and os.path.isfile(key_path):
         try:
             if read_json(key_path) == key:
-                _remove_temp_files(cache_dir)
+                remove_temp_files(cache_dir, live_writers=True)  # the folder is this rank's alone
                 return True
         except (OSError, ValueError):
             pass
@@ -216,16 +215,6 @@ def _open_cache(cache_dir: str, resume_key: Optional[dict]) -> bool:
     if key is not None:
         atomic_write_json(key, key_path)
     return False
-
-
-def _remove_temp_files(cache_dir: str) -> None:
-    """Remove the temp files (`.tmp_*`) that a killed run left in this process's cache folder. Every one, its
-    writer's pid notwithstanding: the folder is this rank's alone, and a rerun in a fresh container or job
-    often gets the killed run's pid back."""
-    for name in os.listdir(cache_dir):
-        if name.startswith(TEMP_PREFIX):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(cache_dir, name))
 
 
 def _write_cached(path: str, **arrays) -> None:

@@ -171,7 +171,7 @@ def moved_from(recorded: str, cfg) -> str | None:
     anything else does (another value, even of a key a rerun may change, such as SOLVER.LOG_PERIOD)."""
     import yaml
 
-    from spcl.config.drift import RUN_PATHS, _flatten, config_drift
+    from spcl.config.drift import RUN_PATHS, flatten, config_drift
 
     if recorded == cfg.dump():
         return ""
@@ -181,7 +181,7 @@ def moved_from(recorded: str, cfg) -> str | None:
         return None
     if not isinstance(old, dict):
         return None
-    before, now = dict(_flatten(old)), dict(_flatten(yaml.safe_load(cfg.dump())))
+    before, now = dict(flatten(old)), dict(flatten(yaml.safe_load(cfg.dump())))
     differ = {k for k in set(before) | set(now) if repr(before.get(k)) != repr(now.get(k))}
     if not differ <= {"OUTPUT_DIR", *RUN_PATHS} or any(k in RUN_PATHS for k, _, _ in config_drift(old, cfg)):
         return None

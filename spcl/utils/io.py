@@ -83,14 +83,16 @@ def _in_chain(e: BaseException, kind: type):
 TEMP_PREFIX = ".tmp_"  # atomic_write's temp files: .tmp_<pid of the writer>_<random><suffix>
 
 
-def remove_temp_files(folder: str, recursive: bool = False) -> int:
+def remove_temp_files(folder: str, recursive: bool = False, live_writers: bool = False) -> int:
     """Remove the temp files of `atomic_write` that a killed process left in `folder` (and below it with
     `recursive`): those whose writer, named in the file name, is no longer running on this machine (a live
-    writer, such as a tool writing into a run folder as the run starts, keeps its file). Returns how many."""
+    writer, such as a tool writing into a run folder as the run starts, keeps its file). `live_writers`: every
+    temp file, for a folder only the caller writes (a rerun in a fresh container or job often gets the killed
+    run's pid back, which would look alive). Returns how many."""
     removed = 0
     for root, dirs, files in os.walk(folder) if os.path.isdir(folder) else ():
         for name in files:
-            if name.startswith(TEMP_PREFIX) and not _writer_alive(name):
+            if name.startswith(TEMP_PREFIX) and (live_writers or not _writer_alive(name)):
                 try:
                     os.remove(os.path.join(root, name))
                     removed += 1
