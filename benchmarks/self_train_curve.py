@@ -42,13 +42,17 @@ def _rows(metrics_path: str):
 def read_curve(metrics_path: str) -> dict[int, float]:
     """{iteration: target-val mIoU} from a stage's metrics.json (rows without `val/mIoU` are training
     logs and are skipped; a repeated iteration keeps its last value)."""
-    return {int(row["iteration"]): float(row["val/mIoU"]) for row in _rows(metrics_path) if "val/mIoU" in row}
+    from spcl.utils.io import number  # null (a NaN in standard JSON) as NaN
+
+    return {int(row["iteration"]): float(number(row["val/mIoU"])) for row in _rows(metrics_path) if "val/mIoU" in row}
 
 
 def last_loss(metrics_path: str, key: str = "loss_seg_tgt") -> float | None:
     """The training loss `key` of the last training row of a stage's metrics.json (each row the mean over
     one SOLVER.LOG_PERIOD window), or None when no row has it."""
-    found = [float(row[key]) for row in _rows(metrics_path) if key in row]
+    from spcl.utils.io import number
+
+    found = [float(number(row[key])) for row in _rows(metrics_path) if key in row]
     return found[-1] if found else None
 
 

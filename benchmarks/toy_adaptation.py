@@ -192,10 +192,12 @@ def heldout_opts(out_root: str) -> list[str]:
 
 def _grad_shares(folder: str) -> dict:
     """Mean over the run of the logged gradient ratios ‖∂λL_cl/∂F‖ / ‖∂L_seg/∂F‖ and losses."""
+    from spcl.utils.io import number
+
     rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.json"))]
     out = {}
     for key in ("grad_ratio_src", "grad_ratio_tgt", "loss_cl_src", "loss_cl_tgt"):
-        values = [r[key] for r in rows if key in r]
+        values = [number(r[key]) for r in rows if key in r]  # null: a NaN ratio
         if values:
             out[key] = sum(values) / len(values)
             out[key + "_last"] = values[-1]

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Optional, Sequence
 
-from spcl.utils.io import atomic_write
+from spcl.utils.io import atomic_write, json_safe
 
 
 def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]] = None) -> list[str]:
@@ -94,7 +94,7 @@ class EventWriter:
         record = {"iteration": iteration, "stage": self.stage}
         record.update({prefix + k: v for k, v in scalars.items()})
         with open(os.path.join(self.folder, "metrics.json"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")  # standard JSON: NaN as null
         if self.tb is not None and not (prefix == "val/" and iteration == self._tb_has_val_at):
             for k, v in scalars.items():
                 if isinstance(v, (int, float)):

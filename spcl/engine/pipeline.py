@@ -23,7 +23,7 @@ from spcl.config import check_drift, get_cfg
 from spcl.data.build import RUN_ROLES, is_unlabelled, unlabelled_why
 from spcl.utils import comm
 from spcl.utils.env import default_device, write_run_info
-from spcl.utils.io import atomic_write_json, read_json, where_read
+from spcl.utils.io import atomic_write_json, number, read_json, where_read
 from spcl.utils.logger import setup_logger
 from spcl.utils.run_lock import run_lock
 from spcl.utils.safe_load import load_checkpoint
@@ -232,7 +232,12 @@ def read_manifest(folder: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
     data = _read_stage_file(path)
-    return data if data.get("status") == "done" else None
+    if data.get("status") != "done":
+        return None
+    for key in ("metrics", "last_metrics"):  # all numbers; a NaN (an absent class's IoU) was written as null
+        if isinstance(data.get(key), dict):
+            data[key] = {k: [number(x) for x in v] if isinstance(v, list) else number(v) for k, v in data[key].items()}
+    return data
 
 
 def _read_stage_file(path: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import tempfile
 from typing import Callable
@@ -124,23 +125,40 @@ def atomic_torch_save(obj, path: str) -> None:
 
 
 def atomic_write_json(obj, path: str) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write `obj` as standard JSON (`json_safe`: NaN and infinities as null) atomically (temp file + rename)."""
     def write(f):
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        json.dump(json_safe(obj), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
     atomic_write(path, write, binary=False, what="file")
 
 
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"cannot write {type(o).__name__} as JSON")
+def json_safe(obj):
+    """`obj` as standard JSON holds it: NaN and ±infinity become None (null), arrays and tensors lists,
+    tuples lists. Python's `json` writes a bare `NaN` by default, which JSON (RFC 8259) does not allow and
+    which JavaScript, Go and Rust readers reject; a per-class IoU of a class absent from the test set is
+    NaN. Readers here turn null back into NaN where a number is expected (`number`)."""
+    if isinstance(obj, float):  # numpy float64 included
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, tensors
+        return json_safe(obj.tolist())
+    if obj is None or isinstance(obj, (str, int)):  # bool is an int
+        return obj
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+def number(value):
+    """A number read back from a file `json_safe` wrote: None (a NaN or infinity written as null) is NaN."""
+    return math.nan if value is None else value
 
 
 def json_roundtrip(obj):
-    """`obj` as it reads back from JSON (tuples become lists): a key about to be saved compares equal to the
-    one read back from the file."""
-    return json.loads(json.dumps(obj))
+    """`obj` as it reads back from JSON (tuples become lists, NaN null): a key about to be saved compares
+    equal to the one read back from the file."""
+    return json.loads(json.dumps(json_safe(obj), allow_nan=False))
 
 
 def read_json(path: str):

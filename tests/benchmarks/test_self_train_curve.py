@@ -21,6 +21,21 @@ def test_read_curve_takes_evaluation_rows_only_and_the_last_of_a_repeated_iterat
     assert stc.read_curve(str(path)) == {20: 37.5, 40: 42.0}
 
 
+def test_null_in_metrics_json_reads_as_nan(tmp_path):
+    """metrics.json is standard JSON: a NaN (mIoU of a test set without labels, a loss gone NaN) is null."""
+    import math
+
+    from benchmarks import toy_adaptation as ta
+
+    rows = [{"iteration": 20, "stage": "align", "loss_seg_tgt": None, "grad_ratio_src": None},
+            {"iteration": 40, "stage": "align", "loss_seg_tgt": 0.5, "grad_ratio_src": 0.25, "val/mIoU": None}]
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert math.isnan(stc.read_curve(str(path))[40]) and stc.last_loss(str(path)) == 0.5
+    shares = ta._grad_shares(str(tmp_path))
+    assert math.isnan(shares["grad_ratio_src"]) and shares["grad_ratio_src_last"] == 0.25
+
+
 def test_curve_rows_are_paired_against_each_seeds_align_score():
     start = {0: 45.0, 1: 48.0}
     curves = {0: {20: 37.0, 40: 46.0, 60: 47.0}, 1: {20: 36.0, 40: 49.0}}  # seed 1 lacks iteration 60

@@ -271,3 +271,20 @@ def test_every_process_agrees_and_the_folder_moves_once(tmp_path):
     r0, r1 = (torch.load(result.format(rank=r)) for r in (0, 1))
     assert r0 == r1 and os.path.isdir(r0) and not os.path.exists(os.path.join(root, "2_c"))
     assert os.listdir(root) == [os.path.basename(r0)]
+
+
+def test_every_json_file_of_a_run_is_standard_json(uninterrupted):
+    """No bare NaN in any JSON file or JSON line of a run; the tiny test set lacks classes, whose IoU (a
+    NaN) the evaluations log to metrics.json and record in the manifests as null."""
+    from test_standard_json import strict_load
+
+    out, _ = uninterrupted
+    absent_iou = 0
+    for folder, _, files in os.walk(out):
+        for name in (f for f in files if f.endswith(".json")):
+            with open(os.path.join(folder, name)) as f:
+                text = f.read()
+            for doc in text.splitlines() if name == "metrics.json" else [text]:
+                data = strict_load(doc)
+                absent_iou += None in data.get("val/IoU", []) or None in data.get("metrics", {}).get("IoU", [])
+    assert absent_iou >= 6  # three training stages: their manifests and their final evaluations' lines
