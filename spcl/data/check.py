@@ -496,7 +496,24 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
     lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
+    lines += [_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR)] if any(
+        _inside(p, cfg.DATASETS.PSEUDO_DIR) for r in results.values() for p, _ in r.bad) else []
     return "\n".join(lines)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return bool(folder) and os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
+
+
+def _pseudo_label_fix(pseudo_dir: str) -> str:
+    """How to write bad pseudo labels again (they are made, not downloaded): the stage folder that holds
+    them reruns when deleted (with the stages after it), a tools/gen_pseudo.py folder by running it again."""
+    made_in = os.path.dirname(os.path.normpath(pseudo_dir))
+    if os.path.isfile(os.path.join(made_in, "manifest.json")):  # a pipeline stage folder
+        how = f"delete the stage folder {made_in} and run again: that stage and the stages after it rerun"
+    else:
+        how = f"run tools/gen_pseudo.py again with --output {made_in}"
+    return f"The pseudo labels in DATASETS.PSEUDO_DIR {pseudo_dir} are made by the model, not downloaded: {how}."
 
 
 def preflight(cfg, names: Iterable[str], cache_dir: str, progress: bool = True) -> dict[str, CheckResult]:

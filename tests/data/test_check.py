@@ -370,3 +370,25 @@ def test_the_id_map_check_fires_only_when_labels_with_values_all_become_ignore(t
     cfg = folder_val_cfg(root, tmp_path / "out", *opts)
     result = check_dataset(dataset_for_check(cfg, "folder_val"), "folder_val")
     assert result.ok and result.errors == [] and result.num_files == 4
+
+
+@pytest.mark.parametrize("in_a_stage", [True, False])
+def test_bad_pseudo_labels_are_written_again_not_downloaded(tmp_path, in_a_stage):
+    """A bad file among the pseudo labels gets the way to make them again: a pipeline's stage folder
+    (it has a manifest) reruns when deleted, a tools/gen_pseudo.py folder by running the tool again."""
+    made_in = tmp_path / ("4_pseudo_labels" if in_a_stage else "gen")
+    labels = made_in / "labels"
+    labels.mkdir(parents=True)
+    if in_a_stage:
+        (made_in / "manifest.json").write_text("{}")
+    cfg = cfg_for(str(tmp_path / "data"), tmp_path / "out", "DATASETS.PSEUDO_DIR", str(labels))
+
+    def bad(name, path):
+        return {name: C.CheckResult(name, num_items=2, bad=[(str(path), "missing label file")], bad_items=1)}
+
+    last = C.format_error(cfg, bad("cityscapes_pseudo", labels / "a.png"), {}).splitlines()[-1]
+    how = (f"delete the stage folder {made_in} and run again: that stage and the stages after it rerun" if in_a_stage
+           else f"run tools/gen_pseudo.py again with --output {made_in}")
+    assert last == f"The pseudo labels in DATASETS.PSEUDO_DIR {labels} are made by the model, not downloaded: {how}."
+    # a bad file elsewhere, even in a folder whose name starts like it, gets only the general fix
+    assert "pseudo labels" not in C.format_error(cfg, bad("gta5_train", made_in / "labels_old" / "a.png"), {})
