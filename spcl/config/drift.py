@@ -24,6 +24,16 @@ class ConfigDriftError(ValueError):
     """A rerun's config differs from the one the run folder was made with."""
 
 
+class _Absent:
+    """The value of a key one of the two configs lacks (unlike a recorded None)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+ABSENT = _Absent()
+
+
 def flatten(node, prefix: str = "") -> Iterator[tuple[str, object]]:
     for key, value in node.items():
         if isinstance(value, dict):
@@ -59,7 +69,8 @@ def _same(key: str, a, b, old_root: str, new_root: str) -> bool:
 
 
 def config_drift(recorded, current) -> list[tuple[str, object, object]]:
-    """(key, recorded value, current value) for every key that differs and may not.
+    """(key, recorded value, current value) for every key that differs and may not; ABSENT where one of the
+    two lacks the key.
 
     Args:
         recorded: the config a run was made with (a CfgNode, a dict, or its YAML text).
@@ -74,8 +85,8 @@ def config_drift(recorded, current) -> list[tuple[str, object, object]]:
     for key in sorted(set(old) | set(new)):
         if key in SAFE_KEYS or key.startswith(SAFE_SECTIONS):
             continue
-        if not _same(key, old.get(key), new.get(key), old_root, new_root):
-            out.append((key, old.get(key), new.get(key)))
+        if not _same(key, old.get(key, ABSENT), new.get(key, ABSENT), old_root, new_root):
+            out.append((key, old.get(key, ABSENT), new.get(key, ABSENT)))
     return out
 
 
@@ -91,8 +102,12 @@ def check_drift(recorded, current: CN, where: str) -> list:
     the drift (empty when none)."""
     drift = config_drift(recorded, current)
     if drift and not current.PIPELINE.ALLOW_CONFIG_CHANGE:
+        lacking = [what for what, side in (("not in the recorded config", 1), ("unknown to this version", 2))
+                   if any(d[side] is ABSENT for d in drift)]
+        note = (f"absent: {' / '.join(lacking)} (made by another version of spcl, or a record cut short)\n"
+                if lacking else "")
         raise ConfigDriftError(
-            f"{where} was made with another config; {len(drift)} key(s) differ:\n{format_drift(drift)}\n"
+            f"{where} was made with another config; {len(drift)} key(s) differ:\n{format_drift(drift)}\n{note}"
             "Rerun with the original values to resume, choose a new OUTPUT_DIR to start afresh, or pass "
             "--allow-config-change (PIPELINE.ALLOW_CONFIG_CHANGE True) to go on with the new values.")
     return drift

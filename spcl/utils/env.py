@@ -129,7 +129,7 @@ def recorded_count(env_path: str, key: str) -> int | None:
     if not os.path.isfile(env_path):
         return None
     found = None
-    with open(env_path) as f:
+    with open(env_path, errors="replace") as f:  # a record for people: damaged bytes cost only their lines
         for line in f:
             if line.startswith(f"{key}: "):
                 try:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from spcl.config import ConfigDriftError, check_drift, config_drift, load_config
-from spcl.config.drift import format_drift
+from spcl.config.drift import ABSENT, format_drift
 
 ID_MAP = "[(7,0),(8,1),(11,2)]"
 
@@ -109,3 +109,29 @@ def test_a_value_that_prints_alike_is_never_reported_as_a_difference():
     assert config_drift(recorded, current) == []
     current["INPUT"]["PIXEL_MEAN"][1] = 0.25
     assert [k for k, _, _ in config_drift(recorded, current)] == ["INPUT.PIXEL_MEAN"]
+
+
+def test_a_key_one_config_lacks_is_absent_not_none():
+    """A run recorded by a version of spcl without a key (or a config.yaml cut short) lacks it: the message
+    says absent and why, where it used to say "None then"; a recorded null is still a value, not absent."""
+    recorded = _recorded()
+    del recorded["ALIGN"]["TARGET_MASK"]
+    recorded["ALIGN"]["OLD_KEY"] = 1
+    recorded["SEED"] = None
+    current = load_config("", [])
+    drift = config_drift(recorded, current)
+    assert drift == [("ALIGN.OLD_KEY", 1, ABSENT), ("ALIGN.TARGET_MASK", ABSENT, "offline"), ("SEED", None, 0)]
+    assert format_drift(drift).splitlines()[1] == "  ALIGN.TARGET_MASK: absent then, 'offline' now"
+    assert config_drift({"A": {"B": None}}, {}) == [("A.B", None, ABSENT)]  # a recorded null against no key
+    with pytest.raises(ConfigDriftError) as info:
+        check_drift(recorded, current, "the run")
+    assert ("absent: not in the recorded config / unknown to this version (made by another version of spcl, or "
+            "a record cut short)\nRerun with") in str(info.value)
+    del recorded["ALIGN"]["OLD_KEY"]
+    with pytest.raises(ConfigDriftError) as info:
+        check_drift(recorded, current, "the run")
+    assert "\nabsent: not in the recorded config (made by" in str(info.value)
+    recorded["ALIGN"]["TARGET_MASK"] = "offline"
+    with pytest.raises(ConfigDriftError) as info:
+        check_drift(recorded, current, "the run")
+    assert "absent" not in str(info.value)  # only SEED differs: a value against a value

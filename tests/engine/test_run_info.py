@@ -58,6 +58,9 @@ def test_recorded_threads_reads_the_last_record(tmp_path):
     assert recorded_threads(str(env)) is None
     env.write_text("python: 3\nthreads: 4, cpus: 8\n--- rerun ---\nthreads: 2, cpus: 8\n")
     assert recorded_threads(str(env)) == 2
+    # damaged bytes (a disk error, an editor's encoding) cost their own line, not the rerun
+    env.write_bytes(b"threads: 4, cpus: 8\n\xff\xfe garbage\n--- rerun ---\nthreads: 3, cpus: 8\n")
+    assert recorded_threads(str(env)) == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the warning concerns CPU runs")
