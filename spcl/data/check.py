@@ -496,8 +496,12 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
     lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
-    lines += [_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR)] if any(
-        _inside(p, cfg.DATASETS.PSEUDO_DIR) for r in results.values() for p, _ in r.bad) else []
+    bad = [p for r in results.values() for p, _ in r.bad]
+    if any(_inside(p, cfg.DATASETS.PSEUDO_DIR) for p in bad):
+        lines.append(_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR))
+    if cfg.DATASETS.TOY.GENERATE and any(_inside(p, cfg.DATASETS.DATA_DIR) for p in bad):
+        lines.append(f"DATASETS.DATA_DIR {cfg.DATASETS.DATA_DIR} holds the generated toy dataset "
+                     "(DATASETS.TOY.GENERATE): delete it and run again, tools/train.py writes it again, byte for byte.")
     return "\n".join(lines)
 
 
