@@ -179,9 +179,11 @@ def predict_into(args, inputs: list, skipped: list, out_dir: str) -> int:
     sliding = args.sliding or cfg.TEST.SLIDING
     written = 0
     bar = progress(range(0, len(inputs), batch_size), "infer", total=(len(inputs) + batch_size - 1) // batch_size)
+    unreadable = []
     for start in bar:
-        batch = [(read_input_image(p), stem) for p, stem in inputs[start:start + batch_size]]
-        batch = [(img, stem) for img, stem in batch if img is not None]
+        batch = [(read_input_image(p), p, stem) for p, stem in inputs[start:start + batch_size]]
+        unreadable += [p for img, p, _ in batch if img is None]
+        batch = [(img, stem) for img, _, stem in batch if img is not None]
         if not batch:
             continue
         preds = segment_images(model, [img for img, _ in batch], cfg, scales, flip, sliding, device)
@@ -190,6 +192,9 @@ def predict_into(args, inputs: list, skipped: list, out_dir: str) -> int:
                             alpha=args.alpha)
             written += 1
     logger.info("%d of %d images labelled into %s", written, len(inputs), out_dir)
+    if unreadable:  # warned as they came, maybe long before: said again where the run ends
+        more = f" and {len(unreadable) - 5} more (log.txt names them)" if len(unreadable) > 5 else ""
+        logger.warning("not readable, skipped: %s%s", ", ".join(unreadable[:5]), more)
     print(f"predictions in {out_dir}")
     return 0 if written else 1
 

@@ -32,6 +32,20 @@ class _LazyFileHandler(logging.FileHandler):
         return super()._open()
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """The console: a message logged while a progress bar runs is written above the bar (`tqdm.write`
+    clears the bar, writes, draws the bar again) instead of into the middle of the bar's line."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging's rule: a handler that fails reports it and never raises
+            self.handleError(record)
+
+
 def _inside(folder: str, root: str) -> bool:
     folder, root = os.path.abspath(folder), os.path.abspath(root)
     try:
@@ -61,7 +75,7 @@ def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.
             h.close()
     fmt = logging.Formatter(_FORMAT, datefmt="%m/%d %H:%M:%S")
     if rank == 0 and not any(getattr(h, "_spcl_console", False) for h in logger.handlers):
-        ch = logging.StreamHandler(sys.stdout)
+        ch = _ConsoleHandler(sys.stdout)
         ch.setFormatter(fmt)
         ch._spcl_console = True  # type: ignore[attr-defined]
         logger.addHandler(ch)

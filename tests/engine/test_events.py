@@ -175,6 +175,34 @@ def test_run_log_collects_the_stage_logs_and_files_open_lazily(tmp_path, restore
     assert "another tool" in open(tmp_path / "elsewhere" / "log.txt").read()
 
 
+def test_a_message_logged_under_a_live_progress_bar_gets_a_line_of_its_own(restore_logger):
+    """infer.py warns of an unreadable image inside its loop: the console line must start with the message,
+    not continue the bar's line (the bar is cleared, the message written, the bar drawn again)."""
+    import io
+
+    from tqdm import tqdm
+
+    from spcl.utils.logger import _ConsoleHandler, setup_logger
+
+    assert [type(h) for h in setup_logger().handlers] == [_ConsoleHandler]  # the console of every tool
+    screen = io.StringIO()
+    handler = _ConsoleHandler(screen)
+    handler.setFormatter(logging.Formatter("[spcl WARNING] %(message)s"))
+    log = logging.getLogger("spcl.test_console")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        with tqdm(total=3, desc="infer", file=screen) as bar:
+            bar.update(1)
+            log.warning("skipping broken.png: not a readable image")
+            bar.update(1)
+    finally:
+        log.removeHandler(handler)
+    pieces = re.split(r"[\r\n]", screen.getvalue())
+    assert "[spcl WARNING] skipping broken.png: not a readable image" in pieces
+    assert any(p.startswith("infer:  67%") for p in pieces)  # the bar goes on after it
+
+
 def test_pipeline_top_level_log_is_the_run_log(toy_root, tmp_path, restore_logger):
     from spcl.engine import run_pipeline
 

@@ -102,9 +102,25 @@ def test_infer_folder(tmp_path, tools):
     assert written == ["a_labelIds.png", "sub/b_labelIds.png", "sub/deep/c_labelIds.png"]
     log = (out / "log.txt").read_text()
     assert log.count("skipping") == 2 and "readme.txt" in log and "broken.png" in log
+    # the unreadable image is named again where the run ends, after the progress bar
+    lines = log.splitlines()
+    end = next(i for i, line in enumerate(lines) if "3 of 4 images labelled into" in line)
+    assert lines[end + 1].endswith(f"WARNING] not readable, skipped: {tmp_path / 'photos' / 'sub' / 'broken.png'}")
     # a second run never overwrites the first
     infer.main(["--checkpoint", ckpt, "--input", str(tmp_path / "photos" / "a.png")] + OPTS)
     assert len([p for p in os.listdir(tmp_path / "run" / "checkpoints") if p.startswith("infer_")]) == 2
+
+
+def test_many_unreadable_images_are_counted_where_the_run_ends(tmp_path, tools):
+    infer, _ = tools
+    _, ckpt = make_checkpoint(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(7):
+        (photos / f"{i}.png").write_bytes(b"\x89PNG not really")
+    assert infer.main(["--checkpoint", ckpt, "--input", str(photos), "--output", str(tmp_path / "o")] + OPTS) == 1
+    ends = [ln for ln in (tmp_path / "o" / "log.txt").read_text().splitlines() if "not readable, skipped: " in ln]
+    assert ends[0].endswith(", ".join(str(photos / f"{i}.png") for i in range(5)) + " and 2 more (log.txt names them)")
 
 
 def test_infer_rejects_bad_numbers_before_loading_anything(tmp_path, tools):
