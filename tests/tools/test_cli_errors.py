@@ -86,6 +86,10 @@ def test_output_dir_that_is_a_file(tmp_path):
                     f"OUTPUT_DIR {afile} is a file, not a folder")
     with restored_spcl_logger(), pytest.raises(ValueError, match=f"^--output {afile} is a file, not a folder"):
         load_tool("gen_pseudo").main(["--config", TOY, "--checkpoint", "c.pth", "--output", str(afile)])  # as typed
+    inner = os.path.join(str(afile), "sub", "out")  # a file further up: named, not "[Errno 20] Not a directory"
+    with restored_spcl_logger(), pytest.raises(ValueError, match=f"^--output {inner} lies under {afile}, which is a "
+                                                                 "file, not a folder: give a folder"):
+        load_tool("gen_pseudo").main(["--config", TOY, "--checkpoint", "c.pth", "--output", inner])
     assert afile.read_text() == "keep me"
 
 
