@@ -48,6 +48,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from spcl.utils.io import inside
+
 from .build import is_unlabelled, list_file_of, list_role, run_roles, unlabelled_why
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, GTA5Dataset, SegmentationDataset,
                        SynscapesDataset, SynthiaDataset)
@@ -497,16 +499,12 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
                  "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
                  "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
     bad = [p for r in results.values() for p, _ in r.bad]
-    if any(_inside(p, cfg.DATASETS.PSEUDO_DIR) for p in bad):
+    if cfg.DATASETS.PSEUDO_DIR and any(inside(p, cfg.DATASETS.PSEUDO_DIR) for p in bad):
         lines.append(_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR))
-    if cfg.DATASETS.TOY.GENERATE and any(_inside(p, cfg.DATASETS.DATA_DIR) for p in bad):
+    if cfg.DATASETS.TOY.GENERATE and any(inside(p, cfg.DATASETS.DATA_DIR) for p in bad):
         lines.append(f"DATASETS.DATA_DIR {cfg.DATASETS.DATA_DIR} holds the generated toy dataset "
                      "(DATASETS.TOY.GENERATE): delete it and run again, tools/train.py writes it again, byte for byte.")
     return "\n".join(lines)
-
-
-def _inside(path: str, folder: str) -> bool:
-    return bool(folder) and os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
 
 
 def _pseudo_label_fix(pseudo_dir: str) -> str:

@@ -161,6 +161,15 @@ def json_roundtrip(obj):
     return json.loads(json.dumps(json_safe(obj), allow_nan=False))
 
 
+def inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it (both absolute or relative to the current directory)."""
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # different drives
+        return False
+
+
 def read_json(path: str):
     """The JSON in `path`; a damaged file is a ValueError that names it."""
     with open(path) as f:

@@ -15,6 +15,7 @@ import os
 import sys
 
 from .comm import get_rank
+from .io import inside
 
 _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 
@@ -46,14 +47,6 @@ class _ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def _inside(folder: str, root: str) -> bool:
-    folder, root = os.path.abspath(folder), os.path.abspath(root)
-    try:
-        return os.path.commonpath([folder, root]) == root
-    except ValueError:  # different drives
-        return False
-
-
 def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.txt",
                  run_log: bool = False) -> logging.Logger:
     """Configure `name`: INFO to stdout on rank 0, and to `output_dir/filename` (rank 0, appended).
@@ -69,7 +62,7 @@ def setup_logger(output_dir: str = "", name: str = "spcl", filename: str = "log.
     rank = get_rank()
     for h in list(logger.handlers):
         keep = (rank == 0 and not run_log and output_dir and getattr(h, "run_log", False)
-                and _inside(output_dir, h.run_root))
+                and inside(output_dir, h.run_root))
         if (isinstance(h, logging.FileHandler) and not keep) or rank != 0:
             logger.removeHandler(h)
             h.close()

@@ -394,8 +394,9 @@ def test_bad_pseudo_labels_are_written_again_not_downloaded(tmp_path, in_a_stage
     assert "pseudo labels" not in C.format_error(cfg, bad("gta5_train", made_in / "labels_old" / "a.png"), {})
 
 
-def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path):
+def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path, monkeypatch):
     """With DATASETS.TOY.GENERATE the data are the run's own: delete the folder, the run writes it again."""
+    monkeypatch.chdir(tmp_path)  # an unset DATASETS.PSEUDO_DIR ("") must not count as the current folder
     root = tmp_path / "data"
     source_label = root / "gta5" / "labels" / "00001.png"
     line = (f"DATASETS.DATA_DIR {root} holds the generated toy dataset (DATASETS.TOY.GENERATE): delete it and run "
@@ -403,7 +404,8 @@ def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path):
     bad = {"gta5_train": C.CheckResult("gta5_train", num_items=2, bad=[(str(source_label), "missing label file")],
                                        bad_items=1)}
     generated = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(root)])
-    assert C.format_error(generated, bad, {}).splitlines()[-1] == line
+    msg = C.format_error(generated, bad, {})
+    assert msg.splitlines()[-1] == line and "pseudo labels" not in msg
     assert "generated toy" not in C.format_error(cfg_for(str(root), tmp_path / "out"), bad, {})  # GENERATE False
     elsewhere = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(tmp_path / "d")])
     assert "generated toy" not in C.format_error(elsewhere, bad, {})  # a file outside the toy's folder
