@@ -170,10 +170,21 @@ def write_results(name: str, payload: dict, quick: bool) -> str:
     full-size results)."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, f"{name}{'.quick' if quick else ''}.json")
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-        f.write("\n")
+    write_json(path, payload, indent=2, default=float)
     return path
+
+
+def write_json(path: str, payload: dict, indent: int = 2, default=float) -> None:
+    """`payload` at `path` as standard JSON: NaN and ±infinity (a per-class IoU of an absent class, a loss
+    statistic of an empty window) as null, which JavaScript, Go and Rust parsers accept where they reject
+    Python's bare `NaN`; readers take null back as NaN (`spcl.utils.io.number`). `default` turns any other
+    object into something JSON holds, as `json.dump`'s does."""
+    from spcl.utils.io import json_safe
+
+    plain = json.loads(json.dumps(payload, default=default))  # Python's json reads its own NaN back
+    with open(path, "w") as f:
+        json.dump(json_safe(plain), f, indent=indent, allow_nan=False)
+        f.write("\n")
 
 
 def base_parser(description: str):

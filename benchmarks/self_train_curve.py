@@ -62,9 +62,11 @@ def compare_curves(new: dict, old: dict) -> tuple[str, dict]:
     final training loss where both recorded it. Seeds missing from either are left out."""
     seeds = [s for s in new["curves"] if s in old["curves"]]
 
+    from spcl.utils.io import number  # a NaN evaluation is null in the file
+
     def end(res, s):
         curve = res["curves"][s]
-        return curve[max(curve, key=int)]
+        return number(curve[max(curve, key=int)])
 
     d = [end(new, s) - end(old, s) for s in seeds]
     m, sd = ta.mean_std(d)
@@ -235,10 +237,12 @@ def main():
               f"align; last: iteration {summary['last']['iteration']}, {summary['last']['vs_align']:+.1f}")
     print(f"{len(args.seeds)} seeds: {when}")
     os.makedirs(results_dir, exist_ok=True)
-    with open(json_path, "w") as f:
-        json.dump({"seeds": args.seeds, "minutes": minutes, "command": command, "opts": args.opts,
-                   "bench_opts": args.bench_opts, "align": start, "curves": {str(s): c for s, c in curves.items()},
-                   "final_loss": {str(s): v for s, v in losses.items()}, "summary": summary}, f, indent=1)
+    from benchmarks.common import write_json
+
+    write_json(json_path, {"seeds": args.seeds, "minutes": minutes, "command": command, "opts": args.opts,
+                           "bench_opts": args.bench_opts, "align": start,
+                           "curves": {str(s): c for s, c in curves.items()},
+                           "final_loss": {str(s): v for s, v in losses.items()}, "summary": summary}, indent=1)
     with open(os.path.join(results_dir, f"self_train_curve{suffix}.md"), "w") as f:
         f.write(table + f"\n\n`{command}`: {when}.\n")
 

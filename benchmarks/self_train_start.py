@@ -325,9 +325,11 @@ def main():
     if args.quick:
         return
     os.makedirs(results_dir, exist_ok=True)
-    with open(os.path.join(results_dir, "self_train_start.json"), "w") as f:
-        json.dump({"seeds": args.seeds, "starts": args.starts, "minutes": minutes, "machine": ta._machine(),
-                   "command": command, "results": results, "summary": summary}, f, indent=1)
+    from benchmarks.common import write_json
+
+    write_json(os.path.join(results_dir, "self_train_start.json"),
+               {"seeds": args.seeds, "starts": args.starts, "minutes": minutes, "machine": ta._machine(),
+                "command": command, "results": results, "summary": summary}, indent=1)
     with open(os.path.join(results_dir, "self_train_start.md"), "w") as f:
         when = ("collected from the cached per-seed results" if args.collect else
                 f"{minutes:.1f} min wall on {ta._machine()} ({args.jobs} seed(s) at a time, one torch thread each)")

@@ -505,11 +505,12 @@ def main():
     print(f"\n{len(args.seeds)} seeds in {minutes:.1f} min")
     if not args.quick:
         os.makedirs(args.results, exist_ok=True)
-        with open(os.path.join(args.results, "toy_adaptation.json"), "w") as f:
-            json.dump({"seeds": args.seeds, "minutes": minutes, "machine": _machine(), "command": command,
-                       "results": results,
-                       "contributions": agg, "targets": met, "vs_adabn": control_agg}, f, indent=1,
-                      default=str)
+        from benchmarks.common import write_json
+
+        write_json(os.path.join(args.results, "toy_adaptation.json"),
+                   {"seeds": args.seeds, "minutes": minutes, "machine": _machine(), "command": command,
+                    "results": results, "contributions": agg, "targets": met, "vs_adabn": control_agg},
+                   indent=1, default=str)
         with open(os.path.join(args.results, "toy_adaptation.md"), "w") as f:
             when = ("collected from the cached per-seed results" if args.collect else
                     f"{minutes:.1f} min wall on {_machine()} ({args.jobs} seed(s) at a time, one torch thread each)")
