@@ -148,6 +148,38 @@ def restored_spcl_logger():
         logger.propagate, logger.level = propagate, level
 
 
+def run_tool(script: str, *args: str, cwd: str = REPO):
+    """`python tools/<script> ARGS` run inside this process, as its `__main__` block runs it (`runpy`, with
+    sys.argv and the current directory set): exit code, stdout and stderr as a `subprocess.CompletedProcess`.
+    What a user sees (one-line errors, exit codes, --help) without the 5–6 s a fresh process spends
+    importing torch and torchvision. An exception that escapes the tool is printed as Python would (its
+    traceback, exit 1). A test that needs the process itself (signals, torchrun) starts a real one."""
+    import io
+    import logging
+    import runpy
+    import subprocess
+    import traceback
+
+    path = os.path.join(REPO, "tools", script)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with restored_spcl_logger(), pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        logging.getLogger("spcl").handlers[:] = []  # the tool's console handler writes to `out`, as in a process
+        mp.setattr(sys, "argv", [path, *args])
+        mp.chdir(cwd)
+        try:
+            runpy.run_path(path, run_name="__main__")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=err)  # sys.exit("message"): Python prints it
+        except BaseException:  # noqa: BLE001 - an uncaught error: Python prints its traceback and exits 1
+            err.write(traceback.format_exc())
+            code = 1
+    return subprocess.CompletedProcess([sys.executable, path, *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def spcl_log():
     """Text logged to the `spcl` logger during the test (which does not propagate to the root logger

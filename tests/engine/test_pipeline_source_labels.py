@@ -2,12 +2,10 @@
 `tools/train.py --check`), naming DATASETS.SOURCE and why: it used to train with a zero source loss and
 average no source feature into the prototypes. The labelled toy source still passes."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import tiny_cfg
+from conftest import run_tool, tiny_cfg
 from spcl.engine.pipeline import check_run, check_stage_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,11 +55,10 @@ def test_stages_that_do_not_read_the_source_and_labelled_sources_pass(toy_root, 
 
 def test_train_check_names_the_unlabelled_source_in_one_line(toy_root, tmp_path):
     train_dir = os.path.join(toy_root, "cityscapes", "leftImg8bit", "train")
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train.py"), "--check",
-           "--config", os.path.join(REPO, "configs", "toy.yaml"), "OUTPUT_DIR", str(tmp_path / "run"),
+    cmd = ["--check", "--config", os.path.join(REPO, "configs", "toy.yaml"), "OUTPUT_DIR", str(tmp_path / "run"),
            "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False", "DATASETS.SOURCE", "folder_train",
            "DATASETS.FOLDER.TRAIN_DIR", train_dir, "PIPELINE.STAGES", "['adv_warmup', 'prototypes']"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = run_tool("train.py", *cmd)
     assert proc.returncode == 2, proc.stderr
     first = proc.stderr.strip().splitlines()[0]
     assert first.startswith("train.py: error: DATASETS.SOURCE folder_train has no labels"), proc.stderr

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import run_tool, tiny_cfg
 from spcl.engine import launch, run_pipeline
 from spcl.utils.run_lock import LOCK, RunInUse, run_lock
 
@@ -81,12 +81,11 @@ def test_every_process_of_a_run_stops_when_its_folder_is_in_use(tmp_path):
 
 def test_train_py_into_a_folder_in_use_prints_one_line(toy_root, tmp_path):
     out = str(tmp_path / "run")
-    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"),
-            "--config", os.path.join(ROOT, "configs", "toy.yaml"), "OUTPUT_DIR", out,
+    args = ["--config", os.path.join(ROOT, "configs", "toy.yaml"), "OUTPUT_DIR", out,
             "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False"]
-    with run_lock(out):
+    with run_lock(out):  # held by this process; the tool's own lock is a separate one, as another process's
         for stage in ([], ["--stage", "source_only"]):
-            proc = subprocess.run(args[:2] + stage + args[2:], capture_output=True, text=True, timeout=300)
+            proc = run_tool("train.py", *stage, *args)
             assert proc.returncode == 2, proc.stderr
             lines = proc.stderr.strip().splitlines()
             assert f"error: OUTPUT_DIR {out} is in use by another run (pid {os.getpid()} on " in lines[-2]

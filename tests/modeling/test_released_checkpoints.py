@@ -9,8 +9,6 @@ with conv2d_list.{0..3}."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -18,6 +16,7 @@ import torch.nn as nn
 import torchvision
 from torchvision.models._utils import IntermediateLayerGetter
 
+from conftest import run_tool
 from spcl.config import load_config
 from spcl.modeling import build_segmentor, load_segmentor_weights
 
@@ -183,8 +182,7 @@ def test_released_vgg16_same_logits(tmp_path):
 def test_convert_tool_writes_our_format(released_r101, tmp_path):
     path, x, ref = released_r101
     out = str(tmp_path / "converted.pth")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), path, out,
-                           "--backbone", "resnet101"], capture_output=True, text=True, cwd=ROOT)
+    proc = run_tool("convert_checkpoint.py", path, out, "--backbone", "resnet101")
     assert proc.returncode == 0, proc.stderr
     data = torch.load(out, weights_only=False)
     assert set(data) >= {"model", "converted_from"} and data["iteration"] == 123
@@ -202,8 +200,7 @@ def test_convert_tool_writes_our_format(released_r101, tmp_path):
                                        "be resumed from; give it as MODEL.WEIGHTS"):
         Checkpointer(None, {"model": model}, {"model": torch.optim.SGD(model.parameters(), lr=0.1)}).resume(out)
     # the wrong backbone is refused, naming the layout
-    bad = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), path,
-                          str(tmp_path / "x.pth"), "--backbone", "vgg16"], capture_output=True, text=True, cwd=ROOT)
+    bad = run_tool("convert_checkpoint.py", path, str(tmp_path / "x.pth"), "--backbone", "vgg16")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "holds a resnet feature extractor, but backbone vgg16 was asked" in bad.stderr
 

@@ -4,14 +4,13 @@ missing dataset folder is one line, not a traceback."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load_tool, restored_spcl_logger
+from conftest import load_tool, restored_spcl_logger, run_tool
 from spcl.config import load_config
 from spcl.data import build_dataset
 
@@ -107,9 +106,7 @@ def test_pseudo_dir_is_checked_when_set(tmp_path, tool):
 def test_process_exit_code(tmp_path):
     root = make_root(tmp_path)
     os.remove(os.path.join(root, "gta5", "labels", "00002.png"))
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "check_data.py"), "--config", CONFIG,
-                           *opts(root, tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = run_tool("check_data.py", "--config", CONFIG, *opts(root, tmp_path / "out"))
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "00002.png: missing label file" in proc.stdout
 

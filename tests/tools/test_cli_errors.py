@@ -6,14 +6,10 @@ import sys
 
 import pytest
 
-from conftest import load_tool, restored_spcl_logger
+from conftest import load_tool, restored_spcl_logger, run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = os.path.join(ROOT, "configs", "toy.yaml")
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def _one_line_error(proc, *needles):
@@ -28,21 +24,23 @@ def _one_line_error(proc, *needles):
 
 
 def test_missing_config_file(tmp_path):
-    _one_line_error(_run("tools/train.py", "--config", str(tmp_path / "nope.yaml")), "config file not found",
-                    "nope.yaml")
+    """In a process of its own, as a user runs it: the script's entry, its import path and exit code."""
+    proc = subprocess.run([sys.executable, "tools/train.py", "--config", str(tmp_path / "nope.yaml")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    _one_line_error(proc, "config file not found", "nope.yaml")
+    assert run_tool("train.py", "--config", str(tmp_path / "nope.yaml")).stderr == proc.stderr  # the same in-process
 
 
 def test_check_data_mistakes_are_one_line_with_exit_2(tmp_path):
     """Exit 1 means bad data files; a mistake in the command or config is 2 and one line, as in the other tools."""
-    _one_line_error(_run("tools/check_data.py", "--config", TOY, "ALIGN.BASE_LRR", "0.1"), "ALIGN.BASE_LRR")
+    _one_line_error(run_tool("check_data.py", "--config", TOY, "ALIGN.BASE_LRR", "0.1"), "ALIGN.BASE_LRR")
 
 
 def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_path):
     """Config paths are read from the current directory; a tool run elsewhere says which directory that was,
     for every missing input and only for relative paths."""
     def run_here(*args, tool="train.py"):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", tool), *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        return run_tool(tool, *args, cwd=str(tmp_path))
 
     here = f"read relative to the current directory {tmp_path}"
     _one_line_error(run_here("--config", "nope.yaml"), "config file not found: nope.yaml, " + here)
@@ -64,9 +62,9 @@ def test_run_outside_the_repository_names_where_relative_paths_were_read(tmp_pat
 
 
 def test_convert_checkpoint_missing_or_unreadable_input(tmp_path):
-    _one_line_error(_run("tools/convert_checkpoint.py", "nope.pth", str(tmp_path / "o.pth")),
+    _one_line_error(run_tool("convert_checkpoint.py", "nope.pth", str(tmp_path / "o.pth")),
                     "weights file not found: 'nope.pth'")
-    _one_line_error(_run("tools/convert_checkpoint.py", "README.md", str(tmp_path / "o.pth")),
+    _one_line_error(run_tool("convert_checkpoint.py", "README.md", str(tmp_path / "o.pth")),
                     "cannot read weights file README.md")
     assert not (tmp_path / "o.pth").exists()
 
@@ -75,14 +73,14 @@ def test_convert_checkpoint_into_its_own_input_is_refused(tmp_path):
     original = tmp_path / "released.pth"
     original.write_bytes(b"the authors' file")
     for out in (str(original), os.path.join(str(tmp_path), ".", "released.pth")):
-        _one_line_error(_run("tools/convert_checkpoint.py", str(original), out), "OUT is IN", "kept as it is")
+        _one_line_error(run_tool("convert_checkpoint.py", str(original), out), "OUT is IN", "kept as it is")
     assert original.read_bytes() == b"the authors' file"
 
 
 def test_output_dir_that_is_a_file(tmp_path):
     afile = tmp_path / "results"
     afile.write_text("keep me")
-    _one_line_error(_run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(afile)),
+    _one_line_error(run_tool("train.py", "--config", TOY, "OUTPUT_DIR", str(afile)),
                     f"OUTPUT_DIR {afile} is a file, not a folder")
     with restored_spcl_logger(), pytest.raises(ValueError, match=f"^--output {afile} is a file, not a folder"):
         load_tool("gen_pseudo").main(["--config", TOY, "--checkpoint", "c.pth", "--output", str(afile)])  # as typed
@@ -94,12 +92,12 @@ def test_output_dir_that_is_a_file(tmp_path):
 
 
 def test_unknown_key_suggests_the_real_one(tmp_path):
-    proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
+    proc = run_tool("train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
     _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")
 
 
 def test_flag_after_the_overrides(tmp_path):
-    proc = _run("tools/train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "--stage", "align")
+    proc = run_tool("train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "--stage", "align")
     _one_line_error(proc, "--stage", "put every flag first")
 
 
@@ -120,14 +118,14 @@ def test_a_required_flag_after_the_overrides_is_named_not_called_missing(tool, a
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = _run("tools/train.py", "--debug", "--config", str(tmp_path / "nope.yaml"))
+    proc = run_tool("train.py", "--debug", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_config_is_required_and_stages_are_listed():
-    proc = _run("tools/train.py")
+    proc = run_tool("train.py")
     assert proc.returncode == 2 and "--config" in proc.stderr
-    help_text = _run("tools/train.py", "--help").stdout
+    help_text = run_tool("train.py", "--help").stdout
     for needle in ("Resume", "Start afresh", "--allow-config-change", "source_only", "adv_warmup", "prototypes",
                    "pseudo_labels", "align", "self_train"):
         assert needle in help_text, needle
@@ -137,12 +135,12 @@ def test_stage_folder_or_prototypes_given_as_checkpoint(tmp_path):
     stage = tmp_path / "3_align"
     (stage / "checkpoints").mkdir(parents=True)
     (stage / "checkpoints" / "model_final.pth").write_bytes(b"x")
-    proc = _run("tools/test.py", "--checkpoint", str(stage), "MODEL.BACKBONE", "resnet18")
+    proc = run_tool("test.py", "--checkpoint", str(stage), "MODEL.BACKBONE", "resnet18")
     _one_line_error(proc, "stage folder", "did you mean")
     protos = tmp_path / "prototypes.pth"
     import torch
     torch.save({"prototypes": torch.zeros(19, 4)}, protos)
-    _one_line_error(_run("tools/test.py", "--checkpoint", str(protos)), "holds class prototypes")
+    _one_line_error(run_tool("test.py", "--checkpoint", str(protos)), "holds class prototypes")
 
 
 def test_ctrl_c_says_what_the_rerun_does(capsys):
@@ -364,7 +362,7 @@ def test_overrides_end_a_flag_of_several_values(tmp_path, monkeypatch):
 
 
 def test_test_py_reads_the_overrides_after_scales(tmp_path):
-    proc = _run("tools/test.py", "--config", TOY, "--checkpoint", str(tmp_path / "m.pth"), "--scales", "0.75", "1.25",
+    proc = run_tool("test.py", "--config", TOY, "--checkpoint", str(tmp_path / "m.pth"), "--scales", "0.75", "1.25",
                 "DATASETS.TEST_LIST", str(tmp_path / "nowhere.txt"))
     _one_line_error(proc, "m.pth")  # the checkpoint is what is missing: the overrides parsed
     assert "invalid float value" not in proc.stderr

@@ -5,14 +5,12 @@ whose YAML recreates the run's config. (Released checkpoints: tests/modeling/tes
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch.serialization import get_unsafe_globals_in_checkpoint
 
-from conftest import load_tool, restored_spcl_logger
+from conftest import load_tool, restored_spcl_logger, run_tool
 from spcl.config import load_config
 from spcl.engine.checkpoint import Checkpointer, unreadable
 from spcl.modeling import build_discriminator, build_segmentor, load_trained_segmentor
@@ -23,8 +21,7 @@ OPTS = ["MODEL.BACKBONE", "resnet18", "MODEL.WEIGHTS", "", "INPUT.TEST_SIZE", "[
 
 
 def _tool(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_checkpoint.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return run_tool("convert_checkpoint.py", *args)
 
 
 def _stage(cfg, folder):
