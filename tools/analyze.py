@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import is_override_key, run_main, setup  # noqa: E402
+from _common import UsageError, is_override_key, run_main, setup  # noqa: E402
 
 from spcl.utils.progress import progress  # noqa: E402
 
@@ -83,9 +83,10 @@ def _split_overrides(args) -> None:
                 args.opts = values[i:] + list(args.opts)
                 break
     if not args.checkpoint:
-        raise SystemExit("analyze.py: error: --checkpoint needs at least one file")
+        raise UsageError("--checkpoint needs at least one file (what followed it reads as KEY VALUE overrides)")
     if args.labels is not None and len(args.labels) != len(args.checkpoint):
-        raise SystemExit(f"analyze.py: error: {len(args.labels)} --labels for {len(args.checkpoint)} checkpoints")
+        raise UsageError(f"{len(args.labels)} --labels for {len(args.checkpoint)} checkpoints: give one name per "
+                         "checkpoint, in the same order")
 
 
 def checkpoint_labels(paths: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_cfg
+from conftest import run_tool, tiny_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -168,6 +168,20 @@ def test_labels_in_capitals_stay_labels_and_keys_go_to_the_overrides():
                               opts=[])
     split(args)
     assert (args.labels, args.opts) == (["SPCL"], ["OUTPUT_DIR", "/o", "MODEL.BACKBONE", "vgg16"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint", "SEED", "1"], "--checkpoint needs at least one file (what followed it reads as KEY VALUE "
+                                    "overrides)"),
+    (["--checkpoint", "a.pth", "b.pth", "--labels", "SPCL"], "1 --labels for 2 checkpoints: give one name per "
+                                                             "checkpoint, in the same order"),
+])
+def test_checkpoints_and_labels_that_do_not_pair_are_one_line_with_exit_2(tmp_path, args, message):
+    """As every other mistake on a tool's command line: one line naming the flag, the --debug hint, exit 2."""
+    proc = run_tool("analyze.py", "ccd", *args, "--output", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"analyze.py: error: {message}", "(run with --debug for the full traceback)"]
+    assert os.listdir(tmp_path) == []  # nothing written
 
 
 def capture_panel_predictions(monkeypatch) -> list:
