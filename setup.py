@@ -18,9 +18,11 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        # pytest 7.3: tmp_path_retention_policy (pytest.ini); the plotting packages so that the tests of
-        # tools/analyze.py's figures run in CI too (they skip without them)
-        "dev": ["pytest>=7.3", "matplotlib", "scikit-learn"],
+        # pytest 7.3: tmp_path_retention_policy (pytest.ini); pytest-xdist: the README's test command runs
+        # the suite in 2 processes (`-n 2`), since each test uses one torch thread and a 2-core CI machine
+        # otherwise leaves a core idle; the plotting packages so that the tests of tools/analyze.py's
+        # figures run in CI too (they skip without them)
+        "dev": ["pytest>=7.3", "pytest-xdist>=3.0", "matplotlib", "scikit-learn"],
         "analysis": ["matplotlib", "scikit-learn"],
     },
 )
