@@ -127,6 +127,10 @@ def _load_yaml_with_base(path: str, node: CN | None = None, _chain: tuple = ()) 
     `_BASE_` that is not a path or a list of paths, a base that does not exist (with the file naming
     it) and a cycle of bases (with the chain)."""
     via = f" (named by {BASE_KEY} in {_chain[-1]})" if _chain else ""
+    if os.path.isdir(path):  # "not found" would send the user looking for a folder that is there
+        yamls = sorted(f for f in os.listdir(path) if f.endswith((".yaml", ".yml")))
+        example = f", e.g. {os.path.join(path, yamls[0])}" if yamls else ""
+        raise IsADirectoryError(f"config file {path}{via} is a folder: give a YAML file{example}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}{via}{where_read(path)}")
     real = os.path.realpath(path)
@@ -333,6 +337,8 @@ _STAGES = ("SOURCE_ONLY", "ADV_WARMUP", "ALIGN", "SELF_TRAIN")
 # Values whose mistakes would otherwise end in a traceback far from the config (an IndexError in a
 # transform, a modulo by zero in the trainer) or in a silently wrong run (a negative temperature).
 _VALUE_RULES = (
+    # "" would be the current directory to some writers and no folder at all to os.makedirs
+    (("OUTPUT_DIR",), lambda v: bool(v.strip()), "a folder for the outputs, e.g. output/toy"),
     # python's random.seed(-s) is random.seed(s), numpy's legacy seed and scikit-learn's random_state (t-SNE
     # in tools/analyze.py) take 0 … 2**32 - 1, and torch.manual_seed fails beyond 2**64 - 1 ("Overflow when
     # unpacking long long"), after the run folder is written

@@ -121,6 +121,30 @@ def test_missing_config_file_raises_naming_it(tmp_path):
         load_config(missing)
 
 
+def test_a_folder_given_as_config_is_named_as_a_folder_with_a_yaml_in_it(tmp_path):
+    """Not "config file not found" for a path that is there (`--config configs` for `configs/toy.yaml`)."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^config file {folder} is a folder: give a YAML file$"):
+        load_config(str(folder))
+    _write(folder / "0_notes.txt", "")  # sorts first: not a config
+    _write(folder / "b.yaml", "SEED: 1\n")
+    _write(folder / "a.yml", "SEED: 2\n")
+    with pytest.raises(IsADirectoryError, match=f"^config file {folder} is a folder: give a YAML file, e.g. "
+                                                f"{folder / 'a.yml'}$"):
+        load_config(str(folder))
+    run = _write(tmp_path / "run.yaml", f"_BASE_: {folder}\n")  # named by a base: who named it too
+    with pytest.raises(IsADirectoryError, match=f"^config file {folder} \\(named by _BASE_ in {run}\\) is a folder"):
+        load_config(run)
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_output_dir_is_refused_naming_the_key(value):
+    """os.makedirs("") failed later as "[Errno 2] No such file or directory: ''", naming no key."""
+    with pytest.raises(ValueError, match=f"^config key OUTPUT_DIR = {value!r}; expected a folder for the outputs"):
+        load_config("", ["OUTPUT_DIR", value])
+
+
 def test_load_config_is_frozen():
     cfg = load_config()
     assert cfg.is_frozen()

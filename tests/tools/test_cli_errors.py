@@ -29,6 +29,8 @@ def test_missing_config_file(tmp_path):
                           capture_output=True, text=True, timeout=120)
     _one_line_error(proc, "config file not found", "nope.yaml")
     assert run_tool("train.py", "--config", str(tmp_path / "nope.yaml")).stderr == proc.stderr  # the same in-process
+    _one_line_error(run_tool("train.py", "--config", "configs"), "config file configs is a folder: give a YAML file, "
+                                                                  "e.g. configs/")
 
 
 def test_check_data_mistakes_are_one_line_with_exit_2(tmp_path):
