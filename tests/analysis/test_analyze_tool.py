@@ -272,14 +272,11 @@ def test_a_bad_checkpoint_fails_before_any_pass(toy_root, checkpoints, tmp_path,
     assert not out.exists()  # nothing written either
 
 
-def test_a_missing_checkpoint_is_one_line_on_the_command_line(toy_root, checkpoints, tmp_path, capsys, monkeypatch):
-    tool = load_tool()
-    monkeypatch.setattr(sys, "argv", [os.path.join(ROOT, "tools", "analyze.py")])
+def test_a_missing_checkpoint_is_one_line_on_the_command_line(toy_root, checkpoints, tmp_path):
     missing = str(tmp_path / "model_fnal.pth")
-    with pytest.raises(SystemExit) as exc:
-        tool.run_main(tool.main, ["panels", "--checkpoint", checkpoints[0], missing, "--output", str(tmp_path / "o"),
-                                  *overrides(toy_root)])
-    assert exc.value.code == 2
-    first, *rest = capsys.readouterr().err.splitlines()
+    proc = run_tool("analyze.py", "panels", "--checkpoint", checkpoints[0], missing, "--output", str(tmp_path / "o"),
+                    *overrides(toy_root))
+    assert proc.returncode == 2, proc.stderr
+    first, *rest = proc.stderr.splitlines()
     assert first == f"analyze.py: error: --checkpoint: weights file not found: {missing!r}", first
     assert rest == ["(run with --debug for the full traceback)"]
