@@ -60,9 +60,9 @@ def compare_curves(new: dict, old: dict) -> tuple[str, dict]:
     """Two self_train_curve JSON files (variants from the same align checkpoints) → (markdown, summary):
     per seed in both, the variant's last evaluation minus the other's (paired), and the same for the
     final training loss where both recorded it. Seeds missing from either are left out."""
-    seeds = [s for s in new["curves"] if s in old["curves"]]
-
     from spcl.utils.io import number  # a NaN evaluation is null in the file
+
+    seeds = [s for s in new["curves"] if s in old["curves"]]
 
     def end(res, s):
         curve = res["curves"][s]
