@@ -96,6 +96,7 @@ def setup(args, output_dir_override: str = ""):
     """Process group, merged frozen config and logger; returns the config."""
     from spcl.config import load_config
     from spcl.engine import init_distributed
+    from spcl.utils.io import folder_blocked
     from spcl.utils.logger import setup_logger
 
     opts = list(args.opts)
@@ -108,21 +109,11 @@ def setup(args, output_dir_override: str = ""):
     if output_dir_override:
         opts += ["OUTPUT_DIR", output_dir_override]
     cfg = load_config(args.config, opts)
-    blocker = _file_in_the_way(cfg.OUTPUT_DIR)
-    if blocker:
-        given = "--output" if output_dir_override else "OUTPUT_DIR"  # what the user typed
-        where = "is" if blocker == os.path.abspath(cfg.OUTPUT_DIR) else f"lies under {blocker}, which is"
-        raise UsageError(f"{given} {cfg.OUTPUT_DIR} {where} a file, not a folder: give a folder for the outputs")
+    blocked = folder_blocked(cfg.OUTPUT_DIR, "--output" if output_dir_override else "OUTPUT_DIR")  # as typed
+    if blocked:
+        raise UsageError(blocked)
     setup_logger(cfg.OUTPUT_DIR)
     return cfg
-
-
-def _file_in_the_way(folder: str) -> str:
-    """The file (not a folder) at `folder` or at its nearest existing parent, as an absolute path; "" if none."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return "" if os.path.isdir(path) else path
 
 
 class UsageError(ValueError):

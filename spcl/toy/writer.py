@@ -17,6 +17,7 @@ from PIL import Image
 from spcl.data.datasets import cityscapes as cs
 from spcl.data.datasets import gta5
 from spcl.data.labels import cityscapes_labelid_palette
+from spcl.utils.io import make_folder
 
 from .scene import render_scene
 from .styles import (LOCK_NAME, MANIFEST_NAME, SOURCE_STYLE, TARGET_STYLE, TOY_VERSION, TRAIN_CITIES, VAL_CITIES,
@@ -75,7 +76,7 @@ def generate_toy_dataset(root: str | os.PathLike, seed: int = 0, num_source: int
                          f"{(num_source, num_target_train, num_target_val)}")
     if int(size[0]) < 16 or int(size[1]) < 8:
         raise ValueError(f"size must be at least (16, 8) (width, height), got {tuple(size)}")
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(str(root), "toy dataset folder")
     with _exclusive_lock(root / LOCK_NAME):  # parallel runs (benchmark seeds) share a DATA_DIR
         return _generate(root, seed, num_source, num_target_train, num_target_val, size, overwrite)
 

@@ -31,10 +31,32 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def folder_blocked(folder: str, name: str) -> str:
+    """"" when `folder` is a folder or can be made (its nearest existing parent is one); otherwise the error
+    line naming the file in the way, `name` being what gave the folder (a flag, a config key). os.makedirs
+    would say only "[Errno 17] File exists: 'F'" or "[Errno 20] Not a directory"."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return ""
+    where = "is" if path == os.path.abspath(folder) else f"lies under {path}, which is"
+    return f"{name} {folder} {where} a file, not a folder: give a folder for the outputs"
+
+
+def make_folder(folder: str, name: str) -> None:
+    """os.makedirs(folder, exist_ok=True), with a file in the way named (`folder_blocked`) as a
+    NotADirectoryError."""
+    blocked = folder_blocked(folder, name)
+    if blocked:
+        raise NotADirectoryError(blocked)
+    os.makedirs(folder, exist_ok=True)
+
+
 def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "file") -> None:
     """Call `write(f)` on a temp file beside `path`, then rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, f"cannot write {what} {path}: its folder")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}_", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:

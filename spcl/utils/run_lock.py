@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import torch
 
 from spcl.utils import comm
-from spcl.utils.io import space_hint
+from spcl.utils.io import make_folder, space_hint
 
 logger = logging.getLogger("spcl")
 LOCK = ".lock"
@@ -27,8 +27,9 @@ class RunInUse(ValueError):
     """Another process holds the output folder's lock."""
 
 
-def _acquire(folder: str) -> tuple[Optional[object], str]:
-    """(open locked file, "") or (None, who holds it); (None, "") where locks are unavailable."""
+def _acquire(folder: str, name: str) -> tuple[Optional[object], str]:
+    """(open locked file, "") or (None, who holds it); (None, "") where locks are unavailable. `name`: what
+    gave the folder, for the error when a file stands where it should be."""
     path = os.path.join(folder, LOCK)
     unguarded = "cannot lock %s (%s): nothing stops a second run from writing into this folder"
     try:
@@ -36,7 +37,7 @@ def _acquire(folder: str) -> tuple[Optional[object], str]:
     except ImportError:  # Windows
         logger.warning(unguarded, path, "no flock on this system")
         return None, ""
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, name)
     handle = open(path, "a+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,7 +92,7 @@ def run_lock(folder: str, name: str = "OUTPUT_DIR") -> Iterator[None]:
     """Hold `folder`/.lock for the block (the main process takes it; under several processes all stop
     when it is taken). Raises RunInUse naming the holder (pid, host, start time) and the folder as `name`
     (the config key or flag that gave it)."""
-    handle, holder = _acquire(folder) if comm.is_main_process() else (None, "")
+    handle, holder = _acquire(folder, name) if comm.is_main_process() else (None, "")
     if comm.is_dist():
         shared = [holder]
         torch.distributed.broadcast_object_list(shared, src=0)
