@@ -57,6 +57,8 @@ def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "f
     """Call `write(f)` on a temp file beside `path`, then rename it to `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     make_folder(folder, f"cannot write {what} {path}: its folder")
+    if os.path.isdir(path):  # the rename would fail as "[Errno 21] Is a directory" after the whole write
+        raise IsADirectoryError(f"cannot write {what} {path}: it is a folder; give the path of a file")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{TEMP_PREFIX}{os.getpid()}_", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:

@@ -312,14 +312,24 @@ def test_label_write_that_fails_half_way_leaves_no_partial_file_and_names_it(tmp
 
 
 def test_a_write_error_hints_at_a_full_disk_only_when_the_disk_is_full(tmp_path):
-    """A folder where the file should go is not a full disk: the message gives the system's reason alone."""
-    from spcl.utils.io import atomic_torch_save
+    """Another error of the system (here EIO) is not a full disk: the message gives the system's reason alone.
+    A folder where the file should go is named as such before anything is written."""
+    import errno
 
+    from spcl.utils.io import atomic_torch_save, atomic_write
+
+    def broken_device(f):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError) as info:
+        atomic_write(str(tmp_path / "x.json"), broken_device, binary=False, what="record")
+    assert f"cannot write record {tmp_path / 'x.json'}: Input/output error;" in str(info.value)
+    assert "disk full" not in str(info.value) and os.listdir(tmp_path) == []
     folder = tmp_path / "model.pth"
     folder.mkdir()
     with pytest.raises(OSError) as info:
         atomic_torch_save({"x": 1}, str(folder))
-    assert f"cannot write checkpoint {folder}: Is a directory;" in str(info.value)
+    assert f"cannot write checkpoint {folder}: it is a folder" in str(info.value)
     assert "disk full" not in str(info.value) and os.listdir(folder) == [] and os.listdir(tmp_path) == ["model.pth"]
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.png").mkdir()

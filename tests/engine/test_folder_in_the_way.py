@@ -47,6 +47,15 @@ def test_atomic_write_under_a_file_names_the_target_and_the_file(afile):
     assert open(afile).read() == "keep me"
 
 
+def test_atomic_write_onto_a_folder_says_so_before_writing(tmp_path):
+    (tmp_path / "out").mkdir()
+    called = []
+    with pytest.raises(IsADirectoryError, match=f"^cannot write checkpoint {tmp_path / 'out'}: it is a folder; give "
+                                                "the path of a file$"):
+        atomic_write(str(tmp_path / "out"), called.append, what="checkpoint")
+    assert called == [] and os.listdir(tmp_path / "out") == [] and os.listdir(tmp_path) == ["out"]
+
+
 def test_run_lock_on_a_file_names_the_flag(afile):
     with pytest.raises(NotADirectoryError, match=f"^--output {afile} is a file, not a folder"):
         with run_lock(afile, "--output"):
