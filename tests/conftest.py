@@ -167,6 +167,7 @@ def run_tool(script: str, *args: str, cwd: str = REPO):
             contextlib.redirect_stderr(err):
         logging.getLogger("spcl").handlers[:] = []  # the tool's console handler writes to `out`, as in a process
         mp.setattr(sys, "argv", [path, *args])
+        mp.setattr(sys, "path", list(sys.path))  # each tool puts tools/ in front again
         mp.chdir(cwd)
         try:
             runpy.run_path(path, run_name="__main__")

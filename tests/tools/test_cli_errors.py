@@ -28,7 +28,9 @@ def test_missing_config_file(tmp_path):
     proc = subprocess.run([sys.executable, "tools/train.py", "--config", str(tmp_path / "nope.yaml")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     _one_line_error(proc, "config file not found", "nope.yaml")
+    path = list(sys.path)
     assert run_tool("train.py", "--config", str(tmp_path / "nope.yaml")).stderr == proc.stderr  # the same in-process
+    assert sys.path == path  # the tool's own sys.path.insert is undone
     _one_line_error(run_tool("train.py", "--config", "configs"), "config file configs is a folder: give a YAML file, "
                                                                   "e.g. configs/")
 
