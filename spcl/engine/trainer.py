@@ -311,6 +311,10 @@ class StageTrainer:
                 f"Lower the per-process batch ({self.NODE}.*_BATCH, or more processes), split it with "
                 "SOLVER.ACCUM_STEPS k, or use SOLVER.AMP bf16 and MODEL.CHANNELS_LAST True; then rerun the same "
                 "command with --allow-config-change to resume") from e
+        finally:
+            # the loaders' worker processes end here, not when a caller's kept exception (whose traceback holds
+            # this frame) is collected, and not after the final evaluation
+            iters.clear()
         self.check_finite_weights(stop)
         final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
         metrics = self.evaluate_and_log(stop)

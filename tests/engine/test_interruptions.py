@@ -101,6 +101,30 @@ def raise_in_iteration(monkeypatch, number: int, error: type) -> None:
     monkeypatch.setattr(SourceOnlyTrainer, "run_step", step)
 
 
+def test_a_stage_that_stops_with_an_error_ends_its_loader_workers(toy_root, tmp_path, monkeypatch):
+    """A caller that keeps the error (a notebook, pytest.raises) keeps the stage's frames through its
+    traceback; the data-loader workers must not live on with them until garbage collection."""
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    seen = []
+    real = SourceOnlyTrainer.run_step
+
+    def step(self, batch):
+        seen.extend(p.pid for p in multiprocessing.active_children() if p.pid not in before)
+        if self.iteration == 2:
+            raise RuntimeError("boom")
+        return real(self, batch)
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", step)
+    cfg = tiny_cfg(toy_root, str(tmp_path), *OPTS, "DATALOADER.NUM_WORKERS", "1")
+    with pytest.raises(RuntimeError, match="boom") as kept:
+        run_pipeline(cfg)
+    assert seen  # the stage ran with worker processes
+    alive = [p.pid for p in multiprocessing.active_children() if p.pid in set(seen)]
+    assert alive == [] and kept.value is not None
+
+
 def test_killed_before_the_first_checkpoint(uninterrupted, toy_root, tmp_path, monkeypatch):
     """Iteration 1 was logged, then the kill: the rerun starts afresh and logs iteration 1 once."""
     raise_in_iteration(monkeypatch, 2, Killed)
