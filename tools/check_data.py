@@ -78,10 +78,11 @@ def main(argv=None) -> int:
     cfg = setup(args)
     from make_toy import prepare_toy_data
     from spcl.data.check import list_key, unit_label
+    from spcl.utils.io import make_folder
 
     prepare_toy_data(cfg)  # configs/toy.yaml: check what training would read (a no-op when present)
     out_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "check_data")
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir, "--output" if args.output else "OUTPUT_DIR/check_data")
     rows, bad_lines, warnings, clean_files = [], [], [], []
     for name, role in units_to_check(cfg):
         row, bad, warned, clean = check_unit(cfg, name, role, out_dir)

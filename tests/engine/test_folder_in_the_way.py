@@ -71,10 +71,11 @@ def test_toy_writer_under_a_file(afile):
     ("test.py", ["--config", TOY, "--checkpoint", "{ckpt}", "--output", "{out}"], "--output"),
     ("infer.py", ["--config", TOY, "--checkpoint", "{ckpt}", "--input", "{img}", "--output", "{out}"], "--output"),
     ("convert_checkpoint.py", ["{ckpt}", "{out}/model.pth"], "cannot write"),
+    ("check_data.py", ["--config", TOY, "--output", "{out}", "DATASETS.TOY.GENERATE", "False"], "--output"),
 ])
 def test_tools_say_it_in_one_line(tmp_path, afile, tool, args, flag):
     """test.py and infer.py take their --output through the run lock, convert_checkpoint.py writes through
-    atomic_write; before, each said "[Errno 17] File exists" or "[Errno 20] Not a directory"."""
+    atomic_write, check_data.py makes its --output with make_folder; before, each said "[Errno 17] File exists" or "[Errno 20] Not a directory"."""
     import numpy as np
     import torch
     from PIL import Image
