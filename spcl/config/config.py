@@ -135,7 +135,7 @@ def _load_yaml_with_base(path: str, node: CN | None = None, _chain: tuple = ()) 
         raise FileNotFoundError(f"config file not found: {path}{via}{where_read(path)}")
     real = os.path.realpath(path)
     if any(os.path.realpath(p) == real for p in _chain):
-        raise ValueError(f"{BASE_KEY} cycle: " + " -> ".join(_chain + (path,)) + f"; a config file cannot "
+        raise ValueError(f"{BASE_KEY} cycle: " + " -> ".join(_chain + (path,)) + "; a config file cannot "
                          "inherit from itself")
     try:
         with open(path) as f:

@@ -3,7 +3,6 @@ Rust readers reject): a NaN (the IoU of a class absent from the test set, the mI
 labels) is written as null, and the manifests read back turn it into NaN again."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
