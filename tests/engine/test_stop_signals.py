@@ -299,12 +299,16 @@ CHILD = '''
 import os, signal, sys, time
 sys.path.insert(0, {root!r})
 from spcl.utils.signals import end_with_parent
+def put(path, text):  # whole or absent: the test polls for the file, then reads it
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 def record(signum, frame):
-    open({seen!r}, "w").write(str(signum))
+    put({seen!r}, str(signum))
     sys.exit(0)
 signal.signal(signal.SIGTERM, record)
 assert end_with_parent(signal.SIGTERM)
-open({ready!r}, "w").write(str(os.getpid()))
+put({ready!r}, str(os.getpid()))
 time.sleep(60)
 '''
 
