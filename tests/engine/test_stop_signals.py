@@ -298,11 +298,10 @@ child.wait()
 CHILD = '''
 import os, signal, sys, time
 sys.path.insert(0, {root!r})
+from spcl.utils.io import atomic_write
 from spcl.utils.signals import end_with_parent
 def put(path, text):  # whole or absent: the test polls for the file, then reads it
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: f.write(text), binary=False)
 def record(signum, frame):
     put({seen!r}, str(signum))
     sys.exit(0)
