@@ -11,6 +11,8 @@ import logging
 import os
 from typing import Optional
 
+import torch
+
 from spcl.utils import comm
 from spcl.utils.env import get_rng_state, set_rng_state
 from spcl.utils.io import atomic_torch_save, atomic_write
@@ -140,13 +142,23 @@ class Checkpointer:
             if name not in data.get("optimizers", {}):
                 raise KeyError(f"checkpoint {path} has no optimiser state for '{name}'; it was written by another "
                                "stage")
-            opt.load_state_dict(data["optimizers"][name])
+            opt.load_state_dict(with_kernels_of(opt, data["optimizers"][name]))
         if self.scaler is not None and "scaler" in data:
             self.scaler.load_state_dict(data["scaler"])
         if "rng" in data:
             set_rng_state(data["rng"])  # numpy takes the key as a list or an ndarray
         logger.info("resumed from %s at iteration %d", path, data["iteration"])
         return int(data["iteration"])
+
+
+def with_kernels_of(optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """`state` (an optimiser's state_dict) with each parameter group's kernel choice (`fused`, `foreach`)
+    replaced by `optimizer`'s. `load_state_dict` takes every group setting from the saved state, so a
+    run resumed with another SOLVER.FUSED_OPTIMIZER would otherwise go on with the kernel it was saved
+    with; the state itself (moments, step counts) is the same for every kernel."""
+    groups = [dict(saved, **{k: current[k] for k in ("fused", "foreach") if k in current})
+              for saved, current in zip(state.get("param_groups", []), optimizer.param_groups)]
+    return {**state, "param_groups": groups + list(state.get("param_groups", []))[len(groups):]}
 
 
 def unreadable(path: str) -> Optional[str]:

@@ -79,6 +79,7 @@ class StageTrainer:
         self.device = device or default_device()
         self.amp_dtype = AMP_DTYPES[cfg.SOLVER.AMP]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.SOLVER.AMP == "fp16" else None
+        self.fused: Optional[bool] = True if cfg.SOLVER.FUSED_OPTIMIZER else None  # the optimisers' `fused`
         if self.amp_dtype is not None and self.device.type == "cpu" and not cpu_has_bf16_units():
             logger.warning("SOLVER.AMP %s on a CPU without bf16/AMX matrix units runs in software and is many "
                            "times slower than fp32 (benchmarks/README.md); consider SOLVER.AMP ''", cfg.SOLVER.AMP)
@@ -126,9 +127,10 @@ class StageTrainer:
         groups = model.param_groups(self.scfg.BASE_LR, sol.HEAD_LR_FACTOR)
         if sol.OPTIMIZER == "adamw":
             opt = torch.optim.AdamW(groups, lr=self.scfg.BASE_LR, betas=(sol.MOMENTUM, 0.999),
-                                    weight_decay=sol.WEIGHT_DECAY)
+                                    weight_decay=sol.WEIGHT_DECAY, fused=self.fused)
         else:
-            opt = torch.optim.SGD(groups, lr=self.scfg.BASE_LR, momentum=sol.MOMENTUM, weight_decay=sol.WEIGHT_DECAY)
+            opt = torch.optim.SGD(groups, lr=self.scfg.BASE_LR, momentum=sol.MOMENTUM, weight_decay=sol.WEIGHT_DECAY,
+                                  fused=self.fused)
         self.register_optimizer("model", opt, self.scfg.BASE_LR)
         self.model = self.wrap(model, sync_bn=not (self.cfg.MODEL.FREEZE_BN if freeze_bn is None else freeze_bn),
                                find_unused=find_unused)

@@ -29,7 +29,8 @@ class AdvWarmupTrainer(StageTrainer):
         self.discriminator = self.wrap(disc)
         s = self.scfg
         self.register_optimizer("discriminator", torch.optim.Adam(disc.parameters(), lr=s.DISC_LR,
-                                                                  betas=tuple(s.DISC_BETAS)), s.DISC_LR)
+                                                                  betas=tuple(s.DISC_BETAS), fused=self.fused),
+                                s.DISC_LR)
 
     def build_loaders(self, start_iter):
         return {"source": self.source_loader(start_iter), "target": self.target_loader(start_iter)}

@@ -1,0 +1,86 @@
+"""SOLVER.FUSED_OPTIMIZER: every optimiser of every stage takes torch's fused kernel when asked, its
+update is the default kernel's up to float rounding, and a resumed run goes on with the kernel its
+config asks for, not the one its checkpoint was saved with."""
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from spcl.engine.checkpoint import with_kernels_of
+from spcl.engine.stages import TRAINERS, AdvWarmupTrainer, SourceOnlyTrainer
+
+CPU = torch.device("cpu")
+
+
+def _cfg(toy_root, out, fused, *opts):
+    return tiny_cfg(toy_root, out, "SOLVER.FUSED_OPTIMIZER", str(fused), *opts)
+
+
+def _batch(trainer):
+    return {k: trainer._to_device(next(iter(v))) for k, v in trainer.build_loaders(0).items()}
+
+
+def _params(trainer):
+    return {f"{m}.{k}": v.detach().clone() for m, module in trainer.modules.items()
+            for k, v in module.named_parameters()}
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("stage", sorted(TRAINERS))
+def test_the_key_picks_the_kernel_of_every_optimiser_of_every_stage(stage, fused, toy_root, tmp_path, prototypes,
+                                                                   pseudo_dir):
+    cfg = _cfg(toy_root, str(tmp_path), fused, "PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", pseudo_dir)
+    trainer = TRAINERS[stage](cfg, None, CPU)
+    assert trainer.optimizers
+    for name, opt in trainer.optimizers.items():
+        for group in opt.param_groups:
+            assert bool(group["fused"]) is fused, (stage, name, group["fused"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, toy_root, tmp_path):
+    """Two warm-up steps (the segmentor's optimiser and D's Adam; the second step uses the moments of
+    the first) from the same weights and batch: the same updates to float rounding."""
+    deltas = []
+    for fused in (False, True):
+        cfg = _cfg(toy_root, str(tmp_path / str(fused)), fused, "SOLVER.OPTIMIZER", optimizer)
+        trainer = AdvWarmupTrainer(cfg, None, CPU)
+        before, batch = _params(trainer), _batch(trainer)
+        for _ in range(2):
+            trainer.run_step(batch)
+        deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
+    plain, fused = deltas
+    assert plain.keys() == fused.keys() and any(k.startswith("discriminator.") for k in plain)
+    for k in plain:
+        assert plain[k].abs().max() > 0, k
+        torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
+
+
+@pytest.mark.parametrize("saved,resumed", [(False, True), (True, False)])
+def test_a_resume_goes_on_with_the_kernel_its_config_asks_for(saved, resumed, toy_root, tmp_path):
+    first = SourceOnlyTrainer(_cfg(toy_root, str(tmp_path), saved), str(tmp_path), CPU)
+    first.run_step(_batch(first))
+    first.checkpointer.save("model_0000001", 1)
+    state = first.optimizers["model"].state_dict()["state"]
+    second = SourceOnlyTrainer(_cfg(toy_root, str(tmp_path), resumed), str(tmp_path), CPU)
+    assert second.checkpointer.resume(second.resume_from) == 1
+    opt = second.optimizers["model"]
+    assert all(bool(group["fused"]) is resumed for group in opt.param_groups)
+    loaded = opt.state_dict()["state"]
+    assert loaded.keys() == state.keys()
+    for i in state:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(loaded[i][key], state[i][key]), (i, key)
+    before = _params(second)
+    second.run_step(_batch(second))  # the resumed kernel steps with the loaded state
+    assert any(not torch.equal(v, before[k]) for k, v in _params(second).items())
+
+
+def test_with_kernels_of_keeps_every_other_group_setting_and_the_state():
+    w = torch.nn.Parameter(torch.ones(3))
+    current = torch.optim.AdamW([w], lr=0.5, fused=True)
+    saved = {"state": {0: {"step": torch.tensor(4.0)}},
+             "param_groups": [{"lr": 0.1, "betas": (0.8, 0.9), "fused": None, "foreach": True, "params": [0]}]}
+    out = with_kernels_of(current, saved)
+    assert out["state"] is saved["state"]
+    assert out["param_groups"] == [{"lr": 0.1, "betas": (0.8, 0.9), "fused": True, "foreach": None, "params": [0]}]
+    assert saved["param_groups"][0]["fused"] is None  # the caller's dict is not changed
