@@ -119,9 +119,10 @@ _C.SOLVER = CN()
 _C.SOLVER.OPTIMIZER = "sgd"
 _C.SOLVER.MOMENTUM = 0.9
 # torch's fused kernel for every optimiser step (the segmentor's SGD / AdamW, warm-up's Adam for D): the
-# same update up to float rounding, ~4-5x faster on a CPU, where torch otherwise steps one tensor at a
-# time (benchmarks/optimizer_step.py). Off by default: rounded differently, a run is another sample of
-# itself, so the numbers documented for the shipped configs would not repeat to the last digit.
+# same update up to float rounding, 2-3.5x faster on a CPU, where torch otherwise steps one tensor at a
+# time (benchmarks/optimizer_step.py; the quick start ~9 % faster). Off by default: rounded differently, a
+# run is another sample of itself, so the numbers documented for the shipped configs would not repeat to
+# the last digit.
 _C.SOLVER.FUSED_OPTIMIZER = False
 _C.SOLVER.WEIGHT_DECAY = 5e-4
 _C.SOLVER.LR_POWER = 0.9  # poly: base * (1 - it / MAX_ITER) ** power
