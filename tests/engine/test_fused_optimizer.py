@@ -1,6 +1,6 @@
 """SOLVER.FUSED_OPTIMIZER: every optimiser of every stage takes torch's fused kernel when asked, its
-update is the default kernel's up to float rounding, and a resumed run goes on with the kernel its
-config asks for, not the one its checkpoint was saved with."""
+update is the default kernel's up to float rounding (in fp32, and in fp16 through the gradient scaler),
+and a resumed run goes on with the kernel its config asks for, not the one its checkpoint was saved with."""
 import pytest
 import torch
 
@@ -50,6 +50,24 @@ def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, toy
         deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
     plain, fused = deltas
     assert plain.keys() == fused.keys() and any(k.startswith("discriminator.") for k in plain)
+    for k in plain:
+        assert plain[k].abs().max() > 0, k
+        torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_under_fp16_the_gradient_scaler_unscales_for_the_fused_kernel_too(optimizer, toy_root, tmp_path):
+    """The scaler hands a fused optimiser its scale instead of unscaling the gradients first: one fp16 step
+    moves every weight as the default kernel's does (a step on the scaled gradients would be 65,536 times
+    too large for SGD)."""
+    deltas = []
+    for fused in (False, True):
+        cfg = _cfg(toy_root, str(tmp_path / str(fused)), fused, "SOLVER.OPTIMIZER", optimizer, "SOLVER.AMP", "fp16")
+        trainer = SourceOnlyTrainer(cfg, None, CPU)
+        before = _params(trainer)
+        trainer.run_step(_batch(trainer))
+        deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
+    plain, fused = deltas
     for k in plain:
         assert plain[k].abs().max() > 0, k
         torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
