@@ -18,6 +18,10 @@ SAFE_SECTIONS = ("TEST.", "DATALOADER.")  # evaluation options; workers, pinning
 # Hand-off paths, set by the pipeline under OUTPUT_DIR: a path inside the run folder is compared relative
 # to it (a moved or copied run folder is the same run); one outside it (initial weights) as an absolute path.
 RUN_PATHS = ("MODEL.WEIGHTS", "PROTOTYPE.PATH", "DATASETS.PSEUDO_DIR")
+# Keys added to spcl after runs had been made with it, each with the value at which it does what the versions
+# before it did: a recorded config without the key is that value (a run folder made before the key was added
+# reruns and resumes as before). A key whose default changed what a stage computes does not belong here.
+ADDED_KEYS = {"SOLVER.FUSED_OPTIMIZER": False}
 
 
 class ConfigDriftError(ValueError):
@@ -70,7 +74,7 @@ def _same(key: str, a, b, old_root: str, new_root: str) -> bool:
 
 def config_drift(recorded, current) -> list[tuple[str, object, object]]:
     """(key, recorded value, current value) for every key that differs and may not; ABSENT where one of the
-    two lacks the key.
+    two lacks the key (a recorded config without one of the ADDED_KEYS holds its old value).
 
     Args:
         recorded: the config a run was made with (a CfgNode, a dict, or its YAML text).
@@ -85,8 +89,9 @@ def config_drift(recorded, current) -> list[tuple[str, object, object]]:
     for key in sorted(set(old) | set(new)):
         if key in SAFE_KEYS or key.startswith(SAFE_SECTIONS):
             continue
-        if not _same(key, old.get(key, ABSENT), new.get(key, ABSENT), old_root, new_root):
-            out.append((key, old.get(key, ABSENT), new.get(key, ABSENT)))
+        then = old.get(key, ADDED_KEYS.get(key, ABSENT))
+        if not _same(key, then, new.get(key, ABSENT), old_root, new_root):
+            out.append((key, then, new.get(key, ABSENT)))
     return out
 
 

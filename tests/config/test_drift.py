@@ -135,3 +135,16 @@ def test_a_key_one_config_lacks_is_absent_not_none():
     with pytest.raises(ConfigDriftError) as info:
         check_drift(recorded, current, "the run")
     assert "absent" not in str(info.value)  # only SEED differs: a value against a value
+
+
+def test_a_run_made_before_a_key_was_added_holds_the_value_that_does_what_it_did():
+    """A config.yaml recorded before SOLVER.FUSED_OPTIMIZER existed: a rerun at the default (the kernel those
+    versions used) is the same run; asking for the fused kernel is a change, shown against its old value."""
+    recorded = _recorded()
+    del recorded["SOLVER"]["FUSED_OPTIMIZER"]
+    assert config_drift(recorded, load_config("", [])) == []
+    assert check_drift(recorded, load_config("", []), "the run") == []
+    assert config_drift(recorded, load_config("", ["SOLVER.FUSED_OPTIMIZER", "True"])) == [
+        ("SOLVER.FUSED_OPTIMIZER", False, True)]
+    del recorded["SOLVER"]["AMP"]  # any other key a run lacks is still absent
+    assert config_drift(recorded, load_config("", [])) == [("SOLVER.AMP", ABSENT, "")]
