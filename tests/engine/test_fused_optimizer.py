@@ -9,6 +9,15 @@ from spcl.engine.checkpoint import with_kernels_of
 from spcl.engine.stages import TRAINERS, AdvWarmupTrainer, SourceOnlyTrainer
 
 CPU = torch.device("cpu")
+# the CUDA path runs where a GPU is (a GPU session's test run), with deterministic cuDNN kernels so that the
+# two runs compared differ by the optimiser's kernel only
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def _deterministic(monkeypatch, device):
+    if device == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
 
 
 def _cfg(toy_root, out, fused, *opts):
@@ -36,14 +45,17 @@ def test_the_key_picks_the_kernel_of_every_optimiser_of_every_stage(stage, fused
             assert bool(group["fused"]) is fused, (stage, name, group["fused"])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, toy_root, tmp_path):
+def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, device, toy_root, tmp_path,
+                                                                  monkeypatch):
     """Two warm-up steps (the segmentor's optimiser and D's Adam; the second step uses the moments of
     the first) from the same weights and batch: the same updates to float rounding."""
+    _deterministic(monkeypatch, device)
     deltas = []
     for fused in (False, True):
         cfg = _cfg(toy_root, str(tmp_path / str(fused)), fused, "SOLVER.OPTIMIZER", optimizer)
-        trainer = AdvWarmupTrainer(cfg, None, CPU)
+        trainer = AdvWarmupTrainer(cfg, None, torch.device(device))
         before, batch = _params(trainer), _batch(trainer)
         for _ in range(2):
             trainer.run_step(batch)
@@ -55,15 +67,18 @@ def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, toy
         torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_under_fp16_the_gradient_scaler_unscales_for_the_fused_kernel_too(optimizer, toy_root, tmp_path):
+def test_under_fp16_the_gradient_scaler_unscales_for_the_fused_kernel_too(optimizer, device, toy_root, tmp_path,
+                                                                          monkeypatch):
     """The scaler hands a fused optimiser its scale instead of unscaling the gradients first: one fp16 step
     moves every weight as the default kernel's does (a step on the scaled gradients would be 65,536 times
     too large for SGD)."""
+    _deterministic(monkeypatch, device)
     deltas = []
     for fused in (False, True):
         cfg = _cfg(toy_root, str(tmp_path / str(fused)), fused, "SOLVER.OPTIMIZER", optimizer, "SOLVER.AMP", "fp16")
-        trainer = SourceOnlyTrainer(cfg, None, CPU)
+        trainer = SourceOnlyTrainer(cfg, None, torch.device(device))
         before = _params(trainer)
         trainer.run_step(_batch(trainer))
         deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
