@@ -37,7 +37,12 @@ def tiny_cfg(toy_root: str, output_dir: str, *opts):
     from spcl.config import load_config
 
     base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "toy.yaml")
-    overrides = [
+    return load_config(base, tiny_opts(toy_root, output_dir) + list(opts))
+
+
+def tiny_opts(toy_root: str, output_dir: str) -> list:
+    """The KEY VALUE overrides of `tiny_cfg` over configs/toy.yaml (for a tool's command line)."""
+    return [
         "OUTPUT_DIR", output_dir, "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False",
         "INPUT.SOURCE_SIZE", "[64, 32]", "INPUT.TARGET_SIZE", "[64, 32]", "INPUT.TEST_SIZE", "[64, 32]",
         "INPUT.SELF_TRAIN_BASE_SIZE", "[64, 32]", "INPUT.SELF_TRAIN_CROP", "[48, 24]",
@@ -46,7 +51,6 @@ def tiny_cfg(toy_root: str, output_dir: str, *opts):
         "ALIGN.SOURCE_BATCH", "2", "ALIGN.TARGET_BATCH", "2", "SELF_TRAIN.TARGET_BATCH", "2",
         "SOURCE_ONLY.SOURCE_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
     ]
-    return load_config(base, overrides + list(opts))
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,8 @@ def main(argv=None):
         if comm.is_main_process():
             if not ran:
                 print(f"stage {args.stage} already finished in {folder} (delete the folder to run it again):")
-            print(format_summary([{"stage": args.stage, **done["metrics"]}]))
+            timed = {"seconds": done["seconds"]} if "seconds" in done else {}
+            print(format_summary([{"stage": args.stage, **done["metrics"], **timed}]))
     else:
         run_pipeline(cfg)
     return 0

@@ -14,6 +14,7 @@ import datetime
 import logging
 import math
 import os
+import time
 import uuid
 from typing import Optional
 
@@ -146,7 +147,9 @@ def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] 
     A finished stage is checked against the config it ran with (ConfigDriftError unless
     PIPELINE.ALLOW_CONFIG_CHANGE) and not run again. Output paths in the manifest are relative to
     `root` (OUTPUT_DIR for the pipeline, the stage folder for a single stage). The manifest gets a new
-    random `id`, and `after`: the ids of the earlier stages it was made from (`upstream_ids`)."""
+    random `id`, `after`: the ids of the earlier stages it was made from (`upstream_ids`), and `seconds`:
+    the wall time of the run that finished the stage (for a stage resumed after an interruption, the time
+    since the resume)."""
     done = read_manifest(folder)
     if done is not None:
         recorded = recorded_config(folder, f"delete {folder} to run that stage and the stages after it again")
@@ -154,7 +157,9 @@ def run_stage_once(cfg, stage: str, folder: str, device: Optional[torch.device] 
             check_drift(recorded, cfg, f"finished stage {stage} in {folder}")
         return done, False
     root = root or folder
+    started = time.monotonic()
     result = run_stage(cfg, stage, folder, device)
+    result["seconds"] = round(time.monotonic() - started, 1)
     result["outputs"] = _relative(root, result["outputs"])
     done = {"stage": stage, "status": "done", "id": uuid.uuid4().hex, "after": dict(after or {}),
             "inputs": dict(inputs or {}), **result}
@@ -453,6 +458,8 @@ def _run_stages(cfg, device: torch.device) -> dict:
                **{k: v for k, v in done["metrics"].items() if k != "IoU"}}
         if done.get("oracle"):
             row["handoff"] = done["handoff"]
+        if "seconds" in done:  # (stages finished by a version of spcl before it recorded the time have none)
+            row["seconds"] = done["seconds"]
         summary.append(row)
     setup_logger(root, run_log=True)  # OUTPUT_DIR/log.txt: the whole run (stage folders log their own part too)
     logger.info("pipeline finished:\n%s", format_summary(summary))
@@ -463,7 +470,8 @@ def _run_stages(cfg, device: torch.device) -> dict:
 
 def format_summary(rows: list[dict]) -> str:
     """One line per stage: target-val mIoU of training stages with their gain over the training stage
-    before, kept share of pseudo-label stages; last, the gain of the last training stage over the first."""
+    before, kept share of pseudo-label stages; then the gain of the last training stage over the first;
+    last, the wall time of each stage that recorded one (`seconds`) and their sum."""
     lines, trained = [], []
     for r in rows:
         if "mIoU" in r:
@@ -486,4 +494,21 @@ def format_summary(rows: list[dict]) -> str:
     if len(trained) > 1:
         first, last = trained[0], trained[-1]
         lines.append(f"{last['stage']} vs {first['stage']}: {last['mIoU'] - first['mIoU']:+.2f} mIoU")
+    timed = [r for r in rows if "seconds" in r]
+    if timed:
+        untimed = len(rows) - len(timed)
+        total = f"{duration(sum(r['seconds'] for r in timed))} in all" + (
+            f"; {untimed} stage(s) made by an older version, untimed" if untimed else "")
+        lines.append("wall time: " + ", ".join(f"{r['stage']} {duration(r['seconds'])}" for r in timed)
+                     + f" ({total})")
     return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """`seconds` for a reader: "45 s", "2 min 05 s", "1 h 03 min"."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"

@@ -65,6 +65,9 @@ def test_pipeline_writes_every_stage(uninterrupted):
     assert cfg["MODEL"]["WEIGHTS"] == os.path.join(out, "3_align", "checkpoints", "model_final.pth")
     assert "mIoU" in st["metrics"]
     assert json.load(open(os.path.join(out, "summary.json")))["stages"][-1]["stage"] == "self_train"
+    # each stage's wall time, recorded in its manifest, reaches the summary as it was recorded
+    recorded = [json.load(open(os.path.join(out, d, "manifest.json")))["seconds"] for d in STAGE_DIRS]
+    assert all(t > 0 for t in recorded) and [s["seconds"] for s in summary["stages"]] == recorded
 
 
 def test_killed_in_align_resumes_to_identical_weights(uninterrupted, toy_root, tmp_path, monkeypatch):
@@ -288,3 +291,38 @@ def test_every_json_file_of_a_run_is_standard_json(uninterrupted):
                 data = strict_load(doc)
                 absent_iou += None in data.get("val/IoU", []) or None in data.get("metrics", {}).get("IoU", [])
     assert absent_iou >= 6  # three training stages: their manifests and their final evaluations' lines
+
+
+def test_a_stage_records_the_wall_time_of_the_run_that_finished_it(tmp_path, monkeypatch):
+    """`seconds` in the manifest is the monotonic clock's advance across the stage's run (a wall-clock
+    jump would not count); a finished stage is not run or timed again."""
+    from spcl.engine import pipeline
+
+    clock = iter([1000.0, 1163.5])
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(pipeline, "run_stage", lambda *a, **k: {"outputs": {}, "metrics": {"mIoU": 1.0}})
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path))
+    folder = str(tmp_path / "adv_warmup")
+    done, ran = pipeline.run_stage_once(cfg, "adv_warmup", folder)
+    assert ran and done["seconds"] == 163.5
+    assert json.load(open(os.path.join(folder, "manifest.json")))["seconds"] == 163.5
+    again, ran = pipeline.run_stage_once(cfg, "adv_warmup", folder)  # the clock has no third reading
+    assert not ran and again["seconds"] == 163.5
+
+
+def test_summary_ends_with_each_stage_wall_time_and_their_sum():
+    from spcl.engine.pipeline import duration, format_summary
+
+    rows = [{"stage": "adv_warmup", "mIoU": 30.0, "seconds": 164.4}, {"stage": "prototypes", "seconds": 4.2},
+            {"stage": "align", "mIoU": 31.0, "seconds": 3600.0}]
+    lines = format_summary(rows).splitlines()
+    assert lines[-2] == "align vs adv_warmup: +1.00 mIoU"
+    assert lines[-1] == "wall time: adv_warmup 2 min 44 s, prototypes 4 s, align 1 h 00 min (1 h 02 min in all)"
+    # a stage finished by a version that did not record its time: left out, and said
+    rows[1].pop("seconds")
+    assert format_summary(rows).splitlines()[-1] == (
+        "wall time: adv_warmup 2 min 44 s, align 1 h 00 min (1 h 02 min in all; 1 stage(s) made by an older "
+        "version, untimed)")
+    assert "wall time" not in format_summary([{"stage": "align", "mIoU": 31.0}])
+    assert [duration(s) for s in (0.4, 45, 59.5, 125, 3599.6, 3725)] == [
+        "0 s", "45 s", "1 min 00 s", "2 min 05 s", "1 h 00 min", "1 h 02 min"]
