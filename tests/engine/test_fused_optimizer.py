@@ -28,6 +28,17 @@ def _batch(trainer):
     return {k: trainer._to_device(next(iter(v))) for k, v in trainer.build_loaders(0).items()}
 
 
+def _assert_same_updates(fused: dict, plain: dict) -> None:
+    """Every tensor's update equal to float rounding: ‖fused − plain‖ / ‖plain‖ < 1e-4 (per tensor; measured
+    ~5e-6 after two AdamW warm-up steps, where a β1 of 0.8 instead of 0.9 gives 3e-2 and AdamW without its
+    weight decay 6e-4). An elementwise bound would be set by the few weights whose two gradients nearly
+    cancel in Adam's moments, where rounding is amplified most."""
+    assert plain.keys() == fused.keys()
+    for k in plain:
+        assert plain[k].norm() > 0, k
+        assert float((fused[k] - plain[k]).norm() / plain[k].norm()) < 1e-4, k
+
+
 def _params(trainer):
     return {f"{m}.{k}": v.detach().clone() for m, module in trainer.modules.items()
             for k, v in module.named_parameters()}
@@ -61,10 +72,8 @@ def test_fused_steps_move_every_weight_as_the_default_kernel_does(optimizer, dev
             trainer.run_step(batch)
         deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
     plain, fused = deltas
-    assert plain.keys() == fused.keys() and any(k.startswith("discriminator.") for k in plain)
-    for k in plain:
-        assert plain[k].abs().max() > 0, k
-        torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
+    assert any(k.startswith("discriminator.") for k in plain)
+    _assert_same_updates(fused, plain)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -82,10 +91,7 @@ def test_under_fp16_the_gradient_scaler_unscales_for_the_fused_kernel_too(optimi
         before = _params(trainer)
         trainer.run_step(_batch(trainer))
         deltas.append({k: v - before[k] for k, v in _params(trainer).items()})
-    plain, fused = deltas
-    for k in plain:
-        assert plain[k].abs().max() > 0, k
-        torch.testing.assert_close(fused[k], plain[k], rtol=1e-3, atol=1e-3 * float(plain[k].abs().max()), msg=k)
+    _assert_same_updates(*reversed(deltas))
 
 
 @pytest.mark.parametrize("saved,resumed", [(False, True), (True, False)])
