@@ -503,7 +503,12 @@ def test_a_damaged_run_record_is_named_and_left_as_it_is(finished_run, toy_root,
         with open(path, "wb") as f:
             f.write(original)
         summary = run_pipeline(tiny_cfg(toy_root, out, *TWO_STAGES))
-        assert summary == json.load(open(os.path.join(finished_run, "summary.json")))
+        # the same results; a stage run again (the prototypes, for a damaged upstream.json) took its own time
+        assert _untimed(summary) == _untimed(json.load(open(os.path.join(finished_run, "summary.json"))))
+
+
+def _untimed(summary: dict) -> dict:
+    return {**summary, "stages": [{k: v for k, v in row.items() if k != "seconds"} for row in summary["stages"]]}
 
 
 @pytest.mark.parametrize("stages, opts, says", [
