@@ -94,12 +94,26 @@ def count_reads(monkeypatch):
 
 
 def tb_scalars(folder):
-    """{tag: [values]} of the TensorBoard events under `folder`."""
+    """{tag: [values]} of the TensorBoard events in `folder`, its event files read in the order they were made.
+    TensorBoard reads them in name order, `events.out.tfevents.<second>.<host>.<pid>.<counter>`, the pid and
+    the per-process counter compared as text: two writers of one process in one second (a test's killed
+    attempt and its rerun) with counters 9 and 10 are read rerun first, and the killed attempt's older steps
+    then purge the rerun's. Read from copies whose pid and counter are zero-padded."""
+    import shutil
+    import tempfile
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(folder, size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    with tempfile.TemporaryDirectory() as ordered:
+        for name in os.listdir(folder):
+            parts = name.split(".")
+            if name.startswith("events.out.tfevents.") and len(parts) >= 7 and parts[-1].isdigit() \
+                    and parts[-2].isdigit():
+                parts[-2], parts[-1] = f"{int(parts[-2]):010d}", f"{int(parts[-1]):010d}"
+            shutil.copy(os.path.join(folder, name), os.path.join(ordered, ".".join(parts)))
+        acc = EventAccumulator(ordered, size_guidance={"scalars": 0})
+        acc.Reload()
+        return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def load_tool(name: str):
