@@ -156,9 +156,11 @@ def with_kernels_of(optimizer: torch.optim.Optimizer, state: dict) -> dict:
     replaced by `optimizer`'s. `load_state_dict` takes every group setting from the saved state, so a
     run resumed with another SOLVER.FUSED_OPTIMIZER would otherwise go on with the kernel it was saved
     with; the state itself (moments, step counts) is the same for every kernel."""
-    groups = [dict(saved, **{k: current[k] for k in ("fused", "foreach") if k in current})
-              for saved, current in zip(state.get("param_groups", []), optimizer.param_groups)]
-    return {**state, "param_groups": groups + list(state.get("param_groups", []))[len(groups):]}
+    saved = list(state.get("param_groups", []))
+    groups = [dict(group, **{k: current[k] for k in ("fused", "foreach") if k in current})
+              for group, current in zip(saved, optimizer.param_groups)]
+    # saved groups beyond the optimiser's stay, so that load_state_dict still refuses the mismatch
+    return {**state, "param_groups": groups + saved[len(groups):]}
 
 
 def unreadable(path: str) -> Optional[str]:

@@ -1,10 +1,12 @@
 """`tools/train.py --check`: the checks a run makes before it writes anything (config keys and values, every
-input present, a rerun's config against the run folder's), without running it and without writing."""
+input present, a rerun's config against the run folder's), without running it and without writing. Last,
+`tools/train.py --stage NAME` itself: its printed result with the stage's wall time, and a rerun that skips."""
+import json
 import os
 
 import pytest
 
-from conftest import load_tool, restored_spcl_logger
+from conftest import load_tool, restored_spcl_logger, tiny_opts
 from spcl.config import ConfigDriftError
 
 TOY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "toy.yaml")
@@ -170,3 +172,18 @@ def test_a_refused_run_leaves_the_generated_data_as_they_were(train, tmp_path):
             with pytest.raises(RunInUse, match="is in use by another run"):
                 train.main(["--allow-config-change", "--config", TOY] + stage + opts + ["DATASETS.TOY.SEED", "1"])
     assert _images(data) == before
+
+
+def test_a_stage_prints_its_result_and_wall_time_and_a_rerun_the_recorded_one(train, toy_root, tmp_path, capsys):
+    from spcl.engine.pipeline import duration
+
+    out = str(tmp_path / "run")
+    args = ["--config", TOY, "--stage", "source_only"] + tiny_opts(toy_root, out)
+    assert train.main(args) == 0
+    seconds = json.load(open(os.path.join(out, "source_only", "manifest.json")))["seconds"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("source_only    target mIoU")
+    assert lines[-1] == f"wall time: source_only {duration(seconds)} ({duration(seconds)} in all)"
+    assert train.main(args) == 0
+    again = capsys.readouterr().out.strip().splitlines()
+    assert again[-3].startswith("stage source_only already finished in") and again[-2:] == lines[-2:]
