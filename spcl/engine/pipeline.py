@@ -441,6 +441,7 @@ def _run_stages(cfg, device: torch.device) -> dict:
     made: dict = {}  # stage folder name → id of its finished manifest, for every stage so far
     for i, stage in enumerate(cfg.PIPELINE.STAGES):
         folder = os.path.join(root, f"{i}_{stage}")
+        setup_logger(root, run_log=True)  # the banner goes to the run log, not to the previous stage's log.txt
         after = upstream_ids(made)
         set_aside_if_stale(folder, after)
         if read_manifest(folder) is None:

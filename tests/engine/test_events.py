@@ -207,14 +207,16 @@ def test_pipeline_top_level_log_is_the_run_log(toy_root, tmp_path, restore_logge
     from spcl.engine import run_pipeline
 
     out = str(tmp_path / "run")
-    run_pipeline(tiny_cfg(toy_root, out, "PIPELINE.STAGES", "['source_only']"))
+    run_pipeline(tiny_cfg(toy_root, out, "PIPELINE.STAGES", "['source_only', 'pseudo_labels']"))
     log = open(os.path.join(out, "log.txt")).read()
-    assert "=== stage 1/1: source_only" in log
+    assert "=== stage 1/2: source_only" in log and "=== stage 2/2: pseudo_labels" in log
     assert "[source_only] iter 3/3" in log and "target val at iteration 3" in log  # the stage's own lines
     assert "pipeline finished" in log
     assert not os.path.exists(os.path.join(out, "pipeline_log.txt"))
     stage_log = open(os.path.join(out, "0_source_only", "log.txt")).read()
     assert "[source_only] iter 3/3" in stage_log and "pipeline finished" not in stage_log
+    assert "=== stage 2/2" not in stage_log  # the next stage's banner is not the end of this stage's log
+    assert "[source_only]" not in open(os.path.join(out, "1_pseudo_labels", "log.txt")).read()
 
 
 def _load_tool(name):
