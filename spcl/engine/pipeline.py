@@ -215,7 +215,8 @@ def set_aside_if_stale(folder: str, after: dict) -> Optional[str]:
 def stage_plan(cfg) -> list[tuple[str, str]]:
     """What a rerun of the pipeline in cfg.OUTPUT_DIR would do with each stage folder, without doing it:
     (folder name, one of "finished", "resumes", "runs", "set aside and run again"), by the rule of
-    `set_aside_if_stale` (a stage after one that runs is made from new outputs)."""
+    `set_aside_if_stale` (a stage after one that runs is made from new outputs). A training stage whose
+    folder holds no checkpoint "runs": it starts from iteration 0."""
     plan, made, later_are_stale = [], {}, False
     for i, stage in enumerate(cfg.PIPELINE.STAGES):
         name = f"{i}_{stage}"
@@ -224,11 +225,23 @@ def stage_plan(cfg) -> list[tuple[str, str]]:
         if recorded is not None and (later_are_stale or recorded != upstream_ids(made)):
             what = "set aside and run again"
         else:
-            what = "runs" if recorded is None else "finished" if done is not None else "resumes"
+            what = "runs" if recorded is None else "finished" if done is not None else resumes_or_runs(stage, folder)
         later_are_stale = later_are_stale or what != "finished"
         made[name] = done.get("id") if what == "finished" else None
         plan.append((name, what))
     return plan
+
+
+def resumes_or_runs(stage: str, folder: str) -> str:
+    """What a run does with the unfinished folder of `stage`: a training stage "resumes" from a checkpoint of its
+    own, or "runs" from iteration 0 when it has none; an offline stage "resumes" (it reuses whatever partial
+    work an interrupted run saved, and starts from the beginning when there is none)."""
+    return "resumes" if stage not in TRAINERS or has_checkpoint(folder) else "runs"
+
+
+def has_checkpoint(folder: str) -> bool:
+    """Whether the stage folder holds a checkpoint to resume from."""
+    return bool(Checkpointer(os.path.join(folder, "checkpoints"), {}, {}).candidates())
 
 
 def read_manifest(folder: str) -> Optional[dict]:
@@ -337,7 +350,7 @@ def stage_reads(cfg, stage: str, folder: str, what: str) -> set:
     needs = set(stage_needs(cfg, stage))
     if stage not in TRAINERS:
         return needs
-    if what == "resumes" and Checkpointer(os.path.join(folder, "checkpoints"), {}, {}).candidates():
+    if what == "resumes" and has_checkpoint(folder):
         return needs & {"pseudo_dir"}
     return needs | {"checkpoint"}
 
@@ -390,7 +403,6 @@ def check_stage_plan(cfg) -> None:
                          "labelled set (gta5_train, synthia_train, synscapes_train, cityscapes_train, or folder_val "
                          "with DATASETS.FOLDER.VAL_LABEL_DIR)")
     made: set = set()
-    world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
     for i, stage in enumerate(stages):
         for need in stage_needs(cfg, stage):
             section, key = HANDED_KEYS[need]
@@ -399,14 +411,57 @@ def check_stage_plan(cfg) -> None:
                 raise ValueError(f"stage {i} of PIPELINE.STAGES, {stage}, reads {need.replace('_', ' ')}, and "
                                  f"{before}: add the stage that makes it earlier, or set {section}.{key}")
         made.add(PRODUCES[stage])
-        for name in BATCHES.get(stage, ()):
-            if name == "ALIGN.TARGET_BATCH" and not cfg.LOSS.CONTRAST.TARGET:
-                continue
-            node, key = name.split(".")
-            batch = int(cfg[node][key])
-            if batch % world or (batch // world) % accum:
-                raise ValueError(f"{name} {batch} does not split into {world} process(es) × SOLVER.ACCUM_STEPS "
-                                 f"{accum} equal parts (stage {stage}): make it a multiple of {world * accum}")
+        check_batches(cfg, stage)
+
+
+def check_batches(cfg, stage: str) -> None:
+    """Every global batch of a training stage splits over the processes and SOLVER.ACCUM_STEPS."""
+    world, accum = comm.get_world_size(), int(cfg.SOLVER.ACCUM_STEPS)
+    for name in BATCHES.get(stage, ()):
+        if name == "ALIGN.TARGET_BATCH" and not cfg.LOSS.CONTRAST.TARGET:
+            continue
+        node, key = name.split(".")
+        batch = int(cfg[node][key])
+        if batch % world or (batch // world) % accum:
+            raise ValueError(f"{name} {batch} does not split into {world} process(es) × SOLVER.ACCUM_STEPS "
+                             f"{accum} equal parts (stage {stage}): make it a multiple of {world * accum}")
+
+
+# the stage whose output each hand-off is, for the message of a single stage run that lacks it
+MADE_BY = {"checkpoint": "a training stage's checkpoints/model_final.pth", "prototypes": "the prototypes stage's file",
+           "pseudo_dir": "the pseudo_labels stage's labels/ folder"}
+
+
+def check_single_stage(cfg, stage: str, folder: str) -> str:
+    """What `tools/train.py --stage` checks before it writes anything (also with --check): every input the stage
+    reads (`stage_needs`: MODEL.WEIGHTS, PROTOTYPE.PATH, DATASETS.PSEUDO_DIR) is set and readable, its batches
+    split over the processes, and in a `folder` that holds a finished stage or a checkpoint, the config is the
+    recorded one (ConfigDriftError unless PIPELINE.ALLOW_CONFIG_CHANGE). A stage run without its input used to
+    fail only after it had made its folder, some with a message about data files. Returns what the run will do
+    with `folder`: "finished" (nothing to run), "resumes" or "runs"."""
+    problems = []
+    for need in stage_needs(cfg, stage):
+        section, key = HANDED_KEYS[need]
+        path = cfg[section][key]
+        if need == "checkpoint":  # any trained model the tools take (a slim or converted file too), read by the stage
+            problem = None if not path or os.path.isfile(path) else "is missing"
+        else:
+            problem = handoff_problem(need, path) if path else None
+        if not path:
+            problems.append(f"{section}.{key} is not set: stage {stage} reads the {need.replace('_', ' ')}, "
+                            f"{MADE_BY[need]}")
+        elif problem:
+            problems.append(f"{section}.{key} = {path!r}{where_read(path)} {problem}")
+    if problems:
+        raise ValueError(f"stage {stage} cannot run:\n  - " + "\n  - ".join(problems))
+    check_batches(cfg, stage)
+    done = read_manifest(folder)
+    what = "runs" if not os.path.isdir(folder) else "finished" if done is not None else resumes_or_runs(stage, folder)
+    if done is not None or (stage in TRAINERS and what == "resumes"):
+        recorded = recorded_config(folder, f"delete {folder} to run the stage again")
+        if recorded is not None:
+            check_drift(recorded, cfg, f"{'finished ' if done is not None else ''}stage {stage} in {folder}")
+    return what
 
 
 def made_anything(root: str) -> bool:

@@ -23,14 +23,72 @@ def _tiny_opts(toy_root, out):
     return ["OUTPUT_DIR", out, "DATASETS.DATA_DIR", toy_root, "DATASETS.TOY.GENERATE", "False"]
 
 
-def test_check_passes_a_runnable_config_and_writes_nothing(train, toy_root, tmp_path, capsys):
+def test_check_passes_a_runnable_config_and_writes_nothing(train, toy_root, prototypes, pseudo_dir, tmp_path, capsys):
     out = str(tmp_path / "run")
     assert train.main(["--check", "--config", TOY] + _tiny_opts(toy_root, out)) == 0
     assert "toy.yaml: config and inputs OK (stages adv_warmup → prototypes" in capsys.readouterr().out
     assert not os.path.exists(out)
-    assert train.main(["--check", "--stage", "align", "--config", TOY]
-                      + _tiny_opts(toy_root, out)) == 0
+    assert train.main(["--check", "--stage", "align", "--config", TOY] + _tiny_opts(toy_root, out)
+                      + ["PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", pseudo_dir]) == 0
     assert "(stage align;" in capsys.readouterr().out and not os.path.exists(out)
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
+def test_a_stage_without_its_inputs_is_refused_before_anything_is_written(train, toy_root, prototypes, tmp_path, check):
+    """`--stage align` reads the prototypes and the pseudo labels, `--stage pseudo_labels` a trained model: each one
+    unset, or set to a path that is not there, is named; --check used to say OK, and the run failed after it had
+    made its folder (the pseudo-label folder '' as a damaged data file)."""
+    out = str(tmp_path / "run")
+    flag = ["--check"] if check else []
+    opts = ["--config", TOY] + _tiny_opts(toy_root, out)
+    with pytest.raises(ValueError, match=r"stage align cannot run:\n  - PROTOTYPE.PATH is not set: stage align reads "
+                                         r"the prototypes.*\n  - DATASETS.PSEUDO_DIR is not set: stage align reads "
+                                         r"the pseudo dir, the pseudo_labels stage's labels/ folder"):
+        train.main(flag + ["--stage", "align"] + opts)
+    missing = str(tmp_path / "labels")
+    with pytest.raises(ValueError, match=rf"cannot run:\n  - DATASETS.PSEUDO_DIR = '{missing}' is missing \(the "
+                                         r"pseudo-label folder\)$"):
+        train.main(flag + ["--stage", "align"] + opts + ["PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", missing])
+    with pytest.raises(ValueError, match=r"MODEL.WEIGHTS is not set: stage pseudo_labels reads the checkpoint"):
+        train.main(flag + ["--stage", "pseudo_labels"] + opts)
+    # align without the target term reads no pseudo labels
+    with pytest.raises(ValueError, match=r"cannot run:\n  - PROTOTYPE.PATH is not set[^\n]*$"):
+        train.main(flag + ["--stage", "align"] + opts + ["LOSS.CONTRAST.TARGET", "False"])
+    assert not os.path.exists(out)
+
+
+def test_check_of_a_stage_compares_the_config_with_its_folder_and_says_what_a_rerun_does(
+        train, toy_root, prototypes, pseudo_dir, tmp_path, capsys):
+    """The pipeline's --check compared a rerun's config with the run folder's; --check --stage did not, and said
+    OK to a rerun the run itself then refused."""
+    from spcl.config import load_config
+
+    out = str(tmp_path / "run")
+    opts = ["--config", TOY] + _tiny_opts(toy_root, out) + ["PROTOTYPE.PATH", prototypes,
+                                                             "DATASETS.PSEUDO_DIR", pseudo_dir]
+    folder = os.path.join(out, "align")
+    os.makedirs(os.path.join(folder, "checkpoints"))
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        f.write(load_config(TOY, opts[2:]).dump())
+
+    def check(*more):
+        assert train.main(["--check", "--stage", "align"] + opts + list(more)) == 0
+        return capsys.readouterr().out.splitlines()[-1]
+
+    # no checkpoint yet: it starts from iteration 0, and the config of a stage that made nothing is not held
+    # against it
+    assert check("ALIGN.BASE_LR", "0.1") == "a rerun: align runs"
+    open(os.path.join(folder, "checkpoints", "model_0000002.pth"), "w").close()
+    assert check() == "a rerun: align resumes"
+    with pytest.raises(ConfigDriftError, match=r"stage align in .* 1 key\(s\) differ:\n  ALIGN.BASE_LR: 0.0005 then, "
+                                               r"0.1 now"):
+        check("ALIGN.BASE_LR", "0.1")
+    assert check("ALIGN.BASE_LR", "0.1", "PIPELINE.ALLOW_CONFIG_CHANGE", "True") == "a rerun: align resumes"
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump({"status": "done"}, f)
+    assert check() == "a rerun: align finished"
+    with pytest.raises(ConfigDriftError, match=r"finished stage align in .*\n  SEED: 0 then, 3 now"):
+        check("SEED", "3")
 
 
 def test_check_lists_every_missing_input_and_a_changed_config(train, toy_root, tmp_path):
@@ -92,6 +150,16 @@ def test_check_says_what_a_rerun_does_with_each_stage_folder(train, toy_root, tm
     assert plan(str(tmp_path / "run"), stages) == (
         "a rerun: 0_adv_warmup finished; 1_prototypes finished; 2_pseudo_labels resumes; 3_align runs; "
         "4_pseudo_labels set aside and run again; 5_self_train runs")
+    # a training stage that was started but saved no checkpoint starts from iteration 0; with one, it resumes
+    c = {**b, "2_pseudo_labels": "c"}
+    stages = [warmup, ("1_prototypes", {"id": "b", "after": a}, None), ("2_pseudo_labels", {"id": "c", "after": b},
+                                                                        None), ("3_align", None, c)]
+    assert plan(str(tmp_path / "started"), stages).startswith(
+        "a rerun: 0_adv_warmup finished; 1_prototypes finished; 2_pseudo_labels finished; 3_align runs; ")
+    os.makedirs(str(tmp_path / "started" / "3_align" / "checkpoints"))
+    open(str(tmp_path / "started" / "3_align" / "checkpoints" / "model_0000002.pth"), "w").close()
+    assert train.main(["--check", "--config", TOY] + _tiny_opts(toy_root, str(tmp_path / "started"))) == 0
+    assert "; 3_align resumes; " in capsys.readouterr().out
     # the prototypes were rerun after the pseudo labels had started
     stages = [warmup, ("1_prototypes", {"id": "B", "after": a}, None), ("2_pseudo_labels", None, b)]
     assert plan(str(tmp_path / "rerun"), stages).startswith(
