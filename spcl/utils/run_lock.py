@@ -27,6 +27,29 @@ class RunInUse(ValueError):
     """Another process holds the output folder's lock."""
 
 
+_HELD: set = set()  # descriptors of the locks this process holds
+
+
+def _release_in_child() -> None:
+    """In a process forked from a lock holder (a DataLoader worker): let go of the inherited lock descriptors. A
+    flock belongs to the open file, which a fork shares; workers orphaned by a killed run live on for ~5 s
+    (until they notice), and held the folder that long, so an immediate rerun was refused as "in use". Each
+    descriptor is pointed at /dev/null rather than closed, so that no later file takes its number while the
+    inherited file object still owns it; the parent keeps its lock."""
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd)
+    os.close(null)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_in_child)
+
+
 def _acquire(folder: str, name: str) -> tuple[Optional[object], str]:
     """(open locked file, "") or (None, who holds it); (None, "") where locks are unavailable. `name`: what
     gave the folder, for the error when a file stands where it should be."""
@@ -62,6 +85,7 @@ def _acquire(folder: str, name: str) -> tuple[Optional[object], str]:
             handle.close()
         raise OSError(e.errno, f"cannot write lock file {path}: {e.strerror or e}{space_hint(e.errno)}; "
                                "nothing else was written") from e
+    _HELD.add(handle.fileno())
     return handle, ""
 
 
@@ -105,5 +129,6 @@ def run_lock(folder: str, name: str = "OUTPUT_DIR") -> Iterator[None]:
         if handle is not None:
             import fcntl
 
+            _HELD.discard(handle.fileno())
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()

@@ -1,6 +1,7 @@
 """One run per output folder: a second run into a folder in use stops before writing and names the
 first (pid, host), in every process of a multi-process run and through tools/train.py; a holder that
 dies, however it dies, leaves the folder free."""
+import contextlib
 import os
 import signal
 import socket
@@ -56,6 +57,41 @@ def test_another_process_holds_the_folder_until_it_dies_even_by_sigkill(tmp_path
     with run_lock(folder):  # no stale lock to clean up
         with open(os.path.join(folder, LOCK)) as f:
             assert f.read().startswith(f"pid {os.getpid()} on ")
+
+
+FORK_AND_HOLD = """
+import os, sys, time
+from spcl.utils.run_lock import run_lock
+with run_lock(sys.argv[1]):
+    child = os.fork()
+    if child == 0:  # a DataLoader worker's way of starting: it outlives a killed parent for a few seconds
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_processes_forked_by_a_killed_run_do_not_hold_its_folder(tmp_path):
+    """A run killed by SIGKILL leaves its forked DataLoader workers alive for ~5 s; they inherited the lock, and
+    an immediate rerun (a requeued job) was refused as "in use" by the dead run's pid."""
+    folder = str(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", FORK_AND_HOLD, folder], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(RunInUse, match=f"pid {holder.pid} on "):  # the parent's lock is still held
+            with run_lock(folder):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        os.kill(child, 0)  # the forked child still runs
+        with run_lock(folder):
+            pass
+    finally:
+        holder.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def _enter(folder, result):
