@@ -502,8 +502,10 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
     if cfg.DATASETS.PSEUDO_DIR and any(inside(p, cfg.DATASETS.PSEUDO_DIR) for p in bad):
         lines.append(_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR))
     if cfg.DATASETS.TOY.GENERATE and any(inside(p, cfg.DATASETS.DATA_DIR) for p in bad):
-        lines.append(f"DATASETS.DATA_DIR {cfg.DATASETS.DATA_DIR} holds the generated toy dataset "
-                     "(DATASETS.TOY.GENERATE): delete it and run again, tools/train.py writes it again, byte for byte.")
+        root = cfg.DATASETS.DATA_DIR  # only these two folders: DATA_DIR may also hold runs (OUTPUT_DIR inside it)
+        lines.append(f"DATASETS.DATA_DIR {root} holds the generated toy dataset (DATASETS.TOY.GENERATE): delete "
+                     f"its folders {os.path.join(root, 'gta5')} and {os.path.join(root, 'cityscapes')} and run "
+                     "again, tools/train.py writes them again, byte for byte.")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ mtimes and raises one DataError naming the files."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -395,17 +396,28 @@ def test_bad_pseudo_labels_are_written_again_not_downloaded(tmp_path, in_a_stage
 
 
 def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path, monkeypatch):
-    """With DATASETS.TOY.GENERATE the data are the run's own: delete the folder, the run writes it again."""
+    """With DATASETS.TOY.GENERATE the data are the run's own: the fix deletes the two generated folders (never
+    DATA_DIR itself, which may hold the run's OUTPUT_DIR), and following it writes the same bytes again."""
     monkeypatch.chdir(tmp_path)  # an unset DATASETS.PSEUDO_DIR ("") must not count as the current folder
     root = tmp_path / "data"
+    args = dict(seed=3, num_source=2, num_target_train=2, num_target_val=1, size=(32, 16))
+    generate_toy_dataset(root, **args)
     source_label = root / "gta5" / "labels" / "00001.png"
-    line = (f"DATASETS.DATA_DIR {root} holds the generated toy dataset (DATASETS.TOY.GENERATE): delete it and run "
-            "again, tools/train.py writes it again, byte for byte.")
+    original = source_label.read_bytes()
+    line = (f"DATASETS.DATA_DIR {root} holds the generated toy dataset (DATASETS.TOY.GENERATE): delete its folders "
+            f"{root / 'gta5'} and {root / 'cityscapes'} and run again, tools/train.py writes them again, byte for byte.")
     bad = {"gta5_train": C.CheckResult("gta5_train", num_items=2, bad=[(str(source_label), "missing label file")],
                                        bad_items=1)}
     generated = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(root)])
     msg = C.format_error(generated, bad, {})
     assert msg.splitlines()[-1] == line and "pseudo labels" not in msg
+    source_label.write_bytes(b"truncated")  # the bad file; a run's folder inside DATA_DIR must survive the fix
+    (root / "run").mkdir()
+    (root / "run" / "model_final.pth").write_bytes(b"weights")
+    for folder in line.split("delete its folders ")[1].split(" and run again")[0].split(" and "):
+        shutil.rmtree(folder)
+    generate_toy_dataset(root, **args)
+    assert source_label.read_bytes() == original and (root / "run" / "model_final.pth").read_bytes() == b"weights"
     assert "generated toy" not in C.format_error(cfg_for(str(root), tmp_path / "out"), bad, {})  # GENERATE False
     elsewhere = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(tmp_path / "d")])
     assert "generated toy" not in C.format_error(elsewhere, bad, {})  # a file outside the toy's folder
