@@ -107,4 +107,10 @@ def load_prototype_file(path: str, shape: Optional[tuple[int, int]] = None) -> t
         raise ValueError(f"prototype file {path} holds {tuple(protos.shape)} prototypes; this model needs "
                          f"{tuple(shape)} (MODEL.NUM_CLASSES × the backbone's feature channels): written for "
                          "another backbone or class setting?")
+    if not torch.isfinite(protos).all():  # else align stops later as "diverged … lower the lr", which it is not
+        rows = (~torch.isfinite(protos)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"prototype file {path} holds NaN or Inf in the rows of class(es) {rows[:8]}"
+                         f"{' …' if len(rows) > 8 else ''}: the model it was computed from had diverged, or the "
+                         "file was damaged; write it again (the `prototypes` stage, or tools/gen_pseudo.py "
+                         "--prototypes) from a model whose loss is finite")
     return protos

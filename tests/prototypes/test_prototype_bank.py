@@ -165,6 +165,14 @@ def test_prototype_file_forms_and_mistakes_name_the_file(tmp_path):
     torch.save({"model": {"head.w": torch.zeros(1)}, "iteration": 3}, tmp_path / "new_final.pth")
     with pytest.raises(ValueError, match=r"new_final\.pth holds a model checkpoint, not prototypes; expected a K×C"):
         load_prototype_file(str(tmp_path / "new_final.pth"))
+    # non-finite values are refused here, naming the file and the classes, not later as a diverged loss
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        q = p.clone()
+        q[3, 5] = bad
+        q[11, 0] = bad
+        torch.save({"prototypes": q}, tmp_path / "nan.pth")
+        with pytest.raises(ValueError, match=r"nan\.pth holds NaN or Inf in the rows of class\(es\) \[3, 11\]:"):
+            load_prototype_file(str(tmp_path / "nan.pth"), (19, 8))
 
 
 @pytest.mark.parametrize("init", ["pixel_mean", "image_mean"])
