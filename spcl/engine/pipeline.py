@@ -306,6 +306,7 @@ def check_run(cfg, datasets: bool = True) -> None:
     for stage in cfg.PIPELINE.STAGES:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
+    refuse_a_stage_folder(cfg.OUTPUT_DIR)
     check_stage_plan(cfg)
     if cfg.PIPELINE.HANDOFF == "best" and is_unlabelled(cfg, cfg.DATASETS.TEST):
         raise ValueError(f"PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, and "
@@ -432,6 +433,16 @@ MADE_BY = {"checkpoint": "a training stage's checkpoints/model_final.pth", "prot
            "pseudo_dir": "the pseudo_labels stage's labels/ folder"}
 
 
+def refuse_a_stage_folder(root: str) -> None:
+    """OUTPUT_DIR is the run's folder, never one of its stage folders (one holding manifest.json or upstream.json):
+    a run there would make its stage folders inside that stage's, beside the record of what made it."""
+    held = [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(root, f))]
+    if held:
+        parent = os.path.dirname(os.path.normpath(root)) or "."
+        raise ValueError(f"OUTPUT_DIR {root} is a stage folder (it holds {held[0]}): a run writes its stage folders "
+                         f"inside OUTPUT_DIR; give the run's folder ({parent}) to resume that run, or a new folder")
+
+
 def check_single_stage(cfg, stage: str, folder: str) -> str:
     """What `tools/train.py --stage` checks before it writes anything (also with --check): every input the stage
     reads (`stage_needs`: MODEL.WEIGHTS, PROTOTYPE.PATH, DATASETS.PSEUDO_DIR) is set and readable, its batches
@@ -439,6 +450,7 @@ def check_single_stage(cfg, stage: str, folder: str) -> str:
     recorded one (ConfigDriftError unless PIPELINE.ALLOW_CONFIG_CHANGE). A stage run without its input used to
     fail only after it had made its folder, some with a message about data files. Returns what the run will do
     with `folder`: "finished" (nothing to run), "resumes" or "runs"."""
+    refuse_a_stage_folder(cfg.OUTPUT_DIR)
     problems = []
     for need in stage_needs(cfg, stage):
         section, key = HANDED_KEYS[need]

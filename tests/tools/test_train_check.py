@@ -255,3 +255,21 @@ def test_a_stage_prints_its_result_and_wall_time_and_a_rerun_the_recorded_one(tr
     assert train.main(args) == 0
     again = capsys.readouterr().out.strip().splitlines()
     assert again[-3].startswith("stage source_only already finished in") and again[-2:] == lines[-2:]
+
+
+@pytest.mark.parametrize("record", ["manifest.json", "upstream.json"])
+@pytest.mark.parametrize("stage", ["", "source_only"], ids=["pipeline", "stage"])
+@pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
+def test_a_stage_folder_as_output_dir_is_refused_before_anything_is_written(train, toy_root, tmp_path, record, stage,
+                                                                            check):
+    """A stage folder given as OUTPUT_DIR (a finished one holds manifest.json, a started one upstream.json) used to
+    be taken as a run folder: the run made its stage folders inside the stage's. It is refused, naming the run's."""
+    folder = tmp_path / "run" / "1_align"
+    folder.mkdir(parents=True)
+    (folder / record).write_text("{}")
+    argv = (["--check"] if check else []) + (["--stage", stage] if stage else []) + ["--config", TOY]
+    with pytest.raises(ValueError, match=rf"^OUTPUT_DIR {folder} is a stage folder \(it holds {record}\): a run "
+                                         rf"writes its stage folders inside OUTPUT_DIR; give the run's folder "
+                                         rf"\({tmp_path / 'run'}\) to resume that run, or a new folder$"):
+        train.main(argv + _tiny_opts(toy_root, str(folder)))
+    assert os.listdir(folder) == [record]
