@@ -24,14 +24,18 @@ from spcl.utils import comm
 
 # POSIX signals some systems lack (Windows has no SIGUSR1): skipped there, so one config runs everywhere.
 _POSIX = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT", "SIGQUIT", "SIGALRM", "SIGXCPU")
+_UNCATCHABLE = ("SIGKILL", "SIGSTOP")  # a handler for them is refused (OSError: [Errno 22]) when the stage starts
 
 
 def signal_numbers(names: Sequence[str]) -> list:
     """`["SIGTERM", "SIGUSR1"]` → the signals of this system; a POSIX name this system lacks is skipped,
-    any other unknown name is a ValueError naming it."""
+    any other unknown name, or one no process can catch (SIGKILL, SIGSTOP), is a ValueError naming it."""
     out = []
     for name in names:
         number = getattr(signal, name, None) if isinstance(name, str) else None
+        if isinstance(number, signal.Signals) and name in _UNCATCHABLE:
+            raise ValueError(f"{name} cannot be caught by any process, so no run can save a checkpoint on it "
+                             "(e.g. SIGTERM, SIGUSR1)")
         if isinstance(number, signal.Signals):
             out.append(number)
         elif name not in _POSIX:

@@ -219,6 +219,30 @@ def test_an_unknown_signal_name_is_a_config_error():
         load_config("", ["SOLVER.STOP_SIGNALS", "['SIG_IGN']"])  # a name in `signal`, not a signal
 
 
+def test_a_signal_no_process_can_catch_is_a_config_error():
+    """The config accepts exactly the signals a handler can be set for: SIGKILL and SIGSTOP used to pass and
+    stop the stage when it started, with `[Errno 22] Invalid argument`."""
+    refused = []
+    for number in sorted(signal.valid_signals() & set(signal.Signals)):
+        handler = signal.getsignal(number)
+        if handler is None:  # a handler set outside Python: it cannot be put back
+            continue
+        try:
+            signal.signal(number, handler)  # the same handler again: changes nothing where it is allowed
+            catchable = True
+        except (OSError, ValueError):
+            catchable = False
+        name = signal.Signals(number).name
+        if catchable:
+            assert signal_numbers([name]) == [number]
+        else:
+            refused.append(name)
+            with pytest.raises(ValueError, match=rf"SOLVER.STOP_SIGNALS = \['SIGTERM', '{name}'\]: {name} cannot be "
+                                                 "caught by any process, so no run can save a checkpoint on it"):
+                load_config("", ["SOLVER.STOP_SIGNALS", f"['SIGTERM', '{name}']"])
+    assert sorted(refused) == ["SIGKILL", "SIGSTOP"]  # the property checked above is not vacuous on this system
+
+
 def test_the_default_signals_work_where_a_system_lacks_one(monkeypatch):
     """Windows has no SIGUSR1, macOS no sigwaitinfo: the default config still loads and trains there."""
     monkeypatch.delattr(signal, "SIGUSR1")
