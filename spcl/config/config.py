@@ -55,14 +55,16 @@ def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
             yield from _full_keys(value, prefix + key + ".")
 
 
-def _suggestions(full_key: str, root: CN) -> list[str]:
+def _suggestions(full_key: str, root: CN, section: bool = False) -> list[str]:
     """The existing keys a mistyped `full_key` most likely meant, best first; [] when none is close.
 
     In order: the key in upper case ('model.backbone'); its last part, exactly, under other sections
     ('SOLVER.BASE_LR' → every stage's BASE_LR); a close key of its own section ('ALIGN.BASE_LRR'); a
     close last part under other sections ('SOLVER.BASE_LRR'); else the closest full key ('SOLVR.AMP')."""
-    keys = list(_full_keys(root))
     key = str(full_key).upper()
+    keys = [k for k in _full_keys(root) if (not section or isinstance(_get(root, k), CN))  # sections hold sections
+            and not key.startswith(k + ".")]  # nor is a key's own section what it meant
+
     if key in keys:
         return [key]
     parent, _, leaf = key.rpartition(".")
@@ -86,13 +88,24 @@ def _nearest_sections(candidates: list[str], parent: str, split: dict) -> list[s
     return [k for k in candidates if split[k][0] == close[0]] if close else candidates
 
 
-def _unknown_key(full_key: str, where: str, root: CN) -> ConfigKeyError:
-    """The error for an unknown key, with the closest existing key names when some are close."""
+def _unknown_key(full_key: str, where: str, root: CN, section: bool = False) -> ConfigKeyError:
+    """The error for an unknown key, with the closest existing key names when some are close: keys of values
+    for a key given a value (every key on the command line), sections for one that holds keys in a file."""
     msg = f"unknown config key '{full_key}' {where}"
-    close = [f"'{k}'" for k in _suggestions(full_key, root)]
+    close = [_suggested(k, root, section) for k in _suggestions(full_key, root, section)]
     if close:
         msg += "; did you mean " + (close[0] if len(close) == 1 else ", ".join(close[:-1]) + " or " + close[-1]) + "?"
     return ConfigKeyError(msg)
+
+
+def _suggested(key: str, root: CN, section: bool) -> str:
+    """A suggested key as said: quoted; a section suggested for a value as the keys it holds (naming the
+    section alone sent the user to "is a section, not a value")."""
+    node = _get(root, key)
+    if section or not isinstance(node, CN):
+        return f"'{key}'"
+    inner = [f"{key}.{k}" for k in node]
+    return f"a key of section '{key}' ({', '.join(inner[:3])}{', …' if len(inner) > 3 else ''})"
 
 
 _TYPE_NAMES = {bool: "True or False", int: "an int", float: "a float", str: "a string", list: "a list",
@@ -114,7 +127,10 @@ def _check_value(full_key: str, value, default, where: str):
     try:
         _check_and_coerce_cfg_value_type(value, default, full_key, full_key)
     except ValueError:
-        raise ValueError(f"{full_key}: expected {expected}, got {value!r} ({where})") from None
+        hint = ""
+        if isinstance(default, (list, tuple)) and isinstance(value, str) and value.strip().startswith(("[", "(")):
+            hint = f"; a list's names are quoted inside it: \"{_quoted_list(value)}\""  # `[align]` is not a list
+        raise ValueError(f"{full_key}: expected {expected}, got {value!r} ({where}){hint}") from None
     return value
 
 
@@ -205,7 +221,7 @@ def _check_keys(data: dict, node: CN, prefix: str, source: str, root: CN) -> Non
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in node:
-            raise _unknown_key(full, f"in {source}", root)
+            raise _unknown_key(full, f"in {source}", root, section=isinstance(value, dict))
         if isinstance(node[key], CN):
             if value is None:
                 data[key] = value = {}
@@ -230,8 +246,9 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
     """Merge `KEY VALUE` pairs from the command line; an unknown key is named in the error. Also
     what `get_cfg().merge_from_list(opts)` runs."""
     opts = list(opts)
-    if len(opts) % 2:
-        raise ValueError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
+    split = _split_list(opts)
+    if split or len(opts) % 2:
+        raise ValueError(f"config overrides must be KEY VALUE pairs: {split or _unpaired(opts)}")
     for key in opts[0::2]:
         node = cfg
         for part in key.split("."):
@@ -246,6 +263,50 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
             opts[i] = repr(checked)  # an int given for a float key: yacs reads it back as that float
     CN.merge_from_list(cfg, opts)  # yacs's own (type checks, literal_eval of the values)
     return cfg
+
+
+def _unpaired(opts: list) -> str:
+    """Which token of an odd list of overrides breaks the pairs, and how to write it: `KEY=VALUE`, a list the
+    shell split at its spaces (`PIPELINE.STAGES [align, self_train]`), or a key without its value."""
+    for i in range(0, len(opts), 2):
+        token = str(opts[i])
+        key, eq, value = token.partition("=")
+        if eq and key and "=" not in value:
+            return f"'{token}' is one token; write {key} {value} (a space, not =)"
+        if i + 1 == len(opts):
+            return f"{token} has no value"
+    return f"got an odd list: {opts}"
+
+
+def _split_list(opts: list) -> str:
+    """'' unless a value is a list the shell split at its spaces (`PIPELINE.STAGES [align, self_train]` gives
+    the tokens `[align,` and `self_train]`): then which, and how to quote it."""
+    for i in range(1, len(opts)):
+        first = str(opts[i]).strip()
+        if first.startswith(("[", "(")) and not first.endswith(("]", ")")):
+            end = next((j for j in range(i + 1, len(opts)) if str(opts[j]).rstrip().endswith(("]", ")"))), None)
+            if end is not None:
+                words = " ".join(map(str, opts[i:end + 1]))
+                return (f"the list {words} after {opts[i - 1]} was split at its spaces into {end + 1 - i} tokens; "
+                        f"quote it, its names quoted inside: {opts[i - 1]} \"{_quoted_list(words)}\"")
+    return ""
+
+
+def _quoted_list(text: str) -> str:
+    """`[align, self_train]` → `['align', 'self_train']`: the items of a list written without quotes, each a
+    Python literal (numbers stay numbers), so that yacs reads a list of names."""
+    import ast
+
+    items = []
+    for item in text.strip().lstrip("[(").split("]")[0].split(")")[0].split(","):
+        item = item.strip().strip("'\"")
+        if not item:
+            continue
+        try:
+            items.append(repr(ast.literal_eval(item)) if not item.isidentifier() else repr(item))
+        except (ValueError, SyntaxError):
+            items.append(repr(item))
+    return "[" + ", ".join(items) + "]"
 
 
 def load_config(path: str = "", opts: Sequence[str] = ()) -> CfgNode:

@@ -571,6 +571,63 @@ def test_an_unknown_key_suggests_keys_of_other_sections_and_upper_case(key, sugg
     assert str(e.value) == f"unknown config key '{key}' on the command line; did you mean {said}?"
 
 
+@pytest.mark.parametrize("key,section", [("SOLVR", "SOLVER"), ("DATASET.TOY", "DATASETS.TOY"),
+                                         ("LOSS.CONTRST", "LOSS.CONTRAST"), ("SOLVER.ALIGN", "ALIGN")])
+def test_a_section_suggested_for_a_value_is_said_as_its_keys(key, section):
+    """A key given a value is never told a section's name alone (following that gave "is a section, not a
+    value"): the section is said with the first keys it holds, each one a key that takes a value."""
+    with pytest.raises(KeyError) as e:
+        load_config("", [key, "1"])
+    node = get_cfg()
+    for part in section.split("."):
+        node = node[part]
+    inner = [f"{section}.{k}" for k in node]
+    assert all(not isinstance(node[k], CfgNode) for k in list(node)[:3])
+    assert str(e.value) == (f"unknown config key '{key}' on the command line; did you mean a key of section "
+                            f"'{section}' ({', '.join(inner[:3])}{', …' if len(inner) > 3 else ''})?")
+
+
+def test_an_unknown_section_in_yaml_is_told_a_section(tmp_path):
+    """A misspelt key holding keys in a file is told the close section, not a close key of a value."""
+    path = _write(tmp_path / "s.yaml", "DATASETS:\n  TOYS:\n    SEED: 1\n")
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    assert str(e.value) == f"unknown config key 'DATASETS.TOYS' in {path}; did you mean 'DATASETS.TOY'?"
+    path = _write(tmp_path / "v.yaml", "SOLVER:\n  AMPP:\n    X: 1\n")  # close to a value, and inside SOLVER
+    with pytest.raises(KeyError) as e:
+        load_config(path)
+    assert str(e.value) == f"unknown config key 'SOLVER.AMPP' in {path}"
+
+
+@pytest.mark.parametrize("opts,said", [
+    (["SEED=1"], "'SEED=1' is one token; write SEED 1 (a space, not =)"),
+    (["SEED", "1", "OUTPUT_DIR=/tmp/a"], "'OUTPUT_DIR=/tmp/a' is one token; write OUTPUT_DIR /tmp/a (a space, not =)"),
+    (["SEED", "1", "OUTPUT_DIR"], "OUTPUT_DIR has no value"),
+])
+def test_an_odd_list_of_overrides_names_the_token_that_breaks_the_pairs(opts, said):
+    with pytest.raises(ValueError) as e:
+        load_config("", opts)
+    assert str(e.value) == f"config overrides must be KEY VALUE pairs: {said}"
+
+
+@pytest.mark.parametrize("key,tokens,value", [
+    ("PIPELINE.STAGES", ["[align,", "self_train]"], ["align", "self_train"]),
+    ("PIPELINE.STAGES", ["[source_only,", "prototypes,", "align]"], ["source_only", "prototypes", "align"]),
+    ("TEST.SCALES", ["[0.5,", "1.5]"], [0.5, 1.5]),
+    ("PIPELINE.STAGES", ["[align]"], ["align"]),  # one token, its names unquoted: a string to yacs
+])
+def test_a_list_written_as_the_shell_splits_it_gets_a_quoted_form_that_loads(key, tokens, value):
+    """`PIPELINE.STAGES [align, self_train]` reaches the config as two tokens (an odd list, or with three names
+    an even one whose second "key" is `self_train,`), and `[align]` as a string: each error says how to quote
+    it, and the quoted form it gives loads as the list meant (an even split included)."""
+    with pytest.raises(ValueError) as e:
+        load_config("", ["SEED", "1", key, *tokens])
+    msg = str(e.value)
+    assert f"{' '.join(tokens)}" in msg and "\n" not in msg
+    quoted = msg.rsplit(' "', 1)[1].rstrip('"')
+    assert list(load_config("", [key, quoted])[key.split(".")[0]][key.split(".")[1]]) == value
+
+
 def test_an_unknown_key_in_the_wrong_case_in_yaml(tmp_path):
     path = _write(tmp_path / "case.yaml", "MODEL:\n  freeze_bn: false\n")
     with pytest.raises(KeyError) as e:
