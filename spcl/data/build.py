@@ -21,7 +21,7 @@ from spcl.utils.signals import ignore_stop_signals, signal_numbers
 
 from . import transforms as T
 from .datasets import (CityscapesDataset, CityscapesPseudoDataset, FolderDataset, GTA5Dataset, PseudoLabelDataset,
-                       SegmentationDataset, SynscapesDataset, SynthiaDataset, id_map_lut)
+                       SegmentationDataset, SynscapesDataset, SynthiaDataset, id_map_lut, read_list_file)
 from .samplers import ClassBalancedSampler, InfiniteSampler, load_class_index
 
 logger = logging.getLogger("spcl")
@@ -138,10 +138,20 @@ def build_dataset(cfg, name: str, train: bool, role: Optional[str] = None,
     if list_for is not None and list_for not in RUN_ROLES:
         raise ValueError(f"unknown list role {list_for!r}; expected one of {RUN_ROLES}")
     list_file = list_file_of(cfg, name, list_for or role)
+    refuse_an_empty_list(f"DATASETS.{list_role(cfg, name, list_for or role).upper()}_LIST", list_file)
     dataset = _build(cfg, name, build_transform(cfg, role), labels, list_file)
     if role == "test" and labels == "none":
         dataset.placeholder_at_image_size = True
     return dataset
+
+
+def refuse_an_empty_list(key: str, list_file: str) -> None:
+    """A list file that selects nothing is a config error naming its key: an empty training set used to stop in
+    the sampler ("InfiniteSampler needs a non-empty dataset"), and an empty test set trained a stage that then
+    reported no mIoU (tools/test.py: nan) while tools/check_data.py said OK."""
+    if list_file and os.path.isfile(list_file) and not read_list_file(list_file):
+        raise ValueError(f"{key} {list_file} lists no files (every line is blank or a # comment): give one image "
+                         f"a line, or set {key} \"\" to read every image of the set")
 
 
 def _folder_dataset(cfg, name: str, transform, list_file: str, labels: str) -> FolderDataset:

@@ -275,8 +275,11 @@ def _read_stage_file(path: str) -> dict:
 def check_inputs(cfg, datasets: bool = True) -> None:
     """Before anything runs: every missing input of the run (initial weights, and with `datasets` the
     dataset folders and list files) in one FileNotFoundError, rather than one at a time, stage after stage."""
+    from spcl.data.build import refuse_an_empty_list
     from spcl.data.check import dataset_for_check
 
+    for key in ("SOURCE_LIST", "TARGET_LIST", "TEST_LIST"):  # the user's own files, also where the run makes the data
+        refuse_an_empty_list(f"DATASETS.{key}", cfg.DATASETS[key])
     missing = []
     if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         missing.append(f"initial weights MODEL.WEIGHTS = {cfg.MODEL.WEIGHTS!r}{where_read(cfg.MODEL.WEIGHTS)}")

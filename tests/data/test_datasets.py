@@ -182,6 +182,27 @@ def test_list_file_order_and_subset(tmp_path):
         build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE_LIST", str(tmp_path / "nolist.txt")), "gta5_train", train=True)
 
 
+@pytest.mark.parametrize("key,name,train", [("SOURCE_LIST", "gta5_train", True), ("TARGET_LIST", "cityscapes_train", True),
+                                            ("TEST_LIST", "cityscapes_val", False),
+                                            ("TARGET_LIST", "cityscapes_pseudo", True)])
+def test_a_list_file_that_selects_nothing_is_named_by_its_key(tmp_path, key, name, train):
+    """Only blank lines and comments: refused with the key and the file, before a loader is built; one entry
+    more and the same file selects that image (the refusal is about the list being empty, nothing else)."""
+    make_cityscapes(tmp_path, "train", CITY_NAMES[:1])
+    make_cityscapes(tmp_path, "val", CITY_NAMES[:1])
+    make_gta5(tmp_path, ["00001"])
+    (tmp_path / "pseudo").mkdir()
+    lst = tmp_path / "list.txt"
+    lst.write_text("# nothing yet\n\n   \n")
+    cfg = cfg_for(tmp_path, f"DATASETS.{key}", str(lst), "DATASETS.PSEUDO_DIR", str(tmp_path / "pseudo"))
+    with pytest.raises(ValueError) as e:
+        build_dataset(cfg, name, train=train)
+    assert str(e.value) == (f"DATASETS.{key} {lst} lists no files (every line is blank or a # comment): give one "
+                            f"image a line, or set DATASETS.{key} \"\" to read every image of the set")
+    lst.write_text(lst.read_text() + ("00001.png" if name == "gta5_train" else CITY_NAMES[0]) + "\n")
+    assert len(build_dataset(cfg, name, train=train).items) == 1
+
+
 def test_test_mode_resizes_image_but_not_label(tmp_path):
     files = make_cityscapes(tmp_path, "val", CITY_NAMES[:1])
     cfg = cfg_for(tmp_path, "INPUT.TEST_SIZE", "[6, 4]")

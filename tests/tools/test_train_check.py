@@ -273,3 +273,14 @@ def test_a_stage_folder_as_output_dir_is_refused_before_anything_is_written(trai
                                          rf"\({tmp_path / 'run'}\) to resume that run, or a new folder$"):
         train.main(argv + _tiny_opts(toy_root, str(folder)))
     assert os.listdir(folder) == [record]
+
+
+def test_check_names_an_empty_list_file_where_the_run_makes_its_data(train, toy_root, tmp_path):
+    """With DATASETS.TOY.GENERATE --check does not read the data (the run writes them), but a list file is the
+    user's own: one that selects nothing is named there, not when the stage has trained (TEST_LIST)."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# none\n")
+    opts = ["--check", "--config", TOY, "OUTPUT_DIR", str(tmp_path / "run"), "DATASETS.DATA_DIR", toy_root]
+    with pytest.raises(ValueError, match=rf"^DATASETS.TEST_LIST {empty} lists no files"):
+        train.main(opts + ["DATASETS.TEST_LIST", str(empty)])
+    assert not os.path.exists(tmp_path / "run")
