@@ -495,13 +495,16 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
                    if r.bad and list_key(cfg, *split_label(n))})
     if not missing and not total_bad:  # only the datasets' own errors, each with its fix
         return "\n".join(lines)
-    lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
-                 "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
-                 "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
     bad = [p for r in results.values() for p, _ in r.bad]
-    if cfg.DATASETS.PSEUDO_DIR and any(inside(p, cfg.DATASETS.PSEUDO_DIR) for p in bad):
+    pseudo = [p for p in bad if cfg.DATASETS.PSEUDO_DIR and inside(p, cfg.DATASETS.PSEUDO_DIR)]
+    toy = [p for p in bad if cfg.DATASETS.TOY.GENERATE and inside(p, cfg.DATASETS.DATA_DIR)]
+    if missing or len(set(pseudo) | set(toy)) < len(bad):  # not only files the run made (written again, not fetched)
+        lines.append("Fix: repair or re-download these files, or run `python tools/check_data.py --config F "
+                     "[KEY VALUE …]` with this run's config: it lists every bad file in bad_files.txt and writes "
+                     "clean lists (default OUTPUT_DIR/check_data)" + (f"; use {', '.join(keys)}" if keys else "") + ".")
+    if pseudo:
         lines.append(_pseudo_label_fix(cfg.DATASETS.PSEUDO_DIR))
-    if cfg.DATASETS.TOY.GENERATE and any(inside(p, cfg.DATASETS.DATA_DIR) for p in bad):
+    if toy:
         root = cfg.DATASETS.DATA_DIR  # only these two folders: DATA_DIR may also hold runs (OUTPUT_DIR inside it)
         lines.append(f"DATASETS.DATA_DIR {root} holds the generated toy dataset (DATASETS.TOY.GENERATE): delete "
                      f"its folders {os.path.join(root, 'gta5')} and {os.path.join(root, 'cityscapes')} and run "
@@ -511,12 +514,16 @@ def format_error(cfg, results: dict[str, CheckResult], missing: dict[str, str]) 
 
 def _pseudo_label_fix(pseudo_dir: str) -> str:
     """How to write bad pseudo labels again (they are made, not downloaded): the stage folder that holds
-    them reruns when deleted (with the stages after it), a tools/gen_pseudo.py folder by running it again."""
+    them reruns when deleted (with the stages after it), a tools/gen_pseudo.py folder (it writes DIR/labels)
+    by running it again; labels in a folder of another name are written anew and DATASETS.PSEUDO_DIR set."""
     made_in = os.path.dirname(os.path.normpath(pseudo_dir))
     if os.path.isfile(os.path.join(made_in, "manifest.json")):  # a pipeline stage folder
         how = f"delete the stage folder {made_in} and run again: that stage and the stages after it rerun"
-    else:
+    elif os.path.basename(os.path.normpath(pseudo_dir)) == "labels":
         how = f"run tools/gen_pseudo.py again with --output {made_in}"
+    else:  # not where gen_pseudo.py writes: its --output would not be this folder
+        how = ("write them again with tools/gen_pseudo.py --checkpoint C --output DIR, which writes DIR/labels, "
+               "and set DATASETS.PSEUDO_DIR DIR/labels")
     return f"The pseudo labels in DATASETS.PSEUDO_DIR {pseudo_dir} are made by the model, not downloaded: {how}."
 
 

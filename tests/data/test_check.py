@@ -373,26 +373,36 @@ def test_the_id_map_check_fires_only_when_labels_with_values_all_become_ignore(t
     assert result.ok and result.errors == [] and result.num_files == 4
 
 
-@pytest.mark.parametrize("in_a_stage", [True, False])
-def test_bad_pseudo_labels_are_written_again_not_downloaded(tmp_path, in_a_stage):
+@pytest.mark.parametrize("made_by", ["stage", "gen_pseudo", "elsewhere"])
+def test_bad_pseudo_labels_are_written_again_not_downloaded(tmp_path, made_by):
     """A bad file among the pseudo labels gets the way to make them again: a pipeline's stage folder
-    (it has a manifest) reruns when deleted, a tools/gen_pseudo.py folder by running the tool again."""
-    made_in = tmp_path / ("4_pseudo_labels" if in_a_stage else "gen")
-    labels = made_in / "labels"
+    (it has a manifest) reruns when deleted, a tools/gen_pseudo.py folder (DIR/labels) by running the tool again
+    with that DIR, labels in a folder of another name by writing them anew and pointing DATASETS.PSEUDO_DIR there
+    (`--output` of their parent would write its labels/ beside them). Only files the run made: no "re-download"."""
+    made_in = tmp_path / {"stage": "4_pseudo_labels", "gen_pseudo": "gen", "elsewhere": "mine"}[made_by]
+    labels = made_in / ("pseudo" if made_by == "elsewhere" else "labels")
     labels.mkdir(parents=True)
-    if in_a_stage:
+    if made_by == "stage":
         (made_in / "manifest.json").write_text("{}")
     cfg = cfg_for(str(tmp_path / "data"), tmp_path / "out", "DATASETS.PSEUDO_DIR", str(labels))
 
-    def bad(name, path):
-        return {name: C.CheckResult(name, num_items=2, bad=[(str(path), "missing label file")], bad_items=1)}
+    def bad(name, *paths):
+        return {name: C.CheckResult(name, num_items=2, bad=[(str(p), "missing label file") for p in paths],
+                                    bad_items=1)}
 
-    last = C.format_error(cfg, bad("cityscapes_pseudo", labels / "a.png"), {}).splitlines()[-1]
-    how = (f"delete the stage folder {made_in} and run again: that stage and the stages after it rerun" if in_a_stage
-           else f"run tools/gen_pseudo.py again with --output {made_in}")
-    assert last == f"The pseudo labels in DATASETS.PSEUDO_DIR {labels} are made by the model, not downloaded: {how}."
+    msg = C.format_error(cfg, bad("cityscapes_pseudo", labels / "a.png"), {})
+    how = {"stage": f"delete the stage folder {made_in} and run again: that stage and the stages after it rerun",
+           "gen_pseudo": f"run tools/gen_pseudo.py again with --output {made_in}",
+           "elsewhere": "write them again with tools/gen_pseudo.py --checkpoint C --output DIR, which writes "
+                        "DIR/labels, and set DATASETS.PSEUDO_DIR DIR/labels"}[made_by]
+    assert msg.splitlines()[-1] == (f"The pseudo labels in DATASETS.PSEUDO_DIR {labels} are made by the model, "
+                                    f"not downloaded: {how}.")
+    assert "re-download" not in msg
     # a bad file elsewhere, even in a folder whose name starts like it, gets only the general fix
-    assert "pseudo labels" not in C.format_error(cfg, bad("gta5_train", made_in / "labels_old" / "a.png"), {})
+    elsewhere = C.format_error(cfg, bad("gta5_train", made_in / (labels.name + "_old") / "a.png"), {})
+    assert "pseudo labels" not in elsewhere and "re-download" in elsewhere
+    both = C.format_error(cfg, bad("cityscapes_pseudo", labels / "a.png", tmp_path / "data" / "b.png"), {})
+    assert "re-download" in both and both.splitlines()[-1].startswith("The pseudo labels")
 
 
 def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path, monkeypatch):
@@ -410,7 +420,7 @@ def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path, monkeypatch)
                                        bad_items=1)}
     generated = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(root)])
     msg = C.format_error(generated, bad, {})
-    assert msg.splitlines()[-1] == line and "pseudo labels" not in msg
+    assert msg.splitlines()[-1] == line and "pseudo labels" not in msg and "re-download" not in msg
     source_label.write_bytes(b"truncated")  # the bad file; a run's folder inside DATA_DIR must survive the fix
     (root / "run").mkdir()
     (root / "run" / "model_final.pth").write_bytes(b"weights")
