@@ -139,7 +139,8 @@ def _reason(e: BaseException, path: str = "") -> str:
     """First line of an error message, without the file's path (the report names it already)."""
     msg = (str(e).strip() or type(e).__name__).splitlines()[0]
     if path:
-        for prefix in (f"cannot read image file {path}: ", f"cannot read 16-bit PNG label file {path}: ",
+        for prefix in (f"cannot read image file {path}: ", f"cannot read label file {path}: ",
+                       f"cannot read 16-bit PNG label file {path}: ",
                        f"label file {path} "):
             msg = msg.replace(prefix, "")
         msg = msg.replace(path, "the file")

@@ -20,14 +20,15 @@ from ..utils.io import space_hint
 ORIENTATION = 0x0112  # the EXIF tag
 
 
-def _open(path: str) -> Image.Image:
+def _open(path: str, what: str = "image") -> Image.Image:
+    """The decoded image file at `path`; errors name it as the `what` file (image, label) it is read as."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"missing file: {path}")
+        raise FileNotFoundError(f"missing {what} file: {path}")
     try:
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise IOError(f"cannot read image file {path}: {e}") from e
+        raise IOError(f"cannot read {what} file {path}: {e}") from e
     return img
 
 
@@ -76,7 +77,7 @@ def read_label_indices(path: str) -> np.ndarray:
 
     A palette (P) image yields its indices, which for GTA5 are the Cityscapes labelIds.
     """
-    img = _open(path)
+    img = _open(path, "label")
     if img.mode not in ("L", "P", "I;16", "I"):
         raise ValueError(f"label file {path} has mode {img.mode}; expected a single-channel "
                          "(L or palette P) PNG of label ids")
@@ -89,7 +90,7 @@ def read_label_indices(path: str) -> np.ndarray:
 def read_png16_first_channel(path: str) -> np.ndarray:
     """First channel of a (possibly 16-bit, multi-channel) PNG as H×W int32, all bits kept."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"missing file: {path}")
+        raise FileNotFoundError(f"missing label file: {path}")
     import warnings
 
     from torchvision.io import ImageReadMode, decode_png

@@ -180,6 +180,10 @@ def test_list_file_order_and_subset(tmp_path):
     np.testing.assert_array_equal(ds[0]["label"].numpy(), labelid_to_trainid_lut(19)[gta["00003.png"][1]])
     with pytest.raises(FileNotFoundError, match="nolist.txt"):
         build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE_LIST", str(tmp_path / "nolist.txt")), "gta5_train", train=True)
+    # as a Windows editor saves it: a byte-order mark before the first name, CRLF line ends
+    glst.write_bytes("\ufeff00003.png\r\n00001.png\r\n".encode("utf-8"))
+    ds = build_dataset(cfg_for(tmp_path, "DATASETS.SOURCE_LIST", str(glst)), "gta5_train", train=True)
+    assert [ds[i]["name"] for i in range(2)] == ["00003.png", "00001.png"]
 
 
 @pytest.mark.parametrize("key,name,train", [("SOURCE_LIST", "gta5_train", True), ("TARGET_LIST", "cityscapes_train", True),

@@ -164,6 +164,17 @@ def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(IOError) as e:
         read_image(str(truncated))
     assert str(truncated) in str(e.value)
+    # a label file is named a label file, missing or damaged (it was called an image file)
+    with pytest.raises(FileNotFoundError, match=f"^missing label file: {missing}$"):
+        read_label_indices(missing)
+    with pytest.raises(FileNotFoundError, match=f"^missing image file: {missing}$"):
+        read_image(missing)
+    Image.fromarray(np.random.default_rng(1).integers(0, 19, (40, 40), dtype=np.uint8), mode="L").save(full)
+    truncated.write_bytes(full.read_bytes()[:200])
+    with pytest.raises(IOError, match=f"^cannot read label file {truncated}: "):
+        read_label_indices(str(truncated))
+    with pytest.raises(IOError, match=f"^cannot read image file {truncated}: "):
+        read_image(str(truncated))
 
 
 def test_write_label_png_round_trip(tmp_path):

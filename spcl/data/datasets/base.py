@@ -28,7 +28,7 @@ def read_list_file(list_file: str) -> list[str]:
     """Relative image paths, one a line (blank lines and `#` comments skipped)."""
     if not os.path.isfile(list_file):
         raise FileNotFoundError(f"list file not found: {list_file}{where_read(list_file)}")
-    with open(list_file) as f:
+    with open(list_file, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not a name
         return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
 
 
