@@ -27,7 +27,7 @@ def build_segmentor(cfg, freeze_bn: Optional[bool] = None, load_weights: bool = 
     head = ASPPClassifier(backbone.out_channels, m.NUM_CLASSES, m.ASPP_DILATIONS, m.HEAD_INIT_STD)
     model = Segmentor(backbone, head)
     if load_weights and m.WEIGHTS:
-        load_segmentor_weights(model, m.WEIGHTS)
+        load_naming_its_config(model, m.WEIGHTS)
     if m.CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -47,18 +47,26 @@ def load_trained_segmentor(cfg, path: str, device: Optional[torch.device] = None
     if not path:
         raise ValueError("a trained model is needed: give a checkpoint (--checkpoint, or MODEL.WEIGHTS)")
     model = build_segmentor(cfg, freeze_bn=freeze_bn, load_weights=False)
+    stored = load_naming_its_config(model, path, trained=True)
+    warn_if_trained_otherwise(cfg, path, stored)
+    return model.to(device or torch.device("cpu")).eval()
+
+
+def load_naming_its_config(model: Segmentor, path: str, trained: bool = False) -> Optional[str]:
+    """`load_segmentor_weights`, whose error for a file that does not fit the model says what the file was trained
+    as (MODEL.BACKBONE, MODEL.NUM_CLASSES), when it records its config: for a trained model given to the tools
+    and for MODEL.WEIGHTS of a training stage alike. Returns the recorded config (YAML text) or None."""
     obj = read_checkpoint(path)
     stored = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), str) else None
     try:
-        load_segmentor_weights(model, path, trained=True, obj=obj)
+        load_segmentor_weights(model, path, trained=trained, obj=obj)
     except ValueError as e:  # a model that does not fit: say what the file was trained as, when it records it
         recorded = recorded_model(stored)
         if not recorded or all(f"{k} {v}" in str(e) for k, v in recorded.items()):
             raise
         raise ValueError(f"{e}; it was trained with " + ", ".join(f"{k} {v}" for k, v in recorded.items()) +
                          f": use its config (python tools/convert_checkpoint.py --print-config {path})") from e
-    warn_if_trained_otherwise(cfg, path, stored)
-    return model.to(device or torch.device("cpu")).eval()
+    return stored
 
 
 # keys that change what a trained model predicts without changing the shapes of its weights

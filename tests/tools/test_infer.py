@@ -437,3 +437,9 @@ def test_a_model_that_does_not_fit_the_config_names_what_it_was_trained_as(tmp_p
                                          r"MODEL.NUM_CLASSES 19: use its config \(python tools/convert_checkpoint.py "
                                          r"--print-config .*model_final.pth\)"):
         load_trained_segmentor(load_config("", ["MODEL.WEIGHTS", ""]), ckpt)
+    # the same file as MODEL.WEIGHTS of a training stage (tools/train.py --stage …): the same hint
+    from spcl.modeling import build_segmentor
+
+    with pytest.raises(ValueError, match=r"has shape .*; it was trained with MODEL.BACKBONE resnet18, "
+                                         r"MODEL.NUM_CLASSES 19: use its config"):
+        build_segmentor(load_config("", ["MODEL.WEIGHTS", ckpt]))
