@@ -127,8 +127,10 @@ def main(argv=None):
     from spcl.evaluation import unique_output_dir
 
     checkpoints = find_checkpoints(ckpt)
-    if args.format_only and len(checkpoints) > 1:
-        raise UsageError(f"--format-only writes one set of predictions: give one checkpoint file, not the "
+    one_set = [flag for flag, on in (("--format-only", args.format_only), ("--save-color", args.save_color),
+                                     ("--save-labelids", args.save_labelids)) if on]
+    if one_set and len(checkpoints) > 1:  # --save-color used to be dropped without a word
+        raise UsageError(f"{one_set[0]} writes one set of predictions: give one checkpoint file, not the "
                          f"{len(checkpoints)} checkpoints of {ckpt}")
     init_distributed()
     if args.output:
@@ -170,6 +172,10 @@ def evaluate_into(args, checkpoints: list, out_dir: str) -> None:
     single = len(checkpoints) == 1
     save_color = (args.save_color or cfg.TEST.SAVE_COLOR) and single
     save_ids = (args.save_labelids or cfg.TEST.SAVE_LABELIDS or args.format_only) and single
+    for key in ("SAVE_COLOR", "SAVE_LABELIDS"):  # the flags are refused with several checkpoints; the config's keys
+        if cfg.TEST[key] and not single:
+            logger.warning("TEST.%s is ignored with %d checkpoints: predictions are written for one checkpoint "
+                           "file only", key, len(checkpoints))
     protocol = {"scales": scales, "flip": flip, "sliding": sliding}
     if args.bn_stats_from:
         protocol["bn_stats_from"] = args.bn_stats_from
@@ -188,7 +194,8 @@ def evaluate_into(args, checkpoints: list, out_dir: str) -> None:
             logger.info("%s: %d labelId PNGs of %s in %s", path, metrics["num_images"], cfg.DATASETS.TEST,
                         os.path.join(out_dir, "labelIds"))
         else:
-            logger.info("%s (iteration %d):\n%s", path, iteration, format_table(metrics))
+            at = f" (iteration {iteration})" if iteration >= 0 else ""  # -1: a file that records none (released)
+            logger.info("%s%s:\n%s", path, at, format_table(metrics))
             results[path] = {"iteration": iteration, **protocol, **metrics}
             extra = [k for k in ("mIoU_tail", "mIoU_13") if k in metrics]
             rows.append([iteration, path, metrics["mIoU"], metrics["mAcc"], metrics["aAcc"]]

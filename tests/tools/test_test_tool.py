@@ -343,3 +343,45 @@ def test_test_num_images_is_exact_whatever_the_batch(tmp_path):
     assert one["mIoU"] == alone["mIoU"] and one["num_pixels"] == alone["num_pixels"]
     whole = evaluate_checkpoint(load_config("", opts_for(root) + ["TEST.BATCH_SIZE", "3"]), path)
     assert whole["num_pixels"] > one["num_pixels"]
+
+
+@pytest.mark.parametrize("flag", ["--save-color", "--save-labelids"])
+def test_prediction_flags_with_several_checkpoints_are_refused_and_the_config_keys_said_ignored(tmp_path, test_tool,
+                                                                                                 spcl_log, flag):
+    """Predictions are written for one checkpoint file: --save-color with a folder of two used to be dropped without
+    a word. The flag is refused before anything is written; TEST.SAVE_COLOR from a config is said to be ignored."""
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for i in (1, 2):
+        save_checkpoint(cfg, str(folder / f"m{i}.pth"), 10 * i, seed=i)
+    out = tmp_path / "out"
+    with pytest.raises(test_tool.UsageError) as e:
+        test_tool.main(["--checkpoint", str(folder), "--output", str(out), flag] + opts_for(root))
+    assert str(e.value) == (f"{flag} writes one set of predictions: give one checkpoint file, not the 2 checkpoints "
+                            f"of {folder}")
+    assert not out.exists()
+    test_tool.main(["--checkpoint", str(folder), "--output", str(out)] + opts_for(root) + ["TEST.SAVE_COLOR", "True"])
+    assert "TEST.SAVE_COLOR is ignored with 2 checkpoints" in spcl_log.text and not (out / "color").exists()
+    test_tool.main(["--checkpoint", str(folder / "m1.pth"), "--output", str(tmp_path / "one"), flag]
+                   + opts_for(root))  # one file: written
+    assert (tmp_path / "one" / ("color" if flag == "--save-color" else "labelIds")).is_dir()
+
+
+def test_a_checkpoint_without_an_iteration_is_reported_without_one(tmp_path, test_tool, spcl_log):
+    """A released or bare state dict records no iteration (-1 in results.csv): its results are headed by the
+    file alone, not '(iteration -1)'; one of ours by its iteration."""
+    root = tmp_path / "data"
+    make_val_tree(root)
+    cfg = load_config("", opts_for(root))
+    ours = str(tmp_path / "ours.pth")
+    save_checkpoint(cfg, ours, 7, seed=0)
+    bare = str(tmp_path / "bare.pth")
+    torch.save({"state_dict": torch.load(ours)["model"]}, bare)
+    for path in (ours, bare):
+        test_tool.main(["--checkpoint", path, "--output", str(tmp_path / ("eval_" + os.path.basename(path)))]
+                       + opts_for(root))
+    assert f"{ours} (iteration 7):\n" in spcl_log.text and f"{bare}:\n" in spcl_log.text
+    assert "iteration -1" not in spcl_log.text
