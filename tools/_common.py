@@ -96,7 +96,7 @@ def setup(args, output_dir_override: str = ""):
     """Process group, merged frozen config and logger; returns the config."""
     from spcl.config import load_config
     from spcl.engine import init_distributed
-    from spcl.utils.io import folder_blocked
+    from spcl.utils.io import folder_blocked, folder_unwritable
     from spcl.utils.logger import setup_logger
 
     opts = list(args.opts)
@@ -109,8 +109,9 @@ def setup(args, output_dir_override: str = ""):
     if output_dir_override:
         opts += ["OUTPUT_DIR", output_dir_override]
     cfg = load_config(args.config, opts)
-    blocked = folder_blocked(cfg.OUTPUT_DIR, "--output" if output_dir_override else "OUTPUT_DIR")  # as typed
-    if blocked:
+    name = "--output" if output_dir_override else "OUTPUT_DIR"  # as typed
+    blocked = folder_blocked(cfg.OUTPUT_DIR, name) or folder_unwritable(cfg.OUTPUT_DIR, name)
+    if blocked:  # before anything runs (the toy data, a data check): a run used to stop at its first write
         raise UsageError(blocked)
     setup_logger(cfg.OUTPUT_DIR)
     return cfg

@@ -44,13 +44,34 @@ def folder_blocked(folder: str, name: str) -> str:
     return f"{name} {folder} {where} a file, not a folder: give a folder for the outputs"
 
 
+def folder_unwritable(folder: str, name: str) -> str:
+    """"" unless the folder `folder` is or would be made in (its nearest existing parent) cannot be written by
+    this user (no permission, a read-only file system): then the error line naming `name` (a flag, a config
+    key). A run there used to stop only when it first wrote, as "[Errno 30] Read-only file system: 'F'"."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        return (f"{name} {folder} cannot be written: {path} is read-only to this user (no permission, or a "
+                "read-only file system); give a folder you can write to")
+    return ""
+
+
 def make_folder(folder: str, name: str) -> None:
     """os.makedirs(folder, exist_ok=True), with a file in the way named (`folder_blocked`) as a
-    NotADirectoryError."""
+    NotADirectoryError, and a folder that cannot be made (`folder_unwritable`, or what os.makedirs says) as an
+    OSError naming `name` too."""
     blocked = folder_blocked(folder, name)
     if blocked:
         raise NotADirectoryError(blocked)
-    os.makedirs(folder, exist_ok=True)
+    unwritable = folder_unwritable(folder, name)
+    if unwritable:
+        raise PermissionError(errno.EACCES, unwritable)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, f"{name} {folder} cannot be made ({e.strerror or e}){space_hint(e.errno)}: give a "
+                               "folder you can write to") from e
 
 
 def atomic_write(path: str, write: Callable, binary: bool = True, what: str = "file") -> None:

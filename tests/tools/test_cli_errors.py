@@ -95,6 +95,45 @@ def test_output_dir_that_is_a_file(tmp_path):
     assert afile.read_text() == "keep me"
 
 
+def test_an_output_folder_that_cannot_be_written_is_named_before_anything_runs(tmp_path, monkeypatch):
+    """OUTPUT_DIR (or --output) under a folder this user cannot write: one line naming the key and the folder,
+    from the tools' common set-up, before anything runs (--check included, and before a run generates the toy
+    data); it used to stop at the first write with "[Errno 30] Read-only file system". As root every folder is writable to os.access, so there the test gives it a non-root user's answer."""
+    locked = tmp_path / "shared"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root: os.access as it answers a user without write permission there
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(locked) and mode & os.W_OK
+                            else real(p, mode, **kw))
+    out, data = locked / "run" / "a", tmp_path / "data"
+    expected = (f"cannot be written: {locked} is read-only to this user (no permission, or a read-only file "
+                "system); give a folder you can write to")
+    with restored_spcl_logger(), pytest.raises(ValueError) as e:
+        load_tool("train").main(["--check", "--config", TOY, "OUTPUT_DIR", str(out), "DATASETS.DATA_DIR", str(data)])
+    assert str(e.value) == f"OUTPUT_DIR {out} {expected}" and not data.exists()
+    with restored_spcl_logger(), pytest.raises(ValueError) as e:
+        load_tool("gen_pseudo").main(["--config", TOY, "--checkpoint", "c.pth", "--output", str(out)])
+    assert str(e.value) == f"--output {out} {expected}"
+    from spcl.utils.io import make_folder
+
+    with pytest.raises(PermissionError) as e:
+        make_folder(str(out), "OUTPUT_DIR")
+    assert str(e.value) == f"[Errno 13] OUTPUT_DIR {out} {expected}"
+    locked.chmod(0o755)
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs /sys (Linux)")
+def test_a_folder_the_system_refuses_to_make_is_named_with_the_key():
+    """Where os.access says yes and mkdir still fails (root on sysfs: EPERM), the error names the key too."""
+    from spcl.utils.io import make_folder
+
+    with pytest.raises(OSError) as e:
+        make_folder("/sys/kernel/spcl_test_out", "OUTPUT_DIR")
+    assert str(e.value).startswith("[Errno ") and "OUTPUT_DIR /sys/kernel/spcl_test_out cannot be" in str(e.value)
+    assert str(e.value).endswith("give a folder you can write to")
+
+
 def test_unknown_key_suggests_the_real_one(tmp_path):
     proc = run_tool("train.py", "--config", TOY, "OUTPUT_DIR", str(tmp_path), "ALIGN.BASE_LRR", "0.1")
     _one_line_error(proc, "ALIGN.BASE_LRR", "did you mean 'ALIGN.BASE_LR'")
