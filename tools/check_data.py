@@ -73,7 +73,9 @@ def check_unit(cfg, name: str, role: str, out_dir: str) -> tuple[tuple, list, li
 def main(argv=None) -> int:
     parser = config_parser(__doc__.splitlines()[0])
     parser.add_argument("--output", default="", help="folder for bad_files.txt and clean lists "
-                                                     "(default: OUTPUT_DIR/check_data)")
+                                                     "(default: OUTPUT_DIR/check_data); the check's cache goes to "
+                                                     "OUTPUT_DIR/data_check_cache either way, where a run with "
+                                                     "this config reuses it")
     args = parser.parse_args(argv)
     cfg = setup(args)
     from make_toy import prepare_toy_data
