@@ -37,6 +37,7 @@ class Checkpointer:
 
     def __init__(self, folder: Optional[str], modules: dict, optimizers: dict, scaler=None, keep: int = 2):
         self.folder, self.modules, self.optimizers, self.scaler, self.keep = folder, modules, optimizers, scaler, keep
+        self.resumed_data: Optional[dict] = None  # the "data" record of the checkpoint `resume` read, if it has one
 
     def state(self, iteration: int, extra: Optional[dict] = None) -> dict:
         data = {name: m.state_dict() for name, m in self.modules.items()}
@@ -147,6 +148,7 @@ class Checkpointer:
             self.scaler.load_state_dict(data["scaler"])
         if "rng" in data:
             set_rng_state(data["rng"])  # numpy takes the key as a list or an ndarray
+        self.resumed_data = data.get("data") if isinstance(data.get("data"), dict) else None
         logger.info("resumed from %s at iteration %d", path, data["iteration"])
         return int(data["iteration"])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
 import math
 import os
@@ -76,6 +77,7 @@ class StageTrainer:
     def __init__(self, cfg, output_dir: Optional[str] = None, device: Optional[torch.device] = None):
         self.cfg, self.output_dir = cfg, output_dir
         self.scfg = cfg[self.NODE]
+        self.data_record: dict = {}  # what the loaders read (`data_record`), saved in checkpoints; set by `train`
         self.device = device or default_device()
         self.amp_dtype = AMP_DTYPES[cfg.SOLVER.AMP]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.SOLVER.AMP == "fp16" else None
@@ -281,9 +283,13 @@ class StageTrainer:
                              f"({self.resume_from}), past {self.NODE}.STOP_ITER {stop}: give STOP_ITER >= {start}, or "
                              "delete the stage folder to train it again to the new length")
         rng = get_rng_state() if self.resume_from else None
-        iters = {k: iter(v) for k, v in self.build_loaders(start).items()}  # (draws the loaders' base seeds)
+        loaders = self.build_loaders(start)
+        iters = {k: iter(v) for k, v in loaders.items()}  # (draws the loaders' base seeds)
         if rng is not None:  # the random state the checkpoint holds, as the uninterrupted run had it after these draws
             set_rng_state(rng)
+        self.data_record = data_record(loaders)
+        if self.resume_from:
+            self._warn_if_data_changed()
         logger.info("stage %s: iterations %d → %d (poly horizon %d) on %s, %d process(es)", self.NAME, start, stop,
                     scfg.MAX_ITER, self.device, comm.get_world_size())
         for model in self.modules.values():
@@ -318,7 +324,8 @@ class StageTrainer:
             # this frame) is collected, and not after the final evaluation
             iters.clear()
         self.check_finite_weights(stop)
-        final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump()}, periodic=False)
+        final = self.checkpointer.save("model_final", stop, {"stage": self.NAME, "config": cfg.dump(),
+                                                             "data": self.data_record}, periodic=False)
         metrics = self.evaluate_and_log(stop)
         self.events.close()
         return {"outputs": {"checkpoint": final}, "metrics": summary_metrics(metrics), "iteration": stop}
@@ -360,7 +367,23 @@ class StageTrainer:
     def _save_resume_point(self, done: int) -> str:
         """`model_<done>.pth` (never with non-finite weights), the checkpoint a rerun resumes from."""
         self.check_finite_weights(done)
-        return self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump()})
+        return self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump(),
+                                                                  "data": self.data_record})
+
+    def _warn_if_data_changed(self) -> None:
+        """A resume from a checkpoint whose loaders read other items (files added, removed or renamed since, the
+        config unchanged) is not exact: the samples drawn from here differ from an uninterrupted run's. Said
+        once, naming the loaders and their item counts; the run goes on (a repaired dataset is a reason to
+        resume). A checkpoint without the record (an older one) is not compared."""
+        then = self.checkpointer.resumed_data
+        if not then:
+            return
+        changed = [f"{k} ({then[k].get('items')} items then, {v['items']} now)" for k, v in self.data_record.items()
+                   if isinstance(then.get(k), dict) and then[k] != v]
+        if changed:
+            logger.warning("stage %s resumes from %s, but the data its loaders read changed since that checkpoint: "
+                           "%s; the samples drawn from here are not those of an uninterrupted run, so this resume "
+                           "is not exact", self.NAME, self.resume_from, "; ".join(changed))
 
     def _preempted(self, signum: int, done: int, saved: Optional[str]) -> Preempted:
         """Save the state after `done` iterations (unless the periodic save of this iteration did: `saved`)
@@ -426,6 +449,24 @@ class StageTrainer:
         for hook in self.hooks:
             hook.after_evaluation(self, iteration, metrics)
         return metrics
+
+
+def data_record(loaders: dict) -> dict:
+    """{loader name: {"items": N, "digest": …}} of what each training loader reads: the item count and a hash of
+    its items in order, each by the last two parts of its image and label paths (a city folder and a file
+    name), so that a moved dataset folder (DATASETS.DATA_DIR) records the same and a file added, removed or
+    renamed does not. Kept in checkpoints to tell a resume that its data changed."""
+    out = {}
+    for name, loader in loaders.items():
+        items = getattr(getattr(loader, "dataset", None), "items", None)
+        if items is None:
+            continue
+        h = hashlib.sha256()
+        for image, label in items:
+            h.update("\t".join("/".join(os.path.normpath(p).split(os.sep)[-2:]) if p else "" for p in (image, label))
+                     .encode() + b"\n")
+        out[name] = {"items": len(items), "digest": h.hexdigest()[:16]}
+    return out
 
 
 def clear_temp_files(*folders: str) -> None:

@@ -210,3 +210,41 @@ def test_align_refuses_prototypes_of_another_shape_before_training(toy_root, tmp
     torch.save({"prototypes": torch.randn(19, 256)}, path)
     with pytest.raises(ValueError, match=r"p256\.pth holds \(19, 256\) prototypes; this model needs \(19, 512\)"):
         AlignTrainer(tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", path), None, CPU)
+
+
+@pytest.mark.parametrize("change", ["none", "removed", "renamed"])
+def test_a_resume_whose_data_changed_says_it_is_not_exact(change, toy_root, tmp_path, spcl_log):
+    """Checkpoints record what the loaders read (item count and a hash of the items in order). A resume after
+    source files were removed or renamed, the config unchanged, used to be silent although its sample stream
+    differs from an uninterrupted run's: it warns, naming the loader and the counts, and goes on."""
+    import shutil
+
+    from spcl.engine.trainer import data_record
+
+    root = tmp_path / "data"
+    shutil.copytree(toy_root, root)
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(str(root), out, "DATASETS.PREFLIGHT", "False")
+    SourceOnlyTrainer(cfg, out, CPU).train()  # 3 iterations: model_0000002.pth and model_final.pth
+    os.remove(os.path.join(out, "checkpoints", "model_final.pth"))  # resume from iteration 2
+    images, labels = root / "gta5" / "images", root / "gta5" / "labels"
+    if change == "removed":
+        os.remove(images / "00003.png")
+        os.remove(labels / "00003.png")
+    elif change == "renamed":
+        os.rename(images / "00003.png", images / "00103.png")
+        os.rename(labels / "00003.png", labels / "00103.png")
+    second = SourceOnlyTrainer(cfg, out, CPU)
+    assert second.resume_from.endswith("model_0000002.pth")
+    second.train()
+    said = [line for line in spcl_log.text.splitlines() if "changed since that checkpoint" in line]
+    if change == "none":
+        assert said == []
+    else:
+        now = 7 if change == "removed" else 8
+        assert len(said) == 1 and f"source (8 items then, {now} now)" in said[0] and "not exact" in said[0]
+    # the record does not depend on where the dataset folder is (DATASETS.DATA_DIR may move)
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    records = [data_record(SourceOnlyTrainer(tiny_cfg(str(r), out), None, CPU).build_loaders(0)) for r in (root, moved)]
+    assert records[0] == records[1] and records[0]["source"]["items"] == (7 if change == "removed" else 8)
