@@ -155,7 +155,7 @@ def _load_yaml_with_base(path: str, node: CN | None = None, _chain: tuple = ()) 
                          "inherit from itself")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ValueError(f"config file {path} is not valid YAML: {_yaml_problem(e)}{via}") from None
     except UnicodeDecodeError as e:
@@ -172,6 +172,25 @@ def _load_yaml_with_base(path: str, node: CN | None = None, _chain: tuple = ()) 
         _deep_update(merged, _load_yaml_with_base(base_path, node, _chain + (path,)))
     _deep_update(merged, data)
     return merged
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping: PyYAML keeps the last silently, so a second
+    `SOLVER:` section dropped every key of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first at line {seen[key] + 1}); YAML "
+                    "would keep only the last: merge them", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
 
 
 def _bases(data: dict, path: str) -> list[str]:

@@ -628,6 +628,23 @@ def test_a_list_written_as_the_shell_splits_it_gets_a_quoted_form_that_loads(key
     assert list(load_config("", [key, quoted])[key.split(".")[0]][key.split(".")[1]]) == value
 
 
+@pytest.mark.parametrize("text,key,first,line,column", [
+    ("SOLVER:\n  AMP: bf16\nMODEL:\n  BACKBONE: resnet18\nSOLVER:\n  MOMENTUM: 0.8\n", "SOLVER", 1, 5, 1),
+    ("MODEL:\n  BACKBONE: resnet18\n  BACKBONE: vgg16\n", "BACKBONE", 2, 3, 3),
+])
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path, text, key, first, line, column):
+    """PyYAML keeps the last of two equal keys without a word: a second SOLVER section dropped the first's keys
+    (here SOLVER.AMP bf16). The file is refused, naming both lines; the same keys in two files (`_BASE_`) merge."""
+    path = _write(tmp_path / "dup.yaml", text)
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    assert str(e.value) == (f"config file {path} is not valid YAML: line {line}, column {column}: key '{key}' appears "
+                            f"twice in one mapping (first at line {first}); YAML would keep only the last: merge them")
+    base = _write(tmp_path / "base.yaml", "SOLVER:\n  AMP: bf16\n")
+    cfg = load_config(_write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  MOMENTUM: 0.8\n"))
+    assert cfg.SOLVER.AMP == "bf16" and cfg.SOLVER.MOMENTUM == 0.8
+
+
 def test_an_unknown_key_in_the_wrong_case_in_yaml(tmp_path):
     path = _write(tmp_path / "case.yaml", "MODEL:\n  freeze_bn: false\n")
     with pytest.raises(KeyError) as e:
