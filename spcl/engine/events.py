@@ -4,15 +4,22 @@ A list of numbers becomes one TensorBoard scalar per entry. Per-class lists are 
 names (`val/IoU/sign`, `pseudo_labels/thresholds/sign`): the names given to the writer when the list
 has that many entries, else the Cityscapes names of a 19- or 16-entry list (spcl.data.labels), else
 the index (`…/07`). `metrics.json` keeps the lists as they are (label order).
+
+TensorBoard is a view of `metrics.json`: when its folder cannot be written (a full disk, a folder made
+read-only) it is turned off for the rest of the stage with one warning, and training goes on.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import threading
 from typing import Optional, Sequence
 
 from spcl.utils.io import atomic_write, json_safe
+
+logger = logging.getLogger("spcl")
 
 
 def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]] = None) -> list[str]:
@@ -69,10 +76,15 @@ class EventWriter:
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
-                    purge = {} if resumed_at is None else {"purge_step": resumed_at + 1}
-                    self.tb = SummaryWriter(os.path.join(folder, "tb"), **purge)
                 except ImportError:  # pragma: no cover - tensorboard is a dependency
-                    self.tb = None
+                    SummaryWriter = None
+                if SummaryWriter is not None:
+                    _quiet_tensorboard_thread_errors()
+                    purge = {} if resumed_at is None else {"purge_step": resumed_at + 1}
+                    try:
+                        self.tb = SummaryWriter(os.path.join(folder, "tb"), **purge)
+                    except OSError as e:
+                        self._tensorboard_off(e)
 
     def _drop_after(self, iteration: int, redo_eval: bool = False) -> bool:
         """Drop the records after `iteration` (and with `redo_eval` its `val/` record); returns whether that
@@ -96,17 +108,47 @@ class EventWriter:
         with open(os.path.join(self.folder, "metrics.json"), "a") as f:
             f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")  # standard JSON: NaN as null
         if self.tb is not None and not (prefix == "val/" and iteration == self._tb_has_val_at):
-            for k, v in scalars.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"{self.stage}/{prefix}{k}", v, iteration)
-                elif isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
-                    for tag, x in zip(scalar_tags(k, v, self.class_names), v):
-                        self.tb.add_scalar(f"{self.stage}/{prefix}{tag}", x, iteration)
+            try:
+                for k, v in scalars.items():
+                    if isinstance(v, (int, float)):
+                        self.tb.add_scalar(f"{self.stage}/{prefix}{k}", v, iteration)
+                    elif isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+                        for tag, x in zip(scalar_tags(k, v, self.class_names), v):
+                            self.tb.add_scalar(f"{self.stage}/{prefix}{tag}", x, iteration)
+            except OSError as e:  # the writer thread's error, raised again by the next call
+                self._tensorboard_off(e)
 
     def close(self, _: Optional[object] = None) -> None:
         if self.tb is not None:
-            self.tb.flush()
-            self.tb.close()
+            try:
+                self.tb.flush()
+                self.tb.close()
+            except OSError as e:
+                self._tensorboard_off(e)
+
+    def _tensorboard_off(self, error: OSError) -> None:
+        """TensorBoard off for the rest of the stage after `error`, with one warning (see the module doc). The
+        failed writer is dropped, not closed: closing flushes, which raises its error again."""
+        self.tb = None
+        logger.warning("cannot write TensorBoard folder %s: %s; TensorBoard is off for the rest of this stage "
+                       "(metrics.json keeps every record)", os.path.join(self.folder, "tb"),
+                       error.strerror or error)
+
+
+def _quiet_tensorboard_thread_errors() -> None:
+    """Let TensorBoard's writer thread die of an OSError without a traceback on stderr (`threading.excepthook`,
+    wrapped once): TensorBoard raises that error again in the main thread at the writer's next call, where
+    EventWriter turns it into one warning. Every other thread error still goes to the previous hook."""
+    previous = threading.excepthook
+    if getattr(previous, "spcl_quiet_tensorboard", False):
+        return
+
+    def hook(args):
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard.")):
+            previous(args)
+
+    hook.spcl_quiet_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _iteration_of(line: str) -> float:

@@ -21,16 +21,53 @@ _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 
 
 class _LazyFileHandler(logging.FileHandler):
-    """A FileHandler (append) that creates its folder and file on the first message only."""
+    """A FileHandler (append) that creates its folder and file on the first message only.
+
+    A file that cannot be written (a full disk, a folder made read-only) is given up at its first failed
+    message, with one warning on stderr: a log file is a copy of what the console shows, so it is not worth a
+    "--- Logging error ---" traceback on every line, nor a stopped run (`unwritable` is then True).
+    """
 
     def __init__(self, path: str, run_log: bool = False):
         super().__init__(path, mode="a", delay=True)
         self.run_log = run_log
         self.run_root = os.path.dirname(os.path.abspath(path))
+        self.unwritable = False
 
     def _open(self):
         os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
         return super()._open()
+
+    def emit(self, record):
+        if self.unwritable:
+            return
+        try:
+            super().emit(record)
+        except OSError:  # opening the file, which FileHandler.emit does outside its own try
+            self.handleError(record)
+
+    def handleError(self, record):
+        """Called inside `except`: an OSError gives the file up (see the class doc); any other error is a bug,
+        reported as logging does."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self.unwritable = True
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:  # the buffered lines it cannot write either: dropped, the descriptor is closed
+                pass
+        reason = error.strerror or str(error)
+        warning = logging.makeLogRecord({
+            "name": record.name, "levelno": logging.WARNING, "levelname": "WARNING",
+            "msg": f"cannot write log file {self.baseFilename}: {reason}; its lines go to the console only "
+                   "from here on"})
+        stderr = _ConsoleHandler(sys.stderr)
+        stderr.setFormatter(self.formatter)
+        stderr.handle(warning)
 
 
 class _ConsoleHandler(logging.StreamHandler):
