@@ -35,22 +35,26 @@ def folder_blocked(folder: str, name: str) -> str:
     """"" when `folder` is a folder or can be made (its nearest existing parent is one); otherwise the error
     line naming the file in the way, `name` being what gave the folder (a flag, a config key). os.makedirs
     would say only "[Errno 17] File exists: 'F'" or "[Errno 20] Not a directory"."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
+    path = _nearest_existing(folder)
     if os.path.isdir(path):
         return ""
     where = "is" if path == os.path.abspath(folder) else f"lies under {path}, which is"
     return f"{name} {folder} {where} a file, not a folder: give a folder for the outputs"
 
 
+def _nearest_existing(folder: str) -> str:
+    """`folder` (absolute) if it exists, else its nearest existing parent: where os.makedirs would start."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def folder_unwritable(folder: str, name: str) -> str:
     """"" unless the folder `folder` is or would be made in (its nearest existing parent) cannot be written by
     this user (no permission, a read-only file system): then the error line naming `name` (a flag, a config
     key). A run there used to stop only when it first wrote, as "[Errno 30] Read-only file system: 'F'"."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
+    path = _nearest_existing(folder)
     if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
         return (f"{name} {folder} cannot be written: {path} is read-only to this user (no permission, or a "
                 "read-only file system); give a folder you can write to")
