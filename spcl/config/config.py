@@ -285,8 +285,8 @@ def merge_from_list(cfg: CN, opts: Sequence[str]) -> CN:
 
 
 def _unpaired(opts: list) -> str:
-    """Which token of an odd list of overrides breaks the pairs, and how to write it: `KEY=VALUE`, a list the
-    shell split at its spaces (`PIPELINE.STAGES [align, self_train]`), or a key without its value."""
+    """Which token of an odd list of overrides breaks the pairs, and how to write it: `KEY=VALUE`, or a key
+    without its value (a list the shell split at its spaces is `_split_list`'s)."""
     for i in range(0, len(opts), 2):
         token = str(opts[i])
         key, eq, value = token.partition("=")
@@ -316,6 +316,12 @@ def _quoted_list(text: str) -> str:
     Python literal (numbers stay numbers), so that yacs reads a list of names."""
     import ast
 
+    try:  # numbers, nested lists included (DATASETS.FOLDER.ID_MAP [[7, 0], [8, 1]]): already Python literals
+        value = ast.literal_eval(text.strip())
+        if isinstance(value, (list, tuple)):
+            return repr(list(value))
+    except (ValueError, SyntaxError):
+        pass
     items = []
     for item in text.strip().lstrip("[(").split("]")[0].split(")")[0].split(","):
         item = item.strip().strip("'\"")

@@ -614,6 +614,7 @@ def test_an_odd_list_of_overrides_names_the_token_that_breaks_the_pairs(opts, sa
     ("PIPELINE.STAGES", ["[align,", "self_train]"], ["align", "self_train"]),
     ("PIPELINE.STAGES", ["[source_only,", "prototypes,", "align]"], ["source_only", "prototypes", "align"]),
     ("TEST.SCALES", ["[0.5,", "1.5]"], [0.5, 1.5]),
+    ("DATASETS.FOLDER.ID_MAP", ["[[7,", "0],", "[8,", "1]]"], [[7, 0], [8, 1]]),  # nested, as the shell splits it
     ("PIPELINE.STAGES", ["[align]"], ["align"]),  # one token, its names unquoted: a string to yacs
 ])
 def test_a_list_written_as_the_shell_splits_it_gets_a_quoted_form_that_loads(key, tokens, value):
@@ -625,7 +626,10 @@ def test_a_list_written_as_the_shell_splits_it_gets_a_quoted_form_that_loads(key
     msg = str(e.value)
     assert f"{' '.join(tokens)}" in msg and "\n" not in msg
     quoted = msg.rsplit(' "', 1)[1].rstrip('"')
-    assert list(load_config("", [key, quoted])[key.split(".")[0]][key.split(".")[1]]) == value
+    node = load_config("", [key, quoted])
+    for part in key.split("."):
+        node = node[part]
+    assert [list(v) if isinstance(v, (list, tuple)) else v for v in node] == value
 
 
 @pytest.mark.parametrize("text,key,first,line,column", [
