@@ -35,7 +35,14 @@ def init_distributed(backend: Optional[str] = None) -> bool:
                 f"needs one per process. Start at most {gpus} process(es) per node (torchrun --nproc_per_node="
                 f"{gpus}), or run on the CPU with gloo (CUDA_VISIBLE_DEVICES='' torchrun ...)")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(minutes=60))
+    timeout = timedelta(minutes=60)
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))  # what init_method="env://" does
+    store.set_timeout(timeout)
+    # each torchrun attempt (--max-restarts) in its own key space: the store outlives a failed attempt, and
+    # without the prefix the restarted processes read the dead ones' gloo addresses ("connectFullMesh failed …
+    # Connection refused")
+    store = dist.PrefixStore(f"spcl/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return True
 
 
