@@ -126,10 +126,7 @@ def refuse_a_run_folder(folder: str, flag: str) -> None:
     config would replace or sit beside the one the run records (its rerun would then be refused as a
     config change), and a stage's labels or prototypes would be replaced under the record of what made
     them, after the stages that followed were made from the old ones."""
-    from spcl.engine.pipeline import MANIFEST, UPSTREAM
-
-    def records(path):
-        return [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(path, f))]
+    from spcl.engine.pipeline import stage_records as records
 
     if records(folder):
         raise ValueError(f"{flag} {folder} is a stage folder of a pipeline run (it holds {records(folder)[0]}): "

@@ -436,10 +436,16 @@ MADE_BY = {"checkpoint": "a training stage's checkpoints/model_final.pth", "prot
            "pseudo_dir": "the pseudo_labels stage's labels/ folder"}
 
 
+def stage_records(folder: str) -> list[str]:
+    """The records of a pipeline stage folder that `folder` holds (manifest.json, upstream.json); [] for another
+    folder."""
+    return [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(folder, f))]
+
+
 def refuse_a_stage_folder(root: str) -> None:
     """OUTPUT_DIR is the run's folder, never one of its stage folders (one holding manifest.json or upstream.json):
     a run there would make its stage folders inside that stage's, beside the record of what made it."""
-    held = [f for f in (MANIFEST, UPSTREAM) if os.path.isfile(os.path.join(root, f))]
+    held = stage_records(root)
     if held:
         parent = os.path.dirname(os.path.normpath(root)) or "."
         raise ValueError(f"OUTPUT_DIR {root} is a stage folder (it holds {held[0]}): a run writes its stage folders "
