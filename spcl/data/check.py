@@ -153,7 +153,7 @@ def check_item(dataset: SegmentationDataset, image_path: str, label_path: Option
     bad, n = [], 1
     size = None
     if not os.path.isfile(image_path):
-        bad.append((image_path, "missing image file"))
+        bad.append((image_path, "a folder, not an image file" if os.path.isdir(image_path) else "missing image file"))
     else:
         try:
             size = _image_size(image_path)
@@ -167,7 +167,8 @@ def check_item(dataset: SegmentationDataset, image_path: str, label_path: Option
         return n, bad
     if not os.path.isfile(label_path):
         if dataset.labels == "required":
-            bad.append((label_path, "missing label file"))
+            reason = "a folder, not a label file" if os.path.isdir(label_path) else "missing label file"
+            bad.append((label_path, reason))
             return n + 1, bad
         return n, bad
     n += 1

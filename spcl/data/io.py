@@ -9,6 +9,7 @@ folder search of the datasets and tools/infer.py: it follows symlinked folders, 
 from __future__ import annotations
 
 import os
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ ORIENTATION = 0x0112  # the EXIF tag
 
 def _open(path: str, what: str = "image") -> Image.Image:
     """The decoded image file at `path`; errors name it as the `what` file (image, label) it is read as."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} file {path} is a folder, not a file: put the {what} file back in its place")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing {what} file: {path}")
     try:
@@ -106,15 +109,18 @@ def read_png16_first_channel(path: str) -> np.ndarray:
     return t[0].to(torch.int32).numpy()
 
 
-def files_below(folder: str) -> list[str]:
+def files_below(folder: str, folders: Optional[list] = None) -> list[str]:
     """Paths relative to `folder` of every file below it, depth first with names sorted (a folder's files,
     then each sub-folder's). Symlinked sub-folders are searched too (a dataset split or a city is
     often a link to another disk), and each real folder once: a link cycle (`a/loop -> a`) ends, and a
     folder reached twice (a link to a folder also below `folder`) is listed where the walk meets it
-    first, so no image is listed twice."""
+    first, so no image is listed twice. `folders`, when given, receives the relative path of every
+    sub-folder met (so that a folder named like an image can be told apart from an image)."""
     out, seen = [], {os.path.realpath(folder)}
     for dirpath, dirs, files in os.walk(folder, followlinks=True):
         dirs.sort()
+        if folders is not None:
+            folders.extend(os.path.relpath(os.path.join(dirpath, d), folder) for d in dirs)
         for d in list(dirs):  # (top-down: what is taken out of `dirs` here is not entered)
             real = os.path.realpath(os.path.join(dirpath, d))
             if real in seen:
@@ -122,6 +128,18 @@ def files_below(folder: str) -> list[str]:
             seen.add(real)
         out.extend(os.path.relpath(os.path.join(dirpath, f), folder) for f in sorted(files))
     return out
+
+
+def refuse_folders_named_like_images(folder: str, folders: list, is_image_name: Callable[[str], bool]) -> None:
+    """Raise IsADirectoryError when a sub-folder of `folder` (`folders`: relative paths, as `files_below`
+    collects them) has a name `is_image_name` accepts: an image replaced by a folder of its name would
+    otherwise leave the dataset one item short without a word."""
+    bad = sorted(f for f in folders if is_image_name(os.path.basename(f)))
+    if bad:
+        raise IsADirectoryError(
+            f"{len(bad)} folder(s) under {folder} are named like its images, e.g. {os.path.join(folder, bad[0])}: "
+            f"a folder is not an image, and the dataset would be {len(bad)} item(s) short. Put the image file "
+            f"back in its place, or move the folder out of {folder}")
 
 
 def write_label_png(path: str, label: np.ndarray) -> None:

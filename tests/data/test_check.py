@@ -431,3 +431,24 @@ def test_a_bad_file_of_the_generated_toy_is_written_again(tmp_path, monkeypatch)
     assert "generated toy" not in C.format_error(cfg_for(str(root), tmp_path / "out"), bad, {})  # GENERATE False
     elsewhere = load_config(os.path.join(REPO, "configs", "toy.yaml"), ["DATASETS.DATA_DIR", str(tmp_path / "d")])
     assert "generated toy" not in C.format_error(elsewhere, bad, {})  # a file outside the toy's folder
+
+
+def test_an_image_or_label_replaced_by_a_folder_is_named_as_a_folder_not_as_missing(tmp_path):
+    """Listed by a list file, the item stays; the check calls each file a folder, a missing one missing."""
+    root = make_root(tmp_path)
+    city = os.path.join(root, "cityscapes")
+    img = os.path.join(city, "leftImg8bit", "val", "valville", "valville_000000_000000_leftImg8bit.png")
+    lab = os.path.join(city, "gtFine", "val", "valville", "valville_000000_000001_gtFine_labelIds.png")
+    for path in (img, lab):
+        os.remove(path)
+        os.makedirs(path)
+    write_list(str(tmp_path / "val.txt"), ["valville/valville_000000_000000_leftImg8bit.png",
+                                           "valville/valville_000000_000001_leftImg8bit.png"])
+    cfg = cfg_for(root, tmp_path / "out", "DATASETS.TEST_LIST", str(tmp_path / "val.txt"))
+    ds = dataset_for_check(cfg, "cityscapes_val")
+    reasons = dict(check_dataset(ds, "cityscapes_val").bad)
+    assert reasons == {img: "a folder, not an image file", lab: "a folder, not a label file"}
+    with pytest.raises(IsADirectoryError, match=f"image file {img} is a folder"):
+        ds[0]
+    os.rmdir(lab)  # gone altogether: missing, as before
+    assert dict(check_dataset(ds, "cityscapes_val").bad)[lab] == "missing label file"

@@ -385,3 +385,25 @@ def test_a_raw_id_outside_the_format_stops_the_read_naming_the_file(tmp_path, na
             message = rf"label file {re.escape(path)} holds ids \[{value}\] outside 0\.\.{top}"
             with pytest.raises(ValueError, match=message):
                 ds[0]
+
+
+@pytest.mark.parametrize("make,name,replaced", [
+    (make_cityscapes, "cityscapes_val", "aachen/aachen_000002_000019_leftImg8bit.png"),
+    (make_gta5, "gta5_train", "00002.png")])
+def test_an_image_replaced_by_a_folder_of_its_name_stops_the_listing_naming_it(tmp_path, make, name, replaced):
+    """Found by a walk (no list file), a folder named like an image was skipped: one item fewer without a word."""
+    if make is make_cityscapes:
+        make(tmp_path, "val", CITY_NAMES)
+        path = os.path.join(tmp_path, "cityscapes", "leftImg8bit", "val", replaced)
+    else:
+        make(tmp_path, ["00001", "00002", "00003"])
+        path = os.path.join(tmp_path, "gta5", "images", replaced)
+    cfg = cfg_for(tmp_path)
+    assert len(build_dataset(cfg, name, train=False)) == 3
+    os.remove(path)
+    os.makedirs(os.path.join(path, "inside"))  # a folder, with a sub-folder of its own
+    with pytest.raises(IsADirectoryError) as e:
+        build_dataset(cfg, name, train=False)
+    assert f"e.g. {path}:" in str(e.value) and "1 item(s) short" in str(e.value)
+    os.rename(path, path[:-4] + "_moved")  # out of the way, as the message says: 2 items, no error
+    assert len(build_dataset(cfg, name, train=False)) == 2

@@ -290,3 +290,12 @@ def test_required_labels_of_a_folder_without_labels_stop_with_an_error_not_none(
     with pytest.raises(ValueError, match=re.escape(f"SegmentationDataset: image {tmp_path / 'val' / 'v1.jpg'} has "
                                                    "no label file, and labels are required")):
         base[0]
+
+
+def test_a_folder_named_like_an_image_stops_the_listing_naming_it(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "train" / "b" / "shots.JPG").mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape(str(tmp_path / "train" / "b" / "shots.JPG"))):
+        build_dataset(cfg_for(tmp_path), "folder_train", train=True)
+    (tmp_path / "train" / "b" / "shots.JPG").rename(tmp_path / "train" / "b" / "shots")  # a plain folder name
+    assert len(build_dataset(cfg_for(tmp_path), "folder_train", train=True)) == 4

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..io import files_below, read_image
+from ..io import files_below, read_image, refuse_folders_named_like_images
 from ..labels import IGNORE_LABEL
 from ...utils.io import where_read
 
@@ -38,7 +38,9 @@ def list_images(folder: str, suffix: str) -> list[str]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(
             f"dataset folder not found: {folder}{where_read(folder)} (see datasets/README.md for the layout)")
-    out = [rel for rel in files_below(folder) if rel.endswith(suffix)]
+    folders: list = []
+    out = [rel for rel in files_below(folder, folders) if rel.endswith(suffix)]
+    refuse_folders_named_like_images(folder, folders, lambda name: name.endswith(suffix))
     if not out:
         raise FileNotFoundError(f"no '*{suffix}' files found under {folder}")
     return sorted(out)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io import displayed_size, files_below, read_label_indices
+from ..io import displayed_size, files_below, read_label_indices, refuse_folders_named_like_images
 from ..labels import IGNORE_LABEL
 from ...utils.io import read_json, where_read
 from .base import SegmentationDataset, read_list_file
@@ -42,9 +42,10 @@ def find_images(folder: str, suffix: str = "") -> list[str]:
     if not folder or not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder!r}{where_read(folder)} "
                                 "(DATASETS.FOLDER.TRAIN_DIR / VAL_DIR)")
-    out, left_out = [], []
-    for rel in files_below(folder):
+    out, left_out, folders = [], [], []
+    for rel in files_below(folder, folders):
         (out if is_image_name(os.path.basename(rel), suffix) else left_out).append(rel)
+    refuse_folders_named_like_images(folder, folders, lambda name: is_image_name(name, suffix))
     if not out:
         raise FileNotFoundError(f"no images ({suffix or '/'.join(IMAGE_EXTENSIONS)}) found under {folder}")
     left_out = [f for f in left_out if not os.path.basename(f).startswith(".")]  # .DS_Store and the like
