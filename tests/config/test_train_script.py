@@ -28,8 +28,9 @@ def stub_path(tmp_path):
     return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def run(args, path, cwd=REPO):
-    proc = subprocess.run(["bash", SCRIPT, *args], cwd=cwd, env={**os.environ, "PATH": path},
+def run(args, path, cwd=REPO, **env):
+    base = {k: v for k, v in os.environ.items() if k != "MAX_RESTARTS"}
+    proc = subprocess.run(["bash", SCRIPT, *args], cwd=cwd, env={**base, "PATH": path, **env},
                           capture_output=True, timeout=60)
     argv = proc.stdout.decode().split("\0")[:-1] if proc.stdout else []
     return proc.returncode, argv, proc.stderr.decode()
@@ -81,3 +82,27 @@ def test_bad_calls_stop_before_torchrun(stub_path, args, message):
     assert rc == 2
     assert argv == []  # torchrun never ran
     assert message in err
+
+
+def test_max_restarts_reaches_torchrun_as_its_own_option(stub_path):
+    """What the launcher passes is parsed by torchrun's own parser: N restarts, the script and its
+    arguments unchanged."""
+    from torch.distributed.run import get_args_parser
+
+    rc, argv, err = run(["configs/toy.yaml", "2", "SEED", "3"], stub_path, MAX_RESTARTS="3")
+    assert rc == 0, err
+    args = get_args_parser().parse_args(argv)
+    assert args.max_restarts == 3 and args.nproc_per_node == "2" and args.standalone
+    assert args.training_script == os.path.join(REPO, "tools", "train.py")
+    assert args.training_script_args == ["--config", "configs/toy.yaml", "SEED", "3"]
+    for unset in ({}, {"MAX_RESTARTS": ""}):  # unset or empty: torchrun's default (no restart)
+        rc, argv, err = run(["configs/toy.yaml"], stub_path, **unset)
+        assert rc == 0, err
+        assert get_args_parser().parse_args(argv).max_restarts == 0 and not any("restarts" in a for a in argv)
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_max_restarts_that_is_not_a_count_stops_before_torchrun(stub_path, value):
+    rc, argv, err = run(["configs/toy.yaml"], stub_path, MAX_RESTARTS=value)
+    assert rc == 2 and argv == []
+    assert f"MAX_RESTARTS must be a whole number of restarts (0, 1, ...), got '{value}'" in err
