@@ -644,7 +644,7 @@ def test_a_key_given_twice_in_a_file_is_refused(tmp_path, text, key, first, line
         load_config(path)
     assert str(e.value) == (f"config file {path} is not valid YAML: line {line}, column {column}: key '{key}' appears "
                             f"twice in one mapping (first at line {first}); YAML would keep only the last: merge them")
-    base = _write(tmp_path / "base.yaml", "SOLVER:\n  AMP: bf16\n")
+    _write(tmp_path / "base.yaml", "SOLVER:\n  AMP: bf16\n")
     cfg = load_config(_write(tmp_path / "child.yaml", "_BASE_: base.yaml\nSOLVER:\n  MOMENTUM: 0.8\n"))
     assert cfg.SOLVER.AMP == "bf16" and cfg.SOLVER.MOMENTUM == 0.8
 

@@ -132,6 +132,41 @@ def test_discriminator_sees_source_maps_softened_like_the_ce(soften, toy_root, t
     assert torch.allclose(seen[0], expected_tgt, atol=1e-6) and torch.allclose(seen[2], expected_tgt, atol=1e-6)
 
 
+def test_warmup_gradients_are_those_of_the_adaptsegnet_losses(toy_root, tmp_path):
+    """One warm-up step leaves in the model the gradient of CE/T + ADV_WEIGHT · BCE(D(softmax(target)), source)
+    with D frozen, and in D the gradient of 0.5 · BCE(D(source maps), source) + 0.5 · BCE(D(target maps),
+    target) on detached maps: recomputed here with plain torch on copies taken before the step."""
+    import torch.nn.functional as F
+
+    from spcl.losses import segmentation_ce, upsample_like
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "LOSS.SOURCE_TEMPERATURE", "2.5", "ADV_WARMUP.ADV_WEIGHT", "0.3")
+    trainer = AdvWarmupTrainer(cfg, None, CPU)
+    model, disc = copy.deepcopy(trainer.model_without_ddp), copy.deepcopy(trainer.discriminator_without_ddp)
+    batch = _batch(trainer)
+    logs = trainer.run_step(batch)
+    src, tgt = batch["source"], batch["target"]
+
+    def bce(logits, domain):  # domain 0 = source, 1 = target
+        return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(domain)))
+
+    logits_s = model(src["image"])["logits"]
+    loss_seg = segmentation_ce(logits_s, src["label"], 2.5)
+    prob_t = torch.softmax(upsample_like(model(tgt["image"])["logits"], tgt["image"][:, 0]), dim=1)
+    loss_adv = 0.3 * bce(disc(prob_t), 0)
+    grads = torch.autograd.grad(loss_seg + loss_adv, list(model.parameters()))
+    prob_s = torch.softmax(upsample_like(logits_s.detach() / 2.5, src["image"][:, 0]), dim=1)
+    loss_d = 0.5 * bce(disc(prob_s), 0) + 0.5 * bce(disc(prob_t.detach()), 1)
+    d_grads = torch.autograd.grad(loss_d, list(disc.parameters()))
+    assert logs["loss_seg"] == pytest.approx(loss_seg.item(), rel=1e-5)
+    assert logs["loss_adv"] == pytest.approx(loss_adv.item(), rel=1e-5)
+    assert logs["loss_d"] == pytest.approx(loss_d.item(), rel=1e-5)
+    for (name, p), g in zip(trainer.model_without_ddp.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-7, msg=name)
+    for (name, p), g in zip(trainer.discriminator_without_ddp.named_parameters(), d_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-7, msg=name)
+
+
 @pytest.mark.parametrize("lam", [1.0, 2.0])
 def test_align_logs_the_gradient_each_term_sends_to_the_features(lam, toy_root, tmp_path, prototypes,
                                                                   pseudo_dir):
