@@ -77,3 +77,24 @@ def test_histograms_add_up_like_processes():
         (a if i % 2 else b).update(m)
     a.hist += b.hist  # what the all_reduce does across processes
     assert torch.equal(a.compute(), one.compute())
+
+
+def test_a_pixel_at_its_class_threshold_is_kept_as_the_released_rule_keeps_it():
+    """Hand-computed, 10 bins, one confidence per bin (so bins and exact values give the same labels):
+    class 0 at 0.55 … 0.95 (n = 5, element round(2.5) = 2 of the sorted: 0.75), class 1 at 0.65, 0.75,
+    0.95 (element round(1.5) = 2: 0.95, capped to 0.9). Kept: conf ≥ threshold, the median pixel itself
+    included (released: pixels below the threshold are set to 255)."""
+    c0 = [0.55, 0.65, 0.75, 0.85, 0.95]
+    c1 = [0.65, 0.95, 0.75]
+    p0 = torch.tensor(c0 + [1 - c for c in c1], dtype=torch.float32)  # P(class 0) of 8 pixels
+    probs = torch.stack([p0, 1 - p0]).reshape(1, 2, 1, 8)
+    stats = ClassThresholds(2, cap=0.9, num_bins=10)
+    stats.update(probs)
+    assert stats.compute().tolist() == pytest.approx([0.7, 0.9])  # bins 7 and 9 (lower edges)
+    label = stats.label(probs, stats.compute_bins()).flatten().tolist()
+    assert label == [255, 255, 0, 0, 0, 255, 1, 255]
+    conf, pred = probs.max(1)
+    thr = released_thresholds(conf.numpy(), pred.numpy(), 2, 0.9)
+    assert thr.tolist() == pytest.approx([0.75, 0.9])
+    released = torch.where(conf >= torch.from_numpy(thr).float()[pred], pred, torch.full_like(pred, 255))
+    assert released.flatten().tolist() == label
