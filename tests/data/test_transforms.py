@@ -127,6 +127,43 @@ def test_brightness_only_jitter_matches_its_factor():
     assert np.abs(np.asarray(out).astype(float) - min(255.0, 100 * f)).max() <= 1.0
 
 
+@pytest.mark.parametrize("which", ["contrast", "saturation", "hue"])
+def test_each_jitter_draws_its_factor_from_its_own_range(which):
+    """One parameter set: the factor is uniform in [1 − c, 1 + c] (hue: [−h, h]) of that parameter, the
+    other parameters 0; the image is torchvision's adjustment by it."""
+    import torchvision.transforms.functional as TF
+
+    img, _ = _pair(8, 4, seed=6)
+    params = {"contrast": (0, 0.4, 0, 0), "saturation": (0, 0, 0.4, 0), "hue": (0, 0, 0, 0.15)}[which]
+    out, _ = T.ColorJitter(*params)(img, None, random.Random(11))
+    f = random.Random(11).uniform(-0.15, 0.15) if which == "hue" else random.Random(11).uniform(0.6, 1.4)
+    expected = getattr(TF, f"adjust_{which}")(img, f)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_jitter_applies_its_four_adjustments_in_a_seeded_random_order():
+    """In a random order, as torchvision's ColorJitter applies them: the four factors are drawn (brightness,
+    contrast, saturation, hue), then the order is shuffled with the same generator. Replayed here by hand; over
+    the seeds more than one order occurs, and the orders give different images."""
+    import torchvision.transforms.functional as TF
+
+    img, _ = _pair(8, 4, seed=5)
+    adjust = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    orders = set()
+    for seed in range(12):
+        rng = random.Random(seed)
+        factors = [rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5), rng.uniform(-0.2, 0.2)]
+        order = [0, 1, 2, 3]
+        rng.shuffle(order)
+        orders.add(tuple(order))
+        expected = img
+        for i in order:
+            expected = adjust[i](expected, factors[i])
+        out, _ = T.ColorJitter(0.5, 0.5, 0.5, 0.2)(img, None, random.Random(seed))
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    assert len(orders) > 1
+
+
 def test_to_tensor_normalisation_numbers():
     arr = np.array([[[0, 128, 255], [255, 255, 255]]], dtype=np.uint8)  # 1x2 image
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
