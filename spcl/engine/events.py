@@ -118,7 +118,22 @@ class EventWriter:
             except OSError as e:  # the writer thread's error, raised again by the next call
                 self._tensorboard_off(e)
 
+    def sync(self) -> None:
+        """Make `metrics.json` durable (fsync), as the checkpoints are. Called before each checkpoint and at
+        the stage's end: after a machine crash (power, kernel) a resume then finds every record up to the
+        iteration it resumes from, not a gap of records still in the page cache at the crash. A process
+        crash loses nothing either way (each record is written to the file as it is made)."""
+        path = os.path.join(self.folder, "metrics.json")
+        if not self.enabled or not os.path.isfile(path):
+            return
+        try:
+            with open(path, "a") as f:
+                os.fsync(f.fileno())
+        except OSError:  # the disk's error: the checkpoint written next meets it and names it
+            pass
+
     def close(self, _: Optional[object] = None) -> None:
+        self.sync()
         if self.tb is not None:
             try:
                 self.tb.flush()

@@ -367,6 +367,8 @@ class StageTrainer:
     def _save_resume_point(self, done: int) -> str:
         """`model_<done>.pth` (never with non-finite weights), the checkpoint a rerun resumes from."""
         self.check_finite_weights(done)
+        if self.events is not None:
+            self.events.sync()  # the records up to `done` are on disk before the checkpoint that resumes after them
         return self.checkpointer.save(f"model_{done:07d}", done, {"stage": self.NAME, "config": self.cfg.dump(),
                                                                   "data": self.data_record})
 

@@ -332,3 +332,39 @@ def test_gen_pseudo_prototypes_summary(toy_root, untrained_checkpoint, tmp_path,
     if absent:
         assert "never seen (zero prototype): " + ", ".join(absent) in text
     assert "mean prototype norm" in text and not math.isnan(float(text.split("mean prototype norm: ")[1].split()[0]))
+
+
+def test_metrics_are_on_disk_before_each_checkpoint_and_at_the_stage_end(toy_root, tmp_path, monkeypatch):
+    """metrics.json is fsynced (the real call, on that file) with every record up to a checkpoint written before
+    the checkpoint is saved, and with every record at the stage's end; a resume after a machine crash then
+    finds no gap before the iteration it resumes from."""
+    from spcl.engine import run_stage
+    from spcl.engine.checkpoint import Checkpointer
+
+    out = tmp_path / "stage"
+    metrics = out / "metrics.json"
+    seen = []
+
+    def lines():
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    real_fsync, real_save = os.fsync, Checkpointer.save
+
+    def fsync(fd):
+        if metrics.exists() and os.fstat(fd).st_ino == os.stat(metrics).st_ino:
+            seen.append(("sync", lines()))
+        return real_fsync(fd)
+
+    def save(self, name, *args, **kwargs):
+        seen.append((name, lines()))
+        return real_save(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Checkpointer, "save", save)
+    cfg = tiny_cfg(toy_root, str(out), "SOURCE_ONLY.STOP_ITER", "5", "SOLVER.CHECKPOINT_PERIOD", "2")
+    run_stage(cfg, "source_only", str(out))
+    periodic = [i for i, (what, _) in enumerate(seen) if what.startswith("model_0")]
+    assert [seen[i][0] for i in periodic] == ["model_0000002", "model_0000004"]
+    for i in periodic:  # the event just before each periodic save is a sync holding every record so far
+        assert seen[i - 1] == ("sync", seen[i][1]) and seen[i][1] > 0
+    assert seen[-1] == ("sync", lines()) and lines() > seen[periodic[-1]][1]  # the end: val/ records too
