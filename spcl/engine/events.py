@@ -6,7 +6,9 @@ has that many entries, else the Cityscapes names of a 19- or 16-entry list (spcl
 the index (`…/07`). `metrics.json` keeps the lists as they are (label order).
 
 TensorBoard is a view of `metrics.json`: when its folder cannot be written (a full disk, a folder made
-read-only) it is turned off for the rest of the stage with one warning, and training goes on.
+read-only) it is turned off for the rest of the stage with one warning, and training goes on. Any error of
+its writer counts, not only OSError: with TensorFlow installed, TensorBoard writes through TensorFlow's
+gfile, whose errors (tf.errors.OpError) are not OSErrors.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ class EventWriter:
                     purge = {} if resumed_at is None else {"purge_step": resumed_at + 1}
                     try:
                         self.tb = SummaryWriter(os.path.join(folder, "tb"), **purge)
-                    except OSError as e:
+                    except Exception as e:  # noqa: BLE001 - any writer error (module doc)
                         self._tensorboard_off(e)
 
     def _drop_after(self, iteration: int, redo_eval: bool = False) -> bool:
@@ -115,7 +117,7 @@ class EventWriter:
                     elif isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
                         for tag, x in zip(scalar_tags(k, v, self.class_names), v):
                             self.tb.add_scalar(f"{self.stage}/{prefix}{tag}", x, iteration)
-            except OSError as e:  # the writer thread's error, raised again by the next call
+            except Exception as e:  # noqa: BLE001 - the writer thread's error, raised again by the next call
                 self._tensorboard_off(e)
 
     def sync(self) -> None:
@@ -138,20 +140,20 @@ class EventWriter:
             try:
                 self.tb.flush()
                 self.tb.close()
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 - any writer error (module doc)
                 self._tensorboard_off(e)
 
-    def _tensorboard_off(self, error: OSError) -> None:
+    def _tensorboard_off(self, error: Exception) -> None:
         """TensorBoard off for the rest of the stage after `error`, with one warning (see the module doc). The
         failed writer is dropped, not closed: closing flushes, which raises its error again."""
         self.tb = None
+        reason = (error.strerror or error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
         logger.warning("cannot write TensorBoard folder %s: %s; TensorBoard is off for the rest of this stage "
-                       "(metrics.json keeps every record)", os.path.join(self.folder, "tb"),
-                       error.strerror or error)
+                       "(metrics.json keeps every record)", os.path.join(self.folder, "tb"), reason)
 
 
 def _quiet_tensorboard_thread_errors() -> None:
-    """Let TensorBoard's writer thread die of an OSError without a traceback on stderr (`threading.excepthook`,
+    """Let TensorBoard's writer thread die of an error without a traceback on stderr (`threading.excepthook`,
     wrapped once): TensorBoard raises that error again in the main thread at the writer's next call, where
     EventWriter turns it into one warning. Every other thread error still goes to the previous hook."""
     previous = threading.excepthook
@@ -159,7 +161,7 @@ def _quiet_tensorboard_thread_errors() -> None:
         return
 
     def hook(args):
-        if not (isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard.")):
+        if not (isinstance(args.exc_value, Exception) and type(args.thread).__module__.startswith("tensorboard.")):
             previous(args)
 
     hook.spcl_quiet_tensorboard = True  # type: ignore[attr-defined]

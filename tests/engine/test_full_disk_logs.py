@@ -19,13 +19,22 @@ from spcl.utils.logger import _LazyFileHandler, setup_logger
 NO_SPACE = "No space left on device"
 
 
+class ResourceExhaustedError(Exception):
+    """What TensorFlow's gfile raises on a full disk (a tf.errors.OpError): not an OSError. TensorBoard writes
+    through it when TensorFlow is installed."""
+
+
 class _FullDisk(io.FileIO):
-    """A file on a full disk: every write fails with ENOSPC. `attempts` counts the writes tried on it."""
+    """A file on a full disk: every write fails with ENOSPC (or with `error`, a class taking the message, when
+    set). `attempts` counts the writes tried on it."""
 
     attempts = 0
+    error = None
 
     def write(self, data):
         type(self).attempts += 1
+        if self.error is not None:
+            raise self.error(NO_SPACE)
         raise OSError(errno.ENOSPC, NO_SPACE)
 
 
@@ -104,10 +113,12 @@ def thread_errors(monkeypatch):
     yield seen
 
 
-def _fill_the_disk(monkeypatch, gate=None):
+def _fill_the_disk(monkeypatch, gate=None, error=None):
     """TensorBoard's local file system writes through `io.open` of its gfile module: from here on they fail
-    (once `gate`, a threading.Event, is set: TensorBoard's writer thread waits for it)."""
+    (once `gate`, a threading.Event, is set: TensorBoard's writer thread waits for it), with `error` when given."""
     from tensorboard.compat.tensorflow_stub.io import gfile
+
+    monkeypatch.setattr(_FullDisk, "error", error)
 
     def full_disk_open(filename, mode="r", *args, **kwargs):
         if "w" in mode or "a" in mode:
@@ -130,12 +141,13 @@ def _tb_warnings(logger):
     return [r for r in logger.records if "TensorBoard" in r.getMessage()]
 
 
+@pytest.mark.parametrize("error", [None, ResourceExhaustedError], ids=["OSError", "TensorFlow's error"])
 @pytest.mark.parametrize("fills", ["before the stage", "during the stage", "at the stage's end"])
 def test_a_full_disk_turns_tensorboard_off_with_one_warning(tmp_path, monkeypatch, capsys, spcl_logger,
-                                                            thread_errors, fills):
+                                                            thread_errors, fills, error):
     pytest.importorskip("tensorboard")
     if fills == "before the stage":
-        _fill_the_disk(monkeypatch)
+        _fill_the_disk(monkeypatch, error=error)
     ev = EventWriter(str(tmp_path), "align")  # returns: no exception for the caller
     ev.write(1, {"loss": 1.0})
     if fills != "before the stage":
@@ -144,14 +156,14 @@ def test_a_full_disk_turns_tensorboard_off_with_one_warning(tmp_path, monkeypatc
         assert tb_scalars(str(tmp_path / "tb")) == {"align/loss": [1.0]}  # the normal path writes TensorBoard
     if fills == "at the stage's end":  # the error first shows when close() flushes the last iteration's scalars
         gate = threading.Event()
-        _fill_the_disk(monkeypatch, gate)
+        _fill_the_disk(monkeypatch, gate, error)
         ev.write(2, {"loss": 2.0})
         assert ev.tb is not None
         gate.set()
         iterations = [1, 2]
     else:
         if fills == "during the stage":
-            _fill_the_disk(monkeypatch)
+            _fill_the_disk(monkeypatch, error=error)
         for it in range(2, 6):
             ev.write(it, {"loss": float(it), "IoU": [0.5] * 19}, prefix="val/" if it == 5 else "")
         iterations = [1, 2, 3, 4, 5]
@@ -164,8 +176,9 @@ def test_a_full_disk_turns_tensorboard_off_with_one_warning(tmp_path, monkeypatc
     warnings = _tb_warnings(spcl_logger)
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING
+    reason = NO_SPACE if error is None else f"ResourceExhaustedError: {NO_SPACE}"
     assert warnings[0].getMessage() == (
-        f"cannot write TensorBoard folder {tmp_path / 'tb'}: {NO_SPACE}; TensorBoard is off for the rest of "
+        f"cannot write TensorBoard folder {tmp_path / 'tb'}: {reason}; TensorBoard is off for the rest of "
         "this stage (metrics.json keeps every record)")
     with open(tmp_path / "metrics.json") as f:
         assert [json.loads(ln)["iteration"] for ln in f] == iterations
