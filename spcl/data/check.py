@@ -165,10 +165,12 @@ def check_item(dataset: SegmentationDataset, image_path: str, label_path: Option
         if dataset.labels == "required":
             bad.append((image_path, "no label file for this image, and labels are required here"))
         return n, bad
+    if os.path.isdir(label_path):  # a mistake also where labels are optional (the read refuses it)
+        bad.append((label_path, "a folder, not a label file"))
+        return n + 1, bad
     if not os.path.isfile(label_path):
         if dataset.labels == "required":
-            reason = "a folder, not a label file" if os.path.isdir(label_path) else "missing label file"
-            bad.append((label_path, reason))
+            bad.append((label_path, "missing label file"))
             return n + 1, bad
         return n, bad
     n += 1

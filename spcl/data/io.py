@@ -21,10 +21,15 @@ from ..utils.io import space_hint
 ORIENTATION = 0x0112  # the EXIF tag
 
 
-def _open(path: str, what: str = "image") -> Image.Image:
-    """The decoded image file at `path`; errors name it as the `what` file (image, label) it is read as."""
+def refuse_a_folder(path: str, what: str) -> None:
+    """Raise IsADirectoryError when the `what` file (image, label) at `path` is a folder."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what} file {path} is a folder, not a file: put the {what} file back in its place")
+
+
+def _open(path: str, what: str = "image") -> Image.Image:
+    """The decoded image file at `path`; errors name it as the `what` file (image, label) it is read as."""
+    refuse_a_folder(path, what)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing {what} file: {path}")
     try:

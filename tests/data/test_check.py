@@ -450,5 +450,12 @@ def test_an_image_or_label_replaced_by_a_folder_is_named_as_a_folder_not_as_miss
     assert reasons == {img: "a folder, not an image file", lab: "a folder, not a label file"}
     with pytest.raises(IsADirectoryError, match=f"image file {img} is a folder"):
         ds[0]
+    with pytest.raises(IsADirectoryError, match=f"label file {lab} is a folder"):
+        ds[1]
+    optional = dataset_for_check(cfg, "cityscapes_val")
+    optional.labels = "optional"  # (a missing label would read as None here; a folder is still an error)
+    with pytest.raises(IsADirectoryError, match=f"label file {lab} is a folder"):
+        optional[1]
+    assert dict(check_dataset(optional, "cityscapes_val").bad)[lab] == "a folder, not a label file"  # as it reads
     os.rmdir(lab)  # gone altogether: missing, as before
     assert dict(check_dataset(ds, "cityscapes_val").bad)[lab] == "missing label file"

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..io import files_below, read_image, refuse_folders_named_like_images
+from ..io import files_below, read_image, refuse_a_folder, refuse_folders_named_like_images
 from ..labels import IGNORE_LABEL
 from ...utils.io import where_read
 
@@ -112,6 +112,7 @@ class SegmentationDataset(Dataset):
             if self.labels == "optional":
                 return None
             raise ValueError(self.no_label_message(image_path))
+        refuse_a_folder(path, "label")  # also where labels are optional: a folder there is a mistake, not "no label"
         if not os.path.isfile(path):
             if self.labels == "optional":
                 return None
