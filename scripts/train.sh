@@ -57,4 +57,5 @@ if [[ -n "${MAX_RESTARTS:-}" ]]; then
 fi
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-exec torchrun --standalone --nproc_per_node="$gpus" ${restarts[@]+"${restarts[@]}"} "$repo/tools/train.py" --config "$config" "$@"
+exec torchrun --standalone --nproc_per_node="$gpus" ${restarts[@]+"${restarts[@]}"} \
+    "$repo/tools/train.py" --config "$config" "$@"
