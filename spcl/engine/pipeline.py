@@ -310,6 +310,8 @@ def check_run(cfg, datasets: bool = True) -> None:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
     refuse_a_stage_folder(cfg.OUTPUT_DIR)
+    for i, stage in enumerate(cfg.PIPELINE.STAGES):
+        refuse_a_file_as_stage_folder(os.path.join(cfg.OUTPUT_DIR, f"{i}_{stage}"))
     check_stage_plan(cfg)
     if cfg.PIPELINE.HANDOFF == "best" and is_unlabelled(cfg, cfg.DATASETS.TEST):
         raise ValueError(f"PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, and "
@@ -452,6 +454,14 @@ def refuse_a_stage_folder(root: str) -> None:
                          f"inside OUTPUT_DIR; give the run's folder ({parent}) to resume that run, or a new folder")
 
 
+def refuse_a_file_as_stage_folder(folder: str) -> None:
+    """NotADirectoryError naming the file where the run would make the stage folder `folder`, before anything is
+    written; the stage used to stop only when it made the folder, with "[Errno 17] File exists"."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"stage folder {folder} is a file, not a folder: move or rename the file, the run "
+                                 "makes the stage's outputs there")
+
+
 def check_single_stage(cfg, stage: str, folder: str) -> str:
     """What `tools/train.py --stage` checks before it writes anything (also with --check): every input the stage
     reads (`stage_needs`: MODEL.WEIGHTS, PROTOTYPE.PATH, DATASETS.PSEUDO_DIR) is set and readable, its batches
@@ -460,6 +470,7 @@ def check_single_stage(cfg, stage: str, folder: str) -> str:
     fail only after it had made its folder, some with a message about data files. Returns what the run will do
     with `folder`: "finished" (nothing to run), "resumes" or "runs"."""
     refuse_a_stage_folder(cfg.OUTPUT_DIR)
+    refuse_a_file_as_stage_folder(folder)
     problems = []
     for need in stage_needs(cfg, stage):
         section, key = HANDED_KEYS[need]

@@ -35,7 +35,7 @@ from spcl.modeling.batchnorm import running_stats_frozen
 from spcl.utils import comm
 from spcl.utils.env import (AMP_DTYPES, cpu_has_bf16_units, default_device, get_rng_state, peak_memory_mb, seed_all,
                             set_rng_state, write_run_info)
-from spcl.utils.io import remove_temp_files
+from spcl.utils.io import make_folder, remove_temp_files
 from spcl.utils.signals import Preempted, StopOnSignal, signal_numbers
 
 from .checkpoint import Checkpointer
@@ -266,7 +266,7 @@ class StageTrainer:
             if recorded:
                 check_drift(recorded, cfg, f"stage {self.NAME} in {self.output_dir} (checkpoint {self.resume_from})")
         if comm.is_main_process():
-            os.makedirs(self.output_dir, exist_ok=True)
+            make_folder(self.output_dir, "stage folder")
             clear_temp_files(self.output_dir, os.path.join(self.output_dir, "checkpoints"))
             write_run_info(cfg, self.output_dir, made=bool(self.resume_from))
         if cfg.DATASETS.PREFLIGHT:

@@ -94,3 +94,23 @@ def test_tools_say_it_in_one_line(tmp_path, afile, tool, args, flag):
     line = proc.stderr.strip().splitlines()[-2]
     assert flag in line and f"lies under {afile}, which is a file, not a folder" in line, line
     assert "Errno" not in proc.stderr and open(afile).read() == "keep me"
+
+
+@pytest.mark.parametrize("stage", ["source_only", "prototypes"])
+def test_a_stage_run_on_a_file_names_its_stage_folder(toy_root, tmp_path, afile, stage):
+    """Past the run's own checks (a stage run from Python, or a file made while the run went on), the stage's
+    making of its folder names it; os.makedirs said "[Errno 17] File exists"."""
+    import torch
+
+    from conftest import tiny_cfg
+    from spcl.engine.stages import STAGES, SourceOnlyTrainer
+
+    weights = tmp_path / "model.pth"
+    torch.save({"model": SourceOnlyTrainer(tiny_cfg(toy_root, str(tmp_path / "x")), None, torch.device("cpu"))
+                .model_without_ddp.state_dict()}, weights)
+    cfg = tiny_cfg(toy_root, str(afile), "MODEL.WEIGHTS", str(weights) if stage == "prototypes" else "")
+    runner = STAGES[stage](cfg, str(afile), torch.device("cpu"))
+    with pytest.raises(NotADirectoryError, match=rf"^stage folder {afile} is a file, not a folder"):
+        runner.run()
+    with open(afile) as f:
+        assert f.read() == "keep me"

@@ -284,3 +284,20 @@ def test_check_names_an_empty_list_file_where_the_run_makes_its_data(train, toy_
     with pytest.raises(ValueError, match=rf"^DATASETS.TEST_LIST {empty} lists no files"):
         train.main(opts + ["DATASETS.TEST_LIST", str(empty)])
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("stage", ["", "source_only"], ids=["pipeline", "stage"])
+@pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
+def test_a_file_where_a_stage_folder_goes_is_refused_before_anything_is_written(train, toy_root, tmp_path, stage,
+                                                                               check):
+    """A file named like a stage folder in OUTPUT_DIR: --check passed it, and the run stopped when the stage made
+    its folder, with "[Errno 17] File exists" and the run's records written."""
+    out = tmp_path / "run"
+    out.mkdir()
+    name = stage or "3_align"
+    (out / name).write_text("a note")
+    argv = (["--check"] if check else []) + (["--stage", stage] if stage else []) + ["--config", TOY]
+    with pytest.raises(NotADirectoryError, match=rf"^stage folder {out / name} is a file, not a folder: move or "
+                                                 rf"rename the file, the run makes the stage's outputs there$"):
+        train.main(argv + _tiny_opts(toy_root, str(out)))
+    assert os.listdir(out) == [name] and (out / name).read_text() == "a note"

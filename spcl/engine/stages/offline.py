@@ -16,7 +16,7 @@ from spcl.data.check import default_cache_dir, preflight
 from spcl.modeling import load_trained_segmentor
 from spcl.utils import comm
 from spcl.utils.env import AMP_DTYPES, default_device, seed_all, write_run_info
-from spcl.utils.io import atomic_torch_save, json_roundtrip, remove_temp_files
+from spcl.utils.io import atomic_torch_save, json_roundtrip, make_folder, remove_temp_files
 from spcl.utils.safe_load import load_checkpoint
 
 from ..trainer import clear_temp_files
@@ -47,7 +47,7 @@ class InferenceStage:
         if self.cfg.DATASETS.PREFLIGHT:
             preflight(self.cfg, self.data_names(), default_cache_dir(self.cfg))
         if comm.is_main_process():
-            os.makedirs(self.output_dir, exist_ok=True)
+            make_folder(self.output_dir, "stage folder")
             clear_temp_files(self.output_dir)
             write_run_info(self.cfg, self.output_dir, made=False)  # a rerun makes everything anew
         return self.compute()
