@@ -148,3 +148,40 @@ def test_a_run_made_before_a_key_was_added_holds_the_value_that_does_what_it_did
         ("SOLVER.FUSED_OPTIMIZER", False, True)]
     del recorded["SOLVER"]["AMP"]  # any other key a run lacks is still absent
     assert config_drift(recorded, load_config("", [])) == [("SOLVER.AMP", ABSENT, "")]
+
+
+def _another(value):
+    """A value of the same kind that differs from `value`."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, (list, tuple)):
+        return list(value) + [value[-1]] if value else ["other"]
+    return "other"
+
+
+def test_exactly_the_keys_that_cannot_change_a_result_may_differ_on_resume():
+    """Every key of the config changed alone: the logging, checkpoint, data-location and TEST. / DATALOADER. keys
+    give no drift, every other key is named as the one difference."""
+    from spcl.config import get_cfg
+    from spcl.config.drift import SAFE_KEYS, SAFE_SECTIONS, flatten
+
+    base = get_cfg()
+    recorded = yaml.safe_load(base.dump())
+    keys = dict(flatten(base))
+    assert set(SAFE_KEYS) <= set(keys)  # no misspelt key that would leave the real one guarded
+    safe = {k for k in keys if k in SAFE_KEYS or k.startswith(SAFE_SECTIONS)}
+    assert {"SOLVER.LOG_PERIOD", "DATALOADER.NUM_WORKERS", "TEST.FLIP", "DATASETS.DATA_DIR"} <= safe
+    assert not {"SEED", "MODEL.BACKBONE", "ALIGN.BASE_LR", "SOLVER.OPTIMIZER", "LOSS.CONTRAST.TEMPERATURE",
+                "DATASETS.SOURCE_LIST"} & safe
+    for key, value in keys.items():
+        changed = base.clone()
+        *parents, leaf = key.split(".")
+        node = changed
+        for p in parents:
+            node = node[p]
+        node[leaf] = _another(value)
+        assert [k for k, _, _ in config_drift(recorded, changed)] == ([] if key in safe else [key]), key
