@@ -212,15 +212,19 @@ def set_aside_if_stale(folder: str, after: dict) -> Optional[str]:
     return moved[0]
 
 
+def stage_folders(cfg) -> list[tuple[str, str]]:
+    """(stage, its folder `OUTPUT_DIR/<i>_<stage>`) for each stage of PIPELINE.STAGES, in order."""
+    return [(stage, os.path.join(cfg.OUTPUT_DIR, f"{i}_{stage}")) for i, stage in enumerate(cfg.PIPELINE.STAGES)]
+
+
 def stage_plan(cfg) -> list[tuple[str, str]]:
     """What a rerun of the pipeline in cfg.OUTPUT_DIR would do with each stage folder, without doing it:
     (folder name, one of "finished", "resumes", "runs", "set aside and run again"), by the rule of
     `set_aside_if_stale` (a stage after one that runs is made from new outputs). A training stage whose
     folder holds no checkpoint "runs": it starts from iteration 0."""
     plan, made, later_are_stale = [], {}, False
-    for i, stage in enumerate(cfg.PIPELINE.STAGES):
-        name = f"{i}_{stage}"
-        folder = os.path.join(cfg.OUTPUT_DIR, name)
+    for stage, folder in stage_folders(cfg):
+        name = os.path.basename(folder)
         recorded, done = made_after(folder), read_manifest(folder)
         if recorded is not None and (later_are_stale or recorded != upstream_ids(made)):
             what = "set aside and run again"
@@ -310,8 +314,8 @@ def check_run(cfg, datasets: bool = True) -> None:
         if stage not in STAGES:
             raise KeyError(f"unknown stage '{stage}' in PIPELINE.STAGES; expected one of {tuple(STAGES)}")
     refuse_a_stage_folder(cfg.OUTPUT_DIR)
-    for i, stage in enumerate(cfg.PIPELINE.STAGES):
-        refuse_a_file_as_stage_folder(os.path.join(cfg.OUTPUT_DIR, f"{i}_{stage}"))
+    for _, folder in stage_folders(cfg):
+        refuse_a_file_as_stage_folder(folder)
     check_stage_plan(cfg)
     if cfg.PIPELINE.HANDOFF == "best" and is_unlabelled(cfg, cfg.DATASETS.TEST):
         raise ValueError(f"PIPELINE.HANDOFF best picks checkpoints by their mIoU on DATASETS.TEST, and "
@@ -329,7 +333,7 @@ def check_handoffs(cfg) -> None:
     with `weights file not found` or `cannot read weights file`, which do not say what to do; this names the
     file, the stage that made it and the way out. Nothing is deleted."""
     root, handed = cfg.OUTPUT_DIR, {}  # hand-off name → (path, folder of the finished stage that made it)
-    if not any(os.path.isfile(os.path.join(root, f"{i}_{s}", MANIFEST)) for i, s in enumerate(cfg.PIPELINE.STAGES)):
+    if not any(os.path.isfile(os.path.join(folder, MANIFEST)) for _, folder in stage_folders(cfg)):
         return  # no stage finished: nothing handed on yet (and the stage records are read when the run comes to them)
     for (name, what), stage in zip(stage_plan(cfg), cfg.PIPELINE.STAGES):
         folder = os.path.join(root, name)
@@ -526,8 +530,7 @@ def _run_stages(cfg, device: torch.device) -> dict:
     handed: dict = {}
     summary = []
     made: dict = {}  # stage folder name → id of its finished manifest, for every stage so far
-    for i, stage in enumerate(cfg.PIPELINE.STAGES):
-        folder = os.path.join(root, f"{i}_{stage}")
+    for i, (stage, folder) in enumerate(stage_folders(cfg)):
         setup_logger(root, run_log=True)  # the banner goes to the run log, not to the previous stage's log.txt
         after = upstream_ids(made)
         set_aside_if_stale(folder, after)
