@@ -124,6 +124,27 @@ def test_resume_restores_every_rng_exactly(tmp_path, form):
     assert _draws() == expected
 
 
+
+def test_resume_restores_the_fp16_gradient_scalers_scale_and_growth_count(tmp_path):
+    """With SOLVER.AMP fp16 the loss scale is training state: a resume that started again from the initial
+    scale (2^16) would overflow and skip steps the uninterrupted run takes. An overflowing step halves the
+    scale, a finite one counts towards growth; both must come back from the checkpoint."""
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=3)
+    for factor in (float("inf"), 1.0):  # one overflow (scale backs off), one finite step (growth count 1)
+        opt.zero_grad()
+        scaler.scale(model(torch.ones(1, 2)).sum() * factor).backward()
+        scaler.step(opt)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2.0 ** 15 and saved["_growth_tracker"] == 1  # the test's premise
+    path = Checkpointer(str(tmp_path), {"model": model}, {"opt": opt}, scaler=scaler).save("model_0000002", 2)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=3)
+    Checkpointer(str(tmp_path), {"model": model}, {"opt": opt}, scaler=fresh).resume(path)
+    assert fresh.get_scale() == 2.0 ** 15 and fresh.state_dict()["_growth_tracker"] == 1
+
+
 def _saved(data, path, numpy1=False):
     """`data` saved to `path`; `numpy1`: in the legacy format with numpy 1's module name for arrays."""
     if not numpy1:
