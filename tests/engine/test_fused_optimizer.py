@@ -130,3 +130,16 @@ def test_with_kernels_of_keeps_every_other_group_setting_and_the_state():
     assert out["state"] is saved["state"]
     assert out["param_groups"] == [{"lr": 0.1, "betas": (0.8, 0.9), "fused": True, "foreach": None, "params": [0]}]
     assert saved["param_groups"][0]["fused"] is None  # the caller's dict is not changed
+
+
+def test_with_kernels_of_keeps_a_surplus_saved_group_so_the_load_is_refused():
+    """A checkpoint of an optimiser with more parameter groups (another stage's, e.g. segmentor + D in one) must
+    still be refused by `load_state_dict`: dropping the saved groups the current optimiser lacks would load the
+    first group's state onto this one's parameters without a word."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    saved = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, momentum=0.9).state_dict()
+    current = torch.optim.SGD([torch.nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9)
+    out = with_kernels_of(current, saved)
+    assert len(out["param_groups"]) == 2 and out["param_groups"][1]["lr"] == 0.2
+    with pytest.raises(ValueError, match="parameter groups"):
+        current.load_state_dict(out)
