@@ -282,3 +282,41 @@ def test_the_stage_key_follows_the_weights_file_the_config_and_the_processes(tmp
     weights.write_bytes(b"1" * 10)  # the model file replaced by one of the same size (a new training run)
     os.utime(weights, ns=(0, os.stat(weights).st_mtime_ns + 10**9))
     assert resume_key(cfg) != key
+
+
+class LopsidedModel(CountingModel):
+    """CountingModel plus a left-to-right ramp on class 0's logit: its predictions change when the input is
+    mirrored, so averaging with the flipped input (TEST.FLIP) shows in the thresholds and labels."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        ramp = torch.linspace(-4.0, 4.0, x.shape[-1])
+        out["logits"] = out["logits"] + torch.nn.functional.pad(ramp.expand(1, 1, *x.shape[-2:]),
+                                                                (0, 0, 0, 0, 0, self.K - 1))
+        return out
+
+
+def test_flip_averages_the_softmax_with_that_of_the_mirrored_input(tmp_path):
+    """flip=True: confidence and class come from (softmax(m(x)) + mirror(softmax(m(mirror(x))))) / 2 (the test
+    protocol's flip, docs/method.md "Evaluation"), recomputed here by hand; the plain run's thresholds differ."""
+    K = 3
+    loader = _Loader(_loader(3))
+    summary = generate_pseudo_labels(LopsidedModel(K), loader, str(tmp_path), K, torch.device("cpu"), flip=True)
+    m = LopsidedModel(K)
+
+    def softmax(x):
+        return torch.softmax(m(x)["logits"], 1)
+
+    images = torch.cat([b["image"] for b in loader])
+    averaged = (softmax(images) + softmax(images.flip(3)).flip(3)) / 2
+    conf, pred = averaged.max(1)
+    exact = released_thresholds(conf.numpy(), pred.numpy(), K, 0.9)
+    assert np.abs(np.array(summary["thresholds"]) - exact).max() < 1e-4
+    plain_conf, plain_pred = softmax(images).max(1)
+    assert np.abs(released_thresholds(plain_conf.numpy(), plain_pred.numpy(), K, 0.9) - exact).max() > 1e-3
+    for i, b in enumerate(loader):
+        label = np.array(Image.open(tmp_path / b["name"][0]))
+        t = torch.tensor(summary["thresholds"])[pred[i]].float()
+        expected = torch.where(conf[i] >= t, pred[i], 255).numpy()
+        far = ((conf[i] - t).abs() >= 2e-5).numpy()
+        assert (label[far] == expected[far]).all()
