@@ -320,3 +320,16 @@ def test_flip_averages_the_softmax_with_that_of_the_mirrored_input(tmp_path):
         expected = torch.where(conf[i] >= t, pred[i], 255).numpy()
         far = ((conf[i] - t).abs() >= 2e-5).numpy()
         assert (label[far] == expected[far]).all()
+
+
+def test_kept_fraction_per_class_is_kept_over_predicted_pixels_of_that_class(tmp_path):
+    """kept_fraction_per_class[c] = pixels labelled c in the PNGs / pixels predicted c (docs/method.md "Pseudo
+    labels": the share of pixels kept per class), recomputed from the written files and the model's argmax."""
+    K = 4
+    loader = _Loader(_loader())
+    summary = generate_pseudo_labels(CountingModel(K), loader, str(tmp_path), K, torch.device("cpu"))
+    pred = torch.cat([CountingModel(K)(b["image"])["logits"] for b in loader]).argmax(1).numpy()
+    labels = np.stack([np.array(Image.open(tmp_path / b["name"][0])) for b in loader])
+    expected = [(labels == c).sum() / max((pred == c).sum(), 1) for c in range(K)]
+    assert summary["kept_fraction_per_class"] == pytest.approx(expected, abs=1e-12)
+    assert len({round(f, 6) for f in expected}) > 1  # classes kept at different rates: the check can tell
