@@ -333,3 +333,18 @@ def test_kept_fraction_per_class_is_kept_over_predicted_pixels_of_that_class(tmp
     expected = [(labels == c).sum() / max((pred == c).sum(), 1) for c in range(K)]
     assert summary["kept_fraction_per_class"] == pytest.approx(expected, abs=1e-12)
     assert len({round(f, 6) for f in expected}) > 1  # classes kept at different rates: the check can tell
+
+
+def test_a_class_without_ground_truth_is_nan_in_labelled_correctly_not_zero(tmp_path):
+    """labelled_correctly[c] divides by the ground-truth pixels of c: a class absent from the ground truth has no
+    share (NaN), unlike a class present and never labelled right (0), which the stage reports as unlearnable."""
+    from spcl.evaluation import SemSegEvaluator
+
+    K = 3
+    batches = _labelled_batches(K, 8, 12)
+    for b in batches:
+        b["label"] = torch.where(b["label"] == 2, 1, b["label"])  # no pixel of class 2 in the ground truth
+    summary = generate_pseudo_labels(CountingModel(K), _Loader(batches), str(tmp_path), K, torch.device("cpu"),
+                                     quality=SemSegEvaluator(K))
+    share = summary["labelled_correctly"]
+    assert np.isnan(share[2]) and not np.isnan(share[0]) and not np.isnan(share[1])
