@@ -348,3 +348,23 @@ def test_a_class_without_ground_truth_is_nan_in_labelled_correctly_not_zero(tmp_
                                      quality=SemSegEvaluator(K))
     share = summary["labelled_correctly"]
     assert np.isnan(share[2]) and not np.isnan(share[0]) and not np.isnan(share[1])
+
+
+def test_ground_truth_larger_than_the_input_is_resized_to_the_labels(tmp_path):
+    """The test transforms resize the image to INPUT.TEST_SIZE and leave the label at its own size
+    (docs/method.md "Pseudo labels": labels at the resolution the model saw): ground truth at twice the input's
+    size (each pixel a 2×2 block) is resized (nearest) to the labels, so the quality equals that of ground truth
+    at the input's size."""
+    from spcl.evaluation import SemSegEvaluator
+
+    K = 3
+    small = _labelled_batches(K, 8, 12)
+    big = [dict(b, label=b["label"].repeat_interleave(2, 1).repeat_interleave(2, 2)) for b in small]
+    assert big[0]["label"].shape == (1, 16, 24)
+    ref = generate_pseudo_labels(CountingModel(K), _Loader(small), str(tmp_path / "small"), K, torch.device("cpu"),
+                                 quality=SemSegEvaluator(K))
+    for cache in (True, False):
+        s = generate_pseudo_labels(CountingModel(K), _Loader(big), str(tmp_path / f"big_{cache}"), K,
+                                   torch.device("cpu"), quality=SemSegEvaluator(K), cache=cache)
+        for key in ("labelled_correctly", "confusion_on_kept_pixels", "thresholds", "quality_on_kept_pixels"):
+            assert s[key] == ref[key], (key, cache)
