@@ -368,3 +368,13 @@ def test_ground_truth_larger_than_the_input_is_resized_to_the_labels(tmp_path):
                                    torch.device("cpu"), quality=SemSegEvaluator(K), cache=cache)
         for key in ("labelled_correctly", "confusion_on_kept_pixels", "thresholds", "quality_on_kept_pixels"):
             assert s[key] == ref[key], (key, cache)
+
+
+def test_the_two_pass_mode_leaves_no_cache_folder(tmp_path):
+    """cache=False runs the model twice and caches nothing: the output folder holds the labels and thresholds.json
+    only, as after a one-pass run."""
+    K = 3
+    loader = _Loader(_loader(2))
+    generate_pseudo_labels(CountingModel(K), loader, str(tmp_path), K, torch.device("cpu"), cache=False,
+                           resume_key=KEY)
+    assert sorted(os.listdir(tmp_path)) == sorted([b["name"][0] for b in loader] + ["thresholds.json"])
