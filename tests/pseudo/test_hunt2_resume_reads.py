@@ -68,6 +68,20 @@ def test_a_load_that_gives_other_images_is_an_error(tmp_path):
         generate_pseudo_labels(CountingModel(K), shifted, str(tmp_path), K, cpu, resume_key=KEY)
 
 
+def test_a_load_that_gives_fewer_batches_than_asked_is_an_error(tmp_path):
+    """`ImageBatches.load` must give every batch it was asked for: a load that stops early (the last batch missing)
+    is named with both counts, not left to fail later on a cache file that was never written."""
+    K, cpu = 4, torch.device("cpu")
+    batches = _labelled_batches(K, 8, 12, n=4)
+    with pytest.raises(Killed):
+        generate_pseudo_labels(DyingModel(K, at=2), _image_batches(batches, 1, []), str(tmp_path), K, cpu,
+                               resume_key=KEY)
+    whole = _image_batches(batches, 1, [])
+    short = ImageBatches(whole.names, lambda numbers: whole.load(numbers)[:-1])
+    with pytest.raises(RuntimeError, match=r"gave 2 batch\(es\); expected 3"):
+        generate_pseudo_labels(CountingModel(K), short, str(tmp_path), K, cpu, resume_key=KEY)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(toy_root, tmp_path_factory):
     from spcl.modeling import build_segmentor
