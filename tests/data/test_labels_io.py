@@ -84,6 +84,25 @@ def test_palette_and_colorize():
     assert pal[0:3] == [0, 0, 0]
 
 
+# The official colours of the 19 training classes, as listed in cityscapesScripts helpers/labels.py.
+CITYSCAPES_COLOURS = {
+    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70), "wall": (102, 102, 156),
+    "fence": (190, 153, 153), "pole": (153, 153, 153), "light": (250, 170, 30), "sign": (220, 220, 0),
+    "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "sky": (70, 130, 180), "person": (220, 20, 60),
+    "rider": (255, 0, 0), "car": (0, 0, 142), "truck": (0, 0, 70), "bus": (0, 60, 100), "train": (0, 80, 100),
+    "motorcycle": (0, 0, 230), "bicycle": (119, 11, 32),
+}
+
+
+def test_palette_is_the_official_cityscapes_one_class_by_class():
+    """Every class of both settings gets its Cityscapes colour (labels.py: "the official palette"), so no two
+    classes share a colour in a colour map or overlay."""
+    for k in (19, 16):
+        pal = L.palette(k)
+        assert [tuple(int(v) for v in c) for c in pal] == [CITYSCAPES_COLOURS[n] for n in L.class_names(k)]
+        assert len({tuple(c) for c in pal}) == k
+
+
 # ------------------------------------------------------------------------------------ png16 ---
 def test_png16_first_channel_keeps_all_bits_where_pillow_does_not(tmp_path):
     rng = np.random.default_rng(0)
