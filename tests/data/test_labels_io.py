@@ -103,6 +103,14 @@ def test_palette_is_the_official_cityscapes_one_class_by_class():
         assert len({tuple(c) for c in pal}) == k
 
 
+def test_overlay_rounds_the_blend_to_the_nearest_value():
+    """overlay = (1 − alpha)·image + alpha·colour, rounded (labels.py `overlay`): 0.75·1 + 0.25·0 = 0.75 is 1, not
+    the 0 that cutting off the fraction would give; 0.75·1 + 0.25·142 = 36.25 is 36."""
+    image = np.ones((1, 1, 3), dtype=np.uint8)
+    car = np.array([[L.CLASSES_19.index("car")]], dtype=np.uint8)  # colour (0, 0, 142)
+    np.testing.assert_array_equal(L.overlay(image, car, 19, alpha=0.25)[0, 0], [1, 1, 36])
+
+
 # ------------------------------------------------------------------------------------ png16 ---
 def test_png16_first_channel_keeps_all_bits_where_pillow_does_not(tmp_path):
     rng = np.random.default_rng(0)
