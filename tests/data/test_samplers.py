@@ -330,3 +330,24 @@ def test_a_class_index_of_another_class_setting_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"released\.json holds train label 18, and this run has "
                                          r"MODEL\.NUM_CLASSES 16"):
         load_class_index(str(released), names, 16)
+
+
+# ---------------------------------------------------------------------------- the class index ---
+def test_the_class_index_is_keyed_by_image_names_when_labels_are_named_otherwise(tmp_path):
+    """build_class_index keys each file's classes by the image's base name ("{image base name: ...}"), which is what
+    the loader looks up (`load_class_index` with the images' names); Cityscapes labels are named otherwise
+    (`*_gtFine_labelIds.png`), so a key from the label file would not be found."""
+    from spcl.data.class_index import build_class_index
+    from test_datasets import CITY_NAMES, cfg_for, make_cityscapes
+
+    files = make_cityscapes(tmp_path, "val", CITY_NAMES)
+    ds = build_dataset(cfg_for(tmp_path), "cityscapes_val", train=False)
+    lut = labelid_to_trainid_lut(19)
+    expected = {os.path.basename(n): sorted(int(c) for c in np.unique(lut[ids]) if c != 255)
+                for n, (_, ids) in files.items()}
+    index = build_class_index(ds, progress=False)
+    assert index == expected
+    path = tmp_path / "index.json"
+    path.write_text(json.dumps({"num_classes": 19, "files": index}))
+    names = [os.path.basename(p) for p, _ in ds.items]
+    assert load_class_index(str(path), names, 19) == [expected[n] for n in names]
