@@ -351,3 +351,40 @@ def test_the_class_index_is_keyed_by_image_names_when_labels_are_named_otherwise
     path.write_text(json.dumps({"num_classes": 19, "files": index}))
     names = [os.path.basename(p) for p, _ in ds.items]
     assert load_class_index(str(path), names, 19) == [expected[n] for n in names]
+
+
+class _Labels:
+    """A dataset of two one-pixel label files (train labels 0 and 3) that counts its label reads."""
+
+    items = [("a.png", "a_label.png"), ("b.png", "b_label.png")]
+
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return len(self.items)
+
+    def load_label(self, path):
+        self.reads += 1
+        return np.array([[0 if path.startswith("a") else 3]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_the_main_process_writes_the_class_index_and_every_process_waits_for_it(tmp_path, monkeypatch, main):
+    """In a multi-process run the main process alone reads the labels and writes the index; every process then
+    meets the others at a barrier before returning (the loader reads the index on every process next,
+    spcl/data/build.py `build_train_loader`), so the file exists when the barrier is reached. The processes are
+    stood in for by `comm`'s answers."""
+    from spcl.data import class_index
+    from spcl.utils import comm
+
+    path, barriers = str(tmp_path / "index.json"), []
+    monkeypatch.setattr(comm, "is_main_process", lambda: main)
+    monkeypatch.setattr(comm, "synchronize", lambda: barriers.append(os.path.isfile(path)))
+    ds = _Labels()
+    assert class_index.write_class_index(ds, path, 19, "two", progress=False) == path
+    assert barriers == [main]  # one barrier; the main process has written the file by then
+    assert ds.reads == (2 if main else 0)
+    if main:
+        with open(path) as f:
+            assert json.load(f) == {"num_classes": 19, "dataset": "two", "files": {"a.png": [0], "b.png": [3]}}
