@@ -184,6 +184,7 @@ def test_a_long_reason_is_cut_at_a_sentence_and_the_way_out_names_the_stage_fold
     assert short_reason("A b. C d. " + "e" * 300) == "A b. C d."
     assert short_reason("a" * 150 + ". " + "b" * 70 + ". " + "c" * 100) == "a" * 150 + "."  # 2nd ends past 200
     assert short_reason("x" * 300, limit=10) == "x" * 10 + "…"
+    assert short_reason("x" * 200) == "x" * 200  # a line of exactly `limit` characters is whole: nothing cut
     assert short_reason("first line. more\nsecond") == "first line. more"
     folder = tmp_path / "3_align" / "checkpoints"
     folder.mkdir(parents=True)
