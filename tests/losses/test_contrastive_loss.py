@@ -141,3 +141,50 @@ def test_normalized_prototypes_make_the_loss_invariant_to_prototype_norms():
     assert released(feat, mask, shrunk).item() == pytest.approx(
         contrastive_loss_reference(feat, mask, shrunk, tau).item(), rel=1e-5)
     assert abs(released(feat, mask, shrunk).item() - unit(feat, mask, shrunk).item()) > 1e-3
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pixels_at_or_below_the_norm_clamp_follow_f_normalize(channels_last):
+    """q / max(‖q‖, eps) as F.normalize (docs/method.md "Contrastive loss"): an all-zero feature (a ReLU
+    map can have one) has logits 0, so alone it costs ln K, not 0/0 = NaN; next to a pixel of norm
+    below eps (clamped, so no d(1/‖q‖)/dq term) and ordinary pixels, the value and the feature gradient
+    equal those of the readable equation's autograd."""
+    from spcl.losses.contrastive import contrastive_loss_reference
+
+    g = torch.Generator().manual_seed(5)
+    K = 4
+    protos = torch.nn.functional.normalize(torch.randn(K, 6, generator=g), dim=1)
+    feat = torch.randn(1, 6, 2, 3, generator=g)
+    feat[0, :, 0, 0] = 0.0
+    feat[0, :, 0, 1] = torch.randn(6, generator=g) * 1e-14  # norm ~3e-14 < eps = 1e-12
+    if channels_last:
+        feat = feat.to(memory_format=torch.channels_last)
+    only_zero = torch.full((1, 2, 3), 255)
+    only_zero[0, 0, 0] = 2
+    assert PrototypeContrastiveLoss(0.5)(feat, only_zero, protos).item() == pytest.approx(math.log(K), rel=1e-6)
+
+    mask = torch.randint(0, K, (1, 2, 3), generator=g)
+    f1, f2 = feat.clone().requires_grad_(True), feat.clone().requires_grad_(True)
+    fast = PrototypeContrastiveLoss(0.5)(f1, mask, protos)
+    ref = contrastive_loss_reference(f2, mask, protos, 0.5)
+    fast.backward()
+    ref.backward()
+    assert math.isfinite(fast.item()) and fast.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.isfinite(f1.grad).all()
+    assert torch.allclose(f1.grad, f2.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_a_mask_that_differs_only_in_height_or_batch_is_refused_by_name():
+    """The B×h×w check names both shapes whichever of B, h or w differs (not a cross-entropy error)."""
+    feat = torch.randn(2, 3, 4, 5)
+    for bad in (torch.zeros(2, 3, 5, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long)):
+        with pytest.raises(ValueError, match="mask"):
+            PrototypeContrastiveLoss()(feat, bad, torch.randn(2, 3))
+
+
+def test_default_temperature_is_the_released_100():
+    """Without arguments the loss uses the released τ = 100 (docs/method.md, LOSS.CONTRAST.TEMPERATURE):
+    q = (0.6, 0.8), prototypes e1, e2, label 0 → logits (0.006, 0.008), CE = log(1 + e^0.002)."""
+    feat = torch.tensor([[[[3.0]], [[4.0]]]])
+    loss = PrototypeContrastiveLoss()(feat, torch.tensor([[[0]]]), torch.eye(2))
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(0.002)), abs=1e-7)
