@@ -105,3 +105,62 @@ def test_reestimation_refuses_a_model_without_trainable_batchnorm():
     with pytest.raises(ValueError, match="no trainable BatchNorm"):
         reestimate_running_stats(nn.Sequential(FrozenBatchNorm2d(3)), [{"image": torch.zeros(1, 3, 2, 2)}],
                                  torch.device("cpu"))
+
+
+def test_every_trainable_batchnorm_kind_is_frozen_and_restored():
+    """Not only BatchNorm2d: BatchNorm1d keeps its running statistics through a training pass inside the
+    block, and SyncBatchNorm (what DDP runs use) is switched off inside and back on after."""
+    torch.manual_seed(2)
+    bn1, sync = nn.BatchNorm1d(3), nn.SyncBatchNorm(4)
+    net = nn.Sequential(bn1, nn.Sequential(sync)).train()
+    mean, var = bn1.running_mean.clone(), bn1.running_var.clone()
+    with running_stats_frozen(net):
+        assert not bn1.track_running_stats and not sync.track_running_stats
+        out = bn1(torch.randn(5, 3) * 2 + 1)
+    assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-5)  # batch statistics normalised it
+    assert torch.equal(bn1.running_mean, mean) and torch.equal(bn1.running_var, var)
+    assert int(bn1.num_batches_tracked) == 0
+    assert bn1.track_running_stats and sync.track_running_stats
+
+
+def test_a_batchnorm_without_running_statistics_is_left_as_it_was():
+    """A layer built with track_running_stats=False has nothing to freeze: the block must not turn the flag
+    on afterwards (that layer would then claim statistics it has none of, and re-estimation would
+    try to reset its missing buffers)."""
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    plain = nn.BatchNorm2d(4, track_running_stats=False)
+    net = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1), plain).train()
+    with running_stats_frozen(net):
+        net(torch.randn(2, 3, 4, 4))
+    assert plain.track_running_stats is False and plain.running_mean is None
+    assert reestimate_running_stats(net, [{"image": torch.randn(2, 3, 4, 4)}], torch.device("cpu")) == 2
+
+
+def test_reestimation_runs_the_other_layers_in_eval_mode():
+    """AdaBN re-estimates only BatchNorm statistics: the rest of the network runs as at test time, so a
+    dropout before the layer is the identity and the running mean / variance are exactly those of the
+    input (a training-mode dropout would zero half the values and double the rest)."""
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(3)
+    net = nn.Sequential(nn.Dropout(0.5), bn).train()
+    batch = torch.randn(4, 3, 5, 5) * 2 + 3
+    reestimate_running_stats(net, [{"image": batch}], torch.device("cpu"))
+    assert torch.allclose(bn.running_mean, batch.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, batch.transpose(0, 1).reshape(3, -1).var(dim=1), atol=1e-4)
+
+
+def test_reestimation_refuses_no_images_and_layers_without_running_statistics():
+    """Nothing to average is an error, not silently reset statistics; a BatchNorm built without running
+    statistics does not count as a layer to re-estimate."""
+    import pytest
+
+    from spcl.modeling.batchnorm import reestimate_running_stats
+
+    with pytest.raises(ValueError, match="no images"):
+        reestimate_running_stats(nn.Sequential(nn.BatchNorm2d(3)), [], torch.device("cpu"))
+    with pytest.raises(ValueError, match="no trainable BatchNorm"):
+        reestimate_running_stats(nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False)),
+                                 [{"image": torch.zeros(1, 3, 2, 2)}], torch.device("cpu"))
