@@ -146,9 +146,9 @@ def test_normalized_prototypes_make_the_loss_invariant_to_prototype_norms():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_pixels_at_or_below_the_norm_clamp_follow_f_normalize(channels_last):
     """q / max(‖q‖, eps) as F.normalize (docs/method.md "Contrastive loss"): an all-zero feature (a ReLU
-    map can have one) has logits 0, so alone it costs ln K, not 0/0 = NaN; next to a pixel of norm
-    below eps (clamped, so no d(1/‖q‖)/dq term) and ordinary pixels, the value and the feature gradient
-    equal those of the readable equation's autograd."""
+    map can have one) has logits 0, so alone it costs ln K, not 0/0 = NaN; next to pixels of norm below
+    and exactly at eps (clamped, so no d(1/‖q‖)/dq term) and ordinary pixels, the value and the feature
+    gradient equal those of the readable equation's autograd."""
     from spcl.losses.contrastive import contrastive_loss_reference
 
     g = torch.Generator().manual_seed(5)
@@ -157,6 +157,8 @@ def test_pixels_at_or_below_the_norm_clamp_follow_f_normalize(channels_last):
     feat = torch.randn(1, 6, 2, 3, generator=g)
     feat[0, :, 0, 0] = 0.0
     feat[0, :, 0, 1] = torch.randn(6, generator=g) * 1e-14  # norm ~3e-14 < eps = 1e-12
+    feat[0, :, 0, 2] = 0.0
+    feat[0, 0, 0, 2] = 1e-12  # norm exactly eps in fp32: clamped too (no 1/‖q‖ term), as in F.normalize
     if channels_last:
         feat = feat.to(memory_format=torch.channels_last)
     only_zero = torch.full((1, 2, 3), 255)
