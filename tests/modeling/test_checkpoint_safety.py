@@ -145,6 +145,22 @@ def test_resume_restores_the_fp16_gradient_scalers_scale_and_growth_count(tmp_pa
     assert fresh.get_scale() == 2.0 ** 15 and fresh.state_dict()["_growth_tracker"] == 1
 
 
+
+def test_the_last_checkpoint_named_in_messages_is_one_that_exists(tmp_path):
+    """`last_checkpoint` (named by the Ctrl-C, out-of-memory and divergence messages as what a rerun resumes
+    from) follows the pointer while its file is there, and is None once that file is gone (deleted by hand,
+    or a copy of the folder without it), never a path to nothing."""
+    ckpt = Checkpointer(str(tmp_path), {"model": nn.Linear(2, 2)}, {})
+    assert ckpt.last_checkpoint() is None
+    first = ckpt.save("model_0000001", 1)
+    second = ckpt.save("model_0000002", 2)
+    assert ckpt.last_checkpoint() == second
+    ckpt.save("model_best", 2, periodic=False, pointer=False)
+    assert ckpt.last_checkpoint() == second  # a save without the pointer leaves it
+    os.remove(second)
+    assert os.path.isfile(first) and ckpt.last_checkpoint() is None
+
+
 def _saved(data, path, numpy1=False):
     """`data` saved to `path`; `numpy1`: in the legacy format with numpy 1's module name for arrays."""
     if not numpy1:
