@@ -161,6 +161,22 @@ def test_the_last_checkpoint_named_in_messages_is_one_that_exists(tmp_path):
     assert os.path.isfile(first) and ckpt.last_checkpoint() is None
 
 
+
+def test_each_periodic_save_keeps_the_newest_periodic_checkpoints_only(tmp_path):
+    """SOLVER.KEEP_CHECKPOINTS bounds the disk a stage takes while it runs, not only at its end: after every
+    periodic save the folder holds the `keep` newest periodic checkpoints; a save that is not periodic (the
+    best model, a hand-off) deletes none of them and is never deleted."""
+    ckpt = Checkpointer(str(tmp_path), {"model": nn.Linear(2, 2)}, {}, keep=2)
+    ckpt.save("model_best", 0, periodic=False, pointer=False)
+    for it in range(1, 5):
+        ckpt.save(f"model_{it:07d}", it)
+        expected = [f"model_{i:07d}.pth" for i in range(max(1, it - 1), it + 1)]
+        assert sorted(f for f in os.listdir(tmp_path) if f[6:13].isdigit()) == expected
+    ckpt.save("model_final", 4, periodic=False)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == [
+        "model_0000003.pth", "model_0000004.pth", "model_best.pth", "model_final.pth"]
+
+
 def _saved(data, path, numpy1=False):
     """`data` saved to `path`; `numpy1`: in the legacy format with numpy 1's module name for arrays."""
     if not numpy1:
