@@ -105,7 +105,11 @@ def test_project_checkpoint_round_trip_and_prefixes(tmp_path):
     torch.save({"model": src.state_dict(), "iteration": 10}, ckpt)
     ddp = str(tmp_path / "ddp.pth")
     torch.save({"state_dict": {"module." + k: v for k, v in src.state_dict().items()}}, ddp)
-    for path in (ckpt, ddp):
+    # a file of one's own: a DDP-wrapped model's state under "model", with its prototypes beside it
+    exported = str(tmp_path / "exported.pth")
+    torch.save({"model": {"module." + k: v for k, v in src.state_dict().items()}, "prototypes": torch.zeros(16, 512)},
+               exported)
+    for path in (ckpt, ddp, exported):
         dst = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.NUM_CLASSES", "16"), load_weights=False)
         result = load_segmentor_weights(dst, path)
         assert result == {"missing": [], "unexpected": [], "kind": "checkpoint"}

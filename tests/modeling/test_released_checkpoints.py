@@ -156,6 +156,40 @@ def test_bn_eps_matters_without_compensation(released_r101, tmp_path):
         assert _rel(model.eval()(x)["logits"], ref) > 3e-3  # ~8e-3 here; the tolerance above is 1e-3
 
 
+def test_a_released_file_of_trainable_batchnorm_is_copied_unchanged(tmp_path):
+    """Their self-training (`train_ssl.py`, FREEZE_BN False) saves nn.BatchNorm2d, which has eps and a
+    num_batches_tracked buffer: its variances are copied as they are (compensating them would take eps off a
+    function that already adds it), and our model computes its logits."""
+    from spcl.modeling.released import convert_released
+
+    torch.manual_seed(2)
+    fe, cls = TheirResNetFE(norm=nn.BatchNorm2d).eval(), TheirASPP(2048, 19).eval()
+    _randomise_bn(fe)
+    path = str(tmp_path / "model_iter020000.pth")
+    _save_released(fe, cls, path)
+    state, info = convert_released(torch.load(path, weights_only=False))
+    assert not info["bn_eps_compensated"] and info["bn_channels_below_eps"] == 0
+    var = "backbone.layer4.2.bn3.running_var"
+    assert torch.equal(state[var], fe.state_dict()[var])
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert _rel(_ours("resnet101", 19, path, freeze="False").eval()(x)["logits"], cls(fe(x))) <= 1e-3
+
+
+def test_variances_below_eps_are_clamped_to_zero_and_counted():
+    """running_var − eps cannot go below 0: variances 0 and 5e-6 become 0 and are the two channels the report
+    counts; 2e-5 and 1 lose eps."""
+    from spcl.modeling.released import BN_EPS, convert_released
+
+    var = torch.tensor([0.0, 5e-6, 2e-5, 1.0])
+    fe = {"backbone.layer4.0.bn1.running_var": var, "backbone.layer4.0.bn1.running_mean": torch.zeros(4)}
+    state, info = convert_released({"feature_extractor": fe, "classifier": {}})
+    assert info["bn_eps_compensated"] and info["bn_channels_below_eps"] == 2
+    expected = (var.double() - BN_EPS).clamp_min(0).float()
+    assert torch.equal(state["backbone.layer4.0.bn1.running_var"], expected)
+    assert expected[0] == expected[1] == 0 and expected[3] == pytest.approx(1 - BN_EPS)
+
+
 def test_released_vgg16_same_logits(tmp_path):
     torch.manual_seed(1)
     fe, cls = TheirVGGFE().eval(), TheirASPP(1024, 16).eval()
