@@ -41,6 +41,22 @@ def test_resnet101_parameter_count():
     assert model.backbone.layer3[0].conv2.stride == (1, 1) and model.backbone.layer4[0].downsample[0].stride == (1, 1)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_small_resnets_get_the_deeplab_dilations_on_every_3x3_conv(name):
+    """The CPU backbones (BasicBlock, which torchvision will not dilate) follow docs/method.md "Model" as the
+    large ones: every 3×3 conv of layer3 at stride 1, dilation 2, of layer4 at stride 1, dilation 4, padded
+    to keep the size; the 1×1 downsample convs at stride 1. The output size alone cannot tell dilation 2 from 4."""
+    from spcl.modeling.backbones.resnet import ResNetEncoder
+
+    enc = ResNetEncoder(name, frozen_bn=True)
+    for layer, d in ((enc.layer3, 2), (enc.layer4, 4)):
+        convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
+        assert all(c.stride == (1, 1) for c in convs)
+        assert [(c.dilation, c.padding) for c in convs if c.kernel_size == (3, 3)] == \
+            [((d, d), (d, d))] * (2 * len(layer))
+    assert all(c.dilation == (1, 1) for c in enc.layer2.modules() if isinstance(c, nn.Conv2d))
+
+
 def test_aspp_output_is_the_sum_of_its_branches():
     torch.manual_seed(0)
     aspp = ASPPClassifier(8, 5, dilations=(1, 2, 3, 6), init_std=0.01)

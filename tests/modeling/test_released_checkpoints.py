@@ -190,6 +190,24 @@ def test_variances_below_eps_are_clamped_to_zero_and_counted():
     assert expected[0] == expected[1] == 0 and expected[3] == pytest.approx(1 - BN_EPS)
 
 
+def test_released_dicts_are_found_three_levels_down_and_every_module_prefix_goes():
+    """`find_released` looks up to three levels under other keys (a training framework's {"state": {"checkpoint":
+    …}}); a model wrapped twice (DDP around a wrapper) saved "module.module." keys, and both prefixes go."""
+    from spcl.modeling.released import convert_released, find_released
+
+    fe = {"module.module.backbone.layer4.0.bn1.running_mean": torch.zeros(2)}
+    cls = {"module.conv2d_list.0.weight": torch.ones(2, 2, 3, 3)}
+    inner = {"feature_extractor": fe, "classifier": cls}
+    for depth in range(4):
+        wrapped = inner
+        for level in range(depth):
+            wrapped = {f"level{level}": wrapped, "other": 1}
+        assert find_released(wrapped) is inner, depth
+    assert find_released({"a": {"b": {"c": {"d": inner}}}}) is None  # four levels: beyond the search
+    state, _ = convert_released(inner)
+    assert sorted(state) == ["backbone.layer4.0.bn1.running_mean", "head.convs.0.weight"]
+
+
 def test_released_vgg16_same_logits(tmp_path):
     torch.manual_seed(1)
     fe, cls = TheirVGGFE().eval(), TheirASPP(1024, 16).eval()
