@@ -261,6 +261,11 @@ def test_vgg16_torchvision_features_load(tmp_path):
     assert isinstance(model.backbone.features[23], nn.Identity) and isinstance(model.backbone.features[30], nn.Identity)
     assert all(model.backbone.features[i].dilation == (2, 2) for i in (24, 26, 28))
     assert model.backbone.fc6.dilation == (4, 4) and model.backbone.fc7.dilation == (4, 4)
+    # fc6/fc7, which an ImageNet file leaves at init, start from N(0, 0.01), zero bias (docs/method.md "Model");
+    # ~4.7M and ~9.4M draws put the sample std within 1 % of 0.01
+    for fc in (model.backbone.fc6, model.backbone.fc7):
+        assert fc.weight.std().item() == pytest.approx(0.01, rel=0.01) and abs(fc.weight.mean().item()) < 1e-4
+        assert torch.equal(fc.bias, torch.zeros_like(fc.bias))
 
 
 def test_discriminator_shape():
