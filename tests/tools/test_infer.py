@@ -443,3 +443,82 @@ def test_a_model_that_does_not_fit_the_config_names_what_it_was_trained_as(tmp_p
     with pytest.raises(ValueError, match=r"has shape .*; it was trained with MODEL.BACKBONE resnet18, "
                                          r"MODEL.NUM_CLASSES 19: use its config"):
         build_segmentor(load_config("", ["MODEL.WEIGHTS", ckpt]))
+
+
+def test_the_flip_and_scales_given_to_segment_image_win_over_the_config(tmp_path):
+    """`segment_image(..., flip=, scales=)` override TEST.FLIP / TEST.SCALES (its docstring): each override
+    gives the labels of a config that sets it, and differs from the labels without it."""
+    cfg, ckpt = make_checkpoint(tmp_path)
+    model = load_trained_segmentor(cfg, ckpt)
+    torch.manual_seed(0)
+    for conv in model.head.convs:  # features, not the biases, decide: labels that vary across the image
+        nn.init.normal_(conv.weight, std=1.0)
+    rgb = _image((45, 21), 3, 7)
+    plain = segment_image(model, rgb, cfg)
+    assert len(np.unique(plain)) > 1
+    cases = [({"flip": True}, ["TEST.FLIP", "True"]), ({"scales": [0.5, 1.0]}, ["TEST.SCALES", "[0.5, 1.0]"])]
+    for override, opts in cases:
+        configured = load_config("", OPTS + opts)
+        labels = segment_image(model, rgb, cfg, **override)
+        np.testing.assert_array_equal(labels, segment_image(model, rgb, configured))
+        assert (labels != plain).any(), override  # the option changes these labels: the check can tell
+    np.testing.assert_array_equal(segment_image(model, rgb, load_config("", OPTS + ["TEST.FLIP", "True"]), flip=False),
+                                  plain)
+
+
+def test_inference_leaves_the_model_in_the_mode_it_was_in(tmp_path):
+    """`segment_image` and `run_inference` predict in eval mode and hand the model back as they got it: a
+    training loop that evaluates in between goes on training, and an eval-mode model stays in eval mode."""
+    from spcl.evaluation import run_inference
+
+    cfg, ckpt = make_checkpoint(tmp_path)
+    model = load_trained_segmentor(cfg, ckpt)
+    x = preprocess_image(_image((W, H), 3, 1), cfg)[None]
+    batches = [{"image": x, "label": torch.zeros(1, H, W, dtype=torch.long), "name": ["a.png"], "index": [0]}]
+    for training in (True, False):
+        model.train(training)
+        segment_image(model, _image((W, H), 3, 1), cfg)
+        assert model.training is training
+        for evaluate in (True, False):
+            run_inference(model, batches, 19, torch.device("cpu"), evaluate=evaluate)
+            assert model.training is training and all(m.training is training for m in model.modules())
+
+
+def test_prediction_without_metrics_counts_images_not_batches(tmp_path):
+    """run_inference(evaluate=False) (an unlabelled set, a test-server export) reports the images it
+    predicted: batches of 2 and 1 images are 3."""
+    from spcl.evaluation import run_inference
+
+    cfg, ckpt = make_checkpoint(tmp_path)
+    model = load_trained_segmentor(cfg, ckpt)
+    x = torch.stack([preprocess_image(_image((W, H), 3, s), cfg) for s in range(3)])
+    label = torch.full((H, W), 255, dtype=torch.long)
+    batches = [{"image": x[:2], "label": label.expand(2, H, W), "name": ["a.png", "b.png"], "index": [0, 1]},
+               {"image": x[2:], "label": label[None], "name": ["c.png"], "index": [2]}]
+    assert run_inference(model, batches, 19, torch.device("cpu"), evaluate=False) == {"num_images": 3}
+
+
+def test_an_overlay_of_an_image_of_another_size_blends_the_image_resized_to_the_labels(tmp_path):
+    """save_prediction resizes the image to the label map (W×H for PIL) before blending: a 40×20 image over
+    30×10 labels."""
+    from spcl.evaluation import save_prediction
+
+    image = _image((40, 20), 3, 3)
+    pred = np.random.default_rng(4).integers(0, 19, (10, 30)).astype(np.uint8)
+    save_prediction(pred, "x", 19, color_dir=str(tmp_path), image=image)
+    resized = np.array(Image.fromarray(image).resize((30, 10), Image.BILINEAR))
+    np.testing.assert_array_equal(np.array(Image.open(tmp_path / "x_overlay.png")), overlay(resized, pred, 19, 0.5))
+
+
+def test_a_16_bit_array_is_scaled_to_8_bits_rounding_as_a_16_bit_file_is():
+    """uint16 values v become round(v · 255 / 65535), as `to_rgb` does for a 16-bit PNG: 25700 → 100,
+    65280 → 254 (keeping the high byte would give 255), 65535 → 255."""
+    from spcl.evaluation.inference import as_rgb_image
+
+    grey = np.array([[0, 25700, 65280, 65535]], dtype=np.uint16)
+    rgb = np.asarray(as_rgb_image(grey))
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 100, 254, 255]])
+    assert (rgb == rgb[..., :1]).all()
+    as_file = Image.fromarray(grey)
+    assert as_file.mode == "I;16"
+    np.testing.assert_array_equal(rgb, np.asarray(as_rgb_image(as_file)))
