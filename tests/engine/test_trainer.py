@@ -322,3 +322,64 @@ def test_a_resume_whose_data_changed_says_it_is_not_exact(change, toy_root, tmp_
     shutil.copytree(root, moved)
     records = [data_record(SourceOnlyTrainer(tiny_cfg(str(r), out), None, CPU).build_loaders(0)) for r in (root, moved)]
     assert records[0] == records[1] and records[0]["source"]["items"] == (7 if change == "removed" else 8)
+
+
+@pytest.mark.parametrize("cls", [SourceOnlyTrainer, SelfTrainTrainer])
+def test_single_domain_steps_follow_the_gradient_of_their_batch_ce(cls, toy_root, tmp_path, pseudo_dir):
+    """source_only: CE of the source logits / LOSS.SOURCE_TEMPERATURE against the source labels; self_train
+    (paper Sec. 3.4, docs/method.md "Self-training"): plain CE against the batch's pseudo labels. Two steps:
+    the first moves the parameters, and the gradient the second leaves is that of its own batch alone (cleared
+    in between), recomputed with plain torch on a copy of the model taken between the two steps."""
+    import torch.nn.functional as F
+
+    from spcl.losses import upsample_like
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "DATASETS.PSEUDO_DIR", pseudo_dir, "LOSS.SOURCE_TEMPERATURE", "2.5")
+    trainer = cls(cfg, None, CPU)
+    domain, t = ("source", 2.5) if cls is SourceOnlyTrainer else ("target", 1.0)
+    stream = iter(trainer.build_loaders(0)[domain])
+    start = copy.deepcopy(trainer.model_without_ddp)
+    trainer.run_step({domain: trainer._to_device(next(stream))})
+    moved = [name for (name, p), p0 in zip(trainer.model_without_ddp.named_parameters(), start.parameters())
+             if not torch.equal(p, p0)]
+    assert moved == [name for name, _ in start.named_parameters()]
+    model = copy.deepcopy(trainer.model_without_ddp)
+    batch = trainer._to_device(next(stream))
+    label = batch["label"]
+    assert (label != 255).any()
+    logs = trainer.run_step({domain: batch})
+    logits = upsample_like(model(batch["image"])["logits"], label) / t
+    loss = F.cross_entropy(logits, label, ignore_index=255)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    assert logs["loss_seg" if cls is SourceOnlyTrainer else "loss_seg_tgt"] == pytest.approx(loss.item(), rel=1e-5)
+    for (name, p), g in zip(trainer.model_without_ddp.named_parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("cls,model_freeze_bn,trains_bn", [(SelfTrainTrainer, True, True),
+                                                          (SourceOnlyTrainer, True, False),
+                                                          (SourceOnlyTrainer, False, True)])
+def test_self_training_trains_batchnorm_whatever_model_freeze_bn(cls, model_freeze_bn, trains_bn, toy_root, tmp_path,
+                                                                  pseudo_dir):
+    """SELF_TRAIN.FREEZE_BN False overrides MODEL.FREEZE_BN True (the paper configs' setting for the other
+    stages; released `train_ssl.py` trains BatchNorm, docs/method.md "Self-training"); source_only follows
+    MODEL.FREEZE_BN. Trained BN: nn.BatchNorm2d layers whose running statistics a step moves; frozen:
+    none (FrozenBatchNorm2d)."""
+    cfg = tiny_cfg(toy_root, str(tmp_path), "DATASETS.PSEUDO_DIR", pseudo_dir, "MODEL.FREEZE_BN", str(model_freeze_bn))
+    assert not cfg.SELF_TRAIN.FREEZE_BN
+    trainer = cls(cfg, None, CPU)
+    start = _bn_stats(trainer.model_without_ddp)
+    assert (len(start) > 10) == trains_bn and (len(start) == 0) == (not trains_bn)
+    trainer.run_step(_batch(trainer))
+    after = _bn_stats(trainer.model_without_ddp)
+    assert all(not torch.equal(m0, m1) and not torch.equal(v0, v1) for (m0, v0), (m1, v1) in zip(start, after))
+
+
+def test_self_training_reads_random_crops_of_the_pseudo_labelled_target(toy_root, tmp_path, pseudo_dir):
+    """The self_train batches are INPUT.SELF_TRAIN_CROP crops (W×H) of the target images rescaled around
+    INPUT.SELF_TRAIN_BASE_SIZE (released `train_ssl.py`; docs/method.md "Self-training"), with the
+    pseudo labels cropped alike, not the whole images at INPUT.TARGET_SIZE of warm-up and align."""
+    cfg = tiny_cfg(toy_root, str(tmp_path), "DATASETS.PSEUDO_DIR", pseudo_dir, "INPUT.SELF_TRAIN_BASE_SIZE", "[64, 32]",
+                   "INPUT.SELF_TRAIN_CROP", "[40, 16]", "INPUT.TARGET_SIZE", "[64, 32]")
+    batch = _batch(SelfTrainTrainer(cfg, None, CPU))["target"]
+    assert batch["image"].shape[-2:] == (16, 40) and batch["label"].shape[-2:] == (16, 40)
