@@ -383,3 +383,121 @@ def test_self_training_reads_random_crops_of_the_pseudo_labelled_target(toy_root
                    "INPUT.SELF_TRAIN_CROP", "[40, 16]", "INPUT.TARGET_SIZE", "[64, 32]")
     batch = _batch(SelfTrainTrainer(cfg, None, CPU))["target"]
     assert batch["image"].shape[-2:] == (16, 40) and batch["label"].shape[-2:] == (16, 40)
+
+
+def test_align_logs_the_target_term_gradient_the_kept_fraction_and_the_prototype_drift(toy_root, tmp_path, prototypes,
+                                                                                        pseudo_dir):
+    """grad_feat_cl_tgt = ‖∂(λ·L_cl^t)/∂F_t‖ on the target feature map (λ = 2 here), target_kept = the share
+    of target feature pixels the mask keeps, and proto_drift = the mean over classes of ‖p_k(after) − p_k(before)‖
+    of this step's EMA update (module docstring of spcl/engine/stages/align.py), recomputed here. The pseudo
+    labels here ignore the top quarter of every image."""
+    from PIL import Image
+
+    from spcl.data.io import write_label_png
+    from spcl.losses.contrastive import contrastive_loss_reference
+    from spcl.prototypes import downsample_mask
+
+    partial = tmp_path / "pseudo"
+    for name in os.listdir(pseudo_dir):
+        label = np.array(Image.open(os.path.join(pseudo_dir, name)))
+        label[:label.shape[0] // 4] = 255
+        write_label_png(str(partial / name), label)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", str(partial),
+                   "SOLVER.LOG_PERIOD", "1", "LOSS.CONTRAST.WEIGHT", "2.0", "LOSS.CONTRAST.TEMPERATURE", "0.5",
+                   "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", "False")
+    trainer = AlignTrainer(cfg, None, CPU)
+    start = trainer.bank.prototypes.clone()
+    feats = []
+    trainer.model_without_ddp.backbone.register_forward_hook(lambda m, i, o: feats.append(o.detach().clone()))
+    batch = _batch(trainer)
+    logs = trainer.run_step(batch)
+    protos = trainer.bank.prototypes
+    f = feats[1].clone().requires_grad_(True)  # the target pass's feature map
+    mask = downsample_mask(batch["target"]["label"], tuple(f.shape[-2:]))
+    assert (mask == 255).any() and (mask != 255).any()
+    (g_cl,) = torch.autograd.grad(2.0 * contrastive_loss_reference(f, mask, protos, 0.5), f)
+    assert logs["grad_feat_cl_tgt"] == pytest.approx(g_cl.norm().item(), rel=1e-4)
+    assert logs["target_kept"] == pytest.approx((mask != 255).sum().item() / mask.numel(), rel=1e-6)
+    drift = sum((protos[k] - start[k]).norm().item() for k in range(len(start))) / len(start)
+    assert drift > 0 and logs["proto_drift"] == pytest.approx(drift, rel=1e-5)
+
+
+def test_align_follows_the_configured_source_mask_absent_policy_and_prototype_normalisation(toy_root, tmp_path,
+                                                                                           prototypes, pseudo_dir):
+    """PROTOTYPE.SOURCE_MASK gt_and_pred (released code: misclassified source pixels dropped), PROTOTYPE.ABSENT
+    decay (released `train_ours.py`: a class absent from the batch shrinks by α) and
+    LOSS.CONTRAST.NORMALIZE_PROTOTYPES True (the paper's unit-sphere prototypes) reach the align step
+    (docs/method.md "Prototypes", Eq. 3-4): the bank after one step is a PrototypeBank of those settings updated
+    with the source features under that mask, and L_cl^s is Eq. 4 with that mask and the updated prototypes
+    divided by their norms."""
+    from spcl.losses.contrastive import contrastive_loss_reference
+    from spcl.prototypes import PrototypeBank, source_mask
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", prototypes, "DATASETS.PSEUDO_DIR", pseudo_dir,
+                   "PROTOTYPE.SOURCE_MASK", "gt_and_pred", "PROTOTYPE.ABSENT", "decay", "PROTOTYPE.ALPHA", "0.3",
+                   "LOSS.CONTRAST.TEMPERATURE", "0.5", "LOSS.CONTRAST.NORMALIZE_PROTOTYPES", "True")
+    trainer = AlignTrainer(cfg, None, CPU)
+    model = copy.deepcopy(trainer.model_without_ddp)
+    ref = PrototypeBank(19, 512, 0.3, "decay")
+    ref.set(trainer.bank.prototypes.clone())
+    batch = _batch(trainer)
+    logs = trainer.run_step(batch)
+    label = batch["source"]["label"]
+    out = model(batch["source"]["image"])
+    mask = source_mask(label, out["logits"].detach(), "gt_and_pred")
+    gt = source_mask(label, out["logits"].detach(), "gt")
+    assert not torch.equal(mask, gt)  # some labelled pixels are mispredicted
+    counts = ref.update(out["feat"].detach(), mask)
+    assert (counts == 0).any() and (counts > 0).any()  # absent classes: decay and keep differ
+    torch.testing.assert_close(trainer.bank.prototypes, ref.prototypes, rtol=1e-4, atol=1e-6)
+    unit = torch.nn.functional.normalize(ref.prototypes, dim=1)
+    expected = contrastive_loss_reference(out["feat"], mask, unit, 0.5)
+    assert logs["loss_cl_src"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_align_target_mask_online_keeps_confident_pixels_of_this_batch_alone(toy_root, tmp_path, prototypes):
+    """ALIGN.TARGET_MASK online (docs/method.md "Align", Eq. 5): a pixel keeps its predicted class if its
+    softmax confidence reaches min(median confidence of the batch's pixels of that class, PSEUDO.THRESHOLD_CAP),
+    thresholds from the current batch only. Hand-made logits, one image of 1×10 pixels: class 0 at confidences
+    0.3, 0.6, 0.95 ×3 (median 0.95, capped at 0.9: the three 0.95 kept), class 1 at 0.3, 0.92, 0.97 ×3 (capped at
+    0.9: 0.92 kept too). The same batch after another one gives the same mask."""
+    import math
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "PROTOTYPE.PATH", prototypes, "ALIGN.TARGET_MASK", "online",
+                   "PSEUDO.THRESHOLD_CAP", "0.9")
+    trainer = AlignTrainer(cfg, None, CPU)
+
+    def logits(classes_and_confidences):
+        out = torch.zeros(1, 19, 1, len(classes_and_confidences))
+        for i, (k, c) in enumerate(classes_and_confidences):
+            out[0, k, 0, i] = math.log(18 * c / (1 - c))  # softmax of (a, 0 ×18) at class k = c
+        return out
+
+    batch = logits([(0, 0.3), (0, 0.6), (0, 0.95), (0, 0.95), (0, 0.95),
+                    (1, 0.3), (1, 0.92), (1, 0.97), (1, 0.97), (1, 0.97)])
+    expected = [[[255, 255, 0, 0, 0, 255, 1, 1, 1, 1]]]
+    assert trainer.target_mask({}, batch).tolist() == expected
+    other = logits([(0, 0.2)] * 5 + [(1, 0.99)] * 5)
+    assert trainer.target_mask({}, other).tolist() == [[[0] * 5 + [1] * 5]]
+    assert trainer.target_mask({}, batch).tolist() == expected
+
+
+def test_a_resumed_align_takes_its_prototypes_from_the_checkpoint_not_the_file(toy_root, tmp_path, prototypes,
+                                                                               pseudo_dir):
+    """The bank is saved in every checkpoint (module docstring of spcl/engine/stages/align.py): a resumed align
+    restores the EMA-updated prototypes and does not read PROTOTYPE.PATH again (here it is gone)."""
+    import shutil
+
+    protos = str(tmp_path / "p.pth")
+    shutil.copy(prototypes, protos)
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(toy_root, out, "PROTOTYPE.PATH", protos, "DATASETS.PSEUDO_DIR", pseudo_dir)
+    first = AlignTrainer(cfg, out, CPU)
+    first.run_step(_batch(first))
+    first.checkpointer.save("model_0000001", 1)
+    saved = first.bank.prototypes.clone()
+    assert not torch.equal(saved, torch.load(protos, weights_only=True)["prototypes"])
+    os.remove(protos)
+    second = AlignTrainer(cfg, out, CPU)
+    assert second.checkpointer.resume(second.resume_from) == 1
+    assert torch.equal(second.bank.prototypes, saved)
