@@ -249,3 +249,41 @@ def test_pseudo_labels_read_the_target_list_when_the_target_is_also_the_test_set
     label_dir = run_stage(cfg, "pseudo_labels", str(tmp_path / "pseudo"))["outputs"]["pseudo_dir"]
     assert sorted(f for f in os.listdir(label_dir) if f.endswith(".png")) == sorted(os.path.basename(n)
                                                                                    for n in names[:3])
+
+
+def test_prototypes_stage_follows_init_and_source_mask_on_unaugmented_source_images(warmup, tmp_path):
+    """PROTOTYPE.INIT image_mean and PROTOTYPE.SOURCE_MASK gt_and_pred (the released code's choices) reach the
+    stage (docs/method.md "Prototypes", Eq. 2): with the model of MODEL.WEIGHTS in eval mode, one pass over the
+    source images at INPUT.SOURCE_SIZE without augmentation (here with source jitter and flips switched on
+    for training), class means of the normalised features of each image under that mask, averaged over the
+    images holding the class. Recomputed image by image; the file records the two settings."""
+    from spcl.data import build_dataset
+    from spcl.modeling import build_segmentor
+    from spcl.prototypes import normalize_pixels, source_mask
+
+    cfg, result = warmup
+    out = str(tmp_path / "protos")
+    stage = tiny_cfg(cfg.DATASETS.DATA_DIR, out, "MODEL.WEIGHTS", result["outputs"]["checkpoint"],
+                     "PROTOTYPE.INIT", "image_mean", "PROTOTYPE.SOURCE_MASK", "gt_and_pred",
+                     "PROTOTYPE.NUM_IMAGES", "3", "INPUT.SOURCE_JITTER", "True", "INPUT.FLIP_PROB", "1.0")
+    saved = _load(run_stage(stage, "prototypes", out)["outputs"]["prototypes"])
+    assert (saved["init"], saved["source_mask"]) == ("image_mean", "gt_and_pred")
+    model = build_segmentor(stage).eval()  # loads MODEL.WEIGHTS
+    items = build_dataset(stage, stage.DATASETS.SOURCE, train=False, role="source_eval")
+    sums, images, dropped = torch.zeros(19, 512, dtype=torch.float64), torch.zeros(19), 0
+    with torch.no_grad():
+        for i in range(3):
+            item = items[i]
+            assert item["image"].shape[-2:] == (32, 64)  # INPUT.SOURCE_SIZE (W, H) = (64, 32)
+            out = model(item["image"][None])
+            mask = source_mask(item["label"][None], out["logits"], "gt_and_pred")[0]
+            dropped += int(((source_mask(item["label"][None], out["logits"], "gt")[0] != 255) & (mask == 255)).sum())
+            q = normalize_pixels(out["feat"])[0].double()  # C×h×w
+            for k in range(19):
+                if (mask == k).any():
+                    sums[k] += q[:, mask == k].mean(1)
+                    images[k] += 1
+    assert dropped > 0  # wrong predictions left out
+    expected = sums / images.clamp_min(1)[:, None]
+    assert saved["counts"].tolist() == images.tolist()
+    assert torch.allclose(saved["prototypes"].double(), expected, atol=1e-5)
