@@ -216,3 +216,31 @@ def test_partial_state_is_read_back_only_with_its_key(tmp_path):
     assert PartialState(path, {"config": "a", "weights": ["w", 1]}).load() is None
     PartialState(path, {}).remove()
     assert not os.path.exists(tmp_path / ".partial")
+
+
+def test_source_prototypes_are_those_of_the_model_in_eval_mode():
+    """docs/method.md "Prototypes" (Eq. 2): the initialisation runs the model in eval mode. A model handed over
+    in training mode (BatchNorm on batch statistics) gives the prototypes of its eval-mode copy, and its
+    running statistics are left as they were."""
+    import copy
+
+    class _BNModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(0.5)
+            self.bn.running_var.fill_(4.0)
+
+        def forward(self, x):
+            f = self.bn(x)
+            return {"feat": f, "logits": f}
+
+    g = torch.Generator().manual_seed(3)
+    loader = [{"image": torch.randn(2, 3, 4, 5, generator=g), "label": torch.randint(0, 3, (2, 4, 5), generator=g)}
+              for _ in range(2)]
+    model = _BNModel().train()
+    reference = copy.deepcopy(model).eval()
+    got = compute_source_prototypes(model, loader, 3, torch.device("cpu"))
+    expected = compute_source_prototypes(reference, loader, 3, torch.device("cpu"))
+    assert torch.equal(got["prototypes"], expected["prototypes"]) and torch.equal(got["counts"], expected["counts"])
+    assert model.bn.running_mean.eq(0.5).all() and model.bn.running_var.eq(4.0).all()
