@@ -173,3 +173,52 @@ def test_ccd_chart_marks_too_few_pixels(tmp_path, monkeypatch):
     ccd_bar_chart(str(tmp_path / "ccd.png"), [("a", values)], ["x", "y", "z"], too_few=[few], min_pixels=50)
     assert sorted(texts) == [(1, "too few\npixels (<50)"), (1, "too few\npixels (<50)")]  # class y, 2 sets
     assert (tmp_path / "ccd.png").is_file()
+
+
+def test_feature_stats_normalise_raw_features_and_leave_out_labels_outside_the_classes():
+    """`update` takes raw encoder features and measures them L2-normalised (paper Sec. 3.2, the prototype
+    space), Σx and Σ‖x‖² alike: raw features give the statistics of their normalised form. Labels outside
+    [0, K) count nowhere, as the ignore label 255."""
+    g = torch.Generator().manual_seed(6)
+    K = 3
+    raw = 4.0 * torch.randn(2, 5, 3, 4, generator=g)
+    mask = torch.randint(0, K, (2, 3, 4), generator=g)
+    mask[0, 0, :2] = K  # not a class
+    mask[1, 2, 3] = 255
+    from_raw, from_unit = FeatureStats.zeros(K, 5), FeatureStats.zeros(K, 5)
+    from_raw.update(raw, mask)
+    from_unit.update(normalize_features(raw), torch.where(mask == K, torch.full_like(mask, 255), mask))
+    for a, b in ((from_raw.sums, from_unit.sums), (from_raw.sq_sums, from_unit.sq_sums),
+                 (from_raw.counts, from_unit.counts)):
+        assert torch.allclose(a, b, atol=1e-6)
+    x = normalize_features(raw).permute(0, 2, 3, 1).reshape(-1, 5)
+    y = mask.reshape(-1)
+    keep = y < K
+    sums, sq, counts = stats_of(x[keep], y[keep], K)
+    assert torch.allclose(from_raw.sums, sums) and torch.equal(from_raw.counts, counts)
+    assert torch.allclose(from_raw.sq_sums, counts, atol=1e-5)  # Σ‖x‖² = n for unit vectors, not Σ‖raw‖²
+
+
+def test_feature_stats_add_and_one_process_all_reduce_keep_every_statistic_in_place():
+    """Sums of statistics are the statistics of the pooled pixels (each of Σx, Σ‖x‖², n in its own place), and
+    the all-reduce over processes (Σx, Σ‖x‖² and n packed side by side) changes nothing in one process."""
+    g = torch.Generator().manual_seed(7)
+    K, C = 3, 4
+    feats = [torch.randn(1, C, 4, 4, generator=g) for _ in range(2)]
+    masks = [torch.randint(0, K, (1, 4, 4), generator=g) for _ in range(2)]
+    masks[1][0, :2] = 255
+    feats[1][0, :, 3] = 0.0  # zero features: ‖x‖² = 0, so Σ‖x‖² ≠ n and a swap of the two shows
+    parts = [FeatureStats.zeros(K, C) for _ in range(2)]
+    pooled = FeatureStats.zeros(K, C)
+    for part, f, m in zip(parts, feats, masks):
+        part.update(f, m)
+        pooled.update(f, m)
+    assert not torch.allclose(parts[1].sq_sums, parts[1].counts)
+    total = parts[0] + parts[1]
+    for a, b in ((total.sums, pooled.sums), (total.sq_sums, pooled.sq_sums), (total.counts, pooled.counts)):
+        assert torch.allclose(a, b)
+    before = [t.clone() for t in (total.sums, total.sq_sums, total.counts)]
+    reduced = total.all_reduce()
+    assert reduced.sums.shape == (K, C) and reduced.sq_sums.shape == (K,) and reduced.counts.shape == (K,)
+    for a, b in zip((reduced.sums, reduced.sq_sums, reduced.counts), before):
+        assert torch.equal(a, b)
