@@ -47,6 +47,82 @@ def test_sample_picks_the_same_pixels_for_any_features_and_is_uniform_over_batch
     assert np.bincount(batch.numpy(), minlength=20).max() <= 15
 
 
+def test_every_pixel_of_the_stream_is_equally_likely_to_be_sampled():
+    """A uniform random sample (docs/method.md "Analyses": a random sample per class): 20 one-pixel batches of
+    one class, 3 kept; over 200 seeds each batch is kept about 3/20 of the time, the first and the last alike
+    (a sample that kept the largest keys, or filtered on the smallest, pins or starves some batches)."""
+    kept = np.zeros(20)
+    for seed in range(200):
+        sample = ClassBalancedPixelSample(num_classes=1, per_class=3, seed=seed)
+        for i in range(20):
+            sample.update("source", torch.full((1, 2, 1, 1), float(i)), torch.zeros(1, 1, 1, dtype=torch.long))
+        feats = sample.result()[0]
+        assert len(feats) == 3 and len(set(feats[:, 0].tolist())) == 3
+        kept[feats[:, 0].long().numpy()] += 1
+    # expected 30 of 200 each (binomial sd ≈ 5)
+    assert kept.min() >= 12 and kept.max() <= 50, kept
+
+
+def test_sample_result_is_grouped_by_domain_then_class_and_depends_on_the_seed():
+    """`result()` lists the pixels by domain, then class, whatever order the classes first appeared in; another
+    seed draws other pixels of the same labels."""
+    g = torch.Generator().manual_seed(2)
+    first = torch.randint(0, 2, (1, 6, 6), generator=g)
+    second = torch.randint(0, 4, (1, 6, 6), generator=g)  # classes 2, 3 first seen here
+    picks = []
+    for seed in (0, 1):
+        sample = ClassBalancedPixelSample(num_classes=4, per_class=5, seed=seed)
+        sample.update("target", position_features(1, 6, 6), first)
+        sample.update("source", position_features(1, 6, 6, 100), second)
+        sample.update("target", position_features(1, 6, 6, 200), second)
+        feats, classes, domains = sample.result()
+        order = (domains * 4 + classes).tolist()
+        assert order == sorted(order) and set(domains.tolist()) == {0, 1} and set(classes.tolist()) == {0, 1, 2, 3}
+        picks.append(feats[:, 0])
+    assert picks[0].shape == picks[1].shape and not torch.equal(picks[0], picks[1])
+
+
+def test_pca_embedding_is_the_centred_projection_on_the_two_principal_axes():
+    """PCA of points t·a + s·b + o (a, b orthonormal, t and s centred and uncorrelated, var t > var s, o an
+    offset): the coordinates are (±t, ±s), whatever the offset; also with fewer PCA dims than channels."""
+    t = torch.tensor([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
+    s = torch.tensor([1.0, -1.0, 0.0, 0.0, -1.0, 1.0])  # Σ t·s = 0
+    a = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]) / 2 ** 0.5
+    b = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0])
+    x = t[:, None] * a + s[:, None] * b + 10.0
+    for pca_dims in (50, 3):
+        coords, used = embed_2d(x, "pca", pca_dims=pca_dims)
+        assert used == "pca" and coords.shape == (6, 2)
+        for col, ref in ((0, t), (1, s)):
+            sign = np.sign(coords[0, col] * ref[0].item())
+            np.testing.assert_allclose(coords[:, col] * sign, ref.numpy(), atol=1e-5)  # fp32 input
+
+
+def test_tsne_runs_on_few_points():
+    """t-SNE needs a perplexity below the number of points: 10 points with the default perplexity 30 still
+    get a t-SNE embedding (with a perplexity lowered to fit), not an error."""
+    pytest.importorskip("sklearn")
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+    coords, used = embed_2d(x, "tsne", seed=0)
+    assert used == "tsne" and coords.shape == (10, 2) and np.isfinite(coords).all()
+
+
+def test_projector_metadata_names_each_points_class_and_domain(tmp_path):
+    """TensorBoard's projector gets one metadata row per point: its class name, then its domain name."""
+    pytest.importorskip("tensorboard")
+    import glob
+
+    from spcl.analysis import export_projector
+
+    classes, domains = torch.tensor([0, 2, 1]), torch.tensor([1, 0, 0])
+    export_projector(str(tmp_path), torch.randn(3, 4), classes, domains, ["road", "sidewalk", "building"],
+                     ["source", "target"], tag="ckpt")
+    (path,) = glob.glob(str(tmp_path / "**" / "metadata.tsv"), recursive=True)
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    assert rows == [["class", "domain"], ["road", "target"], ["building", "source"], ["sidewalk", "source"]]
+
+
 def test_embed_2d_tsne_and_pca_fallback_without_sklearn(monkeypatch):
     pytest.importorskip("sklearn")
     g = torch.Generator().manual_seed(0)
