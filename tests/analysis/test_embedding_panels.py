@@ -1,9 +1,11 @@
 """The class-balanced pixel sample, the 2-D embedding (t-SNE and its PCA fallback) and the panel grid."""
+import os
 import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from spcl.analysis import ClassBalancedPixelSample, embed_2d, make_panel_grid, panel_grid_size
 from spcl.data.labels import palette
@@ -149,3 +151,106 @@ def test_panel_grid_layout_and_colours():
     assert tuple(px[y0, PAD + 64 + PAD + 32]) == tuple(palette(K)[0])  # ground truth road
     assert tuple(px[y0 + 32 + PAD, PAD + 64 + PAD + 32]) == (0, 0, 0)  # ignored → black
     assert tuple(px[y0, PAD + 2 * (64 + PAD) + 32]) == tuple(palette(K)[13])  # prediction car
+
+
+def test_panel_grid_size_follows_the_layout():
+    """Width: the cells with PAD between them and around; height: the HEADER of titles, the rows with PAD
+    under each and PAD above the first; legend: as many LEGEND_ENTRY widths as fit in width − PAD per row,
+    ceil(K / per row) rows of LEGEND_ENTRY height, PAD under them."""
+    from spcl.analysis.panels import HEADER, LEGEND_ENTRY, PAD
+    assert (PAD, HEADER, LEGEND_ENTRY) == (4, 22, (118, 18))  # the numbers below are written with these
+    assert panel_grid_size(2, 3, (64, 32)) == (3 * 64 + 4 * 4, 22 + 2 * (32 + 4) + 4) == (208, 98)
+    assert panel_grid_size(2, 3, (64, 32), 19) == (208, 98 + 19 * 18 + 4)  # (208 − 4) // 118 = 1 entry a row
+    assert panel_grid_size(1, 1, (228, 100), 19) == (236, 130 + 19 * 18 + 4)  # 232 // 118 = 1, not 236 // 118
+    assert panel_grid_size(1, 1, (240, 100), 19) == (248, 130 + 10 * 18 + 4)  # 2 a row: ceil(19 / 2) = 10 rows
+
+
+def test_panel_cells_sit_in_their_slots_with_exact_label_colours_and_a_row_major_legend():
+    """Cell (r, c) fills its cell_width × height slot from (PAD + c·(w + PAD), HEADER + PAD + r·(h + PAD)), white
+    around it; column titles over their own column, not in the PAD gaps; images keep their RGB colours; label
+    maps are resized without mixing classes (only palette colours); each checkpoint has its own column; the
+    legend starts PAD under the last row, entry k at column k mod per-row, row k div per-row, with as many
+    LEGEND_ENTRY widths a row as fit in width − PAD, its swatch in the colour of class k (paper Fig. 3 panels,
+    docs/method.md "Analyses")."""
+    from spcl.analysis.panels import HEADER, LEGEND_ENTRY, PAD
+    K = 19
+    colours = [(200, 50, 10), (10, 60, 220)]
+    images = [np.broadcast_to(np.array(c, np.uint8), (16, 32, 3)).copy() for c in colours]
+    checker = ((np.arange(16)[:, None] + np.arange(32)[None]) % 2 * 13).astype(np.uint8)  # road / car
+    labels = [checker, 13 - checker]
+    preds = [[np.full((16, 32), 13, np.uint8)] * 2, [np.full((16, 32), 11, np.uint8)] * 2]  # car, person
+    grid = np.asarray(make_panel_grid(images, labels, preds, ["ab", "ba"], K, cell_width=231))
+    w, h = 231, 116  # 4·231 + 5·4 = 944 = 8·118: 7 legend entries a row, in 944 − 4
+    per_row = 7
+    assert grid.shape[:2] == (HEADER + 2 * (h + PAD) + PAD + 3 * 18 + PAD, 4 * w + 5 * PAD)
+    pal = [tuple(int(v) for v in c) for c in palette(K)]
+    white = (255, 255, 255)
+    for r in range(2):
+        y = HEADER + PAD + r * (h + PAD)
+        first = [colours[r], pal[int(labels[r][0, 0])], pal[13], pal[11]]  # top-left pixel of each cell
+        last = [colours[r], pal[int(labels[r][-1, -1])], pal[13], pal[11]]  # bottom-right pixel
+        for c in range(4):
+            x = PAD + c * (w + PAD)
+            assert tuple(grid[y, x]) == first[c] and tuple(grid[y + h - 1, x + w - 1]) == last[c], (r, c)
+            assert tuple(grid[y, x - 1]) == white and tuple(grid[y - 1, x]) == white, (r, c)
+            assert tuple(grid[y + h, x + w]) == white, (r, c)
+        cell = grid[y:y + h, PAD + w + PAD:PAD + 2 * w + PAD].reshape(-1, 3)
+        assert {tuple(v) for v in np.unique(cell, axis=0)} == {pal[0], pal[13]}  # no mixed colour
+    for c in range(4):  # the PAD gap left of each column, under the titles
+        assert (grid[:HEADER, c * (w + PAD):c * (w + PAD) + PAD] == 255).all(), c
+    y0 = HEADER + 2 * (h + PAD) + PAD
+    assert (grid[y0 - PAD:y0] == 255).all()  # the PAD under the last row
+    for k in range(K):
+        x, y = PAD + (k % per_row) * LEGEND_ENTRY[0], y0 + (k // per_row) * LEGEND_ENTRY[1]
+        assert tuple(grid[y + 9, x + 6]) == pal[k], k  # the middle of the swatch
+
+
+class HalvesModel(torch.nn.Module):
+    """Logits of 2 classes from the first image channel: class 1 where it is positive, class 0 elsewhere."""
+
+    def forward(self, images):
+        return {"logits": torch.cat([-images[:, :1], images[:, :1]], dim=1)}
+
+
+def test_predict_labels_predicts_each_item_at_its_labels_size():
+    """Predictions follow the test protocol (docs/method.md "Evaluation"): the softmax is upsampled to the
+    label's size (here 8×16, twice the 4×8 input), then argmax; one map per requested item, in order."""
+    from spcl.analysis import predict_labels
+
+    left = torch.ones(3, 4, 8)
+    left[:, :, :4] = -1.0  # class 0 on the left half, 1 on the right
+    dataset = [{"image": left, "label": torch.zeros(8, 16)}, {"image": -left, "label": torch.zeros(8, 16)}]
+    preds = predict_labels(HalvesModel(), dataset, [1, 0], torch.device("cpu"))
+    expected = np.zeros((8, 16), np.uint8)
+    expected[:, 8:] = 1
+    assert len(preds) == 2 and preds[0].dtype == np.uint8
+    np.testing.assert_array_equal(preds[0], 1 - expected)
+    np.testing.assert_array_equal(preds[1], expected)
+    preds = predict_labels(HalvesModel(), dataset, [0], torch.device("cpu"), scales=(1.0, 0.5), flip=True)
+    np.testing.assert_array_equal(preds[0], expected)  # symmetric halves: scales and flip agree
+
+
+def test_panel_inputs_are_each_items_original_image_and_its_labels(tmp_path):
+    """The image column shows the item's original image file (not the resized input) and the ground truth its
+    own train labels, for the requested items in order."""
+    from spcl.analysis import panel_inputs
+
+    class Items:
+        def __init__(self, root):
+            self.items, self.labels = [], []
+            for i in range(3):
+                image = np.full((6, 10, 3), (40 * i, 100, 200 - 40 * i), np.uint8)
+                path = os.path.join(root, f"{i}.png")
+                Image.fromarray(image).save(path)
+                self.items.append((path, os.path.join(root, f"{i}_label.png")))
+                self.labels.append(torch.full((3, 5), i + 1, dtype=torch.int64))
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 2, 2), "label": self.labels[i]}
+
+    dataset = Items(str(tmp_path))
+    images, labels = panel_inputs(dataset, [2, 0])
+    for got, want in zip(images, [2, 0]):
+        np.testing.assert_array_equal(got, np.asarray(Image.open(dataset.items[want][0])))
+    assert [lab.dtype for lab in labels] == [np.uint8] * 2
+    assert [lab.shape for lab in labels] == [(3, 5)] * 2 and [int(lab[0, 0]) for lab in labels] == [3, 1]
