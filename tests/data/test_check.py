@@ -459,3 +459,59 @@ def test_an_image_or_label_replaced_by_a_folder_is_named_as_a_folder_not_as_miss
     assert dict(check_dataset(optional, "cityscapes_val").bad)[lab] == "a folder, not a label file"  # as it reads
     os.rmdir(lab)  # gone altogether: missing, as before
     assert dict(check_dataset(ds, "cityscapes_val").bad)[lab] == "missing label file"
+
+
+def test_counts_name_every_bad_file_but_count_an_item_once(tmp_path):
+    """`num_files` counts images and the labels present or required (a folder in a label's place is present,
+    and bad); `bad_items` counts items with at least one bad file, so an item with a bad image and a missing
+    label is one bad item with two bad files."""
+    root = make_root(tmp_path)
+    g = os.path.join(root, "gta5")
+    img1, lab1 = os.path.join(g, "images", "00001.png"), os.path.join(g, "labels", "00001.png")
+    with open(img1, "wb") as f:
+        f.write(b"not a png")
+    os.remove(lab1)
+    lab2 = os.path.join(g, "labels", "00002.png")
+    os.remove(lab2)
+    os.makedirs(lab2)
+    result = check_dataset(dataset_for_check(cfg_for(root, tmp_path / "out"), "gta5_train"), "gta5_train")
+    assert sorted(p for p, _ in result.bad) == sorted([img1, lab1, lab2])
+    assert (result.num_items, result.num_files, result.bad_items, len(result.clean)) == (6, 12, 2, 4)
+
+
+def test_a_name_read_with_required_labels_in_a_second_role_is_checked_again(tmp_path):
+    """cityscapes_train as the target (labels optional) and as the test set (labels required), one list (the
+    whole set) for both: a missing label is fine for the target but fails the test role, so both are checked."""
+    root = make_root(tmp_path)
+    cfg = cfg_for(root, tmp_path / "out", "DATASETS.TARGET", "cityscapes_train", "DATASETS.TEST", "cityscapes_train")
+    assert C.check_units(cfg, ["cityscapes_train"]) == [("cityscapes_train", "target"), ("cityscapes_train", "test")]
+    missing = dataset_for_check(cfg, "cityscapes_train", "test").items[0][1]
+    os.remove(missing)
+    with pytest.raises(DataError) as info:
+        preflight(cfg, ["cityscapes_train"], str(tmp_path / "cache"), progress=False)
+    assert "cityscapes_train (as test): 1 bad file(s) in 1 of" in str(info.value)
+    assert f"{missing}: missing label file" in str(info.value)
+    assert "cityscapes_train: " not in str(info.value)  # the target role passes
+
+
+def test_a_data_error_with_few_bad_files_names_them_all_and_no_more(tmp_path):
+    """Up to MAX_NAMED bad files are named; fewer are all named, with no "… and N more" line."""
+    root = make_root(tmp_path)
+    break_gta5(root)
+    cfg = cfg_for(root, tmp_path / "out")
+    results = {"gta5_train": check_dataset(dataset_for_check(cfg, "gta5_train"), "gta5_train")}
+    msg = C.format_error(cfg, results, {})
+    assert len(results["gta5_train"].bad) == 4 < C.MAX_NAMED
+    assert all(f"    {line}" in msg.splitlines() for line in results["gta5_train"].bad_lines())
+    assert "more" not in msg
+
+
+def test_the_id_map_check_says_nothing_of_labels_the_check_does_not_read(tmp_path):
+    """A folder set with an ID_MAP that maps none of its label values, read without labels (`labels` none, e.g.
+    a test set measured by nothing): no label is decoded, so the map is not judged (and no file is bad)."""
+    root = make_root(tmp_path)
+    cfg = folder_val_cfg(root, tmp_path / "out", "DATASETS.FOLDER.ID_MAP", "[[100, 0], [101, 1]]")
+    ds = build_dataset(cfg, "folder_val", train=False, role="test", labels="none")
+    assert all(lab and os.path.isfile(lab) for _, lab in ds.items)  # the label files are there, unread
+    result = check_dataset(ds, "folder_val")
+    assert result.ok and result.errors == [] and result.num_files == len(ds.items)
