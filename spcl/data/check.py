@@ -76,7 +76,8 @@ class CheckResult:
     Attributes:
         name: dataset name (catalog name when known).
         num_items: (image, label) items checked.
-        num_files: files checked (images + labels present or required).
+        num_files: files checked: the images, and the label files the dataset names that are there or
+            required (an item without any label file counts its image only).
         bad: (path, reason) of every bad file, one reason per file.
         bad_items: items with at least one bad file (excluded from `clean`).
         warnings: non-fatal remarks (e.g. a count differing from the published size).
