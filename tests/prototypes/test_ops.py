@@ -65,7 +65,7 @@ def test_a_zero_feature_pixel_is_counted_and_adds_a_zero_vector(channels):
 
 
 def test_the_label_of_a_feature_pixel_is_the_one_at_the_top_left_of_its_stride_cell():
-    """docs/method.md "Source mask": the labels are nearest-downsampled to F's size. Feature pixel (i, j) of the
+    """docs/method.md "Prototypes": the labels are nearest-downsampled to F's size. Feature pixel (i, j) of the
     stride-8 encoder is centred on input pixel (8i, 8j) (every convolution and pooling of the ResNet pads
     (k − 1)/2 · dilation), so it takes the label there, the top-left pixel of its 8×8 cell, not one at the
     cell's centre. A label map of the right size is returned as it is (int64); a list of labels of mixed sizes
