@@ -14,6 +14,7 @@ from spcl.config import load_config
 from spcl.data import CATALOG, build_dataset, build_test_loader
 from conftest import write_png16
 from spcl.data.io import write_label_png
+from spcl.data.datasets import list_images
 from spcl.data.labels import labelid_to_trainid_lut, synthia_to_trainid_lut
 
 W, H = 12, 6  # file size of every tiny image
@@ -407,3 +408,59 @@ def test_an_image_replaced_by_a_folder_of_its_name_stops_the_listing_naming_it(t
     assert f"e.g. {path}:" in str(e.value) and "1 item(s) short" in str(e.value)
     os.rename(path, path[:-4] + "_moved")  # out of the way, as the message says: 2 items, no error
     assert len(build_dataset(cfg, name, train=False)) == 2
+
+
+def test_synscapes_list_file_keeps_its_order(tmp_path):
+    """With DATASETS.SOURCE_LIST Synscapes reads the listed files in the list's order (datasets/README.md: "With
+    `DATASETS.SOURCE_LIST` ... it uses the files of the list, in order"); the numeric sort of synscapes.py is for
+    the folder listing alone, as for every other set (cf. test_list_file_order_and_subset)."""
+    files = make_synscapes(tmp_path, ["1", "2", "10"])
+    lst = tmp_path / "syn.txt"
+    lst.write_text("10.png\n1.png\n")
+    cfg = cfg_for(tmp_path, "DATASETS.SOURCE", "synscapes_train", "DATASETS.SOURCE_LIST", str(lst))
+    ds = build_dataset(cfg, "synscapes_train", train=True)
+    assert [ds[i]["name"] for i in range(len(ds))] == ["10.png", "1.png"]
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), labelid_to_trainid_lut(19)[files["10.png"][1]])
+
+
+def test_synthia_train_19_classes(tmp_path):
+    """SYNTHIA read with MODEL.NUM_CLASSES 19 gets 19-class train ids, terrain / truck / train (9, 14, 16) left
+    empty (docs/method.md "Datasets": the 16 SYNTHIA ids in 16-class order, placed at their class's 19-class id).
+    The table is written out by hand here: 3 road 0, 4 sidewalk 1, 2 building 2, 21 wall 3, 5 fence 4, 7 pole 5,
+    15 light 6, 9 sign 7, 6 vegetation 8, 1 sky 10, 10 person 11, 17 rider 12, 8 car 13, 19 bus 15,
+    12 motorcycle 17, 11 bicycle 18; every other id 255."""
+    files = make_synthia(tmp_path, ["0000001"])
+    cfg = cfg_for(tmp_path, "MODEL.NUM_CLASSES", "19", "DATASETS.SOURCE", "synthia_train")
+    ds = build_dataset(cfg, "synthia_train", train=True)
+    ids = files["0000001.png"][1]
+    hand = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13, 19: 15, 12: 17,
+            11: 18}
+    expected = np.full((H, W), 255, dtype=np.int64)
+    for sid, train_id in hand.items():
+        expected[ids == sid] = train_id
+    assert {1, 8, 11} <= set(np.unique(ids).tolist())  # sky, car, bicycle: ids whose 16- and 19-class ids differ
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), expected)
+
+
+def test_an_item_read_without_a_sample_seed_is_the_same_on_every_read(tmp_path):
+    """`ds[i]` without a sample seed (test loaders, the data checks, analyses) draws its augmentation from a
+    generator seeded by the item's index (spcl/data/datasets/base.py `SegmentationDataset.__getitem__`), so every
+    read of one item is the same; an unseeded generator would make two reads of one item differ."""
+    make_gta5(tmp_path, ["00001"])
+    cfg = cfg_for(tmp_path, "INPUT.SOURCE_JITTER", "True", "INPUT.FLIP_PROB", "0.5")
+    ds = build_dataset(cfg, "gta5_train", train=True)
+    reads = [ds[0] for _ in range(4)]
+    for item in reads[1:]:
+        torch.testing.assert_close(item["image"], reads[0]["image"], atol=0, rtol=0)
+        assert torch.equal(item["label"], reads[0]["label"])
+
+
+def test_list_images_sorts_whole_relative_paths(tmp_path):
+    """`list_images` (spcl/data/datasets/base.py) gives the relative paths sorted as strings, as datasets/README.md
+    says ("every image it finds, sorted"), not in the order of the folder walk, which puts a folder's own files
+    before those of its sub-folders and `a/` before `a-b/`."""
+    rels = ["b.png", "a/x.png", "a-b/y.png", "a/c/z.png", "a/w.png"]
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert list_images(str(tmp_path), ".png") == ["a-b/y.png", "a/c/z.png", "a/w.png", "a/x.png", "b.png"]
