@@ -299,3 +299,39 @@ def test_a_folder_named_like_an_image_stops_the_listing_naming_it(tmp_path):
         build_dataset(cfg_for(tmp_path), "folder_train", train=True)
     (tmp_path / "train" / "b" / "shots.JPG").rename(tmp_path / "train" / "b" / "shots")  # a plain folder name
     assert len(build_dataset(cfg_for(tmp_path), "folder_train", train=True)) == 4
+
+
+def test_a_16_bit_label_of_256_without_an_id_map_is_named_not_read_as_road(tmp_path):
+    """256 is the first 16-bit value that is no train id (train ids are 0..K-1 and 255, docs/method.md
+    "Datasets"): cast to 8 bits it would wrap to 0, road, in silence; it stops the read naming the file and key."""
+    from conftest import write_png16
+
+    _save_rgb(str(tmp_path / "val" / "v.png"))
+    raw = np.zeros((H, W), dtype=np.uint16)
+    raw[0, 0] = 256
+    os.makedirs(tmp_path / "labels")
+    write_png16(str(tmp_path / "labels" / "v.png"), raw)
+    cfg = cfg_for(tmp_path, "DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"))
+    with pytest.raises(ValueError, match=r"holds values \[256\] above 255.*DATASETS.FOLDER.ID_MAP"):
+        build_dataset(cfg, "folder_val", train=False)[0]
+
+
+def test_a_list_file_of_absolute_paths_reads_the_same_items_as_relative_ones(tmp_path):
+    """DATASETS.TEST_LIST for folder_val may name images by absolute path (folder.py `FolderDataset`: "relative to
+    `image_dir`, or absolute"): the items, their names (`sub__v2.png`) and their labels (the same sub-folders below
+    VAL_LABEL_DIR) are those of the relative list."""
+    raw = make_tree(tmp_path)
+    opts = ["DATASETS.FOLDER.VAL_LABEL_DIR", str(tmp_path / "labels"), "DATASETS.FOLDER.LABEL_SUFFIX", "_ids.png",
+            "DATASETS.FOLDER.ID_MAP", "[[3, 0], [9, 13]]"]
+    rel_list, abs_list = tmp_path / "rel.txt", tmp_path / "abs.txt"
+    rel_list.write_text("sub/v2.jpg\nv1.jpg\n")
+    abs_list.write_text(f"{tmp_path / 'val' / 'sub' / 'v2.jpg'}\n{tmp_path / 'val' / 'v1.jpg'}\n")
+    expected = np.full(raw.shape, 255, dtype=np.int64)
+    expected[raw == 3], expected[raw == 9] = 0, 13
+    for lst in (rel_list, abs_list):
+        ds = build_dataset(cfg_for(tmp_path, *opts, "DATASETS.TEST_LIST", str(lst)), "folder_val", train=False)
+        assert [ds[i]["name"] for i in range(len(ds))] == ["sub__v2.png", "v1.png"]
+        assert [label for _, label in ds.items] == [str(tmp_path / "labels" / "sub" / "v2_ids.png"),
+                                                     str(tmp_path / "labels" / "v1_ids.png")]
+        for i in range(2):
+            np.testing.assert_array_equal(ds[i]["label"].numpy(), expected)
