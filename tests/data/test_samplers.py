@@ -388,3 +388,30 @@ def test_the_main_process_writes_the_class_index_and_every_process_waits_for_it(
     if main:
         with open(path) as f:
             assert json.load(f) == {"num_classes": 19, "dataset": "two", "files": {"a.png": [0], "b.png": [3]}}
+
+
+def test_source_and_target_loaders_draw_distinct_shuffled_orders(tmp_path):
+    """The train loader's stream is shuffled (each epoch a permutation of the set, not 0, 1, 2, …), and the source
+    and target loaders of one SEED draw distinct orders (docs/method.md "Random streams": seeded from SEED and the
+    stream's name, `spcl/data/build.py` `stream_seed`; the released code uses two independently shuffled
+    loaders), so source image i is not always paired with target image i."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    n = 6
+    for i in range(n):
+        name = f"{i + 1:05d}.png"
+        os.makedirs(root / "gta5" / "images", exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (4, 8, 3), dtype=np.uint8)).save(root / "gta5" / "images" / name)
+        write_label_png(str(root / "gta5" / "labels" / name), np.full((4, 8), 7, dtype=np.uint8))
+    cfg = load_config("", ["DATASETS.DATA_DIR", str(root), "DATALOADER.NUM_WORKERS", "0", "SEED", "3",
+                           "INPUT.SOURCE_SIZE", "[8, 4]", "INPUT.SOURCE_JITTER", "False"])
+    ds = build_dataset(cfg, "gta5_train", train=True)
+    orders = {}
+    for stream in ("source", "target"):
+        loader = build_train_loader(cfg, ds, global_batch=2, stream=stream)
+        orders[stream] = [int(i) for b in itertools.islice(iter(loader), 3 * n // 2) for i in b["index"]]
+    for order in orders.values():
+        epochs = [order[e * n:(e + 1) * n] for e in range(3)]
+        assert all(sorted(e) == list(range(n)) for e in epochs)  # each epoch draws every image once
+        assert any(e != list(range(n)) for e in epochs)  # shuffled, not in file order
+    assert orders["source"] != orders["target"]
