@@ -191,3 +191,28 @@ def test_build_transform_roles():
         assert ti.shape == (3, size[1], size[0]) and tl.shape == label_size, role
     with pytest.raises(ValueError, match="nope"):
         build_transform(cfg, "nope")
+
+
+def test_each_role_reads_its_own_flip_and_jitter_keys():
+    """docs/method.md "Inputs" / spcl/config/defaults.py: the self-training transform flips with
+    INPUT.SELF_TRAIN_FLIP_PROB (not the warm-up INPUT.FLIP_PROB), and the target transform jitters colours only
+    with INPUT.TARGET_JITTER (the source one with INPUT.SOURCE_JITTER). Each key is set against the other here,
+    so a role reading the other's key changes the output."""
+    img, label = _pair(20, 10)
+    common = ["INPUT.SELF_TRAIN_BASE_SIZE", "[20, 10]", "INPUT.SELF_TRAIN_CROP", "[20, 10]", "INPUT.SELF_TRAIN_SCALE",
+              "[1.0, 1.0]", "INPUT.SELF_TRAIN_JITTER", "False", "INPUT.SOURCE_SIZE", "[20, 10]", "INPUT.TARGET_SIZE",
+              "[20, 10]", "INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.0]"]
+    for self_flip, warm_flip in ((0.0, 1.0), (1.0, 0.0)):
+        cfg = load_config("", common + ["INPUT.SELF_TRAIN_FLIP_PROB", str(self_flip), "INPUT.FLIP_PROB", str(warm_flip)])
+        want = label[:, ::-1] if self_flip else label
+        for seed in range(3):
+            _, tl = build_transform(cfg, "self_train")(img, label.copy(), random.Random(seed))
+            np.testing.assert_array_equal(tl.numpy(), want.astype(np.int64))
+    for role, own, other in (("target", "INPUT.TARGET_JITTER", "INPUT.SOURCE_JITTER"),
+                             ("source", "INPUT.SOURCE_JITTER", "INPUT.TARGET_JITTER")):
+        cfg = load_config("", common + ["INPUT.FLIP_PROB", "0.0", own, "False", other, "True"])
+        outs = [build_transform(cfg, role)(img, label.copy(), random.Random(s))[0] for s in range(4)]
+        assert all(torch.equal(outs[0], o) for o in outs[1:]), role  # no jitter: one output whatever the seed
+        cfg = load_config("", common + ["INPUT.FLIP_PROB", "0.0", own, "True", other, "False"])
+        outs = [build_transform(cfg, role)(img, label.copy(), random.Random(s))[0] for s in range(4)]
+        assert any(not torch.equal(outs[0], o) for o in outs[1:]), role
