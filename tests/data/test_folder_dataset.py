@@ -67,6 +67,9 @@ def test_folder_train_is_unlabelled_images(tmp_path):
         item = ds[i]
         assert item["image"].shape == (3, H, W)  # greyscale and RGBA read as RGB, resized to TARGET_SIZE
         assert (item["label"] == 255).all()
+        # the all-ignore label of a training item is at the input size (its batch stacks), not the image's own
+        # size: only an unlabelled *test* set keeps placeholders at the image size (build.py `build_dataset`)
+        assert item["label"].shape == (H, W)
 
 
 def test_folder_names_that_collide_are_an_error(tmp_path):
