@@ -203,7 +203,8 @@ def test_each_role_reads_its_own_flip_and_jitter_keys():
               "[1.0, 1.0]", "INPUT.SELF_TRAIN_JITTER", "False", "INPUT.SOURCE_SIZE", "[20, 10]", "INPUT.TARGET_SIZE",
               "[20, 10]", "INPUT.COLOR_JITTER", "[0.5, 0.5, 0.5, 0.0]"]
     for self_flip, warm_flip in ((0.0, 1.0), (1.0, 0.0)):
-        cfg = load_config("", common + ["INPUT.SELF_TRAIN_FLIP_PROB", str(self_flip), "INPUT.FLIP_PROB", str(warm_flip)])
+        flips = ["INPUT.SELF_TRAIN_FLIP_PROB", str(self_flip), "INPUT.FLIP_PROB", str(warm_flip)]
+        cfg = load_config("", common + flips)
         want = label[:, ::-1] if self_flip else label
         for seed in range(3):
             _, tl = build_transform(cfg, "self_train")(img, label.copy(), random.Random(seed))
