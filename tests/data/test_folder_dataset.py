@@ -338,3 +338,13 @@ def test_a_list_file_of_absolute_paths_reads_the_same_items_as_relative_ones(tmp
                                                      str(tmp_path / "labels" / "v1_ids.png")]
         for i in range(2):
             np.testing.assert_array_equal(ds[i]["label"].numpy(), expected)
+
+
+def test_folder_train_takes_only_files_ending_in_the_image_suffix(tmp_path):
+    """DATASETS.FOLDER.IMAGE_SUFFIX holds for folder_train as for folder_val (spcl/config/defaults.py: "Only files
+    ending in IMAGE_SUFFIX are images"): masks or depth maps stored beside the photos are not trained on."""
+    _save_rgb(str(tmp_path / "train" / "a" / "x_rgb.png"))
+    _save_rgb(str(tmp_path / "train" / "a" / "x_mask.png"), seed=1)
+    _save_rgb(str(tmp_path / "train" / "y_rgb.png"), seed=2)
+    ds = build_dataset(cfg_for(tmp_path, "DATASETS.FOLDER.IMAGE_SUFFIX", "_rgb.png"), "folder_train", train=True)
+    assert sorted(os.path.relpath(p, tmp_path / "train") for p, _ in ds.items) == ["a/x_rgb.png", "y_rgb.png"]
