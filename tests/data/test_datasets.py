@@ -464,3 +464,32 @@ def test_list_images_sorts_whole_relative_paths(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     assert list_images(str(tmp_path), ".png") == ["a-b/y.png", "a/c/z.png", "a/w.png", "a/x.png", "b.png"]
+
+
+def test_cityscapes_pseudo_reads_the_target_list(tmp_path):
+    """cityscapes_pseudo is the target's images with pseudo labels (spcl/data/build.py catalog): with
+    DATASETS.TARGET_LIST it holds the listed target images, in the list's order (datasets/README.md), as
+    cityscapes_train does, not every image of the split."""
+    make_cityscapes(tmp_path, "train", CITY_NAMES)
+    pseudo = tmp_path / "pseudo"
+    for n in CITY_NAMES:
+        write_label_png(str(pseudo / os.path.basename(n)), np.zeros((H, W), np.uint8))
+    lst = tmp_path / "target.txt"
+    lst.write_text(CITY_NAMES[1] + "\n" + CITY_NAMES[0] + "\n")
+    cfg = cfg_for(tmp_path, "DATASETS.PSEUDO_DIR", str(pseudo), "DATASETS.TARGET_LIST", str(lst))
+    want = [os.path.basename(CITY_NAMES[1]), os.path.basename(CITY_NAMES[0])]
+    for name in ("cityscapes_pseudo", "cityscapes_train"):
+        ds = build_dataset(cfg, name, train=True)
+        assert [os.path.basename(p) for p, _ in ds.items] == want, name
+
+
+def test_test_loader_start_leaves_out_the_images_already_done(tmp_path):
+    """`build_test_loader(..., start=s)` leaves out the first s images of this process's share (spcl/data/build.py:
+    "those an interrupted pass has done"), so a resumed pass (prototypes) sees each image once."""
+    make_cityscapes(tmp_path, "val", CITY_NAMES)
+    cfg = cfg_for(tmp_path, "TEST.BATCH_SIZE", "1")
+    ds = build_dataset(cfg, "cityscapes_val", train=False)
+    names = [os.path.basename(n) for n in sorted(CITY_NAMES)]
+    for start in (0, 1, 3):
+        loader = build_test_loader(cfg, ds, start=start)
+        assert [n for b in loader for n in b["name"]] == names[start:]
