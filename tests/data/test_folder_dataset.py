@@ -13,7 +13,7 @@ from PIL import Image
 
 from spcl.config import load_config
 from spcl.data import CATALOG, build_dataset
-from spcl.data.datasets.folder import flat_name, id_map_lut
+from spcl.data.datasets.folder import find_images, flat_name, id_map_lut
 
 W, H = 32, 16
 
@@ -348,3 +348,14 @@ def test_folder_train_takes_only_files_ending_in_the_image_suffix(tmp_path):
     _save_rgb(str(tmp_path / "train" / "y_rgb.png"), seed=2)
     ds = build_dataset(cfg_for(tmp_path, "DATASETS.FOLDER.IMAGE_SUFFIX", "_rgb.png"), "folder_train", train=True)
     assert sorted(os.path.relpath(p, tmp_path / "train") for p, _ in ds.items) == ["a/x_rgb.png", "y_rgb.png"]
+
+
+def test_find_images_sorts_whole_relative_paths(tmp_path):
+    """`find_images` (spcl/data/datasets/folder.py: "every image below it ... sorted") orders folder_train /
+    folder_val by the whole relative path, not by the folder walk, which puts a folder's own files before its
+    sub-folders' and `a/` before `a-b/`; the item order fixes the sample stream of a seed."""
+    rels = ["b.png", "a/x.jpg", "a-b/y.png", "a/c/z.png", "a/w.png"]
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert find_images(str(tmp_path)) == ["a-b/y.png", "a/c/z.png", "a/w.png", "a/x.jpg", "b.png"]
