@@ -228,3 +228,26 @@ def test_concurrent_callers_share_a_folder(tmp_path):
         t.join()
     assert sorted(r["generated"] for r in results) == [False, True]
     assert _files(tmp_path / "a") == _files(Path(generate_toy_dataset(tmp_path / "b", **SMALL)["root"]))
+
+
+def test_each_domain_and_split_draws_its_own_scenes(tmp_path):
+    """Image i of a (domain, split) is drawn from `default_rng([seed, domain, split, i])` (spcl/toy/writer.py
+    `generate_toy_dataset`), so a target val scene is never a copy of the target train scene of the same index
+    (no train/test overlap) and the target does not repeat the source's layouts."""
+    generate_toy_dataset(tmp_path, seed=3, **SMALL)
+    size = SMALL["size"]
+    gta = np.array(Image.open(tmp_path / "gta5/labels/00001.png"))
+    train = np.array(Image.open(tmp_path / "cityscapes/gtFine/train/toytown/toytown_000000_000000_gtFine_labelIds.png"))
+    val = np.array(Image.open(tmp_path / "cityscapes/gtFine/val/valville/valville_000000_000000_gtFine_labelIds.png"))
+    np.testing.assert_array_equal(gta, render_scene(np.random.default_rng([3, 0, 0, 0]), SOURCE_STYLE, size)[1])
+    np.testing.assert_array_equal(train, render_scene(np.random.default_rng([3, 1, 0, 0]), TARGET_STYLE, size)[1])
+    np.testing.assert_array_equal(val, render_scene(np.random.default_rng([3, 1, 1, 0]), TARGET_STYLE, size)[1])
+    assert not np.array_equal(train, val)
+
+
+@pytest.mark.parametrize("size", [(15, 8), (16, 7)])
+def test_a_size_below_16_by_8_is_refused(tmp_path, size):
+    """generate_toy_dataset refuses sizes below (16, 8) width × height (spcl/toy/writer.py), before writing."""
+    with pytest.raises(ValueError, match=r"at least \(16, 8\)"):
+        generate_toy_dataset(tmp_path, num_source=1, num_target_train=0, num_target_val=0, size=size)
+    assert not (tmp_path / "gta5").exists()
