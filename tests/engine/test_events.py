@@ -97,6 +97,87 @@ def test_mocked_summary_writer_gets_named_tags(tmp_path, monkeypatch):
     assert calls == [("self_train/val/IoU/sky", 10.0, 3), ("self_train/val/IoU/car", 20.0, 3)]
 
 
+def test_each_number_goes_to_tensorboard_at_its_iteration_and_the_writer_is_closed(tmp_path, monkeypatch):
+    """EventWriter.write (spcl/engine/events.py): every int or float scalar, and each entry of a list of numbers,
+    goes to TensorBoard at the iteration it was logged at (the x axis of every curve); a list holding anything
+    else is kept in metrics.json only. close() flushes and closes the writer, so that its thread and event file
+    end with the stage (a pipeline opens one writer per stage)."""
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, *a, **k):
+            pass
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            calls.append("flush")
+
+        def close(self):
+            calls.append("close")
+
+    import torch.utils.tensorboard as tb
+
+    monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
+    ev = EventWriter(str(tmp_path), "align")
+    ev.write(5, {"loss_seg": 0.5, "num_pixels": 12, "names": ["road", 1.0], "IoU": [1.0, 2]})
+    assert calls == [("align/loss_seg", 0.5, 5), ("align/num_pixels", 12, 5), ("align/IoU/00", 1.0, 5),
+                     ("align/IoU/01", 2, 5)]
+    ev.close()
+    assert calls[-1] == "close"
+    record = json.loads(open(tmp_path / "metrics.json").read())
+    assert record == {"iteration": 5, "stage": "align", "loss_seg": 0.5, "num_pixels": 12, "names": ["road", 1.0],
+                      "IoU": [1.0, 2]}
+
+
+def test_a_resumed_writer_keeps_the_records_up_to_the_checkpoint_and_skips_only_the_redone_evaluation(
+        tmp_path, monkeypatch):
+    """EventWriter(resumed_at, redo_eval) (spcl/engine/events.py, class doc): metrics.json keeps the records up to
+    the checkpoint's iteration and drops those after it (and a line cut short by a kill); with redo_eval the
+    evaluation of that iteration is dropped too and, as TensorBoard still has it, not sent there again; TensorBoard
+    hides the steps after the checkpoint (purge_step). Any other scalar of that iteration still goes to TensorBoard."""
+    calls, purge = [], []
+
+    class FakeWriter:
+        def __init__(self, folder, **kwargs):
+            purge.append(kwargs.get("purge_step"))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    import torch.utils.tensorboard as tb
+
+    monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
+    earlier = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 0.5}, {"iteration": 2, "val/mIoU": 7.0},
+               {"iteration": 3, "loss": 0.25}]
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"iterat')
+    ev = EventWriter(str(tmp_path), "align", resumed_at=2, redo_eval=True)
+    assert purge == [3]
+    assert [json.loads(ln) for ln in open(tmp_path / "metrics.json")] == earlier[:2]
+    ev.write(2, {"mIoU": 8.0}, prefix="val/")
+    ev.write(2, {"loss_extra": 0.75})
+    ev.write(3, {"loss": 0.3})
+    assert calls == [("align/loss_extra", 0.75, 2), ("align/loss", 0.3, 3)]
+    rows = [json.loads(ln) for ln in open(tmp_path / "metrics.json")]
+    assert [(r["iteration"], r.get("val/mIoU")) for r in rows] == [(1, None), (2, None), (2, 8.0), (2, None), (3, None)]
+
+
+def test_names_that_do_not_fit_the_list_give_index_tags():
+    """Class names tag a list only when there is exactly one name per entry and no two alike (module doc of
+    spcl.engine.events): with 3 names for a 2-entry list, or a name given twice, curves would be named after
+    other classes or two curves would share one tag; such lists get index tags."""
+    assert scalar_tags("IoU", [1, 2], ["a", "b", "c"]) == ["IoU/00", "IoU/01"]
+    assert scalar_tags("IoU", [1, 2], ["a", "a"]) == ["IoU/00", "IoU/01"]
+    assert scalar_tags("IoU", [1, 2], ["a", "b"]) == ["IoU/a", "IoU/b"]
+
+
 # --------------------------------------------------------------------------- prototypes stage
 def test_prototype_stats_values():
     from spcl.engine.stages.prototypes import prototype_stats
