@@ -351,3 +351,69 @@ def test_a_scale_that_leaves_no_pixel_is_refused():
     assert predict_probs(model, images, scales=[1 / 32]).shape == (1, 19, 32, 64)  # one row is enough
     with pytest.raises(ValueError, match=r"scale 0\.01 of a 64×32 input leaves no pixel"):
         predict_probs(model, images, scales=[1.0, 0.01])
+
+
+def test_predict_runs_in_eval_mode_and_restores_the_mode_it_found():
+    """Segmentor.predict (spcl/modeling/segmentor.py) switches to eval mode and back: BatchNorm normalises with its
+    running statistics (the test protocol of docs/method.md), which a prediction leaves untouched, and a model in
+    eval mode (an evaluation between training iterations, the tools) stays in eval mode afterwards."""
+    from spcl.modeling import Segmentor
+
+    torch.manual_seed(0)
+    model = Segmentor(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)), nn.Conv2d(4, 3, 1))
+    bn = model.backbone[1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    stats = (bn.running_mean.clone(), bn.running_var.clone())
+    model.train()
+    out = model.predict(x)
+    assert model.training
+    assert torch.equal(bn.running_mean, stats[0]) and torch.equal(bn.running_var, stats[1])
+    with torch.no_grad():  # eval-mode BN by hand: (y - running mean) / sqrt(running var + eps), affine 1, 0
+        y = model.backbone[0](x)
+        y = (y - stats[0][:, None, None]) / torch.sqrt(stats[1][:, None, None] + bn.eps)
+        expected = F.softmax(model.head(y), dim=1)
+    torch.testing.assert_close(out, expected)
+    model.eval()
+    model.predict(x)
+    assert not model.training and not bn.training
+
+
+def test_the_poly_schedule_keeps_the_head_at_its_factor_and_the_backbone_at_the_base_lr():
+    """docs/method.md: the classifier trains at `head_lr_factor` × the backbone's lr (released code: 10×) at every
+    iteration, not only the first: spcl.engine.lr.set_lr rescales each group by its `lr_factor`, so the backbone's
+    factor must be 1 and the head's the given one."""
+    from spcl.engine.lr import poly_lr, set_lr
+
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"))
+    opt = torch.optim.SGD(model.param_groups(1e-3, 10.0), lr=1e-3, momentum=0.9)
+    lr = poly_lr(1e-3, 50, 100, 0.9)  # 1e-3 * 0.5 ** 0.9
+    set_lr(opt, lr)
+    backbone, head = opt.param_groups
+    assert backbone["lr"] == pytest.approx(1e-3 * 0.5 ** 0.9) and head["lr"] == pytest.approx(1e-2 * 0.5 ** 0.9)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_memory_format_only_when_the_config_asks(channels_last):
+    """MODEL.CHANNELS_LAST (spcl/modeling/build.py build_segmentor): the weights are put in channels-last memory
+    format (NHWC) only when the config asks for it; the default keeps PyTorch's contiguous NCHW layout."""
+    model = build_segmentor(cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.CHANNELS_LAST", str(channels_last)))
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) == channels_last for w in convs)
+    assert all(w.is_contiguous() != channels_last for w in convs)
+
+
+def test_the_discriminator_width_follows_the_config():
+    """MODEL.DISC_CHANNELS is the first width of the output-space discriminator (spcl/config/defaults.py:
+    64-128-256-512-1 by default, doubling per layer): build_discriminator uses the configured width."""
+    d = build_discriminator(cfg_of("MODEL.NUM_CLASSES", "16", "MODEL.DISC_CHANNELS", "8"))
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(16, 8), (8, 16), (16, 32), (32, 64), (64, 1)]
+
+
+def test_no_checkpoint_given_is_named_as_such():
+    """load_trained_segmentor without a path (no --checkpoint, MODEL.WEIGHTS '') says that a trained model is
+    needed and where to give it, instead of failing on a file named ''."""
+    with pytest.raises(ValueError, match=r"a trained model is needed: give a checkpoint \(--checkpoint, or MODEL"):
+        load_trained_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), "")
