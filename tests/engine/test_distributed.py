@@ -151,3 +151,20 @@ def test_the_whole_pipeline_under_two_processes(tmp_path):
         cfg = load_config(str(out / stage / "config.yaml"))
         one = evaluate_checkpoint(cfg, str(out / stage / "checkpoints" / "model_final.pth"), torch.device("cpu"))
         assert abs(recorded - one["mIoU"]) < 1e-9, stage
+
+
+def test_one_process_runs_here_without_a_process_group(monkeypatch):
+    """spcl/engine/launch.py: launch(fn, 1) calls fn in this process (no spawn: the caller sees what fn did, and a
+    closure needs no pickling), and init_distributed outside torchrun (WORLD_SIZE unset or 1) makes no process
+    group and says so (False), so that the caller runs as one process."""
+    from spcl.engine import init_distributed
+
+    seen = []
+    launch(lambda x: seen.append(x), 1, args=(3,))
+    assert seen == [3]
+    for world in (None, "1"):
+        if world is None:
+            monkeypatch.delenv("WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("WORLD_SIZE", world)
+        assert init_distributed() is False and not torch.distributed.is_initialized()

@@ -417,3 +417,16 @@ def test_no_checkpoint_given_is_named_as_such():
     needed and where to give it, instead of failing on a file named ''."""
     with pytest.raises(ValueError, match=r"a trained model is needed: give a checkpoint \(--checkpoint, or MODEL"):
         load_trained_segmentor(cfg_of("MODEL.BACKBONE", "resnet18"), "")
+
+
+def test_a_trained_model_loads_in_eval_mode_and_ignores_model_weights(tmp_path):
+    """load_trained_segmentor (spcl/modeling/build.py) gives the model in eval mode, the mode every tool predicts in
+    (BatchNorm with its running statistics); it reads only the checkpoint given, not MODEL.WEIGHTS (the start of
+    training, here a file that does not exist): build_segmentor(load_weights=False) leaves MODEL.WEIGHTS alone."""
+    cfg = cfg_of("MODEL.BACKBONE", "resnet18", "MODEL.FREEZE_BN", "False",
+                 "MODEL.WEIGHTS", str(tmp_path / "no-such-imagenet.pth"))
+    trained = build_segmentor(cfg, load_weights=False)
+    path = str(tmp_path / "model_final.pth")
+    torch.save({"model": trained.state_dict(), "iteration": 5}, path)
+    loaded = load_trained_segmentor(cfg, path)
+    assert not any(m.training for m in loaded.modules())
