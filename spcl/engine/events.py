@@ -34,9 +34,10 @@ def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]]
         from spcl.data.labels import class_names as cityscapes_names
 
         names = cityscapes_names(len(values))
-    if names is None or len(set(names)) != len(names):
+    tags = [_tag_safe(n) for n in names] if names is not None else []
+    if names is None or len(set(tags)) != len(tags):  # names that are one tag once cleaned ('a b', 'a/b'): indices
         return [f"{key}/{i:02d}" for i in range(len(values))]
-    return [f"{key}/{_tag_safe(n)}" for n in names]
+    return [f"{key}/{t}" for t in tags]
 
 
 def _tag_safe(name: str) -> str:

@@ -176,6 +176,9 @@ def test_names_that_do_not_fit_the_list_give_index_tags():
     assert scalar_tags("IoU", [1, 2], ["a", "b", "c"]) == ["IoU/00", "IoU/01"]
     assert scalar_tags("IoU", [1, 2], ["a", "a"]) == ["IoU/00", "IoU/01"]
     assert scalar_tags("IoU", [1, 2], ["a", "b"]) == ["IoU/a", "IoU/b"]
+    # distinct names that are one tag once made tag-safe ('/' and spaces become '_') would share one curve
+    assert scalar_tags("IoU", [1, 2], ["a b", "a/b"]) == ["IoU/00", "IoU/01"]
+    assert scalar_tags("IoU", [1, 2], ["traffic light", "sign"]) == ["IoU/traffic_light", "IoU/sign"]
 
 
 # --------------------------------------------------------------------------- prototypes stage
