@@ -3,7 +3,8 @@
 A list of numbers becomes one TensorBoard scalar per entry. Per-class lists are tagged with class
 names (`val/IoU/sign`, `pseudo_labels/thresholds/sign`): the names given to the writer when the list
 has that many entries, else the Cityscapes names of a 19- or 16-entry list (spcl.data.labels), else
-the index (`…/07`). `metrics.json` keeps the lists as they are (label order).
+the index (`…/07`), also where two names would be one tag. `metrics.json` keeps the lists as they are
+(label order).
 
 TensorBoard is a view of `metrics.json`: when its folder cannot be written (a full disk, a folder made
 read-only) it is turned off for the rest of the stage with one warning, and training goes on. Any error of
