@@ -8,6 +8,7 @@ import math
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -73,40 +74,15 @@ def test_explicit_names_and_index_fallback():
     assert scalar_tags("x", [0] * 19, ["a"] * 4) == [f"x/{n}" for n in CLASSES_19]  # names of another length
 
 
-def test_mocked_summary_writer_gets_named_tags(tmp_path, monkeypatch):
-    calls = []
+@pytest.fixture
+def fake_tensorboard(monkeypatch):
+    """TensorBoard's SummaryWriter replaced by a recorder: `calls` gets (tag, value, step) per scalar and "flush" /
+    "close" in order, `purge_steps` the purge_step of each writer opened."""
+    calls, purge_steps = [], []
 
     class FakeWriter:
-        def __init__(self, *a, **k):
-            pass
-
-        def add_scalar(self, tag, value, step):
-            calls.append((tag, value, step))
-
-        def flush(self):
-            pass
-
-        def close(self):
-            pass
-
-    import torch.utils.tensorboard as tb
-
-    monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
-    ev = EventWriter(str(tmp_path), "self_train", class_names=["sky", "car"])
-    ev.write(3, {"IoU": [10.0, 20.0]}, prefix="val/")
-    assert calls == [("self_train/val/IoU/sky", 10.0, 3), ("self_train/val/IoU/car", 20.0, 3)]
-
-
-def test_each_number_goes_to_tensorboard_at_its_iteration_and_the_writer_is_closed(tmp_path, monkeypatch):
-    """EventWriter.write (spcl/engine/events.py): every int or float scalar, and each entry of a list of numbers,
-    goes to TensorBoard at the iteration it was logged at (the x axis of every curve); a list holding anything
-    else is kept in metrics.json only. close() flushes and closes the writer, so that its thread and event file
-    end with the stage (a pipeline opens one writer per stage)."""
-    calls = []
-
-    class FakeWriter:
-        def __init__(self, *a, **k):
-            pass
+        def __init__(self, *args, **kwargs):
+            purge_steps.append(kwargs.get("purge_step"))
 
         def add_scalar(self, tag, value, step):
             calls.append((tag, value, step))
@@ -120,6 +96,21 @@ def test_each_number_goes_to_tensorboard_at_its_iteration_and_the_writer_is_clos
     import torch.utils.tensorboard as tb
 
     monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
+    return SimpleNamespace(calls=calls, purge_steps=purge_steps)
+
+
+def test_mocked_summary_writer_gets_named_tags(tmp_path, fake_tensorboard):
+    ev = EventWriter(str(tmp_path), "self_train", class_names=["sky", "car"])
+    ev.write(3, {"IoU": [10.0, 20.0]}, prefix="val/")
+    assert fake_tensorboard.calls == [("self_train/val/IoU/sky", 10.0, 3), ("self_train/val/IoU/car", 20.0, 3)]
+
+
+def test_each_number_goes_to_tensorboard_at_its_iteration_and_the_writer_is_closed(tmp_path, fake_tensorboard):
+    """EventWriter.write (spcl/engine/events.py): every int or float scalar, and each entry of a list of numbers,
+    goes to TensorBoard at the iteration it was logged at (the x axis of every curve); a list holding anything
+    else is kept in metrics.json only. close() flushes and closes the writer, so that its thread and event file
+    end with the stage (a pipeline opens one writer per stage)."""
+    calls = fake_tensorboard.calls
     ev = EventWriter(str(tmp_path), "align")
     ev.write(5, {"loss_seg": 0.5, "num_pixels": 12, "names": ["road", 1.0], "IoU": [1.0, 2]})
     assert calls == [("align/loss_seg", 0.5, 5), ("align/num_pixels", 12, 5), ("align/IoU/00", 1.0, 5),
@@ -132,29 +123,12 @@ def test_each_number_goes_to_tensorboard_at_its_iteration_and_the_writer_is_clos
 
 
 def test_a_resumed_writer_keeps_the_records_up_to_the_checkpoint_and_skips_only_the_redone_evaluation(
-        tmp_path, monkeypatch):
+        tmp_path, fake_tensorboard):
     """EventWriter(resumed_at, redo_eval) (spcl/engine/events.py, class doc): metrics.json keeps the records up to
     the checkpoint's iteration and drops those after it (and a line cut short by a kill); with redo_eval the
     evaluation of that iteration is dropped too and, as TensorBoard still has it, not sent there again; TensorBoard
     hides the steps after the checkpoint (purge_step). Any other scalar of that iteration still goes to TensorBoard."""
-    calls, purge = [], []
-
-    class FakeWriter:
-        def __init__(self, folder, **kwargs):
-            purge.append(kwargs.get("purge_step"))
-
-        def add_scalar(self, tag, value, step):
-            calls.append((tag, value, step))
-
-        def flush(self):
-            pass
-
-        def close(self):
-            pass
-
-    import torch.utils.tensorboard as tb
-
-    monkeypatch.setattr(tb, "SummaryWriter", FakeWriter)
+    calls, purge = fake_tensorboard.calls, fake_tensorboard.purge_steps
     earlier = [{"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 0.5}, {"iteration": 2, "val/mIoU": 7.0},
                {"iteration": 3, "loss": 0.25}]
     (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in earlier) + '{"iterat')
