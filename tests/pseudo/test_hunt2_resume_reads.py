@@ -53,14 +53,20 @@ def test_a_resumed_pass_loads_only_the_batches_not_cached(tmp_path, tear):
     assert summary["num_images"] == 6
 
 
+def _run_killed_at_batch_2(tmp_path, K):
+    """The labelled batches of a run into `tmp_path` that a kill stopped at its batch 2 (a rerun resumes it)."""
+    batches = _labelled_batches(K, 8, 12, n=4)
+    with pytest.raises(Killed):
+        generate_pseudo_labels(DyingModel(K, at=2), _image_batches(batches, 1, []), str(tmp_path), K,
+                               torch.device("cpu"), resume_key=KEY)
+    return batches
+
+
 def test_a_load_that_gives_other_images_is_an_error(tmp_path):
     """`ImageBatches.load` must give the batches it was asked for: other images would be labelled under the names
     of the cached ones."""
     K, cpu = 4, torch.device("cpu")
-    batches = _labelled_batches(K, 8, 12, n=4)
-    with pytest.raises(Killed):
-        generate_pseudo_labels(DyingModel(K, at=2), _image_batches(batches, 1, []), str(tmp_path), K, cpu,
-                               resume_key=KEY)
+    batches = _run_killed_at_batch_2(tmp_path, K)
     wrong = _image_batches(batches, 1, [])
     shifted = ImageBatches(wrong.names, lambda numbers: wrong.load([n - 1 for n in numbers]))
     with pytest.raises(RuntimeError, match=r"gave a batch of \['img_0_leftImg8bit.png'\]; expected "
@@ -72,10 +78,7 @@ def test_a_load_that_gives_fewer_batches_than_asked_is_an_error(tmp_path):
     """`ImageBatches.load` must give every batch it was asked for: a load that stops early (the last batch missing)
     is named with both counts, not left to fail later on a cache file that was never written."""
     K, cpu = 4, torch.device("cpu")
-    batches = _labelled_batches(K, 8, 12, n=4)
-    with pytest.raises(Killed):
-        generate_pseudo_labels(DyingModel(K, at=2), _image_batches(batches, 1, []), str(tmp_path), K, cpu,
-                               resume_key=KEY)
+    batches = _run_killed_at_batch_2(tmp_path, K)
     whole = _image_batches(batches, 1, [])
     short = ImageBatches(whole.names, lambda numbers: whole.load(numbers)[:-1])
     with pytest.raises(RuntimeError, match=r"gave 2 batch\(es\); expected 3"):
