@@ -392,9 +392,9 @@ def test_the_main_process_writes_the_class_index_and_every_process_waits_for_it(
 
 def test_source_and_target_loaders_draw_distinct_shuffled_orders(tmp_path):
     """The train loader's stream is shuffled (each epoch a permutation of the set, not 0, 1, 2, …), and the source
-    and target loaders of one SEED draw distinct orders (docs/method.md "Random streams": seeded from SEED and the
-    stream's name, `spcl/data/build.py` `stream_seed`; the released code uses two independently shuffled
-    loaders), so source image i is not always paired with target image i."""
+    and target loaders of one SEED draw distinct orders (docs/method.md "Datasets", random streams: seeded from
+    SEED and the stream's name, `spcl/data/build.py` `stream_seed`; the released code uses two independently
+    shuffled loaders), so source image i is not always paired with target image i."""
     root = tmp_path / "data"
     rng = np.random.default_rng(0)
     n = 6
