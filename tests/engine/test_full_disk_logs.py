@@ -130,10 +130,12 @@ def _fill_the_disk(monkeypatch, gate=None, error=None):
     monkeypatch.setattr(gfile, "io", types.SimpleNamespace(open=full_disk_open))
 
 
-def _join_tensorboard_threads():
-    """Wait for TensorBoard's writer threads to end (a failed one calls the excepthook as it ends)."""
+def _join_tensorboard_threads(before):
+    """Wait for the TensorBoard writer threads started since `before` (a set of threads) to end: a failed one calls
+    the excepthook as it ends. Writers that earlier tests in this process left open are not waited for: each
+    would cost the whole timeout."""
     for t in threading.enumerate():
-        if type(t).__module__.startswith("tensorboard."):
+        if t not in before and type(t).__module__.startswith("tensorboard."):
             t.join(timeout=10)
 
 
@@ -146,6 +148,7 @@ def _tb_warnings(logger):
 def test_a_full_disk_turns_tensorboard_off_with_one_warning(tmp_path, monkeypatch, capsys, spcl_logger,
                                                             thread_errors, fills, error):
     pytest.importorskip("tensorboard")
+    before = set(threading.enumerate())
     if fills == "before the stage":
         _fill_the_disk(monkeypatch, error=error)
     ev = EventWriter(str(tmp_path), "align")  # returns: no exception for the caller
@@ -168,7 +171,7 @@ def test_a_full_disk_turns_tensorboard_off_with_one_warning(tmp_path, monkeypatc
             ev.write(it, {"loss": float(it), "IoU": [0.5] * 19}, prefix="val/" if it == 5 else "")
         iterations = [1, 2, 3, 4, 5]
     ev.close()
-    _join_tensorboard_threads()
+    _join_tensorboard_threads(before)
 
     assert ev.tb is None
     assert thread_errors == []  # the writer thread's error was not printed as a traceback
