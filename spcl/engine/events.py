@@ -35,10 +35,11 @@ def scalar_tags(key: str, values: Sequence, class_names: Optional[Sequence[str]]
         from spcl.data.labels import class_names as cityscapes_names
 
         names = cityscapes_names(len(values))
-    tags = [_tag_safe(n) for n in names] if names is not None else []
-    if names is None or len(set(tags)) != len(tags):  # names that are one tag once cleaned ('a b', 'a/b'): indices
-        return [f"{key}/{i:02d}" for i in range(len(values))]
-    return [f"{key}/{t}" for t in tags]
+    if names is not None:
+        tags = [_tag_safe(n) for n in names]
+        if len(set(tags)) == len(tags):  # distinct once cleaned: 'a b' and 'a/b' would be one tag
+            return [f"{key}/{t}" for t in tags]
+    return [f"{key}/{i:02d}" for i in range(len(values))]
 
 
 def _tag_safe(name: str) -> str:
