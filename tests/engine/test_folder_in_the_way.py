@@ -39,6 +39,37 @@ def test_make_folder_makes_parents_or_raises_naming_the_file(tmp_path, afile):
     assert open(afile).read() == "keep me"
 
 
+
+def test_a_folder_that_cannot_be_written_is_named_before_anything_is_made(tmp_path, monkeypatch):
+    """Without write and search permission on the nearest existing folder nothing can be made in it. (Tests run
+    as root, which os.access never refuses: the permission is simulated; a folder writable but not searchable
+    is refused too.)"""
+    import spcl.utils.io as io_mod
+
+    monkeypatch.setattr(io_mod.os, "access", lambda path, mode: not mode & os.X_OK)
+    folder = str(tmp_path / "a" / "b")
+    with pytest.raises(PermissionError) as raised:
+        make_folder(folder, "X")
+    assert raised.value.strerror == (f"X {folder} cannot be written: {tmp_path} is read-only to this user (no "
+                                     "permission, or a read-only file system); give a folder you can write to")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_the_disk_has_no_room_for_says_so(tmp_path, monkeypatch):
+    import errno
+
+    def makedirs(path, exist_ok=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    folder = str(tmp_path / "a")
+    with pytest.raises(OSError) as raised:
+        make_folder(folder, "X")
+    assert raised.value.strerror == (f"X {folder} cannot be made (No space left on device) (disk full or quota "
+                                     "reached?): give a folder you can write to")
+    assert raised.value.errno == errno.ENOSPC
+
+
 def test_atomic_write_under_a_file_names_the_target_and_the_file(afile):
     target = os.path.join(afile, "index.json")
     with pytest.raises(NotADirectoryError, match=f"^cannot write class index {target}: its folder {afile} is a "
