@@ -104,6 +104,21 @@ def test_a_log_folder_that_cannot_be_made_is_given_up_with_one_warning(tmp_path,
     assert all(f"line {i}" in out for i in range(3)), out
 
 
+def test_a_message_that_cannot_be_formatted_is_reported_as_logging_does_and_the_file_stays(tmp_path, capsys,
+                                                                                           spcl_logger):
+    """Only an OSError gives the log file up: a bug in a message (a format that does not fit its arguments) is
+    printed as logging prints it, and later lines still reach the file."""
+    setup_logger(str(tmp_path / "run"))
+    spcl_logger.info("%d apples", "three")  # returns: logging reports it, the caller goes on
+    spcl_logger.info("the next line")
+    fh = next(h for h in spcl_logger.handlers if isinstance(h, _LazyFileHandler))
+    assert not fh.unwritable
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "cannot write log file" not in err
+    with open(tmp_path / "run" / "log.txt") as f:
+        assert "the next line" in f.read()
+
+
 # --------------------------------------------------------------------------- TensorBoard
 @pytest.fixture
 def thread_errors(monkeypatch):
