@@ -270,3 +270,36 @@ def test_a_file_that_is_no_checkpoint_says_so(tmp_path, content, says):
     with pytest.raises(pickle.UnpicklingError) as e:
         load_checkpoint(str(path))
     assert str(e.value) == says
+
+
+def test_a_legacy_non_zip_checkpoint_loads_whole_even_when_mapping_is_asked(tmp_path):
+    """torch.save(_use_new_zipfile_serialization=False) writes a bare pickle (it starts with b"\\x80"), which
+    torch.load cannot map: `mmap=True` reads it whole instead."""
+    path = tmp_path / "old.pth"
+    weight = torch.arange(6.0).view(2, 3)
+    torch.save({"w": weight, "iteration": 4}, str(path), _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    for mmap in (False, True):
+        data = load_checkpoint(str(path), mmap=mmap)
+        assert data["iteration"] == 4 and torch.equal(data["w"], weight)
+
+
+def test_loading_a_trusted_file_with_full_pickle_is_a_warning(payload_file, monkeypatch):
+    import logging
+
+    evil, _ = payload_file
+    monkeypatch.setenv(TRUST_ENV, "1")
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("spcl")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        load_checkpoint(evil)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [r.levelno for r in records] == [logging.WARNING]
+    assert records[0].getMessage().startswith(f"loading {evil} with full pickle, which runs code from the file")
