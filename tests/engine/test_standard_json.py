@@ -36,6 +36,13 @@ def test_written_files_parse_as_standard_json(tmp_path):
     assert strict_load(path.read_text()) == {"IoU": [50.0, None], "mIoU": None}
 
 
+def test_written_files_list_their_keys_sorted_one_per_line_and_end_with_a_newline(tmp_path):
+    """Two runs' records diff line by line whatever order their dicts were built in."""
+    path = tmp_path / "m.json"
+    atomic_write_json({"b": {"d": 1, "c": 2}, "a": 3}, str(path))
+    assert path.read_text() == '{\n  "a": 3,\n  "b": {\n    "c": 2,\n    "d": 1\n  }\n}\n'
+
+
 def test_a_stage_that_scored_nan_reads_back_as_nan(tmp_path):
     """A rerun of a finished pipeline reads each stage's metrics from its manifest: nulls are NaN there, so
     the summary of a test set without labels says so instead of failing on None."""
