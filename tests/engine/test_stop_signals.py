@@ -379,3 +379,29 @@ def test_processes_started_by_torchrun_end_with_it(torchrun, monkeypatch):
         monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     assert launch_module.init_distributed() is False
     assert asked == ([signal.SIGTERM] if torchrun else [])
+
+
+def test_a_signal_given_as_a_number_is_refused_by_name():
+    """SOLVER.STOP_SIGNALS names signals: a number (`[15]`) is an unknown name, not a TypeError."""
+    with pytest.raises(ValueError, match=r"^15 is not a signal name \(e\.g\. SIGTERM, SIGUSR1\)$"):
+        signal_numbers([15])
+
+
+def test_a_stage_run_in_a_thread_leaves_the_signals_alone():
+    """Python sets handlers only from the main thread: elsewhere StopOnSignal changes nothing and still works."""
+    import threading
+
+    before = signal.getsignal(signal.SIGUSR1)
+    seen = []
+
+    def stage():
+        try:
+            with StopOnSignal([signal.SIGUSR1]) as stop:
+                seen.append((stop.requested(), signal.getsignal(signal.SIGUSR1)))
+        except Exception as e:  # noqa: BLE001 - reported to the test below
+            seen.append(e)
+
+    t = threading.Thread(target=stage)
+    t.start()
+    t.join()
+    assert seen == [(0, before)]
