@@ -148,3 +148,110 @@ def test_a_file_system_without_flock_warns_and_runs_unguarded(tmp_path, monkeypa
         logging.getLogger("spcl").removeHandler(handler)
     assert seen == [f"cannot lock {tmp_path / LOCK} ([Errno 37] No locks available): nothing stops a second run "
                     "from writing into this folder"]
+
+
+def test_a_holder_that_wrote_no_line_is_named_as_another_process(tmp_path):
+    """A lock taken by something that did not write the holder line (an older version, another tool): the
+    error and `held_by` still say the folder is in use, and name no one."""
+    import fcntl
+
+    from spcl.utils.run_lock import held_by
+
+    folder = str(tmp_path)
+    with open(os.path.join(folder, LOCK), "a+") as other:  # another open file: flock refuses it to run_lock too
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert held_by(folder) == "another process"
+        with pytest.raises(RunInUse, match=rf"^OUTPUT_DIR {folder} is in use by another run \(another process\): "
+                                           r"two runs writing one folder would mix their files\. Wait for it to "
+                                           r"end, or choose another OUTPUT_DIR$"):
+            with run_lock(folder):
+                pass
+        with pytest.raises(RunInUse, match=r"\(another process\).* or choose another --output$"):
+            with run_lock(folder, "--output"):
+                pass
+    assert held_by(folder) == ""
+    with run_lock(folder):
+        assert held_by(folder).startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
+
+
+def test_held_by_creates_nothing_and_says_nobody_for_a_folder_that_is_not_one(tmp_path):
+    from spcl.utils.run_lock import held_by
+
+    assert held_by(str(tmp_path / "missing")) == "" and not os.path.exists(tmp_path / "missing")
+    (tmp_path / "afile").write_text("x")
+    assert held_by(str(tmp_path / "afile")) == ""  # NotADirectoryError: nobody holds it
+
+
+def test_the_lock_file_holds_one_line_naming_the_current_holder(tmp_path):
+    """The line of an earlier holder is replaced, not appended to."""
+    with open(tmp_path / LOCK, "w") as f:
+        f.write("pid 1 on an-old-host since 2020-01-01 00:00:00 UTC, and a longer line than the new one\n")
+    with run_lock(str(tmp_path)):
+        with open(tmp_path / LOCK) as f:
+            lines = f.read().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
+
+
+def test_a_system_without_flock_warns_and_runs_unguarded(tmp_path, monkeypatch):
+    """No fcntl module (Windows): one warning, the block runs, and nothing is written."""
+    import logging
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError
+    seen = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("spcl").addHandler(handler)
+    ran = []
+    try:
+        with run_lock(str(tmp_path / "run")):
+            ran.append(True)
+    finally:
+        logging.getLogger("spcl").removeHandler(handler)
+    assert ran == [True] and not os.path.exists(tmp_path / "run")
+    assert seen == [f"cannot lock {tmp_path / 'run' / LOCK} (no flock on this system): nothing stops a second run "
+                    "from writing into this folder"]
+
+
+def test_another_reader_of_the_lock_is_no_holder(tmp_path):
+    """held_by takes a shared lock to look: another process looking at the same moment (a shared lock) is not a
+    run in the folder."""
+    import fcntl
+
+    from spcl.utils.run_lock import held_by
+
+    with open(tmp_path / LOCK, "w") as looking:
+        fcntl.flock(looking.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert held_by(str(tmp_path)) == ""
+
+
+@pytest.mark.parametrize("ends", ["normally", "with an error"])
+def test_a_file_opened_after_the_lock_is_released_is_left_alone_in_forked_children(tmp_path, ends):
+    """Forked children point the inherited lock descriptors at /dev/null (see _release_in_child); once the run has
+    released the lock its descriptor number is free, and a file that later gets that number must reach children."""
+    from spcl.utils import run_lock as run_lock_module
+
+    with contextlib.suppress(KeyError):
+        with run_lock(str(tmp_path / "run")):
+            (fd,) = run_lock_module._HELD
+            if ends == "with an error":
+                raise KeyError("boom")
+    data = tmp_path / "data.txt"
+    data.write_text("the file's own bytes")
+    opened = os.open(data, os.O_RDONLY)
+    if opened != fd:  # the file now has the number the lock had
+        os.dup2(opened, fd)
+        os.close(opened)
+    try:
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child reports what it reads from that number
+            try:
+                os.write(w, os.read(fd, 100) or b"<nothing>")
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.waitpid(child, 0)
+        assert os.read(r, 100) == b"the file's own bytes"
+        os.close(r)
+    finally:
+        os.close(fd)
