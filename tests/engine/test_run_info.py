@@ -101,3 +101,95 @@ def test_the_record_names_the_cpu_and_the_kernels_torch_picked(tmp_path):
     write_run_info(get_cfg(), str(tmp_path))
     env = open(tmp_path / "env.txt").read()
     assert f"cpu: {cpu_model()}, torch cpu capability: {torch.backends.cpu.get_cpu_capability()}\n" in env
+
+
+def test_default_device_is_the_local_ranks_gpu_modulo_the_gpus_else_the_cpu(monkeypatch):
+    from spcl.utils import env as env_mod
+
+    monkeypatch.setattr(env_mod.torch.cuda, "is_available", lambda: False)
+    assert env_mod.default_device() == torch.device("cpu")
+    monkeypatch.setattr(env_mod.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(env_mod.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # 4 processes on a node with 2 GPUs
+    assert env_mod.default_device() == torch.device("cuda", 1)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert env_mod.default_device() == torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("flags, has", [("fpu avx2 avx512f", False), ("fpu avx512_bf16", True),
+                                        ("fpu amx_bf16 amx_tile", True), (None, True)])
+def test_bf16_units_are_read_from_the_cpu_flags(monkeypatch, flags, has):
+    """Unknown (no /proc/cpuinfo): True, so no warning is given on a platform it cannot tell."""
+    import io
+
+    from spcl.utils import env as env_mod
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/cpuinfo"
+        if flags is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+
+    monkeypatch.setattr(env_mod, "open", fake_open, raising=False)
+    assert env_mod.cpu_has_bf16_units() is has
+
+
+def test_peak_memory_is_the_max_resident_set_on_the_cpu_and_the_allocators_peak_on_a_gpu_in_mib(monkeypatch):
+    """Linux's ru_maxrss is in KiB, torch.cuda.max_memory_allocated in bytes."""
+    import types
+
+    from spcl.utils import env as env_mod
+
+    monkeypatch.setattr(env_mod.resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=3 * 1024))
+    assert env_mod.peak_memory_mb(torch.device("cpu")) == 3.0
+    monkeypatch.setattr(env_mod.torch.cuda, "max_memory_allocated", lambda device: 5 * 2**20)  # bytes
+    assert env_mod.peak_memory_mb(torch.device("cuda", 0)) == 5.0
+
+
+def test_seed_all_seeds_python_numpy_and_torch():
+    """numpy takes seeds below 2**32: a larger SEED is taken modulo 2**32."""
+    import random
+
+    import numpy as np
+
+    from spcl.utils.env import seed_all
+
+    seed = 2**32 + 2**31 + 5
+    seed_all(seed)
+    drawn = random.random(), np.random.rand(), torch.rand(1).item()
+    assert drawn[0] == random.Random(seed).random()
+    assert drawn[1] == np.random.RandomState(2**31 + 5).rand()
+    assert drawn[2] == torch.rand(1, generator=torch.Generator().manual_seed(seed)).item()
+
+
+def test_git_describe_marks_local_changes_and_says_unknown_without_git(monkeypatch):
+    import types
+
+    from spcl.utils import env as env_mod
+
+    out = {"rev-parse": "abc123\n", "status": " M spcl/x.py\n"}
+    monkeypatch.setattr(env_mod.subprocess, "run",
+                        lambda cmd, **kw: types.SimpleNamespace(stdout=out[cmd[1]]))
+    assert env_mod.git_describe() == "abc123-dirty"
+    out["status"] = ""
+    assert env_mod.git_describe() == "abc123"
+    out["rev-parse"] = ""  # not a git checkout: git says nothing on stdout
+    assert env_mod.git_describe() == "unknown"
+
+    def no_git(cmd, **kw):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(env_mod.subprocess, "run", no_git)
+    assert env_mod.git_describe() == "unknown"
+
+
+def test_the_record_names_the_processes_the_commit_and_the_command(tmp_path, monkeypatch):
+    import sys
+
+    from spcl.utils import env as env_mod
+
+    monkeypatch.setattr(env_mod, "git_describe", lambda: "abc123-dirty")
+    monkeypatch.setattr(sys, "argv", ["tools/train.py", "--config", "configs/toy.yaml"])
+    lines = env_mod.collect_env().splitlines()
+    assert "processes: 1" in lines and "git: abc123-dirty" in lines
+    assert "command: tools/train.py --config configs/toy.yaml" in lines
