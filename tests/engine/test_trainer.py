@@ -501,3 +501,34 @@ def test_a_resumed_align_takes_its_prototypes_from_the_checkpoint_not_the_file(t
     second = AlignTrainer(cfg, out, CPU)
     assert second.checkpointer.resume(second.resume_from) == 1
     assert torch.equal(second.bank.prototypes, saved)
+
+
+def test_the_periodic_evaluation_follows_the_test_keys(toy_root, tmp_path, monkeypatch):
+    """The stage's target-val evaluation is the test protocol of the config, as tools/test.py runs it:
+    the first TEST.NUM_IMAGES images, TEST.SCALES, TEST.FLIP, sliding windows (TEST.SLIDING) and the
+    SOLVER.AMP dtype; the set is read once however often the stage evaluates."""
+    import spcl.engine.trainer as trainer_module
+
+    seen = []
+
+    def spy(model, loader, num_classes, device, scales, flip, **kwargs):
+        seen.append((loader, [item[0] for item in loader.dataset.items], scales, flip, kwargs))
+        return {"mIoU": 1.0}
+
+    monkeypatch.setattr(trainer_module, "run_inference", spy)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "TEST.NUM_IMAGES", "2", "TEST.SCALES", "[0.5, 1.0]", "TEST.FLIP", "True",
+                   "TEST.SLIDING", "True", "SOLVER.AMP", "bf16")
+    trainer = SourceOnlyTrainer(cfg, None, CPU)
+    trainer.evaluate()
+    trainer.evaluate()
+    (loader, images, scales, flip, kwargs), again = seen
+    whole = trainer_module.build_dataset(cfg, cfg.DATASETS.TEST, train=False).items
+    assert len(whole) == 4 and images == [image for image, _ in whole[:2]]
+    assert list(scales) == [0.5, 1.0] and flip is True
+    assert kwargs["amp_dtype"] == torch.bfloat16 and kwargs["logits_fn"] is not None
+    assert again[0] is loader
+    plain = SourceOnlyTrainer(tiny_cfg(toy_root, str(tmp_path)), None, CPU)
+    plain.evaluate()
+    _, images, scales, flip, kwargs = seen[-1]
+    assert len(images) == 4 and list(scales) == [1.0] and flip is False
+    assert kwargs["amp_dtype"] is None and kwargs["logits_fn"] is None
