@@ -532,3 +532,46 @@ def test_the_periodic_evaluation_follows_the_test_keys(toy_root, tmp_path, monke
     _, images, scales, flip, kwargs = seen[-1]
     assert len(images) == 4 and list(scales) == [1.0] and flip is False
     assert kwargs["amp_dtype"] is None and kwargs["logits_fn"] is None
+
+
+def test_each_log_record_holds_the_means_of_its_own_window_and_the_last_iteration_is_logged(toy_root, tmp_path,
+                                                                                           monkeypatch, spcl_log):
+    """SOLVER.LOG_PERIOD 2 over 5 iterations: records at iterations 2, 4 and 5 (the last one, though the period
+    does not divide it), each the mean of the losses since the record before (scripted loss 1, 2, …, 5); the lr
+    of the iteration's poly step with the head's at SOLVER.HEAD_LR_FACTOR × it; s/it and the eta from a clock
+    that advances 10 s per reading (eta = s/it × the iterations left). Modules left in eval mode by a caller
+    train in train mode."""
+    import json
+    import types
+
+    import spcl.engine.trainer as trainer_module
+
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    real = SourceOnlyTrainer.run_step
+    modes = []
+
+    def scripted(self, batch):
+        modes.append(self.model.training)
+        return {**real(self, batch), "loss_seg": float(self.iteration + 1)}
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", scripted)
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(toy_root, out, "SOURCE_ONLY.STOP_ITER", "5", "SOLVER.LOG_PERIOD", "2", "SOLVER.HEAD_LR_FACTOR",
+                   "10.0", "SOLVER.CHECKPOINT_PERIOD", "0", "DATASETS.PREFLIGHT", "False")
+    trainer = SourceOnlyTrainer(cfg, out, CPU)
+    trainer.model_without_ddp.eval()
+    trainer.train()
+    assert modes == [True] * 5
+    with open(os.path.join(out, "metrics.json")) as f:
+        rows = [r for r in map(json.loads, f) if "loss_seg" in r]
+    assert [r["iteration"] for r in rows] == [2, 4, 5]
+    assert [r["loss_seg"] for r in rows] == [1.5, 3.5, 5.0]
+    for r in rows:
+        lr = cfg.SOURCE_ONLY.BASE_LR * (1 - (r["iteration"] - 1) / cfg.SOURCE_ONLY.MAX_ITER) ** cfg.SOLVER.LR_POWER
+        assert r["lr"] == pytest.approx(lr, rel=1e-12) and r["lr_head"] == pytest.approx(10 * lr, rel=1e-12)
+    # clock readings 0 (start), then 10, 20, 30 at the three records: 10/2, 20/4, 30/5 s per iteration
+    assert [r["sec_per_iter"] for r in rows] == [5.0, 5.0, 6.0]
+    lines = [line for line in spcl_log.text.splitlines() if "[source_only] iter " in line]
+    assert [line.split("s/it  eta: ")[1].split()[0] for line in lines] == ["0:00:15", "0:00:05", "0:00:00"]
+    assert [line.split("iter ")[1].split()[0] for line in lines] == ["2/5", "4/5", "5/5"]
