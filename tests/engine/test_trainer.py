@@ -575,3 +575,38 @@ def test_each_log_record_holds_the_means_of_its_own_window_and_the_last_iteratio
     lines = [line for line in spcl_log.text.splitlines() if "[source_only] iter " in line]
     assert [line.split("s/it  eta: ")[1].split()[0] for line in lines] == ["0:00:15", "0:00:05", "0:00:00"]
     assert [line.split("iter ")[1].split()[0] for line in lines] == ["2/5", "4/5", "5/5"]
+
+
+def test_the_stage_config_record_names_what_made_its_checkpoints(toy_root, tmp_path):
+    """train() records the config in the stage folder (spcl.utils.env.write_run_info): a stage resumed from
+    its checkpoint with an allowed change keeps config.yaml, the config that made that checkpoint, and writes
+    the new one beside it; a stage that starts afresh where an earlier attempt made nothing (a config.yaml
+    alone) takes config.yaml for its own config and keeps the unused one as config_unused_<time>.yaml."""
+    from spcl.utils.env import write_run_info
+
+    out = str(tmp_path / "resumed")
+    first = tiny_cfg(toy_root, out, "DATASETS.PREFLIGHT", "False")
+    SourceOnlyTrainer(first, out, CPU).train()
+    os.remove(os.path.join(out, "checkpoints", "model_final.pth"))  # resume from iteration 2
+    changed = tiny_cfg(toy_root, out, "DATASETS.PREFLIGHT", "False", "SOURCE_ONLY.BASE_LR", "0.02",
+                       "PIPELINE.ALLOW_CONFIG_CHANGE", "True")
+    second = SourceOnlyTrainer(changed, out, CPU)
+    assert second.resume_from.endswith("model_0000002.pth")
+    second.train()
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert f.read() == first.dump()
+    beside = [n for n in os.listdir(out) if n.startswith("config_")]
+    assert len(beside) == 1 and not beside[0].startswith("config_unused_")
+    with open(os.path.join(out, beside[0])) as f:
+        assert f.read() == changed.dump()
+
+    out = str(tmp_path / "fresh")
+    unused = tiny_cfg(toy_root, out, "DATASETS.PREFLIGHT", "False", "SOURCE_ONLY.STOP_ITER", "1")
+    write_run_info(unused, out)
+    cfg = tiny_cfg(toy_root, out, "DATASETS.PREFLIGHT", "False", "SOURCE_ONLY.STOP_ITER", "1", "SOURCE_ONLY.BASE_LR",
+                   "0.02")
+    SourceOnlyTrainer(cfg, out, CPU).train()
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert f.read() == cfg.dump()
+    beside = [n for n in os.listdir(out) if n.startswith("config_")]
+    assert len(beside) == 1 and beside[0].startswith("config_unused_")
