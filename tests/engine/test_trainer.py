@@ -610,3 +610,25 @@ def test_the_stage_config_record_names_what_made_its_checkpoints(toy_root, tmp_p
         assert f.read() == cfg.dump()
     beside = [n for n in os.listdir(out) if n.startswith("config_")]
     assert len(beside) == 1 and beside[0].startswith("config_unused_")
+
+
+def test_model_weights_initialise_a_fresh_stage_and_are_not_read_on_resume(toy_root, tmp_path):
+    """MODEL.WEIGHTS is loaded when the stage starts afresh; a stage that resumes takes its weights from the
+    checkpoint and does not read MODEL.WEIGHTS again (here deleted after the checkpoint was written)."""
+    weights = str(tmp_path / "init.pth")
+    state = SourceOnlyTrainer(tiny_cfg(toy_root, str(tmp_path / "x")), None, CPU).model_without_ddp.state_dict()
+    state = {k: (v + 0.5 if v.is_floating_point() else v) for k, v in state.items()}
+    torch.save({"model": state}, weights)
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(toy_root, out, "MODEL.WEIGHTS", weights)
+    first = SourceOnlyTrainer(cfg, out, CPU)
+    loaded = first.model_without_ddp.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+    first.run_step(_batch(first))
+    first.checkpointer.save("model_0000001", 1)
+    trained = copy.deepcopy(first.model_without_ddp.state_dict())
+    os.remove(weights)
+    second = SourceOnlyTrainer(cfg, out, CPU)
+    assert second.checkpointer.resume(second.resume_from) == 1
+    resumed = second.model_without_ddp.state_dict()
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained)
