@@ -632,3 +632,47 @@ def test_model_weights_initialise_a_fresh_stage_and_are_not_read_on_resume(toy_r
     assert second.checkpointer.resume(second.resume_from) == 1
     resumed = second.model_without_ddp.state_dict()
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)
+
+
+@pytest.mark.parametrize("stop", ["ctrl_c", "signal"])
+def test_a_stage_stopped_in_training_leaves_tensorboard_with_every_record_so_far(stop, toy_root, tmp_path,
+                                                                                  monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) in iteration 3, or a stop signal after iteration 2: the stage's EventWriter is
+    closed (metrics.json fsynced, TensorBoard flushed) before the error leaves the stage, once, and its event
+    file holds the records of iterations 1 and 2, as metrics.json does."""
+    import json
+    import signal
+
+    from conftest import tb_scalars
+    from spcl.engine.events import EventWriter
+    from spcl.utils.signals import Preempted
+
+    real = SourceOnlyTrainer.run_step
+
+    def step(self, batch):
+        if stop == "ctrl_c" and self.iteration == 2:
+            raise KeyboardInterrupt
+        logs = real(self, batch)
+        if stop == "signal" and self.iteration == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return logs
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", step)
+    closed = []
+    real_close = EventWriter.close
+
+    def close(self, *args):
+        closed.append(self.folder)
+        return real_close(self, *args)
+
+    monkeypatch.setattr(EventWriter, "close", close)
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(toy_root, out, "SOURCE_ONLY.STOP_ITER", "5", "SOLVER.CHECKPOINT_PERIOD", "0",
+                   "SOLVER.STOP_SIGNALS", "['SIGUSR1']", "DATASETS.PREFLIGHT", "False")
+    with pytest.raises(KeyboardInterrupt if stop == "ctrl_c" else Preempted):
+        SourceOnlyTrainer(cfg, out, CPU).train()
+    assert closed == [out]
+    with open(os.path.join(out, "metrics.json")) as f:
+        logged = [r["loss_seg"] for r in map(json.loads, f)]
+    assert len(logged) == 2
+    assert tb_scalars(os.path.join(out, "tb"))["source_only/loss_seg"] == pytest.approx(logged, rel=1e-6)
