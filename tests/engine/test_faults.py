@@ -611,3 +611,23 @@ def test_diverged_weights_are_neither_evaluated_nor_kept_as_the_best(toy_root, t
         run_pipeline(tiny_cfg(toy_root, out, *OPTS, "SOLVER.EVAL_PERIOD", "2", "SOLVER.LOG_PERIOD", "5",
                               "PIPELINE.HANDOFF", "best"))
     assert not os.path.exists(os.path.join(out, "0_source_only", "checkpoints", "model_best.pth"))
+
+
+def test_diverged_weights_are_not_saved_by_a_periodic_checkpoint(toy_root, tmp_path, monkeypatch):
+    """Weights turned NaN in iteration 2, whose checkpoint is due (and whose log, the other check, is not): the
+    stage stops naming iteration 2 and writes no model_0000002.pth, so a rerun resumes from good weights."""
+    real = SourceOnlyTrainer.run_step
+
+    def nan_in_2(self, batch):
+        logs = real(self, batch)
+        if self.iteration == 1:
+            with torch.no_grad():
+                next(self.modules["model"].parameters()).fill_(float("nan"))
+        return logs
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", nan_in_2)
+    out = str(tmp_path)
+    with pytest.raises(DivergenceError, match="non-finite weights in 'model' at iteration 2"):
+        run_stage(tiny_cfg(toy_root, out, *OPTS, "SOLVER.LOG_PERIOD", "5"), "source_only", out)
+    folder = os.path.join(out, "checkpoints")
+    assert not os.path.isdir(folder) or not [f for f in os.listdir(folder) if f.endswith(".pth")]
