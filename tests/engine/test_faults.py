@@ -631,3 +631,21 @@ def test_diverged_weights_are_not_saved_by_a_periodic_checkpoint(toy_root, tmp_p
         run_stage(tiny_cfg(toy_root, out, *OPTS, "SOLVER.LOG_PERIOD", "5"), "source_only", out)
     folder = os.path.join(out, "checkpoints")
     assert not os.path.isdir(folder) or not [f for f in os.listdir(folder) if f.endswith(".pth")]
+
+
+def test_a_non_finite_diagnostic_does_not_stop_the_stage(toy_root, tmp_path, monkeypatch):
+    """Only the losses are checked for divergence: a logged diagnostic that is not a loss (here a gradient ratio
+    whose denominator was zero) may be NaN or infinite; the stage goes on and metrics.json holds it as null."""
+    real = SourceOnlyTrainer.run_step
+
+    def step(self, batch):
+        logs = real(self, batch)
+        return {**logs, "grad_ratio_src": float("nan") if self.iteration == 1 else float("inf")}
+
+    monkeypatch.setattr(SourceOnlyTrainer, "run_step", step)
+    out = str(tmp_path)
+    result = run_stage(tiny_cfg(toy_root, out, *OPTS, "SOURCE_ONLY.STOP_ITER", "3"), "source_only", out)
+    assert result["iteration"] == 3
+    with open(os.path.join(out, "metrics.json")) as f:
+        rows = [r for r in map(json.loads, f) if "loss_seg" in r]
+    assert [(r["iteration"], r["grad_ratio_src"]) for r in rows] == [(1, None), (2, None), (3, None)]
