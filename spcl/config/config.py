@@ -182,7 +182,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):  # `? [a, b]`: PyYAML's own construct_mapping refuses an unhashable key
+                continue
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice in one mapping (first at line {seen[key] + 1}); YAML "
                     "would keep only the last: merge them", key_node.start_mark)

@@ -649,6 +649,16 @@ def test_a_key_given_twice_in_a_file_is_refused(tmp_path, text, key, first, line
     assert cfg.SOLVER.AMP == "bf16" and cfg.SOLVER.MOMENTUM == 0.8
 
 
+def test_a_key_that_is_a_list_is_one_line_naming_the_file(tmp_path):
+    """`? [a, b]` (a YAML key that is a list) used to end in `TypeError: unhashable type: 'list'` from the check
+    for keys given twice, with no file named."""
+    path = _write(tmp_path / "k.yaml", "? [a, b]\n: 1\n")
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    assert _one_line_error(e) == (f"config file {path} is not valid YAML: line 1, column 3: found unhashable key "
+                                  "(while constructing a mapping started at line 1, column 1)")
+
+
 def test_an_unknown_key_in_the_wrong_case_in_yaml(tmp_path):
     path = _write(tmp_path / "case.yaml", "MODEL:\n  freeze_bn: false\n")
     with pytest.raises(KeyError) as e:
