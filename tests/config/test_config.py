@@ -351,6 +351,7 @@ def test_method_merge_from_list_checks_keys():
     ("SOLVR:\n  AMP: bf16\n", "SOLVR", "SOLVER"),  # misspelt section
     ("LOSS:\n  CONTRST:\n    WEIGHT: 2.0\n", "LOSS.CONTRST", "LOSS.CONTRAST"),  # misspelt inner section
     ("PROTOTYPES:\n  ALPHA: 0.5\n", "PROTOTYPES", "PROTOTYPE"),
+    ("DATA:\n  DATA_DIR: x\n", "DATA", "DATASETS"),  # no close last part: the closest full key
 ])
 def test_unknown_key_in_yaml_suggests_closest(tmp_path, text, unknown, suggestion):
     path = _write(tmp_path / "typo.yaml", text)
@@ -562,6 +563,11 @@ def test_a_section_left_empty_in_yaml_holds_no_keys(tmp_path):
     # the wrong case
     ("MODEL.freeze_bn", ["MODEL.FREEZE_BN"]), ("model.backbone", ["MODEL.BACKBONE"]), ("seed", ["SEED"]),
     ("model.backbnoe", ["MODEL.BACKBONE"]),
+    # the last part exactly under another section wins over a sibling that merely looks alike
+    ("LOSS.TEMPERATURE", ["LOSS.CONTRAST.TEMPERATURE"]),  # not LOSS.SOURCE_TEMPERATURE
+    ("PSEUDO_DIR", ["DATASETS.PSEUDO_DIR"]),  # not a key of section PSEUDO
+    ("ALIGNN.BASE_LRR", ["ALIGN.BASE_LR"]),  # both parts misspelt: of the close last parts, the close section's
+    ("LOSS.CONTRAST_WEIGHT", ["LOSS.CONTRAST.WEIGHT"]),  # no close last part: the closest full key
 ])
 def test_an_unknown_key_suggests_keys_of_other_sections_and_upper_case(key, suggestions):
     with pytest.raises(KeyError) as e:
@@ -571,7 +577,7 @@ def test_an_unknown_key_suggests_keys_of_other_sections_and_upper_case(key, sugg
     assert str(e.value) == f"unknown config key '{key}' on the command line; did you mean {said}?"
 
 
-@pytest.mark.parametrize("key,section", [("SOLVR", "SOLVER"), ("DATASET.TOY", "DATASETS.TOY"),
+@pytest.mark.parametrize("key,section", [("SOLVR", "SOLVER"), ("DATASET.TOY", "DATASETS.TOY"), ("PSEUD", "PSEUDO"),
                                          ("LOSS.CONTRST", "LOSS.CONTRAST"), ("SOLVER.ALIGN", "ALIGN")])
 def test_a_section_suggested_for_a_value_is_said_as_its_keys(key, section):
     """A key given a value is never told a section's name alone (following that gave "is a section, not a
