@@ -701,6 +701,40 @@ def test_a_yaml_syntax_error_in_the_file_itself_names_it(tmp_path):
                                   "character 'q' (while scanning a double-quoted scalar started at line 2, column 7)")
 
 
+def test_a_control_character_in_a_config_is_one_line_naming_the_file(tmp_path):
+    """PyYAML's reader error has no `problem` (nor line and column): its own text, made one line."""
+    path = _write(tmp_path / "ctl.yaml", "SEED: 1\x07\n")
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    message = _one_line_error(e)
+    assert message.startswith(f"config file {path} is not valid YAML: unacceptable character #x0007")
+    assert "None" not in message
+
+
+def test_an_empty_config_file_holds_no_keys(tmp_path):
+    """An empty file (or one of comments only) is YAML's null: no keys, the defaults."""
+    for text in ("", "# nothing set yet\n"):
+        assert load_config(_write(tmp_path / "empty.yaml", text)) == load_config()
+
+
+@pytest.mark.parametrize("text,got", [("- SEED\n- 1\n", "list"), ("resnet18\n", "str")])
+def test_a_config_that_is_not_a_mapping_names_the_file(tmp_path, text, got):
+    path = _write(tmp_path / "list.yaml", text)
+    with pytest.raises(ValueError) as e:
+        load_config(path)
+    assert _one_line_error(e) == f"config file {path} must hold a mapping of keys, got {got}"
+
+
+def test_a_missing_relative_config_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A relative path is read from the current directory, which the message names (spcl/utils/io.py
+    where_read): a tool run from another folder than the user thinks."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        load_config(os.path.join("configs", "nope.yaml"))
+    assert _one_line_error(e) == (f"config file not found: {os.path.join('configs', 'nope.yaml')}, read relative to "
+                                  f"the current directory {os.getcwd()}")
+
+
 def test_a_config_that_is_not_utf8_names_the_file(tmp_path):
     path = tmp_path / "bin.yaml"
     path.write_bytes(b"SEED: 1\n\xff\xfe\n")
