@@ -490,6 +490,9 @@ def test_an_unknown_pipeline_stage_is_refused_when_the_config_loads():
     ("INPUT.TEST_SIZE", "512", "INPUT.TEST_SIZE: expected a list, got 512 (from the command line)"),
     ("OUTPUT_DIR", "None", 'OUTPUT_DIR: expected a string, got an empty value (from the command line); write "" for '
                            "the empty string"),
+    ("SEED", "None", "SEED: expected an int, got an empty value (from the command line)"),  # no 'write ""' hint
+    ("ALIGN.BASE_LR", "True", "ALIGN.BASE_LR: expected a float, got True (from the command line)"),  # a bool is no int
+    ("SEED", "[1, x]", "SEED: expected an int, got '[1, x]' (from the command line)"),  # no hint on quoting a list
 ])
 def test_a_value_of_the_wrong_type_on_the_command_line_is_one_line(key, value, message):
     """yacs used to say `Type mismatch (<class 'int'> vs. <class 'str'>) with values (0 vs. abc) for config key:
@@ -609,6 +612,8 @@ def test_an_unknown_section_in_yaml_is_told_a_section(tmp_path):
     (["SEED=1"], "'SEED=1' is one token; write SEED 1 (a space, not =)"),
     (["SEED", "1", "OUTPUT_DIR=/tmp/a"], "'OUTPUT_DIR=/tmp/a' is one token; write OUTPUT_DIR /tmp/a (a space, not =)"),
     (["SEED", "1", "OUTPUT_DIR"], "OUTPUT_DIR has no value"),
+    # not KEY=VALUE: no key before the '=', or a second '=' (which one was meant as the space is unclear)
+    (["=5"], "=5 has no value"), (["SEED", "1", "OUTPUT_DIR=a=b"], "OUTPUT_DIR=a=b has no value"),
 ])
 def test_an_odd_list_of_overrides_names_the_token_that_breaks_the_pairs(opts, said):
     with pytest.raises(ValueError) as e:
@@ -622,15 +627,20 @@ def test_an_odd_list_of_overrides_names_the_token_that_breaks_the_pairs(opts, sa
     ("TEST.SCALES", ["[0.5,", "1.5]"], [0.5, 1.5]),
     ("DATASETS.FOLDER.ID_MAP", ["[[7,", "0],", "[8,", "1]]"], [[7, 0], [8, 1]]),  # nested, as the shell splits it
     ("PIPELINE.STAGES", ["[align]"], ["align"]),  # one token, its names unquoted: a string to yacs
+    ("PIPELINE.STAGES", ["(align)"], ["align"]),  # a tuple likewise
+    ("PIPELINE.STAGES", ["[align,", "self_train,]"], ["align", "self_train"]),  # a trailing comma
+    ("PIPELINE.STAGES", ["[align,", "self_train']"], ["align", "self_train"]),  # a quote left unpaired
 ])
 def test_a_list_written_as_the_shell_splits_it_gets_a_quoted_form_that_loads(key, tokens, value):
     """`PIPELINE.STAGES [align, self_train]` reaches the config as two tokens (an odd list, or with three names
     an even one whose second "key" is `self_train,`), and `[align]` as a string: each error says how to quote
     it, and the quoted form it gives loads as the list meant (an even split included)."""
-    with pytest.raises(ValueError) as e:
-        load_config("", ["SEED", "1", key, *tokens])
-    msg = str(e.value)
-    assert f"{' '.join(tokens)}" in msg and "\n" not in msg
+    for before in ([], ["SEED", "1"]):  # the first value, or one after another pair
+        with pytest.raises(ValueError) as e:
+            load_config("", [*before, key, *tokens])
+        msg = str(e.value)
+        assert f"{' '.join(tokens)}" in msg and "\n" not in msg
+        assert len(tokens) == 1 or f"was split at its spaces into {len(tokens)} tokens" in msg
     quoted = msg.rsplit(' "', 1)[1].rstrip('"')
     node = load_config("", [key, quoted])
     for part in key.split("."):
