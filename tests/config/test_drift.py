@@ -185,3 +185,45 @@ def test_exactly_the_keys_that_cannot_change_a_result_may_differ_on_resume():
             node = node[p]
         node[leaf] = _another(value)
         assert [k for k, _, _ in config_drift(recorded, changed)] == ([] if key in safe else [key]), key
+
+
+def test_a_long_drift_lists_twelve_keys_and_counts_the_rest():
+    drift = [(f"K{i:02d}", i, i + 1) for i in range(20)]
+    lines = format_drift(drift).splitlines()
+    assert lines == [f"  K{i:02d}: {i} then, {i + 1} now" for i in range(12)] + ["  … and 8 more"]
+    assert format_drift(drift[:12]).splitlines() == lines[:12]  # twelve: every one listed, nothing counted
+    assert format_drift(drift[:13]).splitlines() == lines[:12] + ["  … and 1 more"]
+
+
+def test_the_refusal_counts_every_differing_key_and_lists_them():
+    """The ConfigDriftError a rerun stops with: where, how many keys differ, each as 'then, now'."""
+    from spcl.config.drift import flatten
+
+    current = load_config("", [])
+    recorded = _recorded()
+    changed = [k for k, _ in flatten(recorded) if k.startswith("INPUT.")][:13]
+    assert len(changed) == 13
+    for key in changed:
+        section, leaf = key.split(".")
+        recorded[section][leaf] = "was"
+    with pytest.raises(ConfigDriftError) as info:
+        check_drift(recorded, current, "stage align in out/run")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "stage align in out/run was made with another config; 13 key(s) differ:"
+    shown = sorted(changed)[:12]
+    assert lines[1:13] == [f"  {k}: 'was' then, {current.INPUT[k.split('.')[1]]!r} now" for k in shown]
+    assert lines[13] == "  … and 1 more"
+    assert lines[14].startswith("Rerun with the original values")
+
+
+def test_allow_config_change_goes_on_and_returns_the_drift():
+    """PIPELINE.ALLOW_CONFIG_CHANGE (tools/train.py --allow-config-change): no error; the caller gets the keys."""
+    recorded = _recorded("SEED", "1")
+    current = load_config("", ["SEED", "2", "PIPELINE.ALLOW_CONFIG_CHANGE", "True"])
+    assert check_drift(recorded, current, "the run") == [("SEED", 1, 2)]
+
+
+def test_the_recorded_config_may_be_the_yaml_text_of_config_yaml():
+    current = load_config("", ["SEED", "3"])
+    assert config_drift(current.dump(), current) == []
+    assert config_drift(load_config("", ["SEED", "4"]).dump(), current) == [("SEED", 4, 3)]
