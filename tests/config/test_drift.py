@@ -227,3 +227,20 @@ def test_the_recorded_config_may_be_the_yaml_text_of_config_yaml():
     current = load_config("", ["SEED", "3"])
     assert config_drift(current.dump(), current) == []
     assert config_drift(load_config("", ["SEED", "4"]).dump(), current) == [("SEED", 4, 3)]
+
+
+# Keys that cannot change a result (spcl/config/defaults.py at PIPELINE.ALLOW_CONFIG_CHANGE: the log / eval /
+# checkpoint periods, where the data and the run are; likewise the checkpoints kept, the stop signals, the data
+# check and the switch itself). Listed by hand, not read from SAFE_KEYS, so that a key dropped from it is seen.
+CHANGEABLE = {"OUTPUT_DIR": "elsewhere", "SOLVER.LOG_PERIOD": 7, "SOLVER.EVAL_PERIOD": 9,
+              "SOLVER.CHECKPOINT_PERIOD": 11, "SOLVER.KEEP_CHECKPOINTS": 0, "SOLVER.STOP_SIGNALS": ["SIGINT"],
+              "DATASETS.DATA_DIR": "/data", "DATASETS.FOLDER.TRAIN_DIR": "/t", "DATASETS.FOLDER.VAL_DIR": "/v",
+              "DATASETS.FOLDER.VAL_LABEL_DIR": "/l", "DATASETS.PREFLIGHT": False, "PIPELINE.ALLOW_CONFIG_CHANGE": True}
+
+
+@pytest.mark.parametrize("key", sorted(CHANGEABLE))
+def test_each_key_that_cannot_change_a_result_may_differ(key):
+    recorded = _recorded()
+    current = load_config("", [key, repr(CHANGEABLE[key]) if not isinstance(CHANGEABLE[key], str) else
+                               CHANGEABLE[key]])
+    assert config_drift(recorded, current) == []
