@@ -244,3 +244,33 @@ def test_each_key_that_cannot_change_a_result_may_differ(key):
     current = load_config("", [key, repr(CHANGEABLE[key]) if not isinstance(CHANGEABLE[key], str) else
                                CHANGEABLE[key]])
     assert config_drift(recorded, current) == []
+
+
+def test_an_int_recorded_for_a_float_is_the_same_value():
+    """`TEMPERATURE: 10` in a hand-written record is the 10.0 the config holds (the loader makes an int a float)."""
+    recorded = _recorded()
+    recorded["LOSS"]["CONTRAST"]["TEMPERATURE"] = 100
+    current = load_config("", ["LOSS.CONTRAST.TEMPERATURE", "100"])
+    assert current.LOSS.CONTRAST.TEMPERATURE == 100.0 and repr(current.LOSS.CONTRAST.TEMPERATURE) == "100.0"
+    assert config_drift(recorded, current) == []
+
+
+def test_an_unset_run_path_is_not_the_run_folder(tmp_path, monkeypatch):
+    """"" (unset: no pseudo labels, random init) is no path: not the current directory, even where that is the
+    run folder, whose own path relative to itself is "."."""
+    monkeypatch.chdir(tmp_path)
+    recorded = _recorded("OUTPUT_DIR", ".", "DATASETS.PSEUDO_DIR", "")
+    current = load_config("", ["OUTPUT_DIR", ".", "DATASETS.PSEUDO_DIR", "."])
+    assert config_drift(recorded, current) == [("DATASETS.PSEUDO_DIR", "", ".")]
+    recorded = _recorded("OUTPUT_DIR", ".", "DATASETS.PSEUDO_DIR", ".")
+    current = load_config("", ["OUTPUT_DIR", ".", "DATASETS.PSEUDO_DIR", ""])
+    assert config_drift(recorded, current) == [("DATASETS.PSEUDO_DIR", ".", "")]
+
+
+def test_a_path_key_that_is_no_hand_off_is_compared_as_written(tmp_path):
+    """Only the hand-off paths (RUN_PATHS) follow a copied run folder: a file the user named (here the class
+    index) under the old folder is not the copy's."""
+    old_root, new_root = str(tmp_path / "run"), str(tmp_path / "copy")
+    recorded = _recorded("OUTPUT_DIR", old_root, "DATASETS.CLASS_INDEX", os.path.join(old_root, "index.json"))
+    current = load_config("", ["OUTPUT_DIR", new_root, "DATASETS.CLASS_INDEX", os.path.join(new_root, "index.json")])
+    assert [k for k, _, _ in config_drift(recorded, current)] == ["DATASETS.CLASS_INDEX"]
