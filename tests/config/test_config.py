@@ -199,9 +199,18 @@ def test_dump_config_round_trip(tmp_path):
 @pytest.mark.parametrize("key,value", [
     ("PROTOTYPE.ABSENT", "forget"), ("PROTOTYPE.INIT", "median"), ("PROTOTYPE.SOURCE_MASK", "pred"),
     ("ALIGN.TARGET_MASK", "sometimes"), ("PIPELINE.HANDOFF", "first"), ("SOLVER.AMP", "fp8"),
+    ("SOLVER.OPTIMIZER", "adam"),
     ("MODEL.NUM_CLASSES", "13"), ("TEST.SCALES", "[1.0, 0.0]"), ("TEST.SCALES", "[-0.5]"), ("TEST.SCALES", "[]"),
     # values that used to end in a traceback far from the config, or in a silently wrong run
     ("INPUT.SOURCE_SIZE", "[128]"), ("INPUT.TEST_SIZE", "[128.0, 64.0]"), ("TEST.WINDOW", "[0, 512]"),
+    ("INPUT.TEST_SIZE", "[True, 64]"),  # a bool is no size, though Python counts it an int
+    ("INPUT.SELF_TRAIN_SCALE", "[0.0, 1.0]"), ("INPUT.PIXEL_MEAN", "[0.5, 0.5]"),
+    ("MODEL.ASPP_DILATIONS", "[6.0, 12.0]"),
+    # each key of a rule shared by several keys
+    ("INPUT.TARGET_SIZE", "[64]"), ("INPUT.SELF_TRAIN_BASE_SIZE", "[0, 32]"), ("INPUT.SELF_TRAIN_CROP", "[48, -24]"),
+    ("TEST.STRIDE", "[0, 341]"), ("SOLVER.CHECKPOINT_PERIOD", "-1"), ("SOLVER.KEEP_CHECKPOINTS", "-2"),
+    ("SOURCE_ONLY.SOURCE_BATCH", "0"), ("ADV_WARMUP.TARGET_BATCH", "0"), ("ALIGN.SOURCE_BATCH", "0"),
+    ("ALIGN.TARGET_BATCH", "0"), ("TEST.WINDOW", "[512]"),  # (a window of 0 fails the stride check as well)
     ("DATASETS.TOY.SIZE", "[128, -64]"), ("INPUT.SELF_TRAIN_SCALE", "[1.25, 1.0]"),
     ("INPUT.COLOR_JITTER", "[0.3, 0.3]"), ("INPUT.COLOR_JITTER", "[0.3, 0.3, 0.3, -0.1]"),
     ("INPUT.PIXEL_STD", "[0.2, 0.0, 0.2]"), ("MODEL.ASPP_DILATIONS", "[]"), ("MODEL.ASPP_DILATIONS", "[1, 0]"),
@@ -255,6 +264,7 @@ def test_validate_rejects_bad_choices(key, value):
     ("ADV_WARMUP.DISC_LR", "0.0"), ("INPUT.FLIP_PROB", "1.0"), ("INPUT.FLIP_PROB", "0.0"),
     ("INPUT.SELF_TRAIN_FLIP_PROB", "1.0"), ("ADV_WARMUP.ADV_WEIGHT", "0.0"), ("LOSS.CONTRAST.WEIGHT", "0.0"),
     ("ALIGN.STOP_ITER", "1"), ("SELF_TRAIN.STOP_ITER", "31250"),  # SELF_TRAIN.MAX_ITER (default)
+    ("ALIGN.SOURCE_BATCH", "1"),  # one image a batch
 ])
 def test_validate_accepts_documented_choices(key, value):
     cfg = load_config("", [key, value])
@@ -262,6 +272,14 @@ def test_validate_accepts_documented_choices(key, value):
     for name in key.split("."):
         node = node[name]
     assert str(node) == value
+
+
+def test_validate_names_a_list_key_set_to_a_number_by_code():
+    """validate() on a tree set by code (no type check on assignment): the key's rule, not a TypeError."""
+    cfg = get_cfg()
+    cfg.INPUT.TEST_SIZE = 512
+    with pytest.raises(ValueError, match=r"^config key INPUT[.]TEST_SIZE = 512; expected two positive integers"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize("stage", ["SOURCE_ONLY", "ADV_WARMUP", "ALIGN", "SELF_TRAIN"])
@@ -479,6 +497,8 @@ def test_an_unknown_pipeline_stage_is_refused_when_the_config_loads():
     assert str(e.value) == (f"config key PIPELINE.STAGES = ['adv_warmup', 'algin']; 'algin' is no stage: expected each "
                             f"one of {tuple(STAGES)}")
     assert load_config("", ["PIPELINE.STAGES", str(list(STAGES))]).PIPELINE.STAGES == list(STAGES)
+    with pytest.raises(ValueError, match="; 'algin' is no stage"):  # of two, the first
+        load_config("", ["PIPELINE.STAGES", "['algin', 'self_trian']"])
 
 
 # ------------------------------------------------------------------ types and empty values ---
@@ -822,7 +842,8 @@ def test_a_seed_out_of_range_is_refused_when_the_config_loads(seed):
                                   "(numpy's seed range)")
 
 
-@pytest.mark.parametrize("key", ["DATASETS.TOY.SEED", "DATASETS.TOY.NUM_SOURCE", "DATASETS.TOY.NUM_TARGET_VAL"])
+@pytest.mark.parametrize("key", ["DATASETS.TOY.SEED", "DATASETS.TOY.NUM_SOURCE", "DATASETS.TOY.NUM_TARGET_TRAIN",
+                                 "DATASETS.TOY.NUM_TARGET_VAL"])
 def test_a_negative_toy_seed_or_count_names_its_key(key):
     """The toy writer refused these only when it ran, naming no key ("seed and counts must be non-negative")."""
     with pytest.raises(ValueError) as e:
