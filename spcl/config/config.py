@@ -59,8 +59,10 @@ def _suggestions(full_key: str, root: CN, section: bool = False) -> list[str]:
     """The existing keys a mistyped `full_key` most likely meant, best first; [] when none is close.
 
     In order: the key in upper case ('model.backbone'); its last part, exactly, under other sections
-    ('SOLVER.BASE_LR' → every stage's BASE_LR); a close key of its own section ('ALIGN.BASE_LRR'); a
-    close last part under other sections ('SOLVER.BASE_LRR'); else the closest full key ('SOLVR.AMP')."""
+    ('SOLVER.BASE_LR' → every stage's BASE_LR), after a key of its own section that is nearly the same
+    ('MODEL.WEIGHT' → 'MODEL.WEIGHTS', then 'LOSS.CONTRAST.WEIGHT'); a close key of its own section
+    ('ALIGN.BASE_LRR'); a close last part under other sections ('SOLVER.BASE_LRR'); else the closest full key
+    ('SOLVR.AMP')."""
     key = str(full_key).upper()
     keys = [k for k in _full_keys(root) if (not section or isinstance(_get(root, k), CN))  # sections hold sections
             and not key.startswith(k + ".")]  # nor is a key's own section what it meant
@@ -70,9 +72,10 @@ def _suggestions(full_key: str, root: CN, section: bool = False) -> list[str]:
     parent, _, leaf = key.rpartition(".")
     split = {k: k.rpartition(".") for k in keys}  # key → (its section, ".", its last part)
     same_leaf = [k for k in keys if split[k][2] == leaf]
-    if same_leaf:
-        return _nearest_sections(same_leaf, parent, split)
     siblings = {split[k][2]: k for k in keys if split[k][0] == parent}
+    if same_leaf:  # a sibling one letter off ('MODEL.WEIGHT' → 'MODEL.WEIGHTS') is still the likelier
+        twin = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.85)
+        return [siblings[t] for t in twin] + _nearest_sections(same_leaf, parent, split)
     close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.75)
     if close:
         return [siblings[close[0]]]

@@ -588,6 +588,8 @@ def test_a_section_left_empty_in_yaml_holds_no_keys(tmp_path):
     ("model.backbnoe", ["MODEL.BACKBONE"]),
     # the last part exactly under another section wins over a sibling that merely looks alike
     ("LOSS.TEMPERATURE", ["LOSS.CONTRAST.TEMPERATURE"]),  # not LOSS.SOURCE_TEMPERATURE
+    # ... unless a sibling is nearly the same: a missing plural 's' most likely meant the own section's key
+    ("MODEL.WEIGHT", ["MODEL.WEIGHTS", "LOSS.CONTRAST.WEIGHT"]),
     ("PSEUDO_DIR", ["DATASETS.PSEUDO_DIR"]),  # not a key of section PSEUDO
     ("ALIGNN.BASE_LRR", ["ALIGN.BASE_LR"]),  # both parts misspelt: of the close last parts, the close section's
     ("LOSS.CONTRAST_WEIGHT", ["LOSS.CONTRAST.WEIGHT"]),  # no close last part: the closest full key
