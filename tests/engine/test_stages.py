@@ -287,3 +287,79 @@ def test_prototypes_stage_follows_init_and_source_mask_on_unaugmented_source_ima
     expected = sums / images.clamp_min(1)[:, None]
     assert saved["counts"].tolist() == images.tolist()
     assert torch.allclose(saved["prototypes"].double(), expected, atol=1e-5)
+
+
+def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root, tmp_path):
+    """docs/method.md "Warm-up": one adv_warmup step's logged losses and the gradients it steps on, against a plain
+    recomputation from copies of the segmentor and discriminator: segmentor ∇(CE(logits / T) + w·BCE(D(softmax
+    target), 0)) with D frozen; D ∇(0.5·BCE(D(softmax(source / T)), 0) + 0.5·BCE(D(softmax target), 1)) on
+    detached maps at input resolution (the optimisers' step left out). Gradients an earlier iteration left are
+    cleared first. Trainable BatchNorm keeps the statistics of the target pass only (MODEL.BN_RUNNING_STATS
+    target)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from spcl.engine.stages import AdvWarmupTrainer
+
+    cfg = tiny_cfg(toy_root, str(tmp_path), "ADV_WARMUP.ADV_WEIGHT", "0.5", "MODEL.FREEZE_BN", "False")
+    assert cfg.ADV_WARMUP.SOFTEN_SOURCE and cfg.MODEL.BN_RUNNING_STATS == "target" and not cfg.SOLVER.AMP
+    trainer = AdvWarmupTrainer(cfg, None, torch.device("cpu"))
+    model, disc = trainer.model_without_ddp, trainer.discriminator_without_ddp
+    g = torch.Generator().manual_seed(0)
+    batch = {dom: {"image": torch.randn(2, 3, 32, 64, generator=g), "label": torch.randint(0, 19, (2, 32, 64),
+                                                                                          generator=g)}
+             for dom in ("source", "target")}
+    m, d = copy.deepcopy(model), copy.deepcopy(disc)
+    target_only = copy.deepcopy(model)
+    with torch.no_grad():
+        target_only(batch["target"]["image"])  # the running statistics of the target pass alone
+
+    def up(logits):
+        return F.interpolate(logits, size=(32, 64), mode="bilinear", align_corners=False)
+
+    T, w = cfg.LOSS.SOURCE_TEMPERATURE, 0.5
+    bce = F.binary_cross_entropy_with_logits
+    logits_s = m(batch["source"]["image"])["logits"]
+    seg = F.cross_entropy(up(logits_s) / T, batch["source"]["label"])
+    prob_t = F.softmax(up(m(batch["target"]["image"])["logits"]), dim=1)
+    d_t = d(prob_t)
+    adv = w * bce(d_t, torch.zeros_like(d_t))
+    grad_m = torch.autograd.grad(seg + adv, list(m.parameters()), allow_unused=True)
+    d_s = d(F.softmax(up(logits_s.detach() / T), dim=1))
+    d_t = d(prob_t.detach())
+    loss_d = 0.5 * bce(d_s, torch.zeros_like(d_s)) + 0.5 * bce(d_t, torch.ones_like(d_t))
+    grad_d = torch.autograd.grad(loss_d, list(d.parameters()))
+
+    for p in list(model.parameters()) + list(disc.parameters()):
+        p.grad = torch.ones_like(p)  # an earlier iteration's
+    seen = []
+    trainer.step = lambda: seen.append(([p.grad for p in model.parameters()], [p.grad for p in disc.parameters()]))
+    logs = trainer.run_step(batch)
+    assert len(seen) == 1
+    assert logs["loss_seg"] == pytest.approx(seg.item(), rel=1e-5)
+    assert logs["loss_adv"] == pytest.approx(adv.item(), rel=1e-5)
+    assert logs["loss_d"] == pytest.approx(loss_d.item(), rel=1e-5)
+    got_m, got_d = seen[0]
+    for got, want in zip(got_m, grad_m):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    for got, want in zip(got_d, grad_d):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    stats = {k: v for k, v in target_only.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    assert stats
+    for k, v in stats.items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-5, atol=1e-7)
+    # D: Adam over its own parameters, betas ADV_WARMUP.DISC_BETAS, on the poly schedule from ADV_WARMUP.DISC_LR
+    opt = trainer.optimizers["discriminator"]
+    assert [p for group in opt.param_groups for p in group["params"]] == list(disc.parameters())
+    trainer.set_learning_rates(2)
+    lr = cfg.ADV_WARMUP.DISC_LR * (1 - 2 / cfg.ADV_WARMUP.MAX_ITER) ** cfg.SOLVER.LR_POWER
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["betas"] == (0.9, 0.99)
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-9)
+    loaders = trainer.build_loaders(0)
+    for dom, split in (("source", "gta5/images"), ("target", "cityscapes/leftImg8bit/train")):
+        files = {f for _, _, fs in os.walk(os.path.join(toy_root, split)) for f in fs}
+        names = next(iter(loaders[dom]))["name"]
+        assert len(names) == 2 and set(names) <= files, (dom, names)
