@@ -363,3 +363,87 @@ def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root,
         files = {f for _, _, fs in os.walk(os.path.join(toy_root, split)) for f in fs}
         names = next(iter(loaders[dom]))["name"]
         assert len(names) == 2 and set(names) <= files, (dom, names)
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(toy_root, tmp_path_factory):
+    """A checkpoint of the toy segmentor at its seeded random initialisation (for the inference stages)."""
+    from spcl.modeling import build_segmentor
+
+    folder = tmp_path_factory.mktemp("random_ckpt")
+    torch.manual_seed(0)
+    path = folder / "model.pth"
+    torch.save({"model": build_segmentor(tiny_cfg(toy_root, str(folder)), load_weights=False).state_dict(),
+                "iteration": 0}, path)
+    return str(path)
+
+
+def _probe_stage():
+    """An InferenceStage whose work is to report that it ran (the shared build and `run()` around it)."""
+    from spcl.engine.stages import InferenceStage
+
+    class Probe(InferenceStage):
+        NAME = "probe"
+
+        def data_names(self):
+            return [("cityscapes_train", "target")]
+
+        def compute(self):
+            return {"outputs": {}, "metrics": {"computed": True}}
+
+    return Probe
+
+
+def test_an_inference_stage_builds_seeded_on_the_device_it_is_given(toy_root, random_checkpoint, tmp_path, monkeypatch):
+    """spcl/engine/stages/offline.py: `Stage(cfg, output_dir, device)` seeds with SEED, loads MODEL.WEIGHTS on
+    `device` (the default device only without one), takes SOLVER.AMP's dtype, and writes nothing; without
+    MODEL.WEIGHTS, or run without an output folder, it names the stage and what is missing."""
+    import random
+
+    import spcl.engine.stages.offline as offline
+    from spcl.utils.env import seed_all
+
+    Probe = _probe_stage()
+    monkeypatch.setattr(offline, "default_device", lambda: torch.device("meta"))
+    out = tmp_path / "out"
+    cfg = tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", random_checkpoint, "SEED", "7", "SOLVER.AMP", "bf16")
+    random.seed(1)
+    np.random.seed(1)
+    stage = Probe(cfg, str(out), torch.device("cpu"))
+    drawn = (random.random(), np.random.rand(3))  # (torch's generator also drew the model's initialisation)
+    seed_all(7)
+    assert drawn[0] == random.random() and np.array_equal(drawn[1], np.random.rand(3))
+    assert stage.device == torch.device("cpu") and next(stage.model.parameters()).device == torch.device("cpu")
+    assert stage.amp_dtype is torch.bfloat16 and not out.exists()
+    assert Probe(tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", random_checkpoint)).device == torch.device("meta")
+    with pytest.raises(ValueError, match="^stage probe needs a trained model: set MODEL.WEIGHTS"):
+        Probe(tiny_cfg(toy_root, str(out)), str(out), torch.device("cpu"))
+    with pytest.raises(ValueError, match="^stage probe needs an output folder to run"):
+        Probe(cfg, None, torch.device("cpu")).run()
+
+
+def test_an_inference_stage_run_checks_its_data_and_records_the_config_that_made_it(toy_root, random_checkpoint,
+                                                                                   tmp_path, monkeypatch):
+    """`run()` checks the datasets of `data_names()` when DATASETS.PREFLIGHT (only then), makes the folder, removes
+    the temp files a killed write left there, and records the config; a rerun with another config (which redoes
+    everything) records the new one as config.yaml."""
+    import yaml
+
+    import spcl.engine.stages.offline as offline
+
+    Probe = _probe_stage()
+    checked = []
+    monkeypatch.setattr(offline, "preflight", lambda cfg, names, cache: checked.append(names))
+    out = tmp_path / "a" / "b"
+    for seed, check in ((3, "True"), (4, "False")):
+        cfg = tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", random_checkpoint, "SEED", str(seed),
+                       "DATASETS.PREFLIGHT", check)
+        stage = Probe(cfg, str(out), torch.device("cpu"))
+        if seed == 4:
+            (out / ".tmp_cut_short.pth").write_bytes(b"x")
+        assert stage.run() == {"outputs": {}, "metrics": {"computed": True}}
+        assert yaml.safe_load(open(out / "config.yaml"))["SEED"] == seed
+    assert checked == [[("cityscapes_train", "target")]]
+    assert not (out / ".tmp_cut_short.pth").exists()
+    unused = [n for n in os.listdir(out) if n.startswith("config_unused_")]
+    assert len(unused) == 1 and yaml.safe_load(open(out / unused[0]))["SEED"] == 3
