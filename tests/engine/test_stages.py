@@ -447,3 +447,87 @@ def test_an_inference_stage_run_checks_its_data_and_records_the_config_that_made
     assert not (out / ".tmp_cut_short.pth").exists()
     unused = [n for n in os.listdir(out) if n.startswith("config_unused_")]
     assert len(unused) == 1 and yaml.safe_load(open(out / unused[0]))["SEED"] == 3
+
+
+def test_the_pseudo_label_stage_passes_its_settings_and_reports_the_pass(toy_root, random_checkpoint, tmp_path,
+                                                                         monkeypatch, spcl_log):
+    """spcl/engine/stages/pseudo_labels.py around `generate_pseudo_labels` (replaced by one returning a summary
+    made by hand): the target set checked in its target role; an earlier run's labels removed, then every
+    process waits, then the pass runs with the PSEUDO settings, SOLVER.AMP's dtype, a quality evaluator over
+    MODEL.NUM_CLASSES and the run's resume key. The metrics, the metrics.json records (written anew by a rerun)
+    and TensorBoard hold the summary's; the log names each class under 10% labelled as itself (a class without
+    ground truth, NaN, is no such class) with the label its kept pixels most often got wrongly."""
+    import spcl.engine.stages.offline as offline
+    import spcl.engine.stages.pseudo_labels as pseudo_labels
+    from conftest import tb_scalars
+    from spcl.evaluation import SemSegEvaluator
+    from spcl.pseudo import ImageBatches
+    from spcl.utils import comm
+
+    nan = float("nan")
+    summary = {"num_images": 8, "thresholds": [0.5, 0.25, 0.0, 0.75], "kept_fraction": 0.25,
+               "kept_fraction_per_class": [0.5, 0.0, 0.0, 1.0], "labelled_fraction": 0.625,
+               "quality_on_kept_pixels": {"mIoU": 41.5}, "labelled_correctly": [10.0, 9.5, nan, 2.0],
+               "class_names": ["road", "wall", "sky", "car"],
+               "confusion_on_kept_pixels": [[4, 0, 0, 0], [3, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 5]]}
+    order, calls, checked = [], [], []
+
+    def generate(model, loader, label_dir, *args, **kwargs):
+        order.append("generate")
+        calls.append((loader, label_dir, args, kwargs))
+        return dict(summary)
+
+    def synchronize():
+        order.append("synchronize")
+        assert not os.path.exists(os.path.join(label_dir, "old_leftImg8bit.png"))
+
+    monkeypatch.setattr(pseudo_labels, "generate_pseudo_labels", generate)
+    monkeypatch.setattr(comm, "synchronize", synchronize)
+    monkeypatch.setattr(offline, "preflight", lambda cfg, names, cache: checked.append(names))
+    out = tmp_path / "pseudo"
+    label_dir = str(out / "labels")
+    for oracle in ("", "kept"):
+        os.makedirs(label_dir, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.path.join(label_dir, "old_leftImg8bit.png"))
+        cfg = tiny_cfg(toy_root, str(out), "MODEL.WEIGHTS", random_checkpoint, "PSEUDO.THRESHOLD_CAP", "0.7",
+                       "PSEUDO.NUM_BINS", "100", "SOLVER.AMP", "bf16", "PSEUDO.ORACLE", oracle)
+        order.clear()
+        result = run_stage(cfg, "pseudo_labels", str(out), torch.device("cpu"))
+        assert order == ["synchronize", "generate"] and checked[-1] == [("cityscapes_train", "target")]
+        loader, folder, args, kwargs = calls[-1]
+        assert isinstance(loader, ImageBatches) and folder == label_dir
+        assert args == (19, torch.device("cpu"), 0.7, 100)
+        assert kwargs["amp_dtype"] is torch.bfloat16 and kwargs["oracle"] == oracle
+        assert isinstance(kwargs["quality"], SemSegEvaluator) and kwargs["quality"].num_classes == 19
+        assert kwargs["resume_key"] == offline.resume_key(cfg)
+        metrics = result["metrics"]
+        want = {"kept_fraction": 0.25, "thresholds": [0.5, 0.25, 0.0, 0.75], "pseudo_label_mIoU": 41.5,
+                **({"oracle": "kept", "labelled_fraction": 0.625} if oracle else {})}
+        assert result["outputs"]["pseudo_dir"] == label_dir
+        assert {k: v for k, v in metrics.items() if k != "labelled_correctly"} == want
+        assert metrics["labelled_correctly"][:2] == [10.0, 9.5] and metrics["labelled_correctly"][3] == 2.0
+        assert ("wrote ground truth, not predictions" in spcl_log.text) == bool(oracle)
+    rows = [json.loads(ln) for ln in open(out / "metrics.json")]
+    assert [{k: v for k, v in r.items() if k != "stage"} for r in rows] == [
+        {"iteration": 0, "thresholds": [0.5, 0.25, 0.0, 0.75], "kept_fraction": 0.25,
+         "kept_fraction_per_class": [0.5, 0.0, 0.0, 1.0]},
+        {"iteration": 0, "quality/mIoU": 41.5, "quality/labelled_correctly": [10.0, 9.5, None, 2.0]}]
+    assert tb_scalars(str(out / "tb"))["pseudo_labels/quality/mIoU"] == [41.5]
+    assert ("classes with under 10% of their target pixels labelled as themselves (training on these labels "
+            "cannot teach them): wall 9.5% (its kept pixels most often mislabelled road: 75%), car 2.0%\n"
+            in spcl_log.text)
+
+
+def test_remove_earlier_labels_removes_label_pngs_and_the_thresholds_but_not_the_cache(tmp_path):
+    """remove_earlier_labels: every .png below the label folder and its own thresholds.json go (counted); the
+    `.cache` of interrupted predictions, other files and a thresholds.json further down stay."""
+    from spcl.engine.stages.pseudo_labels import remove_earlier_labels
+
+    files = {"a.png": True, "thresholds.json": True, "notes.txt": False, "sub/b.png": True,
+             "sub/thresholds.json": False, ".cache/rank0/c.png": False, ".cache/key.json": False}
+    for name in files:
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_earlier_labels(str(tmp_path)) == 3
+    assert {name: not (tmp_path / name).exists() for name in files} == files
+    assert remove_earlier_labels(str(tmp_path / "missing")) == 0
