@@ -218,6 +218,34 @@ def test_partial_state_is_read_back_only_with_its_key(tmp_path):
     assert not os.path.exists(tmp_path / ".partial")
 
 
+def test_partial_state_is_saved_once_per_period_and_read_back_only_from_a_checkpoint_dict(tmp_path, monkeypatch):
+    """PartialState writes when `period_s` seconds have passed since it was made or last wrote (not before, and
+    not at every call after); `load()` first removes what a write cut short left in its folder, and reads a
+    file holding anything but a saved state (another version's file) as none."""
+    import types
+
+    import spcl.engine.stages.offline as offline
+    from spcl.engine.stages.offline import PartialState
+
+    now = [100.0]
+    monkeypatch.setattr(offline, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    path = tmp_path / ".partial" / "rank0.pth"
+    partial = PartialState(str(path), {"config": "a"}, period_s=10)
+    saved = []
+    for t, images in ((105.0, 1), (110.0, 2), (115.0, 3), (119.5, 4), (120.0, 5), (121.0, 6)):
+        now[0] = t
+        partial.maybe_save({"images": images, "total": torch.full((2,), float(images))})
+        back = PartialState(str(path), {"config": "a"}).load()
+        saved.append(None if back is None else back["images"])
+    assert saved == [None, 2, 2, 2, 5, 5]
+    assert torch.equal(back["total"], torch.full((2,), 5.0))
+    (path.parent / ".tmp_cut_short.pth").write_bytes(b"x")
+    assert PartialState(str(path), {"config": "a"}).load()["images"] == 5
+    assert os.listdir(path.parent) == ["rank0.pth"]
+    torch.save([1, 2], str(path))
+    assert PartialState(str(path), {"config": "a"}).load() is None
+
+
 def test_source_prototypes_are_those_of_the_model_in_eval_mode():
     """docs/method.md "Prototypes" (Eq. 2): the initialisation runs the model in eval mode. A model handed over
     in training mode (BatchNorm on batch statistics) gives the prototypes of its eval-mode copy, and its
