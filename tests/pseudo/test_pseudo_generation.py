@@ -284,6 +284,25 @@ def test_the_stage_key_follows_the_weights_file_the_config_and_the_processes(tmp
     assert resume_key(cfg) != key
 
 
+def test_the_stage_key_tells_apart_weights_files_of_one_time_by_their_place_and_size(tmp_path, monkeypatch):
+    """resume_key: two weights files with one modification time (copies that kept it, `cp -p`) differ in the key
+    by their size, and a relative MODEL.WEIGHTS names the file of the current folder (absolute path)."""
+    from spcl.config import load_config
+    from spcl.engine.stages.offline import resume_key
+
+    toy = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs",
+                       "toy.yaml")
+    keys = []
+    for folder, size in (("a", 10), ("b", 10), ("a", 11)):  # b: a copy; then a's file replaced by a longer one
+        os.makedirs(tmp_path / folder, exist_ok=True)
+        (tmp_path / folder / "model.pth").write_bytes(b"0" * size)
+        os.utime(tmp_path / folder / "model.pth", ns=(10**18, 10**18))
+        monkeypatch.chdir(tmp_path / folder)
+        keys.append(resume_key(load_config(toy, ["MODEL.WEIGHTS", "model.pth"])))
+    assert keys[0] != keys[1] and keys[0] != keys[2]
+    assert keys[0]["config"] == keys[1]["config"] == keys[2]["config"]
+
+
 class LopsidedModel(CountingModel):
     """CountingModel plus a left-to-right ramp on class 0's logit: its predictions change when the input is
     mirrored, so averaging with the flipped input (TEST.FLIP) shows in the thresholds and labels."""
