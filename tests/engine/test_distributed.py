@@ -168,3 +168,83 @@ def test_one_process_runs_here_without_a_process_group(monkeypatch):
         else:
             monkeypatch.setenv("WORLD_SIZE", world)
         assert init_distributed() is False and not torch.distributed.is_initialized()
+
+
+class _FakeGroup:
+    """Stands in for torch.distributed in spcl.utils.comm: a process group of `world` processes seen from `rank`,
+    whose collectives record their calls; all_reduce adds `others` (the other processes' tensor)."""
+
+    ReduceOp = torch.distributed.ReduceOp
+
+    def __init__(self, world, rank, backend="gloo", others=None):
+        self.world, self.rank, self.backend, self.others, self.calls = world, rank, backend, others, []
+
+    def is_available(self):
+        return True
+
+    def is_initialized(self):
+        return True
+
+    def get_world_size(self):
+        return self.world
+
+    def get_rank(self):
+        return self.rank
+
+    def get_backend(self):
+        return self.backend
+
+    def barrier(self):
+        self.calls.append("barrier")
+
+    def all_reduce(self, tensor, op):
+        self.calls.append(("all_reduce", op))
+        tensor += self.others
+
+    def broadcast(self, tensor, src):
+        self.calls.append(("broadcast", tensor.data_ptr(), src))
+
+
+def test_comm_helpers_follow_the_process_group(monkeypatch):
+    """spcl/utils/comm.py under a process group (a fake one): rank and world size are the group's, process 1
+    is not the main one, the barrier and the sum run over the group; reduce_mean_dict averages each value over
+    the processes, matched by key whatever the order each process built its dict in; broadcast_buffers sends
+    every buffer from the process asked for; tensors for a collective go to the current GPU under NCCL only.
+    Without a group (or in a group of one) every helper works on this process alone."""
+    from spcl.utils.progress import progress
+
+    assert (comm.get_rank(), comm.get_world_size(), comm.is_main_process()) == (0, 1, True)
+    assert comm.reduce_mean_dict({"b": 1.0, "a": 3.0}) == {"b": 1.0, "a": 3.0}
+    assert comm.reduce_device() == torch.device("cpu")
+    t = torch.tensor([1.0, 2.0])
+    assert comm.all_reduce_sum(t) is t and t.tolist() == [1.0, 2.0]
+    items = [1, 2]
+    assert progress(items, "x", enabled=False) is items
+    bar = progress(items, "name")
+    assert list(bar) == items and bar.desc == "name" and bar.leave is False
+
+    big = 2.0 ** 24 + 1  # a float64 sum; float32 would round it to 2 ** 24
+    fake = _FakeGroup(world=2, rank=1, others=torch.tensor([5.0, 7.0, big], dtype=torch.float64))
+    monkeypatch.setattr(comm, "dist", fake)
+    assert (comm.get_rank(), comm.get_world_size(), comm.is_main_process()) == (1, 2, False)
+    assert progress(items, "name") is items  # the bar is the main process's
+    comm.synchronize()
+    assert fake.calls == ["barrier"]
+    fake.calls.clear()
+    # this process: a = 3, b = 1, c = big; the other: a = 5, b = 7, c = big (sent in key order)
+    assert comm.reduce_mean_dict({"b": 1.0, "c": big, "a": 3.0}) == {"a": 4.0, "b": 4.0, "c": big}
+    assert fake.calls == [("all_reduce", torch.distributed.ReduceOp.SUM)]
+    assert comm.reduce_mean_dict({}) == {}
+    module = torch.nn.BatchNorm2d(2)
+    fake.calls.clear()
+    comm.broadcast_buffers(module, src=1)
+    assert fake.calls == [("broadcast", b.data_ptr(), 1) for b in module.buffers()] and len(fake.calls) == 3
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    fake.backend = "nccl"
+    assert comm.reduce_device() == torch.device("cuda", 3)
+
+    alone = _FakeGroup(world=1, rank=0)
+    monkeypatch.setattr(comm, "dist", alone)
+    comm.synchronize()
+    comm.broadcast_buffers(module)
+    assert comm.reduce_mean_dict({"a": 2.0}) == {"a": 2.0} and comm.all_reduce_sum(t) is t and alone.calls == []
