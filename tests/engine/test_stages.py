@@ -455,8 +455,9 @@ def test_the_pseudo_label_stage_passes_its_settings_and_reports_the_pass(toy_roo
     made by hand): the target set checked in its target role; an earlier run's labels removed, then every
     process waits, then the pass runs with the PSEUDO settings, SOLVER.AMP's dtype, a quality evaluator over
     MODEL.NUM_CLASSES and the run's resume key. The metrics, the metrics.json records (written anew by a rerun)
-    and TensorBoard hold the summary's; the log names each class under 10% labelled as itself (a class without
-    ground truth, NaN, is no such class) with the label its kept pixels most often got wrongly."""
+    and TensorBoard (the writer closed) hold the summary's; the log names each class under 10% labelled as
+    itself (a class without ground truth, NaN, is no such class) with the label its kept pixels most often got
+    wrongly."""
     import spcl.engine.stages.offline as offline
     import spcl.engine.stages.pseudo_labels as pseudo_labels
     from conftest import tb_scalars
@@ -484,6 +485,14 @@ def test_the_pseudo_label_stage_passes_its_settings_and_reports_the_pass(toy_roo
     monkeypatch.setattr(pseudo_labels, "generate_pseudo_labels", generate)
     monkeypatch.setattr(comm, "synchronize", synchronize)
     monkeypatch.setattr(offline, "preflight", lambda cfg, names, cache: checked.append(names))
+    closed = []
+
+    class Events(pseudo_labels.EventWriter):
+        def close(self, *args):  # metrics.json made durable, TensorBoard flushed
+            closed.append(self.folder)
+            super().close(*args)
+
+    monkeypatch.setattr(pseudo_labels, "EventWriter", Events)
     out = tmp_path / "pseudo"
     label_dir = str(out / "labels")
     for oracle in ("", "kept"):
@@ -507,6 +516,7 @@ def test_the_pseudo_label_stage_passes_its_settings_and_reports_the_pass(toy_roo
         assert {k: v for k, v in metrics.items() if k != "labelled_correctly"} == want
         assert metrics["labelled_correctly"][:2] == [10.0, 9.5] and metrics["labelled_correctly"][3] == 2.0
         assert ("wrote ground truth, not predictions" in spcl_log.text) == bool(oracle)
+    assert closed == [str(out)] * 2
     rows = [json.loads(ln) for ln in open(out / "metrics.json")]
     assert [{k: v for k, v in r.items() if k != "stage"} for r in rows] == [
         {"iteration": 0, "thresholds": [0.5, 0.25, 0.0, 0.75], "kept_fraction": 0.25,
