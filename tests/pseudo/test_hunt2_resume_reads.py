@@ -142,3 +142,20 @@ def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, checkp
     for name in names:
         with open(os.path.join(out, "labels", name), "rb") as f, open(os.path.join(labels, name), "rb") as g:
             assert f.read() == g.read(), name
+
+
+def test_a_resumed_process_loads_the_batches_of_its_own_share(toy_root, tmp_path, monkeypatch):
+    """target_batches under two processes (process 1 of 2, faked): the batches its resumed pass loads are those of
+    its share of the target set (every other image), not a share of that share."""
+    import spcl.utils.comm as comm
+    from spcl.data import build_dataset
+    from spcl.engine.stages.pseudo_labels import item_name, target_batches
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(comm, "get_rank", lambda: 1)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "TEST.BATCH_SIZE", "2")
+    dataset = build_dataset(cfg, cfg.DATASETS.TARGET, train=False, role="test", labels="optional", list_for="target")
+    batches = target_batches(cfg, dataset)
+    mine = [item_name(dataset, i) for i in range(1, len(dataset), 2)]
+    assert len(dataset) == 8 and batches.names == [mine[:2], mine[2:]]
+    assert [b["name"] for b in batches.load([1])] == [mine[2:]]
