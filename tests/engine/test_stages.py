@@ -289,11 +289,13 @@ def test_prototypes_stage_follows_init_and_source_mask_on_unaugmented_source_ima
     assert torch.allclose(saved["prototypes"].double(), expected, atol=1e-5)
 
 
-def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root, tmp_path):
+@pytest.mark.parametrize("soften", [True, False])
+def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root, tmp_path, soften):
     """docs/method.md "Warm-up": one adv_warmup step's logged losses and the gradients it steps on, against a plain
     recomputation from copies of the segmentor and discriminator: segmentor ∇(CE(logits / T) + w·BCE(D(softmax
     target), 0)) with D frozen; D ∇(0.5·BCE(D(softmax(source / T)), 0) + 0.5·BCE(D(softmax target), 1)) on
-    detached maps at input resolution (the optimisers' step left out). Gradients an earlier iteration left are
+    detached maps at input resolution (the optimisers' step left out); source maps softened by T only with
+    ADV_WARMUP.SOFTEN_SOURCE, as released `warmup.py` does. Gradients an earlier iteration left are
     cleared first. Trainable BatchNorm keeps the statistics of the target pass only (MODEL.BN_RUNNING_STATS
     target)."""
     import copy
@@ -302,8 +304,9 @@ def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root,
 
     from spcl.engine.stages import AdvWarmupTrainer
 
-    cfg = tiny_cfg(toy_root, str(tmp_path), "ADV_WARMUP.ADV_WEIGHT", "0.5", "MODEL.FREEZE_BN", "False")
-    assert cfg.ADV_WARMUP.SOFTEN_SOURCE and cfg.MODEL.BN_RUNNING_STATS == "target" and not cfg.SOLVER.AMP
+    cfg = tiny_cfg(toy_root, str(tmp_path), "ADV_WARMUP.ADV_WEIGHT", "0.5", "MODEL.FREEZE_BN", "False",
+                   "ADV_WARMUP.SOFTEN_SOURCE", str(soften))
+    assert cfg.ADV_WARMUP.SOFTEN_SOURCE == soften and cfg.MODEL.BN_RUNNING_STATS == "target" and not cfg.SOLVER.AMP
     trainer = AdvWarmupTrainer(cfg, None, torch.device("cpu"))
     model, disc = trainer.model_without_ddp, trainer.discriminator_without_ddp
     g = torch.Generator().manual_seed(0)
@@ -326,7 +329,7 @@ def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root,
     d_t = d(prob_t)
     adv = w * bce(d_t, torch.zeros_like(d_t))
     grad_m = torch.autograd.grad(seg + adv, list(m.parameters()), allow_unused=True)
-    d_s = d(F.softmax(up(logits_s.detach() / T), dim=1))
+    d_s = d(F.softmax(up(logits_s.detach() / (T if soften else 1.0)), dim=1))
     d_t = d(prob_t.detach())
     loss_d = 0.5 * bce(d_s, torch.zeros_like(d_s)) + 0.5 * bce(d_t, torch.ones_like(d_t))
     grad_d = torch.autograd.grad(loss_d, list(d.parameters()))
