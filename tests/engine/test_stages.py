@@ -174,6 +174,34 @@ def test_best_handoff_survives_a_resume(tmp_path):
     assert KeepBestCheckpoint(str(torn)).mIoU == -math.inf  # unreadable: chosen anew, not a crash at the start
 
 
+def test_best_handoff_keeps_the_first_of_equal_scores_and_chooses_anew_over_a_file_without_metrics(tmp_path):
+    """Only a higher target-val mIoU replaces the best (a tie keeps the earlier checkpoint, as a strict `>`
+    over the evaluations in order does); a model_best.pth from before the metrics were recorded is no
+    starting point: the choice starts from nothing, not from a crash."""
+    from spcl.engine.pipeline import KeepBestCheckpoint
+
+    saves = []
+
+    class Saver:
+        def save(self, name, iteration, extra, periodic, pointer):
+            saves.append((name, iteration, periodic, pointer))
+            return os.path.join(str(tmp_path), name + ".pth")
+
+    class Trainer:
+        NAME, checkpointer, cfg = "align", Saver(), get_cfg()
+
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({"iteration": 7, "model": {}}, str(old / "model_best.pth"))  # no "metrics" record
+    hook = KeepBestCheckpoint(str(old))
+    assert (hook.mIoU, hook.iteration, hook.path, hook.metrics) == (-math.inf, None, None, None)
+    for it, miou in ((2, 5.0), (4, 5.0), (6, 4.0)):
+        hook.after_evaluation(Trainer, it, {"mIoU": miou, "IoU": [miou]})
+    assert (hook.iteration, hook.mIoU) == (2, 5.0)
+    # saved once, as a hand-off: neither a periodic checkpoint (pruned with them) nor the resume pointer's target
+    assert saves == [("model_best", 2, False, False)]
+
+
 def test_evaluation_with_target_bn_statistics_reads_the_named_images_without_labels(warmup, monkeypatch):
     """evaluate_checkpoint(bn_stats_from=...) re-estimates the BatchNorm statistics on every image of
     that dataset, read without labels, before testing; the result differs from the plain evaluation
