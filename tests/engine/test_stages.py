@@ -139,6 +139,10 @@ def test_best_handoff_is_marked_as_oracle(toy_root, tmp_path):
     assert len(evals) == 3 and result["metrics"]["mIoU"] == best["val/mIoU"] == max(r["val/mIoU"] for r in evals)
     assert result["last_metrics"]["mIoU"] == evals[-1]["val/mIoU"]
     assert f"iteration {best['iteration']}," in result["handoff"]
+    # the file itself says it is an oracle choice, and of which stage (tools/convert_checkpoint.py carries it on)
+    saved = _load(result["outputs"]["checkpoint"])
+    assert (saved["oracle"], saved["stage"], saved["iteration"]) == (True, "source_only", best["iteration"])
+    assert saved["metrics"]["mIoU"] == best["val/mIoU"]
 
 
 def test_best_handoff_survives_a_resume(tmp_path):
