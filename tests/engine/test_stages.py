@@ -178,6 +178,58 @@ def test_best_handoff_survives_a_resume(tmp_path):
     assert KeepBestCheckpoint(str(torn)).mIoU == -math.inf  # unreadable: chosen anew, not a crash at the start
 
 
+class _StandIn:
+    """A stage for run_stage: a training stage (checkpointer, hooks, resume_from) whose run evaluates to the
+    mIoUs of EVALS, or, with TRAINING False, an offline stage (none of these)."""
+    TRAINING, EVALS, NAME = True, (), "source_only"
+
+    def __init__(self, cfg, folder, device):
+        from spcl.engine.checkpoint import Checkpointer
+
+        self.cfg = cfg
+        if self.TRAINING:
+            self.checkpointer, self.hooks = Checkpointer(os.path.join(folder, "checkpoints"), {}, {}), []
+            self.resume_from = (self.checkpointer.candidates() or [None])[0]
+
+    def run(self):
+        for i, miou in enumerate(self.EVALS):
+            for hook in self.hooks:
+                hook.after_evaluation(self, 10 * (i + 1), {"mIoU": miou, "IoU": [miou]})
+        return {"outputs": {"checkpoint": "final.pth"}, "metrics": {"mIoU": self.EVALS[-1] if self.EVALS else 0.0}}
+
+
+@pytest.mark.parametrize("resume, handed", [(False, 50.0), (True, 90.0)], ids=["anew", "resumed"])
+def test_best_handoff_starts_from_the_folders_best_only_when_the_stage_resumes(tmp_path, monkeypatch, resume, handed):
+    """A model_best.pth in the folder (mIoU 90) is the best so far for a stage that resumes from a checkpoint
+    of its own; a stage that starts from iteration 0 there (no checkpoint to resume: a run that stopped
+    after its best save) chooses among its own evaluations (50, 40)."""
+    from spcl.engine import pipeline
+    from spcl.engine.checkpoint import Checkpointer
+
+    folder = str(tmp_path)
+    Checkpointer(os.path.join(folder, "checkpoints"), {}, {}).save(
+        "model_best", 4, {"metrics": {"mIoU": 90.0, "IoU": [90.0]}}, periodic=False, pointer=False)
+    if resume:
+        Checkpointer(os.path.join(folder, "checkpoints"), {}, {}).save("model_0000004", 4)
+    monkeypatch.setitem(pipeline.STAGES, "source_only", type("Trainer", (_StandIn,), {"EVALS": (50.0, 40.0)}))
+    cfg = tiny_cfg(folder, folder, "PIPELINE.HANDOFF", "best")
+    result = pipeline.run_stage(cfg, "source_only", folder, torch.device("cpu"))
+    assert result["oracle"] is True and result["metrics"]["mIoU"] == handed and result["last_metrics"]["mIoU"] == 40.0
+    assert result["outputs"]["checkpoint"] == os.path.join(folder, "checkpoints", "model_best.pth")
+    assert _load(result["outputs"]["checkpoint"])["metrics"]["mIoU"] == handed
+
+
+def test_best_handoff_leaves_an_offline_stage_as_it_is(tmp_path, monkeypatch):
+    """PIPELINE.HANDOFF best chooses among a training stage's checkpoints; an offline stage (no checkpoints, no
+    evaluations) hands on what it made, unmarked."""
+    from spcl.engine import pipeline
+
+    monkeypatch.setitem(pipeline.STAGES, "prototypes", type("Offline", (_StandIn,), {"TRAINING": False}))
+    cfg = tiny_cfg(str(tmp_path), str(tmp_path), "PIPELINE.HANDOFF", "best")
+    assert pipeline.run_stage(cfg, "prototypes", str(tmp_path), torch.device("cpu")) == {
+        "outputs": {"checkpoint": "final.pth"}, "metrics": {"mIoU": 0.0}}
+
+
 def test_best_handoff_keeps_the_first_of_equal_scores_and_chooses_anew_over_a_file_without_metrics(tmp_path):
     """Only a higher target-val mIoU replaces the best (a tie keeps the earlier checkpoint, as a strict `>`
     over the evaluations in order does); a model_best.pth from before the metrics were recorded is no
