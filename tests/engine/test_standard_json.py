@@ -54,3 +54,14 @@ def test_a_stage_that_scored_nan_reads_back_as_nan(tmp_path):
     assert metrics["IoU"][0] == 40.0 and math.isnan(metrics["IoU"][1])
     summary = format_summary([{"stage": "align", **metrics}])
     assert summary == "align          trained (the test set has no labels: no mIoU)"
+
+
+def test_the_last_evaluation_beside_a_best_hand_off_reads_back_as_nan_too(tmp_path):
+    """PIPELINE.HANDOFF best records the last evaluation (`last_metrics`) beside the handed-on one: its nulls
+    are NaN as well; a manifest whose status is not "done" is no finished stage."""
+    atomic_write_json({"status": "done", "stage": "align", "outputs": {}, "metrics": {"mIoU": 30.0},
+                       "last_metrics": {"mIoU": float("nan"), "IoU": [float("nan"), 20.0]}}, str(tmp_path / MANIFEST))
+    last = read_manifest(str(tmp_path))["last_metrics"]
+    assert math.isnan(last["mIoU"]) and math.isnan(last["IoU"][0]) and last["IoU"][1] == 20.0
+    atomic_write_json({"status": "running", "stage": "align", "outputs": {}, "metrics": {}}, str(tmp_path / MANIFEST))
+    assert read_manifest(str(tmp_path)) is None
