@@ -546,6 +546,24 @@ def test_a_plan_whose_inputs_come_from_the_config_passes(toy_root, tmp_path, sta
     check_stage_plan(tiny_cfg(toy_root, str(tmp_path), "PIPELINE.STAGES", stages, *opts))
 
 
+@pytest.mark.parametrize("batch, accum, fits", [(6, 1, True), (3, 1, False), (4, 2, True), (6, 2, False)])
+def test_a_batch_splits_over_the_processes_first_then_over_accumulation(toy_root, tmp_path, monkeypatch, batch,
+                                                                           accum, fits):
+    """Two processes: each takes batch / 2 images per step, which SOLVER.ACCUM_STEPS must split again (6 over
+    2 processes is 3 each, which 2 steps cannot split, though 6 is a multiple of 2)."""
+    from spcl.engine import pipeline
+
+    monkeypatch.setattr(pipeline.comm, "get_world_size", lambda: 2)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "SOLVER.ACCUM_STEPS", str(accum), "SELF_TRAIN.TARGET_BATCH", str(batch))
+    if fits:
+        pipeline.check_batches(cfg, "self_train")
+    else:
+        with pytest.raises(ValueError, match=rf"^SELF_TRAIN.TARGET_BATCH {batch} does not split into 2 process\(es\) "
+                                             rf"× SOLVER.ACCUM_STEPS {accum} equal parts \(stage self_train\): make "
+                                             rf"it a multiple of {2 * accum}$"):
+            pipeline.check_batches(cfg, "self_train")
+
+
 def test_a_resume_past_a_lowered_stop_iter_is_refused(toy_root, tmp_path, monkeypatch):
     """A stage stopped at iteration 4 (checkpoint at 4), rerun with STOP_ITER 3: its weights have trained
     further than the config says, so it stops naming both numbers instead of recording a 4-iteration model
