@@ -219,15 +219,21 @@ def test_best_handoff_starts_from_the_folders_best_only_when_the_stage_resumes(t
     assert _load(result["outputs"]["checkpoint"])["metrics"]["mIoU"] == handed
 
 
-def test_best_handoff_leaves_an_offline_stage_as_it_is(tmp_path, monkeypatch):
-    """PIPELINE.HANDOFF best chooses among a training stage's checkpoints; an offline stage (no checkpoints, no
-    evaluations) hands on what it made, unmarked."""
+@pytest.mark.parametrize("stage, training", [("prototypes", False), ("source_only", True)])
+def test_best_handoff_leaves_a_stage_without_evaluations_as_it_is(tmp_path, monkeypatch, stage, training):
+    """PIPELINE.HANDOFF best chooses among a training stage's evaluated checkpoints; an offline stage (no
+    checkpoints) or a training stage that evaluated nothing hands on what it made, unmarked."""
     from spcl.engine import pipeline
 
-    monkeypatch.setitem(pipeline.STAGES, "prototypes", type("Offline", (_StandIn,), {"TRAINING": False}))
+    monkeypatch.setitem(pipeline.STAGES, stage, type("Stage", (_StandIn,), {"TRAINING": training}))
     cfg = tiny_cfg(str(tmp_path), str(tmp_path), "PIPELINE.HANDOFF", "best")
-    assert pipeline.run_stage(cfg, "prototypes", str(tmp_path), torch.device("cpu")) == {
+    assert pipeline.run_stage(cfg, stage, str(tmp_path), torch.device("cpu")) == {
         "outputs": {"checkpoint": "final.pth"}, "metrics": {"mIoU": 0.0}}
+
+
+def test_an_unknown_stage_is_named_with_the_known_ones(tmp_path):
+    with pytest.raises(KeyError, match=r"unknown stage 'warmup'; expected one of \(.*'adv_warmup'"):
+        run_stage(tiny_cfg(str(tmp_path), str(tmp_path)), "warmup", str(tmp_path))
 
 
 def test_best_handoff_keeps_the_first_of_equal_scores_and_chooses_anew_over_a_file_without_metrics(tmp_path):
