@@ -440,6 +440,17 @@ def test_every_missing_input_is_listed_before_the_run_starts(tmp_path):
     assert not os.path.exists(out)
 
 
+def test_check_run_without_datasets_reads_no_data(tmp_path):
+    """`check_run(cfg, datasets=False)` checks the plan, the weights and the run folder, not the data folders
+    (the caller checks those itself, or has already); check_inputs with them names the missing sets."""
+    from spcl.engine.pipeline import check_inputs, check_run
+
+    cfg = tiny_cfg(str(tmp_path / "no_data"), str(tmp_path / "run"), *OPTS)
+    check_run(cfg, datasets=False)
+    with pytest.raises(FileNotFoundError, match=r"^3 input\(s\) of this run are missing"):
+        check_inputs(cfg)
+
+
 def test_oracle_pseudo_labels_on_a_target_without_labels_are_refused_before_the_run(toy_root, tmp_path):
     """PSEUDO.ORACLE writes the target's ground truth: a target training image without a label file is
     named before warm-up runs, not when the pseudo-label stage reaches it."""
@@ -562,6 +573,21 @@ def test_a_batch_splits_over_the_processes_first_then_over_accumulation(toy_root
                                              rf"× SOLVER.ACCUM_STEPS {accum} equal parts \(stage self_train\): make "
                                              rf"it a multiple of {2 * accum}$"):
             pipeline.check_batches(cfg, "self_train")
+
+
+@pytest.mark.parametrize("target", [True, False])
+def test_the_target_batch_of_align_is_checked_only_with_the_target_term(toy_root, tmp_path, monkeypatch, target):
+    """ALIGN.TARGET_BATCH is read only with LOSS.CONTRAST.TARGET: without it, a batch that two processes cannot
+    split is no reason to refuse the run."""
+    from spcl.engine import pipeline
+
+    monkeypatch.setattr(pipeline.comm, "get_world_size", lambda: 2)
+    cfg = tiny_cfg(toy_root, str(tmp_path), "ALIGN.TARGET_BATCH", "3", "LOSS.CONTRAST.TARGET", str(target))
+    if target:
+        with pytest.raises(ValueError, match="^ALIGN.TARGET_BATCH 3 does not split into 2 process"):
+            pipeline.check_batches(cfg, "align")
+    else:
+        pipeline.check_batches(cfg, "align")
 
 
 def test_a_resume_past_a_lowered_stop_iter_is_refused(toy_root, tmp_path, monkeypatch):
