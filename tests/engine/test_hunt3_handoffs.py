@@ -54,6 +54,9 @@ def _damage(path, how):
     # self-training resumes from its own checkpoint, and still reads the pseudo labels
     ("2_pseudo_labels/labels", "deleted", "4_self_train/manifest.json", "pseudo_labels", "self_train",
      "is missing (the pseudo-label folder)"),
+    # align starts anew: it reads its initial weights, the checkpoint source_only handed on
+    pytest.param("0_source_only/checkpoints/model_final.pth", "deleted", "3_align", "source_only", "align",
+                 "is missing", id="anew-reads-initial-weights"),
 ])
 def test_a_damaged_handoff_of_a_finished_stage_is_named_before_the_run(finished_run, toy_root, tmp_path, damaged, how,
                                                                       rerun, maker, reader, says):
@@ -84,6 +87,8 @@ def test_a_damaged_handoff_of_a_finished_stage_is_named_before_the_run(finished_
     ("2_pseudo_labels/labels", "2_pseudo_labels/manifest.json"),
     # align resumes from its own checkpoint and hands on a new one: self-training, run anew, reads that one
     ("0_source_only/checkpoints/model_final.pth", "3_align/manifest.json"),
+    # align resumes from its own checkpoint, which holds its prototype bank: the prototypes file is read no more
+    pytest.param(("1_prototypes/prototypes.pth", "3_align/manifest.json"), id="resume-reads-no-prototypes"),
 ])
 def test_a_handoff_no_stage_to_run_reads_does_not_stop_the_rerun(finished_run, toy_root, tmp_path, deleted):
     out = str(tmp_path / "run")
