@@ -140,6 +140,11 @@ def test_summary_shows_each_training_stage_gain():
     text = format_summary([{"stage": "adv_warmup", "mIoU": float("nan")}, {"stage": "align", "mIoU": float("nan")}])
     assert text.splitlines() == ["adv_warmup     trained (the test set has no labels: no mIoU)",
                                  "align          trained (the test set has no labels: no mIoU)"]
+    # the tail-class mIoU beside the mIoU, the quality of the kept pseudo labels, and an oracle hand-off marked
+    text = format_summary([{"stage": "align", "mIoU": 31.0, "mIoU_tail": 12.5, "handoff": "best (ORACLE)"},
+                           {"stage": "pseudo_labels", "kept_fraction": 0.25, "pseudo_label_mIoU": 61.0}])
+    assert text.splitlines() == ["align          target mIoU  31.00  mIoU_tail 12.50  [ORACLE checkpoint choice]",
+                                 "pseudo_labels  25.0% of target pixels labelled, mIoU of kept pixels 61.00"]
 
 
 def test_best_handoff_on_a_test_set_without_labels_is_refused_before_the_run(toy_root, tmp_path):
@@ -258,6 +263,20 @@ def test_setting_aside_twice_within_a_second_keeps_both(tmp_path, monkeypatch):
         "2_c.stale-20260102-030405", "2_c.stale-20260102-030405~2", "2_c.stale-20260102-030405~3"]
 
 
+def test_a_stage_folder_given_as_output_dir_names_the_runs_folder(tmp_path):
+    """Given with a trailing slash too, the refusal names the run's folder (the stage folder's parent)."""
+    from spcl.engine.pipeline import refuse_a_stage_folder
+
+    stage = tmp_path / "run" / "2_c"
+    stage.mkdir(parents=True)
+    (stage / "upstream.json").write_text("{}")
+    for given in (str(stage), str(stage) + os.sep):
+        with pytest.raises(ValueError, match=rf"^OUTPUT_DIR {given} is a stage folder \(it holds upstream.json\): .*"
+                                             rf"give the run's folder \({tmp_path / 'run'}\) to resume that run"):
+            refuse_a_stage_folder(given)
+    refuse_a_stage_folder(str(tmp_path / "run"))
+
+
 def _set_aside(root, after, result):
     from spcl.engine.pipeline import set_aside_if_stale
     from spcl.utils import comm
@@ -310,6 +329,29 @@ def test_a_stage_records_the_wall_time_of_the_run_that_finished_it(tmp_path, mon
     assert not ran and again["seconds"] == 163.5
 
 
+def test_a_finished_stage_run_again_with_another_config_is_refused(tmp_path, monkeypatch):
+    """run_stage_once (tools/train.py --stage, and every stage of the pipeline) compares the config with the one the
+    finished stage recorded; PIPELINE.ALLOW_CONFIG_CHANGE lets it hand on the finished outputs."""
+    from spcl.config import ConfigDriftError
+    from spcl.engine import pipeline
+    from spcl.utils.env import write_run_info
+
+    folder = str(tmp_path / "source_only")
+
+    def stage(cfg, name, out, device=None):
+        write_run_info(cfg, out)
+        return {"outputs": {"checkpoint": os.path.join(out, "model_final.pth")}, "metrics": {"mIoU": 1.0}}
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    done, ran = pipeline.run_stage_once(tiny_cfg(str(tmp_path), folder), "source_only", folder)
+    assert ran and done["outputs"] == {"checkpoint": "model_final.pth"}  # relative to the stage folder
+    with pytest.raises(ConfigDriftError, match=r"SOURCE_ONLY\.BASE_LR"):
+        pipeline.run_stage_once(tiny_cfg(str(tmp_path), folder, "SOURCE_ONLY.BASE_LR", "0.5"), "source_only", folder)
+    again, ran = pipeline.run_stage_once(tiny_cfg(str(tmp_path), folder, "SOURCE_ONLY.BASE_LR", "0.5",
+                                                  "PIPELINE.ALLOW_CONFIG_CHANGE", "True"), "source_only", folder)
+    assert not ran and again == done
+
+
 def test_summary_ends_with_each_stage_wall_time_and_their_sum():
     from spcl.engine.pipeline import duration, format_summary
 
@@ -326,3 +368,57 @@ def test_summary_ends_with_each_stage_wall_time_and_their_sum():
     assert "wall time" not in format_summary([{"stage": "align", "mIoU": 31.0}])
     assert [duration(s) for s in (0.4, 45, 59.5, 125, 3599.6, 3725)] == [
         "0 s", "45 s", "1 min 00 s", "2 min 05 s", "1 h 00 min", "1 h 02 min"]
+
+
+def _fake_stages(monkeypatch, calls):
+    """pipeline.run_stage replaced by one that records (stage, MODEL.WEIGHTS, PROTOTYPE.PATH) and hands on a file
+    of its folder: source_only its best checkpoint (an oracle choice) with per-class IoU, prototypes its file."""
+    from spcl.engine import pipeline
+
+    def fake(cfg, stage, folder, device=None):
+        calls.append((stage, cfg.MODEL.WEIGHTS, cfg.PROTOTYPE.PATH))
+        if stage == "source_only":
+            return {"outputs": {"checkpoint": os.path.join(folder, "checkpoints", "model_best.pth")},
+                    "metrics": {"mIoU": 40.0, "IoU": [30.0, 50.0]}, "last_metrics": {"mIoU": 35.0, "IoU": [30.0, 40.0]},
+                    "oracle": True, "handoff": "best target-val checkpoint (ORACLE)"}
+        return {"outputs": {"prototypes": os.path.join(folder, "prototypes.pth")}, "metrics": {}}
+
+    monkeypatch.setattr(pipeline, "run_stage", fake)
+    return pipeline
+
+
+def test_the_run_hands_on_records_and_summarises_each_stage(tmp_path, monkeypatch):
+    """_run_stages with stand-in stages: the next stage's config reads the hand-off as an absolute path, each
+    stage folder records the ids it was started after (upstream.json), the summary rows carry the metrics without
+    the per-class IoU and the oracle hand-off, and summary.json holds what the run returns; a rerun skips both,
+    also for a manifest of an older version without `seconds`."""
+    calls = []
+    pipeline = _fake_stages(monkeypatch, calls)
+    out = str(tmp_path / "run")
+    cfg = tiny_cfg(str(tmp_path), out, "PIPELINE.STAGES", "['source_only', 'prototypes']")
+    result = pipeline._run_stages(cfg, torch.device("cpu"))
+    best = os.path.join(out, "0_source_only", "checkpoints", "model_best.pth")
+    assert calls[1] == ("prototypes", best, "")
+    first = _manifest(os.path.join(out, "0_source_only"))
+    assert json.load(open(os.path.join(out, "0_source_only", "upstream.json"))) == {"after": {}}
+    after = {"0_source_only": first["id"]}
+    assert json.load(open(os.path.join(out, "1_prototypes", "upstream.json"))) == {"after": after}
+    assert _manifest(os.path.join(out, "1_prototypes"))["after"] == {"0_source_only": first["id"]}
+    assert _manifest(os.path.join(out, "1_prototypes"))["inputs"] == {
+        "checkpoint": os.path.join("0_source_only", "checkpoints", "model_best.pth")}
+    rows = result["stages"]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == [
+        {"stage": "source_only", "folder": "0_source_only", "mIoU": 40.0,
+         "handoff": "best target-val checkpoint (ORACLE)"},
+        {"stage": "prototypes", "folder": "1_prototypes"}]
+    assert all(r["seconds"] >= 0 for r in rows)
+    assert result["outputs"] == {"checkpoint": os.path.join("0_source_only", "checkpoints", "model_best.pth"),
+                                 "prototypes": os.path.join("1_prototypes", "prototypes.pth")}
+    assert json.load(open(os.path.join(out, "summary.json"))) == result
+    # a rerun: nothing runs; a stage finished by a version that did not time it has no `seconds` in its row
+    manifest = _manifest(os.path.join(out, "1_prototypes"))
+    del manifest["seconds"]
+    json.dump(manifest, open(os.path.join(out, "1_prototypes", "manifest.json"), "w"))
+    again = pipeline._run_stages(cfg, torch.device("cpu"))
+    assert len(calls) == 2 and again["outputs"] == result["outputs"]
+    assert "seconds" in again["stages"][0] and "seconds" not in again["stages"][1]
