@@ -4,6 +4,7 @@ Tiny sizes and a handful of images, so the whole file runs in a few seconds on a
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from spcl.data.labels import LABELIDS_19
 from spcl.toy import (DRAWN_CLASSES, EGO_VEHICLE_ID, ID, SOURCE_STYLE, TARGET_STYLE, UNLABELED_ID,
                            generate_toy_dataset, render_scene)
+from spcl.toy.scene import _Scene
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_IDS = set(LABELIDS_19) | {UNLABELED_ID, EGO_VEHICLE_ID}
@@ -251,3 +253,93 @@ def test_a_size_below_16_by_8_is_refused(tmp_path, size):
     with pytest.raises(ValueError, match=r"at least \(16, 8\)"):
         generate_toy_dataset(tmp_path, num_source=1, num_target_train=0, num_target_val=0, size=size)
     assert not (tmp_path / "gta5").exists()
+
+
+
+# ---- what each `DomainStyle` look parameter does (spcl/toy/styles.py field comments) ------------------------------
+# A style with every look effect off: flat colours, no lighting, haze, vignette, blur or noise.
+PLAIN = dataclasses.replace(SOURCE_STYLE, structured_textures=False, stain=0.0, colour_jitter=0.0, brightness=1.0,
+                            saturation=1.0, haze=0.0, vignette=0.0, blur_sigma=0.0, noise_std=0.0)
+
+
+def _finish(style, colour, size=(32, 16), depth=1e4, seed=0) -> np.ndarray:
+    """`_Scene.finish` (lighting and sensor) of a canvas of one flat colour at one depth, as float H×W×3."""
+    w, h = size
+    scene = _Scene(np.random.default_rng(seed), style, w, h)
+    scene.rgb = np.broadcast_to(np.asarray(colour, np.float32), (h, w, 3)).copy()
+    scene.depth = np.broadcast_to(np.asarray(depth, np.float32), (h, w)).copy()
+    return scene.finish().astype(np.float64)
+
+
+def test_saturation_brightness_rounding_and_clipping_by_hand():
+    """saturation blends towards the pixel's grey (1 keeps colours, 0 makes them grey), then the global gain
+    `brightness`; the result is rounded and clipped to 0..255."""
+    out = _finish(dataclasses.replace(PLAIN, saturation=0.5, brightness=0.8), (200, 100, 0))
+    assert (out == [120, 80, 40]).all()   # grey 100: (100 + 0.5·(100, 0, -100))·0.8
+    assert (_finish(dataclasses.replace(PLAIN, saturation=0.0), (200, 100, 0)) == 100).all()
+    assert (_finish(dataclasses.replace(PLAIN, brightness=1.5), (200, 100, 0)) == [255, 150, 0]).all()
+    assert (_finish(dataclasses.replace(PLAIN, brightness=0.9), (101, 101, 101)) == 91).all()  # 90.9 rounds up
+
+
+def test_haze_blends_towards_the_haze_colour_with_depth():
+    """`haze` is the largest blend towards `haze_colour`, reached far away; at `haze_depth` metres the blend is
+    63 % of it (1 - 1/e), and nearby pixels keep their colour."""
+    style = dataclasses.replace(PLAIN, haze=0.5, haze_depth=10.0, haze_colour=(200, 100, 40))
+    assert (_finish(style, (0, 0, 0), depth=1e4) == [100, 50, 20]).all()
+    a = 0.5 * (1 - np.exp(-1))
+    np.testing.assert_allclose(_finish(style, (0, 0, 0), depth=10.0)[0, 0], np.array([200, 100, 40]) * a, atol=0.51)
+    assert (_finish(style, (0, 0, 0), depth=0.0) == 0).all()
+
+
+def test_vignette_darkens_the_corners_by_its_amount():
+    """`vignette` is the relative darkening in the corners; the centre keeps its brightness."""
+    out = _finish(dataclasses.replace(PLAIN, vignette=0.4), (200, 200, 200), size=(64, 32))
+    darkening = 1 - out[..., 0] / 200
+    for corner in (darkening[0, 0], darkening[0, -1], darkening[-1, 0], darkening[-1, -1]):
+        assert 0.9 * 0.4 < corner <= 0.4 + 0.5 / 200
+    assert darkening[15:17, 31:33].max() <= 0.5 / 200
+    assert (np.diff(darkening[16, 32:]) >= -1e-9).all()  # darker towards the edge
+
+
+@pytest.mark.parametrize("width", [128, 256])
+def test_blur_is_a_gaussian_of_blur_sigma_pixels_at_128_wide(width):
+    """`blur_sigma` is the Gaussian blur in pixels at 128 px width, scaled with the width: a step edge becomes a
+    Gaussian CDF of that width, along both axes, and flat areas (the borders included) keep their value."""
+    from math import erf, sqrt
+
+    sigma = 1.5 * width / 128
+    style = dataclasses.replace(PLAIN, blur_sigma=1.5)
+    w, h = width, 64
+    scene = _Scene(np.random.default_rng(0), style, w, h)
+    scene.rgb = np.zeros((h, w, 3), np.float32)
+    scene.rgb[:, w // 2:] = 200
+    scene.depth[:] = 0
+    step_x = scene.finish().astype(np.float64)
+    want = np.array([200 * 0.5 * (1 + erf((c + 0.5 - w // 2) / (sigma * sqrt(2)))) for c in range(w)])
+    np.testing.assert_allclose(step_x[h // 2, :, 1], want, atol=1.51)
+    assert (step_x[:, :, 1] == step_x[:1, :, 1]).all()  # no change along the edge, top and bottom rows included
+    scene.rgb = np.zeros((h, w, 3), np.float32)
+    scene.rgb[h // 2:] = 200
+    step_y = scene.finish().astype(np.float64)
+    np.testing.assert_allclose(step_y[:, w // 2, 1], want[w // 2 - h // 2: w // 2 + h // 2], atol=1.51)
+
+
+def test_noise_std_is_the_sensor_noise_in_grey_levels():
+    for std in (2.0, 6.0):
+        diff = _finish(dataclasses.replace(PLAIN, noise_std=std), (128, 128, 128), size=(128, 64)) - 128
+        assert abs(diff.std() - std) < 0.1 * std and abs(diff.mean()) < 0.2
+
+
+def test_stain_is_smooth_mottling_of_that_fraction_of_the_colour():
+    """`stain` is the amplitude of low-frequency mottling as a fraction of the colour: the colour varies by up to
+    ± stain, both ways, and smoothly (a bilinear grid of 8-px cells at 128 px wide)."""
+    lo, hi = [], []
+    for seed in range(4):
+        out = _finish(dataclasses.replace(PLAIN, stain=0.5), (100, 100, 100), size=(128, 64), seed=seed)[..., 0]
+        rel = out / 100 - 1
+        assert rel.min() >= -0.5 - 1e-9 and rel.max() <= 0.5 + 1e-9
+        lo.append(rel.min())
+        hi.append(rel.max())
+        step = 100 * 0.5 * 2 / 8 + 1  # steepest slope of the interpolated grid, plus rounding
+        assert np.abs(np.diff(out, axis=0)).max() <= step and np.abs(np.diff(out, axis=1)).max() <= step
+    assert min(lo) < -0.25 and max(hi) > 0.25
