@@ -17,6 +17,7 @@ from spcl.data.labels import LABELIDS_19
 from spcl.toy import (DRAWN_CLASSES, EGO_VEHICLE_ID, ID, SOURCE_STYLE, TARGET_STYLE, UNLABELED_ID,
                            generate_toy_dataset, render_scene)
 from spcl.toy.scene import _Scene
+from spcl.toy.styles import FOCAL
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_IDS = set(LABELIDS_19) | {UNLABELED_ID, EGO_VEHICLE_ID}
@@ -343,3 +344,72 @@ def test_stain_is_smooth_mottling_of_that_fraction_of_the_colour():
         step = 100 * 0.5 * 2 / 8 + 1  # steepest slope of the interpolated grid, plus rounding
         assert np.abs(np.diff(out, axis=0)).max() <= step and np.abs(np.diff(out, axis=1)).max() <= step
     assert min(lo) < -0.25 and max(hi) > 0.25
+
+
+def test_sky_runs_from_its_top_colour_to_its_horizon_colour_and_is_the_haziest():
+    """`sky` is the colour at the top of the image and at the horizon (a vertical gradient); the sky is the
+    farthest thing, so it takes the full `haze` blend towards `haze_colour`."""
+    style = dataclasses.replace(PLAIN, sky=((0, 0, 250), (250, 0, 0)))
+    hazy = dataclasses.replace(style, haze=0.5, haze_colour=(0, 250, 0))
+    for i in range(3):
+        image, label = render_scene(np.random.default_rng([0, 0, 0, i]), style)
+        red, sky = image[..., 0].astype(np.float64), label == ID["sky"]
+        assert sky[0].any()
+        assert (np.abs(image[0][sky[0]].astype(np.float64) - [0, 0, 250]) <= 6).all()  # t = 0.5 / horizon row
+        rows = np.nonzero(sky.any(1))[0]
+        assert red[rows[-1]][sky[rows[-1]]].min() > 0.4 * 250   # the skyline stands at most 10 % above the horizon
+        for col in range(image.shape[1]):
+            assert (np.diff(red[sky[:, col], col]) >= 0).all()   # redder towards the horizon
+        top = render_scene(np.random.default_rng([0, 0, 0, i]), hazy)[0][0][sky[0]].astype(np.float64)
+        assert (np.abs(top - [0, 125, 125]) <= 4).all()
+
+
+def test_a_pole_stands_where_the_pinhole_camera_puts_it():
+    """A pinhole camera 1.6 m above the ground with focal length `FOCAL` × width: a pole at lateral x, depth z
+    has its foot f·1.6/z rows below the horizon, its axis f·x/z columns right of the vanishing point, and is
+    0.44 m wide."""
+    style = dataclasses.replace(PLAIN, p_sign=0.0, p_light=0.0)
+    scene = _Scene(np.random.default_rng(0), style, 256, 128)
+    scene._draw_pole(2.0, 10.0, "pole")
+    rows, cols = np.nonzero(scene.label == ID["pole"])
+    s = FOCAL * 256 / 10.0  # pixels per metre at 10 m
+    assert abs(rows.max() + 1 - (scene.yh + 1.6 * s)) <= 1
+    assert abs((cols.min() + cols.max() + 1) / 2 - (scene.vx + 2.0 * s)) <= 1
+    assert abs(cols.max() + 1 - cols.min() - 0.44 * s) <= 1.5
+
+
+def test_rects_and_ellipses_keep_at_least_a_pixel():
+    """Boxes are at least one pixel wide and tall and ellipses keep a radius of 0.6 px, so far / thin things never
+    vanish (scene.py `rect`, `ellipse`); an ellipse is rx wide and ry tall."""
+    scene = _Scene(np.random.default_rng(0), PLAIN, 32, 16)
+    for cx, cy in ((10.0, 5.0), (10.3, 5.2), (10.5, 5.5), (9.9, 6.0)):
+        assert scene.rect(cx, 0.0, cy, cy).sum() >= 1
+        assert scene.rect(cx, 0.01, cy - 0.01, cy + 0.01).sum() >= 1
+        assert (scene.ellipse(cx, cy, 0.01, 0.01) == scene.ellipse(cx, cy, 0.6, 0.6)).all()
+    assert scene.ellipse(10.3, 5.2, 0.01, 0.01).sum() == 1
+    rows, cols = np.nonzero(scene.ellipse(16.0, 8.0, 10.0, 3.0))
+    assert cols.max() + 1 - cols.min() == 20 and rows.max() + 1 - rows.min() == 6
+    assert scene.rect(16.0, 4.0, 2.0, 5.0).sum() == 8 * 3
+    far = _Scene(np.random.default_rng(0), dataclasses.replace(PLAIN, p_sign=0.0, p_light=0.0), 64, 32)
+    far._draw_pole(3.0, 400.0, "pole")   # 0.44 m at 400 m: a twentieth of a pixel
+    assert (far.label == ID["pole"]).sum() >= 1
+
+
+def test_ground_fills_the_view_below_the_horizon_at_its_depth():
+    """The ground plane seen from 1.6 m: every pixel below the horizon is ground or stands on it (no sky), each
+    road / sidewalk / grass pixel lies at depth f·1.6 / (rows below the horizon), and every depth is positive, the
+    sky's far away (spcl/toy/__init__.py: haze grows with depth)."""
+    for i in range(4):
+        scene = _Scene(np.random.default_rng([0, 1, 0, i]), TARGET_STYLE, 128, 64)
+        scene.draw_background()
+        scene.draw_things()
+        below = scene.yy > scene.yh
+        assert not (below & (scene.label == ID["sky"])).any()
+        ground = np.isin(scene.label, [ID["road"], ID["sidewalk"], ID["terrain"]])
+        assert ground.any()
+        want = scene.f * 1.6 / (scene.yy[ground] - scene.yh)
+        np.testing.assert_allclose(scene.depth[ground], want, rtol=1e-4)
+        sky = scene.label == ID["sky"]
+        assert (scene.depth > 0).all() and (scene.depth[sky] >= 1e4).all()
+        built = np.isin(scene.label, [ID["building"], ID["vegetation"]])
+        assert scene.depth[built].min() > 4.0  # facades stand beyond the sidewalks, trees 5 m away or more
