@@ -413,3 +413,168 @@ def test_ground_fills_the_view_below_the_horizon_at_its_depth():
         assert (scene.depth > 0).all() and (scene.depth[sky] >= 1e4).all()
         built = np.isin(scene.label, [ID["building"], ID["vegetation"]])
         assert scene.depth[built].min() > 4.0  # facades stand beyond the sidewalks, trees 5 m away or more
+
+
+def _probe_style(car_shape: str):
+    """PLAIN with a distinct flat colour per colour key, so every painted colour names what was drawn, and every
+    optional thing frequent."""
+    keys = sorted(SOURCE_STYLE.colours)
+    colours = {k: ((37 * i + 11) % 256 // 2 + 100, (91 * i + 50) % 256 // 2 + 100, 240 - 6 * i)
+               for i, k in enumerate(keys)}
+    return dataclasses.replace(PLAIN, colours={k: (c,) for k, c in colours.items()}, sky=((0, 0, 0), (0, 0, 0)),
+                               window=(60, 0, 120), marking_colour=(0, 120, 0), car_shape=car_shape, p_rider=1.0,
+                               p_truck=1.0, p_bus=1.0, p_light=0.7, p_sign=0.7, p_wall=0.7, p_fence=0.7,
+                               num_persons=(2, 4), num_bicycles=(1, 2), num_trees=(1, 3))
+
+
+def _painted_colours(style) -> dict[int, np.ndarray]:
+    """labelId -> the colours (K×3) scene.py paints with that label in a flat `style` (the facades of the
+    right side shaded by 0.85, fence slats by 0.65)."""
+    c = {k: np.array(v[0], np.float64) for k, v in style.colours.items()}
+    win, shaded = np.array(style.window, np.float64), (lambda *cs: [x * f for x in cs for f in (1.0, 0.85)])
+    fixed = {"trunk": (80, 60, 40), "lamp": (250, 30, 30) if style.car_shape == "boxy" else (120, 30, 30),
+             "wheel": (25, 25, 25), "chassis": (30, 30, 30), "go": (60, 220, 80), "stop": (230, 40, 30)}
+    fx = {k: np.array(v, np.float64) for k, v in fixed.items()}
+    person = [c["person_top"], c["person_bottom"], c["skin"]]
+    allowed = {
+        "sky": [np.array(style.sky[0], np.float64)], "road": [c["road"], np.array(style.marking_colour, float)],
+        "sidewalk": [c["sidewalk"]], "terrain": [c["terrain"]], "building": shaded(c["building"], win),
+        "vegetation": shaded(c["vegetation"]) + [fx["trunk"]], "wall": shaded(c["wall"]),
+        "fence": shaded(c["fence"], 0.65 * c["fence"]), "pole": [c["pole"]], "sign": [c["sign"]],
+        "light": [c["light"], fx["go"], fx["stop"]], "person": person, "rider": person,
+        "car": [c["car"], win, fx["lamp"], fx["wheel"]], "truck": [c["truck"], fx["chassis"]],
+        "bus": [c["bus"], fx["chassis"], win], "bicycle": [c["bicycle"]], "motorcycle": [c["motorcycle"]]}
+    return {ID[k]: np.rint(np.stack(v)) for k, v in allowed.items()}
+
+
+@pytest.mark.parametrize("car_shape", ["boxy", "round"])
+def test_labels_agree_with_what_is_painted(car_shape):
+    """Every pixel's labelId is the class whose colour was painted there (labels and pixels come from the same
+    masks), over scenes with every optional thing frequent."""
+    style = _probe_style(car_shape)
+    allowed = _painted_colours(style)
+    owners = np.concatenate([np.full(len(v), k) for k, v in allowed.items()])
+    palette = np.concatenate(list(allowed.values()))
+    gap = np.abs(palette[:, None] - palette[None]).max(-1)
+    # The probe's colours tell the classes apart, but for parts they share (glass, chassis, people's clothes).
+    assert ((gap == 0) | (gap > 3))[owners[:, None] != owners[None]].all()
+    for i in range(6):
+        image, label = render_scene(np.random.default_rng([1, 0, 0, i]), style)
+        for lid, colours in allowed.items():
+            px = image[label == lid].astype(np.float64)
+            if len(px):
+                dist = np.abs(px[:, None] - colours[None]).max(-1).min(1)
+                assert dist.max() <= 1, (lid, px[dist.argmax()])
+
+
+def test_facades_buildings_windows_vegetation_walls_fences_and_the_sun_from_the_left():
+    """Facades: buildings with windows (glass colour) and vegetation, at the depth of a plane `facade_x` metres to
+    the side; a wall / fence in front with probability `p_wall` / `p_fence` per side, fences with slats (a shared
+    shape cue); the right side shaded (the sun comes from the left in both domains)."""
+    for p in (0.0, 1.0):
+        style = dataclasses.replace(_probe_style("boxy"), p_wall=p, p_fence=p)
+        base = {k: np.array(v[0], np.float32) for k, v in style.colours.items()}
+        seen: dict[str, set] = {"building": set(), "vegetation": set(), "wall": set(), "fence": set()}
+        for i in range(6):
+            scene = _Scene(np.random.default_rng([2, 0, 0, i]), style, 128, 64)
+            scene.facade_x = (-6.0, 7.0)
+            for side in (0, 1):
+                scene._draw_facades(side)
+            for key in seen:
+                m = scene.label == ID[key]
+                for side, cols in ((0, scene.xx < scene.vx), (1, scene.xx > scene.vx)):
+                    shade = (1.0, 0.85)[side]
+                    colours = {tuple(c) for c in np.rint(scene.rgb[m & cols]).astype(int).tolist()}
+                    named = {"base": np.rint(base[key] * shade), "glass": np.rint(np.float32(style.window) * shade),
+                             "slat": np.rint(base[key] * shade * 0.65)}
+                    seen[key] |= {n for n, c in named.items() if tuple(c.astype(int)) in colours}
+                    if m[cols].any():
+                        d = scene.depth[m & cols]
+                        z = scene.f * abs(scene.facade_x[side]) / np.abs(scene.xx - scene.vx)[m & cols]
+                        assert ((d <= z * 1.001) & (d > 0)).all()   # the facade plane, or a wall 0.3 m in front
+        assert {"base", "glass"} <= seen["building"] and "base" in seen["vegetation"]
+        if p:
+            assert "base" in seen["wall"] and {"base", "slat"} <= seen["fence"]
+        else:
+            assert not seen["wall"] and not seen["fence"]
+
+
+def test_lane_markings_are_a_dashed_centre_line_and_solid_edge_lines():
+    """Road markings in both domains (scene.py `_ground_tex`): a centre line dashed every 3 m and solid lines
+    0.3 m inside the road edges, in `marking_colour`."""
+    scene = _Scene(np.random.default_rng(0), PLAIN, 32, 16)
+    z = np.linspace(0.05, 11.95, 120)[None]
+    centre, half = 0.5, 4.0
+
+    def marked(x):
+        out = scene._ground_tex("road", np.full_like(z, x), z, centre, half)
+        return (out == np.float32(PLAIN.marking_colour)).all(-1)[0]
+
+    assert abs(marked(centre).mean() - 0.5) < 0.02 and marked(centre)[z[0] % 6 < 3].all()
+    assert marked(centre + half - 0.3).all() and marked(centre - half + 0.3).all()
+    assert not marked(centre + 1.0).any() and not marked(centre + half).any()
+
+
+def test_each_instance_draws_one_candidate_colour_with_multiplicative_jitter():
+    """`colours` gives candidate base colours of each class, one drawn per instance, times (1 + N(0,
+    colour_jitter)) (styles.py `DomainStyle`)."""
+    candidates = ((200, 40, 40), (40, 40, 200), (40, 200, 40))
+    flat = dataclasses.replace(PLAIN, colours={**PLAIN.colours, "sidewalk": candidates})
+    found = set()
+    for i in range(24):
+        image, label = render_scene(np.random.default_rng([3, 0, 0, i]), flat, (64, 32))
+        found |= {tuple(c) for c in image[label == ID["sidewalk"]].tolist()}
+    assert found == set(candidates)
+    ratios = []
+    jittered = dataclasses.replace(PLAIN, colour_jitter=0.1, colours={**PLAIN.colours, "sidewalk": ((150, 100, 50),)})
+    for i in range(30):
+        image, label = render_scene(np.random.default_rng([3, 0, 0, i]), jittered, (64, 32))
+        px = image[label == ID["sidewalk"]].astype(np.float64)
+        ratio = np.median(px, 0) / [150, 100, 50]
+        assert np.ptp(ratio) < 0.03   # one gain for all three channels
+        ratios.append(ratio.mean())
+    assert 0.06 < np.std(ratios) < 0.14 and abs(np.mean(ratios) - 1) < 0.05
+
+
+def test_p_terrain_puts_grass_strips_between_sidewalks_and_facades():
+    """`p_terrain` is the chance, per side, of a grass strip between the sidewalk and the facades (left and right
+    of the road)."""
+    def terrain(p: float) -> tuple[float, float]:
+        left = right = 0.0
+        for i in range(8):
+            scene = _Scene(np.random.default_rng([4, 0, 0, i]), dataclasses.replace(PLAIN, p_terrain=p), 128, 64)
+            scene.draw_background()
+            grass = scene.label == ID["terrain"]
+            left += (grass & (scene.xx < scene.vx)).mean() / 8
+            right += (grass & (scene.xx > scene.vx)).mean() / 8
+        return left, right
+
+    (l0, r0), (l1, r1) = terrain(0.0), terrain(1.0)
+    assert l1 > 2 * l0 + 0.005 and r1 > 2 * r0 + 0.005
+
+
+def _blank(style=None, size=(256, 128)) -> _Scene:
+    return _Scene(np.random.default_rng(0), style or _probe_style("boxy"), *size)
+
+
+def test_structured_textures_only_where_the_style_says():
+    """`structured_textures`: bricks and floor stripes on buildings, pavement tiles on sidewalks, mown grass
+    stripes, leaf speckle on facades and tree crowns in the source; flat surfaces without them."""
+    keys = ("building", "sidewalk", "terrain", "vegetation")
+    shades = {}
+    for structured in (False, True):
+        style = dataclasses.replace(_probe_style("boxy"), structured_textures=structured, p_terrain=1.0,
+                                    num_trees=(2, 3))
+        for k in keys:
+            shades[structured, k] = 0
+        for i in range(4):
+            image, label = render_scene(np.random.default_rng([5, 0, 0, i]), style)
+            for k in keys:
+                n = len(np.unique(image[label == ID[k]].reshape(-1, 3), axis=0))
+                shades[structured, k] = max(shades[structured, k], n)
+    # Flat: one colour per instance (and the shaded right side, glass, trunks); textures add shades to each.
+    assert all(shades[True, k] > shades[False, k] for k in keys), shades
+    assert shades[True, "building"] >= 8 and shades[True, "vegetation"] > 12, shades
+    tree = _blank(dataclasses.replace(_probe_style("boxy"), structured_textures=True))
+    tree._draw_tree(2.0, 10.0, "tree")
+    assert len(np.unique(tree.rgb[tree.label == ID["vegetation"]], axis=0)) > 12
