@@ -578,3 +578,119 @@ def test_structured_textures_only_where_the_style_says():
     tree = _blank(dataclasses.replace(_probe_style("boxy"), structured_textures=True))
     tree._draw_tree(2.0, 10.0, "tree")
     assert len(np.unique(tree.rgb[tree.label == ID["vegetation"]], axis=0)) > 12
+
+
+def _placed(style, n: int, seed: int = 0) -> list[list[tuple[str, float, float]]]:
+    """What `draw_things` places in each of `n` scenes, in drawing order: (kind, lateral x, depth z)."""
+    kinds = ("car", "truck", "bus", "person", "rider", "bicycle", "motorcycle", "pole", "tree")
+    scenes = []
+    for i in range(n):
+        scene = _Scene(np.random.default_rng([seed, 0, 0, i]), style, 64, 32)
+        scene.draw_background()
+        calls: list = []
+        for k in kinds:
+            setattr(scene, "_draw_" + k, lambda x, z, kind: calls.append((kind, x, z)))
+        scene.draw_things()
+        scenes.append(calls)
+    return scenes
+
+
+def test_things_counts_probabilities_distances_and_order():
+    """`num_*` ranges are inclusive counts per image and `p_*` probabilities (styles.py `DomainStyle`); persons,
+    riders and two-wheelers within 22 m, poles within 25 m (spcl/toy/__init__.py, toy-v3 sizes); the lane right in
+    front of the camera is kept clear of cars; things are painted far-to-near."""
+    style = dataclasses.replace(SOURCE_STYLE, num_cars=(1, 3), num_persons=(0, 2), num_bicycles=(1, 2),
+                                num_poles=(2, 3), num_trees=(0, 1), p_truck=1.0, p_bus=0.0, p_rider=1.0,
+                                p_motorcycle=0.0)
+    scenes = _placed(style, 60)
+    for key, kind in (("num_cars", "car"), ("num_persons", "person"), ("num_poles", "pole"), ("num_trees", "tree")):
+        lo, hi = getattr(style, key)
+        assert {sum(k == kind for k, _, _ in s) for s in scenes} == set(range(lo, hi + 1)), key
+    assert {sum(k == "bicycle" for k, _, _ in s) for s in scenes} == {1, 2}   # parked ones
+    for s in scenes:
+        kinds = [k for k, _, _ in s]
+        assert kinds.count("truck") == 1 and "bus" not in kinds and 1 <= kinds.count("rider_bicycle") <= 2
+        assert "motorcycle" not in kinds and "rider_motorcycle" not in kinds
+        assert [z for *_, z in s] == sorted((z for *_, z in s), reverse=True)
+        for kind, x, z in s:
+            assert z <= {"person": 22, "rider_bicycle": 22, "bicycle": 22, "pole": 25}.get(kind, 60)
+            assert not (kind == "car" and abs(x) < 1.6 and z < 10)
+    moto = _placed(dataclasses.replace(style, p_motorcycle=1.0), 10)
+    kinds = {k for s in moto for k, _, _ in s}
+    assert {"motorcycle", "rider_motorcycle"} <= kinds and not kinds & {"bicycle", "rider_bicycle"}
+
+
+def test_vehicles_cars_boxy_or_round_with_glass_and_lamps_and_buses_with_a_window_band():
+    """Boxy cars with bright tail lights versus rounded cars with dim ones; vehicle glass in `window` colour
+    (spcl/toy/__init__.py); a bus has a window band, a truck none."""
+    for shape in ("boxy", "round"):
+        scene = _blank(_probe_style(shape))
+        scene._draw_car(0.0, 8.0, "car")
+        cx, base, s = scene.project(0.0, 8.0)
+        car = scene.label == ID["car"]
+        rows = np.nonzero(car.any(1))[0]
+        widths = car.sum(1)[rows]
+        glass = (scene.rgb == np.float32(scene.style.window)).all(-1) & car
+        lamps = (scene.rgb == np.float32((250, 30, 30) if shape == "boxy" else (120, 30, 30))).all(-1) & car
+        assert glass.any() and lamps.any()
+        if shape == "boxy":
+            assert widths[0] == widths[: int(0.4 * s)].max()   # a flat-topped cabin
+        else:
+            assert widths[0] < 0.5 * widths[: int(0.4 * s)].max()
+    for kind in ("truck", "bus"):
+        scene = _blank()
+        scene._draw_truck(0.0, 12.0, kind)
+        glass = (scene.rgb == np.float32(scene.style.window)).all(-1) & (scene.label == ID[kind])
+        assert glass.any() == (kind == "bus")
+
+
+def test_people_riders_two_wheelers_poles_and_trees_by_shape():
+    """A person has legs to the ground and a head (skin); a rider sits on a bicycle / motorcycle (no legs, above
+    the wheels); near two-wheelers have ring wheels; a pole carries a sign with probability `p_sign` and a light
+    with `p_light`; a tree has a trunk to the ground under its crown."""
+    style = _probe_style("boxy")
+    skin = np.float32(style.colours["skin"][0])
+    scene = _blank()
+    scene._draw_person(0.0, 6.0, "person")
+    cx, base, s = scene.project(0.0, 6.0)
+    person = scene.label == ID["person"]
+    assert np.nonzero(person.any(1))[0].max() + 1 >= base - 1 and (scene.rgb[person] == skin).all(-1).any()
+    for vehicle in ("bicycle", "motorcycle"):
+        scene = _blank()
+        scene._draw_rider(0.0, 6.0, "rider_" + vehicle)
+        rider, bike = scene.label == ID["rider"], scene.label == ID[vehicle]
+        assert bike.any() and (scene.rgb[rider] == skin).all(-1).any()
+        assert np.nonzero(rider.any(1))[0].max() < base - 1.0 * s   # seated: nothing of the rider below 1 m
+        r = (0.34 if vehicle == "bicycle" else 0.32) * s
+        for sx in (-1, 1):  # the wheel's hub is a hole in its ring
+            hub, row = cx + sx * 0.55 * s, int(base - r)
+            assert not bike[row, int(hub)] and bike[row, int(hub - r + 1)]
+    for p in (0.0, 1.0):
+        scene = _blank(dataclasses.replace(style, p_sign=p, p_light=p))
+        scene._draw_pole(2.0, 10.0, "pole")
+        assert (scene.label == ID["sign"]).any() == bool(p) and (scene.label == ID["light"]).any() == bool(p)
+    scene = _blank()
+    scene._draw_tree(2.0, 10.0, "tree")
+    cx, base, s = scene.project(2.0, 10.0)
+    trunk = (scene.rgb == np.float32((80, 60, 40))).all(-1) & (scene.label == ID["vegetation"])
+    assert trunk.any() and np.nonzero(trunk.any(1))[0].max() + 1 >= base - 1
+
+
+def test_ego_hood_and_unlabeled_band_follow_their_probabilities(renders):
+    """`p_hood`: an ego-car hood (labelId 1) at the bottom, bulging upwards in the middle; `p_void_band`: a thin
+    unlabeled band (labelId 0) on the bottom rows. In the domains: a hood in most target images, never in the
+    source; the band in some source images, never in the target (spcl/toy/__init__.py)."""
+    for p_hood, p_band in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+        style = dataclasses.replace(PLAIN, p_hood=p_hood, p_void_band=p_band)
+        for i in range(4):
+            label = render_scene(np.random.default_rng([6, 0, 0, i]), style)[1]
+            hood = label == EGO_VEHICLE_ID
+            assert hood.any() == bool(p_hood) and (label[-1] == UNLABELED_ID).all() == bool(p_band)
+            assert not (label[:-2] == UNLABELED_ID).any()
+            if p_hood:
+                height = hood.sum(0)
+                assert hood[-1].all() and height[len(height) // 2] > height[0] + 1
+    hoods = {name: [(lab == EGO_VEHICLE_ID).any() for lab in labels] for name, (_, labels) in renders.items()}
+    bands = {name: [(lab[-1] == UNLABELED_ID).all() for lab in labels] for name, (_, labels) in renders.items()}
+    assert np.mean(hoods[TARGET_STYLE.name]) > 0.5 and not any(hoods[SOURCE_STYLE.name])
+    assert 0 < np.mean(bands[SOURCE_STYLE.name]) < 1 and not any(bands[TARGET_STYLE.name])
