@@ -694,3 +694,32 @@ def test_ego_hood_and_unlabeled_band_follow_their_probabilities(renders):
     bands = {name: [(lab[-1] == UNLABELED_ID).all() for lab in labels] for name, (_, labels) in renders.items()}
     assert np.mean(hoods[TARGET_STYLE.name]) > 0.5 and not any(hoods[SOURCE_STYLE.name])
     assert 0 < np.mean(bands[SOURCE_STYLE.name]) < 1 and not any(bands[TARGET_STYLE.name])
+
+
+def test_the_target_look_differs_from_the_source_as_documented():
+    """spcl/toy/__init__.py: muted camera colours (each colourful class less saturated), a paler sky and darker
+    duller trees; structured textures in the source, smooth mottled surfaces in the target; boxy cars versus round;
+    blue versus near-black glass; the target darker, less saturated, hazier, vignetted, blurred and noisier; an
+    ego-car hood in most target images and an unlabeled band in some source images; far things fade towards a pale
+    haze colour; more vehicles in the source, more people in the target."""
+    s, t = SOURCE_STYLE, TARGET_STYLE
+
+    def chroma(colours) -> float:
+        c = np.array(colours, np.float64)
+        return float((c.max(-1) - c.min(-1)).mean())
+
+    for key, colours in s.colours.items():
+        if chroma(colours) > 30:
+            assert chroma(t.colours[key]) < chroma(colours), key
+    assert chroma(t.sky) < chroma(s.sky) and np.mean(t.sky) > np.mean(s.sky)
+    assert np.mean(t.colours["vegetation"]) < np.mean(s.colours["vegetation"])
+    assert s.structured_textures and not t.structured_textures and t.stain > s.stain
+    assert (s.car_shape, t.car_shape) == ("boxy", "round")
+    assert s.window[2] > s.window[0] + 40 and max(t.window) < 60
+    assert t.brightness < s.brightness and t.saturation < s.saturation and t.haze > s.haze
+    assert t.vignette > s.vignette and t.blur_sigma > s.blur_sigma and t.noise_std > s.noise_std
+    assert t.p_hood > 0.5 and s.p_hood == 0 and 0 < s.p_void_band < 1 and t.p_void_band == 0
+    assert min(s.haze_colour) > 180 and min(t.haze_colour) > 180   # far things fade towards a pale haze
+    # More cars, trucks and buses in the source; more persons and riders in the target.
+    assert np.mean(s.num_cars) > np.mean(t.num_cars) and s.p_truck > t.p_truck and s.p_bus > t.p_bus
+    assert np.mean(t.num_persons) > np.mean(s.num_persons) and t.p_rider > s.p_rider
