@@ -723,3 +723,39 @@ def test_the_target_look_differs_from_the_source_as_documented():
     # More cars, trucks and buses in the source; more persons and riders in the target.
     assert np.mean(s.num_cars) > np.mean(t.num_cars) and s.p_truck > t.p_truck and s.p_bus > t.p_bus
     assert np.mean(t.num_persons) > np.mean(s.num_persons) and t.p_rider > s.p_rider
+
+
+def test_odd_target_counts_fill_the_cities_in_order_and_bad_arguments_are_refused(tmp_path):
+    """Target images are split over the cities, the first ones taking the remainder (3 train images: two in
+    toytown, one in mockburg); negative seeds or counts are refused before anything is written."""
+    info = generate_toy_dataset(tmp_path / "odd", num_source=0, num_target_train=3, num_target_val=1, size=(16, 8))
+    assert info["cityscapes"] == str(tmp_path / "odd" / "cityscapes") and info["gta5"] == str(tmp_path / "odd/gta5")
+    names = {p.name for p in (tmp_path / "odd/cityscapes/leftImg8bit/train").rglob("*.png")}
+    assert names == {"toytown_000000_000000_leftImg8bit.png", "toytown_000000_000001_leftImg8bit.png",
+                     "mockburg_000000_000000_leftImg8bit.png"}
+    for bad in (dict(seed=-1), dict(num_source=-1), dict(num_target_train=-1), dict(num_target_val=-1)):
+        with pytest.raises(ValueError, match="non-negative"):
+            generate_toy_dataset(tmp_path / "bad", **{**SMALL, **bad})
+        assert not (tmp_path / "bad" / "toy_manifest.json").exists()
+
+
+def test_manifest_changes_that_trigger_regeneration(tmp_path, monkeypatch):
+    """The manifest records the arguments (the size included), TOY_VERSION and a fingerprint of both styles, and
+    a finished flag: a new size, a changed target style, an unfinished generation or an unreadable manifest
+    regenerate; nothing else does (spcl/toy/writer.py `generate_toy_dataset`)."""
+    from spcl.toy import writer
+
+    args = dict(num_source=1, num_target_train=1, num_target_val=0, size=(32, 16))
+    manifest = tmp_path / "toy_manifest.json"
+    assert generate_toy_dataset(tmp_path, **args)["generated"]
+    assert generate_toy_dataset(tmp_path, **{**args, "size": (16, 8)})["generated"]
+    assert Image.open(tmp_path / "gta5/images/00001.png").size == (16, 8)
+    args["size"] = (16, 8)
+    assert not generate_toy_dataset(tmp_path, **args)["generated"]
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    assert generate_toy_dataset(tmp_path, **args)["generated"]
+    manifest.write_text("{not json")
+    assert generate_toy_dataset(tmp_path, **args)["generated"]
+    assert not generate_toy_dataset(tmp_path, **args)["generated"]
+    monkeypatch.setattr(writer, "TARGET_STYLE", dataclasses.replace(TARGET_STYLE, noise_std=0.0))
+    assert generate_toy_dataset(tmp_path, **args)["generated"]
