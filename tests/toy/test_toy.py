@@ -578,6 +578,11 @@ def test_structured_textures_only_where_the_style_says():
     tree = _blank(dataclasses.replace(_probe_style("boxy"), structured_textures=True))
     tree._draw_tree(2.0, 10.0, "tree")
     assert len(np.unique(tree.rgb[tree.label == ID["vegetation"]], axis=0)) > 12
+    facades = [_Scene(np.random.default_rng([2, 0, 0, i]), tree.style, 128, 64) for i in range(4)]
+    for scene in facades:
+        scene.facade_x = (-6.0, 7.0)
+        scene._draw_facades(0)
+    assert max(len(np.unique(sc.rgb[sc.label == ID["vegetation"]], axis=0)) for sc in facades) > 12
 
 
 def _placed(style, n: int, seed: int = 0) -> list[list[tuple[str, float, float]]]:
