@@ -422,3 +422,25 @@ def test_the_run_hands_on_records_and_summarises_each_stage(tmp_path, monkeypatc
     again = pipeline._run_stages(cfg, torch.device("cpu"))
     assert len(calls) == 2 and again["outputs"] == result["outputs"]
     assert "seconds" in again["stages"][0] and "seconds" not in again["stages"][1]
+
+
+def test_recorded_config_reads_the_newest_record_of_a_folder(tmp_path, monkeypatch):
+    """A folder rerun with other safe keys holds several records (config.yaml, config_<time>.yaml): the one
+    compared with a new run is the newest by modification time, then by name; other YAML files are no record."""
+    from spcl.engine.pipeline import recorded_config
+
+    for name, seed, mtime in (("config.yaml", 1, 1000), ("config_20261203-1200.yaml", 2, 3000),
+                              ("config_20261203-1100.yaml", 3, 2000), ("thresholds.yaml", 4, 4000)):
+        path = tmp_path / name
+        path.write_text(f"SEED: {seed}\n")
+        os.utime(path, (mtime, mtime))
+    assert recorded_config(str(tmp_path)) == {"SEED": 2}
+    os.utime(tmp_path / "config_20261203-1100.yaml", (3000, 3000))  # same time: the later name, in any listing order
+    listdir = os.listdir
+    for reverse in (False, True):
+        monkeypatch.setattr(os, "listdir", lambda d, r=reverse: sorted(listdir(d), reverse=r))
+        assert recorded_config(str(tmp_path)) == {"SEED": 2}
+    monkeypatch.undo()
+    os.utime(tmp_path / "config.yaml", (5000, 5000))
+    assert recorded_config(str(tmp_path)) == {"SEED": 1}
+    assert recorded_config(str(tmp_path / "missing")) is None
