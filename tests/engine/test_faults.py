@@ -449,6 +449,11 @@ def test_check_run_without_datasets_reads_no_data(tmp_path):
     check_run(cfg, datasets=False)
     with pytest.raises(FileNotFoundError, match=r"^3 input\(s\) of this run are missing"):
         check_inputs(cfg)
+    # one missing set read in two roles (the oracle's source is the target) is named once
+    cfg = tiny_cfg(str(tmp_path / "no_data"), str(tmp_path / "run"), *OPTS, "DATASETS.SOURCE", cfg.DATASETS.TARGET)
+    with pytest.raises(FileNotFoundError, match=r"^2 input\(s\) of this run are missing") as err:
+        check_inputs(cfg)
+    assert str(err.value).count(f"- {cfg.DATASETS.TARGET}: ") == 1
 
 
 def test_oracle_pseudo_labels_on_a_target_without_labels_are_refused_before_the_run(toy_root, tmp_path):
