@@ -444,3 +444,18 @@ def test_recorded_config_reads_the_newest_record_of_a_folder(tmp_path, monkeypat
     os.utime(tmp_path / "config.yaml", (5000, 5000))
     assert recorded_config(str(tmp_path)) == {"SEED": 1}
     assert recorded_config(str(tmp_path / "missing")) is None
+
+
+def test_a_finished_stage_after_one_that_resumes_is_set_aside(toy_root, tmp_path):
+    """`stage_plan`, by the rule of set_aside_if_stale: a stage that resumes makes new outputs, so a later stage
+    that had finished (made from the outputs before) is set aside and run again, even though the ids it
+    recorded still match the earlier manifests; the stages after it run."""
+    out = tmp_path / "run"
+    ckpts = out / STAGE_DIRS[0] / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "model_0000002.pth").write_bytes(b"")  # only its name is read: a resume point
+    (out / STAGE_DIRS[0] / "upstream.json").write_text(json.dumps({"after": {}}))
+    (out / STAGE_DIRS[1]).mkdir()
+    (out / STAGE_DIRS[1] / "manifest.json").write_text(json.dumps({"status": "done", "id": "p1", "after": {}}))
+    plan = stage_plan(tiny_cfg(toy_root, str(out)))
+    assert plan == list(zip(STAGE_DIRS, ["resumes", "set aside and run again"] + ["runs"] * 4))
