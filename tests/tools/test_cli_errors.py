@@ -404,6 +404,19 @@ def test_overrides_end_a_flag_of_several_values(tmp_path, monkeypatch):
     assert args.names == ["SEED"] and args.opts[-2:] == ["OUTPUT_DIR", "o"]
 
 
+def test_a_key_of_three_levels_ends_a_flag_of_several_values():
+    """DATASETS.TOY.GENERATE (a sub-section's key) is a config key as DATASETS.DATA_DIR is: it ends --scales
+    instead of being read as a scale."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import config_parser, is_override_key
+
+    assert is_override_key("DATASETS.TOY.GENERATE") and not is_override_key("DATASETS.TOY.")
+    parser = config_parser("A tool.")
+    parser.add_argument("--scales", type=float, nargs="+")
+    args = parser.parse_args(["--scales", "0.5", "DATASETS.TOY.GENERATE", "False"])
+    assert args.scales == [0.5] and args.opts == ["--", "DATASETS.TOY.GENERATE", "False"]
+
+
 def test_test_py_reads_the_overrides_after_scales(tmp_path):
     proc = run_tool("test.py", "--config", TOY, "--checkpoint", str(tmp_path / "m.pth"), "--scales", "0.75", "1.25",
                 "DATASETS.TEST_LIST", str(tmp_path / "nowhere.txt"))
