@@ -404,6 +404,32 @@ def test_overrides_end_a_flag_of_several_values(tmp_path, monkeypatch):
     assert args.names == ["SEED"] and args.opts[-2:] == ["OUTPUT_DIR", "o"]
 
 
+def test_a_run_folder_is_known_by_any_stage_folder_that_holds_a_record(tmp_path):
+    """refuse_a_run_folder: a run's stage folders are `<i>_<stage>` for any index (the tenth stage is
+    10_self_train) holding manifest.json or upstream.json; a folder of that name without a record, or one a
+    rerun set aside (`<i>_<stage>.stale-<time>`), does not make its parent a run folder."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import re
+
+    from _common import refuse_a_run_folder
+
+    run = tmp_path / "run"
+    (run / "3_align").mkdir(parents=True)  # no record: not a stage folder
+    (run / "4_self_train.stale-20260101-000000").mkdir()
+    (run / "4_self_train.stale-20260101-000000" / "manifest.json").write_text("{}")
+    refuse_a_run_folder(str(run), "--output")
+    refuse_a_run_folder(str(tmp_path / "new"), "--output")  # not there yet
+    (run / "10_self_train").mkdir()
+    (run / "10_self_train" / "upstream.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"^--output {re.escape(str(run))} is the folder of a pipeline run "
+                                         r"\(it holds its stage folder 10_self_train\)"):
+        refuse_a_run_folder(str(run), "--output")
+    stage = re.escape(str(run / "10_self_train"))
+    with pytest.raises(ValueError, match=f"^--output {stage} is a stage folder of a pipeline run "
+                                         r"\(it holds upstream.json\)"):
+        refuse_a_run_folder(str(run / "10_self_train"), "--output")
+
+
 def test_a_key_of_three_levels_ends_a_flag_of_several_values():
     """DATASETS.TOY.GENERATE (a sub-section's key) is a config key as DATASETS.DATA_DIR is: it ends --scales
     instead of being read as a scale."""
