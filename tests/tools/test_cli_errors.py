@@ -245,6 +245,23 @@ def test_out_of_gpu_memory_in_a_tool_is_one_line(capsys):
     assert "error: out of GPU memory at iteration 7 of stage align" in capsys.readouterr().err
 
 
+def test_a_diverged_stage_is_one_line(capsys):
+    """A stage whose loss or weights went non-finite (DivergenceError, a RuntimeError) is the user's to fix (a lower
+    learning rate, SOLVER.AMP): one line and exit 2, not a traceback."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _common import run_main
+    from spcl.engine.trainer import DivergenceError
+
+    def diverged(argv):
+        raise DivergenceError("non-finite loss at iteration 3 of stage align")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(diverged, [])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[0].endswith(": error: non-finite loss at iteration 3 of stage align"), err
+
+
 GLOO_PEER_GONE = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by "
                   "peer [127.0.0.1]:50833. This is typically caused by a remote worker crashing. Check the logs of "
                   "the remote worker before reporting an error.")
