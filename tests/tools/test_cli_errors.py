@@ -301,6 +301,22 @@ def test_under_torchrun_an_error_names_its_process_and_reaches_torchruns_report(
         os.path.basename(sys.argv[0]) or "spcl", "spcl"), report
 
 
+def test_the_error_file_has_the_layout_of_torchruns_own_so_its_report_dates_the_error(under_torchrun):
+    """{"message": {"message", "extraInfo": {"py_callstack", "timestamp"}}}, as torch.distributed.elastic's
+    ErrorHandler writes it: with the record at the top level torchrun reads the timestamp as 0 (1970)."""
+    import time
+
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from _common import tell_torchrun
+
+    before = int(time.time())
+    tell_torchrun("spcl: error (process 1 of 2): image not found")
+    failure = ProcessFailure(local_rank=1, pid=1, exitcode=2, error_file=under_torchrun)
+    assert before <= failure.timestamp <= int(time.time())
+    assert failure.message["extraInfo"]["py_callstack"] == "spcl: error (process 1 of 2): image not found"
+
+
 def test_a_process_that_lost_a_peer_says_so_in_one_line_and_leaves_the_report_to_the_peer(under_torchrun, capsys):
     from _common import run_main
 
@@ -317,6 +333,30 @@ def test_a_process_that_lost_a_peer_says_so_in_one_line_and_leaves_the_report_to
     assert not os.path.exists(under_torchrun)  # the report's root cause stays the process that failed first
     with pytest.raises(RuntimeError, match="Connection closed by peer"):
         run_main(peer_gone, ["--debug"])
+
+
+def test_a_collective_that_lost_its_peer_is_known_by_its_type_or_its_text_and_only_as_a_runtime_error(
+        under_torchrun, capsys):
+    """lost_a_peer: torch's DistNetworkError says so whatever its text; another error is a bug of this process
+    even when its text mentions a peer (an AssertionError about a broken pipe), and keeps its traceback."""
+    import torch.distributed as dist
+
+    from _common import run_main
+
+    def store_gone(argv):
+        raise dist.DistNetworkError("failed to recv, got 0 bytes")
+
+    with pytest.raises(SystemExit) as info:
+        run_main(store_gone, [])
+    assert info.value.code == 1
+    assert "process 1 of 2 stopped because another process of the run failed or was killed (failed to recv, got 0 " \
+           "bytes)" in capsys.readouterr().err
+
+    def own_bug(argv):
+        raise AssertionError("Broken pipe expected in the writer's state")
+
+    with pytest.raises(AssertionError, match="Broken pipe expected"):
+        run_main(own_bug, [])
 
 
 def test_the_same_error_in_a_single_process_is_a_bug_and_keeps_its_traceback(monkeypatch):
