@@ -246,6 +246,30 @@ def test_the_recorded_config_holds_the_protocol_the_flags_chose(tmp_path, test_t
     assert metrics["flip"] is True and metrics["scales"] == [0.5, 1.0]
 
 
+def test_without_flags_the_configs_protocol_is_used_and_recorded(tmp_path, test_tool):
+    """No --flip / --sliding / --scales: TEST.FLIP, TEST.SCALES and TEST.SLIDING (with TEST.WINDOW / TEST.STRIDE) of
+    the config are the protocol, in the metrics and in metrics.json (docs/method.md "Evaluation")."""
+    from spcl.evaluation import evaluate_checkpoint
+
+    root = tmp_path / "data"
+    make_val_tree(root)
+    ckpt = str(tmp_path / "m.pth")
+    save_checkpoint(load_config("", opts_for(root)), ckpt, 10, seed=1)
+    plain = evaluate_checkpoint(load_config("", opts_for(root)), ckpt, torch.device("cpu"))
+    sliding = ["TEST.SLIDING", "True", "TEST.WINDOW", "[16, 16]", "TEST.STRIDE", "[8, 8]"]
+    for name, protocol in (("flip", ["TEST.FLIP", "True", "TEST.SCALES", "[0.5, 1.0]"]), ("sliding", sliding)):
+        out = tmp_path / name
+        test_tool.main(["--checkpoint", ckpt, "--output", str(out)] + opts_for(root) + protocol)
+        metrics = json.load(open(out / "metrics.json"))
+        ref = evaluate_checkpoint(load_config("", opts_for(root) + protocol), ckpt, torch.device("cpu"))
+        assert metrics["mIoU"] == ref["mIoU"] != plain["mIoU"], name  # the protocol changes the result here
+        if name == "flip":
+            assert (metrics["flip"], metrics["sliding"], metrics["scales"]) == (True, False, [0.5, 1.0])
+        else:
+            assert (metrics["flip"], metrics["sliding"], metrics["scales"]) == (False, True, [1.0])
+            assert (metrics["window"], metrics["stride"]) == ([16, 16], [8, 8])
+
+
 def test_a_pipeline_run_or_stage_folder_is_not_an_output(tmp_path, test_tool):
     """test.py and gen_pseudo.py writing their config into a run's folder made the run's rerun fail as a config
     change (and gen_pseudo.py replaced a stage's labels): both refuse it, before writing anything."""
