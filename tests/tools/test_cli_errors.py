@@ -494,6 +494,7 @@ def test_a_key_of_three_levels_ends_a_flag_of_several_values():
     from _common import config_parser, is_override_key
 
     assert is_override_key("DATASETS.TOY.GENERATE") and not is_override_key("DATASETS.TOY.")
+    assert is_override_key("SEED") and not is_override_key("DATASETS")  # a section alone is no key
     parser = config_parser("A tool.")
     parser.add_argument("--scales", type=float, nargs="+")
     args = parser.parse_args(["--scales", "0.5", "DATASETS.TOY.GENERATE", "False"])
