@@ -186,6 +186,10 @@ def test_which_files_of_a_folder_are_evaluated(tmp_path, test_tool, spcl_log):
     torch.save([1, 2], str(folder / "list.pth"))
     assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
     assert "imagenet.pth: it holds backbone weights only" in spcl_log.text
+    pt = str(folder / "late.pt")  # .pt as well as .pth
+    save_checkpoint(cfg, pt, 9, seed=0)
+    assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours), (9, pt)]
+    os.remove(pt)
     assert "list.pth: it holds no model state" in spcl_log.text
     torch.save({"prototypes": torch.zeros(19, 512)}, str(folder / "prototypes.pth"))
     assert test_tool.find_checkpoints(str(folder)) == [(-1, bare), (7, ours)]
