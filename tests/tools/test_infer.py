@@ -143,8 +143,12 @@ def test_infer_inputs_glob_and_list(tmp_path, tools, monkeypatch):
     assert sorted(s for _, s in pairs) == ["broken", "deep/c"]
     lst = tmp_path / "list.txt"
     lst.write_text("photos/a.png\n# a comment\n\nphotos/sub/b.jpg\n")
-    pairs, _ = infer.collect_inputs(str(lst))
+    pairs, skipped = infer.collect_inputs(str(lst))
     assert [s for _, s in pairs] == ["a", "sub/b"] and all(os.path.isfile(p) for p, _ in pairs)
+    assert skipped == []  # a comment line is no file to skip
+    upper = tmp_path / "LIST.TXT"  # a list by its extension in any case; an absolute path kept as it is
+    upper.write_text(f"{photos / 'sub' / 'b.jpg'}\n")
+    assert infer.collect_inputs(str(upper)) == ([(str(photos / "sub" / "b.jpg"), "b")], [])
     pairs, _ = infer.collect_inputs(str(photos / "a.png"))
     assert [s for _, s in pairs] == ["a"]
     (photos / "a.jpg").write_bytes((photos / "a.png").read_bytes())
