@@ -335,6 +335,24 @@ def test_gen_pseudo_prints_a_readable_summary(toy_root, untrained_checkpoint, tm
         assert "quality: not measured" in text
 
 
+def test_the_pseudo_label_summary_reads_thresholds_json(tmp_path):
+    """format_pseudo_labels on a hand-written thresholds.json: the class names it records (3 classes: no Cityscapes
+    set), the threshold cap, and "-" for a share or an IoU that is undefined (NaN)."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    nan = float("nan")
+    (labels / "thresholds.json").write_text(json.dumps({
+        "thresholds": [0.9, 0.5, 0.25], "class_names": ["road", "sky", "cat"], "num_images": 2, "cap": 0.9,
+        "kept_fraction": 0.25, "kept_fraction_per_class": [0.5, nan, 0.125],
+        "quality_on_kept_pixels": {"mIoU": 0.5, "aAcc": 0.75, "IoU": [1.0, nan, 0.0]}}))
+    text = _load_tool("gen_pseudo").format_pseudo_labels({"outputs": {"pseudo_dir": str(labels)}})
+    assert f"pseudo labels: 2 label PNGs in {labels}" in text
+    assert "kept: 25.0% of the target pixels (255 = ignored below the class threshold; threshold cap 0.9)" in text
+    assert "mIoU 0.50, pixel accuracy 0.75" in text
+    rows = [ln.split() for ln in text.splitlines() if ln.split() and ln.split()[0] in ("road", "sky", "cat")]
+    assert rows == [["road", "0.900", "50.0%", "1.00"], ["sky", "0.500", "-", "-"], ["cat", "0.250", "12.5%", "0.00"]]
+
+
 def test_gen_pseudo_into_a_folder_in_use_writes_nothing(toy_root, untrained_checkpoint, tmp_path, restore_logger):
     """Two label runs into one folder would mix their label files: the second stops, naming the first."""
     from spcl.utils.run_lock import LOCK, RunInUse, run_lock
