@@ -128,6 +128,15 @@ def _print_config_in_process(path):
     return out.getvalue()
 
 
+def test_print_config_ends_the_yaml_with_one_newline(capsys):
+    """A config stored without its last newline is printed with one (a shell's `> run.yaml` then ends the file),
+    one stored with it unchanged."""
+    tool = load_tool("convert_checkpoint")
+    for stored in ("SEED: 1", "SEED: 1\n"):
+        assert tool.print_config("m.pth", {"config": stored}) == {"config": stored}
+        assert capsys.readouterr().out == "SEED: 1\n"
+
+
 def test_what_the_tool_refuses(converted, tmp_path):
     """One-line errors: a file without a config to print, an OUT with --print-config, no OUT, the released-file
     options on our checkpoint, an ImageNet file; nothing is written."""
