@@ -117,6 +117,14 @@ def write_list_file(path, entries):
     return str(path)
 
 
+def test_the_datasets_to_check_are_each_named_once_in_the_order_of_their_roles(tool):
+    """datasets_to_check: source, target, test, then cityscapes_pseudo when DATASETS.PSEUDO_DIR is set; a name in two
+    roles once (its roles are units_to_check's)."""
+    cfg = load_config("", ["DATASETS.TEST", "cityscapes_train", "DATASETS.PSEUDO_DIR", "labels"])
+    assert tool.datasets_to_check(cfg) == ["gta5_train", "cityscapes_train", "cityscapes_pseudo"]
+    assert tool.datasets_to_check(load_config("", [])) == ["gta5_train", "cityscapes_train", "cityscapes_val"]
+
+
 def test_a_dataset_in_two_roles_is_checked_with_each_roles_list(tmp_path, tool, capsys):
     """gta5_train as DATASETS.SOURCE (SOURCE_LIST 00001-00003, all good) and as DATASETS.TEST (TEST_LIST 00004-00006,
     00005's image truncated, 00006's label missing): both lists are checked, the test list's bad files are named,
