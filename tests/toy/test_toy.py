@@ -167,9 +167,33 @@ def test_make_toy_cli(tmp_path, capsys):
     check_preview(tmp_path / "preview.png", rows=2, size=(64, 32))
     assert not make_toy.main(args)["generated"]
     assert "up to date" in capsys.readouterr().out
+    assert make_toy.main(args + ["--overwrite"])["generated"]  # written again although up to date
+    assert re.search(r"wrote .*toy", capsys.readouterr().out)
     with pytest.raises(ValueError, match="--preview-rows must be at least 1, got 0"):  # before any work
         make_toy.main(["--root", str(tmp_path / "other"), "--preview", str(tmp_path / "p.png"), "--preview-rows", "0"])
     assert not (tmp_path / "other").exists()
+
+
+def test_prepare_toy_data_writes_the_toy_of_the_config(tmp_path, monkeypatch):
+    """tools/train.py's data step: with DATASETS.TOY.GENERATE, the toy of every DATASETS.TOY key is written into
+    DATASETS.DATA_DIR; without it, nothing is."""
+    from spcl.config import get_cfg
+
+    spec = importlib.util.spec_from_file_location("make_toy", REPO / "tools" / "make_toy.py")
+    make_toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_toy)
+    calls = []
+    monkeypatch.setattr(make_toy, "generate_toy_dataset", lambda root, **kw: calls.append((root, kw)))
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATASETS.DATA_DIR", str(tmp_path / "toy"), "DATASETS.TOY.SEED", "7",
+                         "DATASETS.TOY.NUM_SOURCE", "3", "DATASETS.TOY.NUM_TARGET_TRAIN", "4",
+                         "DATASETS.TOY.NUM_TARGET_VAL", "5", "DATASETS.TOY.SIZE", "[48, 24]"])
+    make_toy.prepare_toy_data(cfg)
+    assert calls == []
+    cfg.merge_from_list(["DATASETS.TOY.GENERATE", "True"])
+    make_toy.prepare_toy_data(cfg)
+    assert calls == [(str(tmp_path / "toy"), {"seed": 7, "num_source": 3, "num_target_train": 4,
+                                              "num_target_val": 5, "size": (48, 24)})]
 
 
 def check_preview(path, rows: int, size: tuple):
