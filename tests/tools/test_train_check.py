@@ -301,3 +301,17 @@ def test_a_file_where_a_stage_folder_goes_is_refused_before_anything_is_written(
                                                  rf"rename the file, the run makes the stage's outputs there$"):
         train.main(argv + _tiny_opts(toy_root, str(out)))
     assert os.listdir(out) == [name] and (out / name).read_text() == "a note"
+
+
+@pytest.mark.parametrize("stage", [[], ["--stage", "adv_warmup"]], ids=["pipeline", "stage"])
+def test_check_reads_the_data_folders_unless_the_run_generates_them(train, tmp_path, capsys, stage):
+    """With DATASETS.TOY.GENERATE the run writes DATASETS.DATA_DIR itself, so --check does not look for it there
+    (and generates nothing); without it, the whole pipeline's check and one stage's both name each missing set."""
+    out, data = str(tmp_path / "run"), str(tmp_path / "no_data")
+    opts = ["--check", "--config", TOY] + stage + ["OUTPUT_DIR", out, "DATASETS.DATA_DIR", data]
+    assert train.main(opts + ["DATASETS.TOY.GENERATE", "True"]) == 0
+    assert "config and inputs OK" in capsys.readouterr().out and not os.path.exists(data)
+    with pytest.raises(FileNotFoundError, match=r"3 input\(s\) of this run are missing") as err:
+        train.main(opts + ["DATASETS.TOY.GENERATE", "False"])
+    assert all(k in str(err.value) for k in ("gta5_train", "cityscapes_train", "cityscapes_val"))
+    assert not os.path.exists(out) and not os.path.exists(data)
