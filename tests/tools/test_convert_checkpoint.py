@@ -176,3 +176,12 @@ def test_the_slim_file_is_written_atomically(converted, tmp_path, monkeypatch):
         load_tool("convert_checkpoint").main([full, str(out)])
     assert out.read_bytes() == b"an earlier file"
     assert os.listdir(tmp_path) == ["model_slim.pth"]
+
+
+def test_converted_from_records_an_absolute_path_for_a_relative_input(converted, tmp_path, monkeypatch):
+    """The slim file says where it came from wherever it is read later: a path given relative to the current
+    folder is recorded as the absolute path it named."""
+    _, full, _, _, _ = converted
+    monkeypatch.chdir(os.path.dirname(full))
+    load_tool("convert_checkpoint").main([os.path.basename(full), str(tmp_path / "slim.pth")])
+    assert torch.load(tmp_path / "slim.pth", weights_only=True)["converted_from"]["path"] == full
