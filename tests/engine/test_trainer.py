@@ -676,3 +676,26 @@ def test_a_stage_stopped_in_training_leaves_tensorboard_with_every_record_so_far
         logged = [r["loss_seg"] for r in map(json.loads, f)]
     assert len(logged) == 2
     assert tb_scalars(os.path.join(out, "tb"))["source_only/loss_seg"] == pytest.approx(logged, rel=1e-6)
+
+
+def test_resume_points_are_saved_before_the_last_iteration_each_after_its_records_are_synced(toy_root, tmp_path,
+                                                                                            monkeypatch):
+    """SOLVER.CHECKPOINT_PERIOD 2 over 4 iterations: one resume point, model_0000002.pth, written after
+    metrics.json was made durable (EventWriter.sync: a resume after a machine crash finds every record up to
+    it); at iteration 4 only model_final.pth, no periodic checkpoint of the same weights."""
+    from spcl.engine.checkpoint import Checkpointer
+    from spcl.engine.events import EventWriter
+
+    calls = []
+    sync, save = EventWriter.sync, Checkpointer.save
+    monkeypatch.setattr(EventWriter, "sync", lambda self: (calls.append("sync"), sync(self))[1])
+    monkeypatch.setattr(Checkpointer, "save", lambda self, name, *a, **k: (calls.append(name), save(self, name, *a,
+                                                                                                     **k))[1])
+    out = str(tmp_path / "stage")
+    cfg = tiny_cfg(toy_root, out, "SOURCE_ONLY.STOP_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+                   "SOLVER.KEEP_CHECKPOINTS", "5", "DATASETS.PREFLIGHT", "False")
+    SourceOnlyTrainer(cfg, out, CPU).train()
+    periodic = [i for i, c in enumerate(calls) if c.startswith("model_0")]
+    assert [calls[i] for i in periodic] == ["model_0000002"] and periodic[0] > 0 and calls[periodic[0] - 1] == "sync"
+    assert sorted(f for f in os.listdir(os.path.join(out, "checkpoints")) if f.endswith(".pth")) == \
+        ["model_0000002.pth", "model_final.pth"]
