@@ -252,3 +252,16 @@ def write_png16(path: str, array: np.ndarray) -> None:
            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     with open(path, "wb") as f:
         f.write(png)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(toy_root, tmp_path_factory):
+    """A checkpoint of the toy segmentor at its seeded random initialisation (MODEL.WEIGHTS of the inference stages)."""
+    from spcl.modeling import build_segmentor
+
+    folder = tmp_path_factory.mktemp("random_ckpt")
+    torch.manual_seed(0)
+    path = folder / "model.pth"
+    torch.save({"model": build_segmentor(tiny_cfg(toy_root, str(folder)), load_weights=False).state_dict(),
+                "iteration": 0}, path)
+    return str(path)

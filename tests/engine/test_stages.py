@@ -458,19 +458,6 @@ def test_adv_warmup_step_losses_and_gradients_follow_the_warm_up_rules(toy_root,
         assert len(names) == 2 and set(names) <= files, (dom, names)
 
 
-@pytest.fixture(scope="module")
-def random_checkpoint(toy_root, tmp_path_factory):
-    """A checkpoint of the toy segmentor at its seeded random initialisation (for the inference stages)."""
-    from spcl.modeling import build_segmentor
-
-    folder = tmp_path_factory.mktemp("random_ckpt")
-    torch.manual_seed(0)
-    path = folder / "model.pth"
-    torch.save({"model": build_segmentor(tiny_cfg(toy_root, str(folder)), load_weights=False).state_dict(),
-                "iteration": 0}, path)
-    return str(path)
-
-
 def _probe_stage():
     """An InferenceStage whose work is to report that it ran (the shared build and `run()` around it)."""
     from spcl.engine.stages import InferenceStage

@@ -85,23 +85,12 @@ def test_a_load_that_gives_fewer_batches_than_asked_is_an_error(tmp_path):
         generate_pseudo_labels(CountingModel(K), short, str(tmp_path), K, cpu, resume_key=KEY)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(toy_root, tmp_path_factory):
-    from spcl.modeling import build_segmentor
-
-    folder = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    path = folder / "model.pth"
-    torch.save({"model": build_segmentor(tiny_cfg(toy_root, str(folder)), load_weights=False).state_dict(),
-                "iteration": 0}, path)
-    return str(path)
-
-
 FOLDER_TARGET = ("DATASETS.TARGET", "folder_train", "DATASETS.FOLDER.TRAIN_DIR", "{root}/cityscapes/leftImg8bit/train")
 
 
 @pytest.mark.parametrize("target", [(), FOLDER_TARGET], ids=["cityscapes", "folder"])
-def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, checkpoint, tmp_path, monkeypatch, target):
+def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, random_checkpoint, tmp_path, monkeypatch,
+                                                                 target):
     """The pseudo_labels stage killed at its 2nd forward (batches of 2: 2 of the 8 target images cached): the
     rerun decodes the other 6 images only, and its labels and thresholds.json equal an uninterrupted run's.
     Also with a folder target, whose items are named by their path (`city__x.png`), not their file name."""
@@ -110,7 +99,7 @@ def test_the_stage_rerun_reads_only_the_images_still_to_predict(toy_root, checkp
     from spcl.engine.stages.pseudo_labels import PseudoLabelsStage
 
     def run(out):
-        cfg = tiny_cfg(toy_root, out, "MODEL.WEIGHTS", checkpoint, "TEST.BATCH_SIZE", "2", "DATASETS.PREFLIGHT",
+        cfg = tiny_cfg(toy_root, out, "MODEL.WEIGHTS", random_checkpoint, "TEST.BATCH_SIZE", "2", "DATASETS.PREFLIGHT",
                        "False", *[v.format(root=toy_root) for v in target])
         with hide_gpu():
             PseudoLabelsStage(cfg, out, torch.device("cpu")).run()
